@@ -1,0 +1,147 @@
+"""The one exception tree of Forge.
+
+Every error a user can see derives from :class:`ForgeError`. Its message has four parts:
+what failed, the offending value, where (file and YAML path, or ``namespace/kind/name``), and
+the next step. The CLI maps the classes to exit codes in one place (``exit_code``):
+
+* :class:`UsageError` and :class:`ConfigError` (bad usage or configuration) exit 2,
+* every other :class:`ForgeError` (the operation failed) exits 1,
+* anything else is an internal error and exits 3.
+
+This module imports nothing from the package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+
+class ForgeError(Exception):
+    """Base of every error Forge reports to a user (exit code 1 unless a subclass says)."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+
+class UsageError(ForgeError):
+    """The command line was wrong (exit code 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located problem in an input file: ``file:line:col: path: message``."""
+
+    file: str
+    line: int | None
+    column: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        if self.path:
+            return f"{where}: {self.path}: {self.message}"
+        return f"{where}: {self.message}"
+
+
+class ConfigError(ForgeError):
+    """An input file is unreadable or invalid (exit code 2). Carries every problem at once."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, problems: Sequence[Problem] | str, *, hint: str | None = None) -> None:
+        if isinstance(problems, str):
+            self.problems: tuple[Problem, ...] = ()
+            text = problems
+        else:
+            self.problems = tuple(problems)
+            text = "\n".join(str(p) for p in self.problems)
+        super().__init__(text, hint=hint)
+
+    @classmethod
+    def single(cls, file: str, message: str, *, line: int | None = None,
+               column: int | None = None, path: str = "") -> "ConfigError":
+        return cls([Problem(file, line, column, path, message)])
+
+
+class RenderError(ForgeError):
+    """A template or value could not be rendered into Nix (a bug or an unsupported value)."""
+
+
+class CommandError(ForgeError):
+    """An external command failed. Shows the command, exit code, stdout and stderr."""
+
+    def __init__(self, message: str, *, argv: Iterable[str] = (), returncode: int | None = None,
+                 stdout: str = "", stderr: str = "", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+class ToolMissing(CommandError):
+    """An executable Forge needs is not on PATH."""
+
+
+class BuildError(ForgeError):
+    """``nix build`` of an image failed."""
+
+
+class PushError(ForgeError):
+    """Pushing an image to the registry failed or could not be verified."""
+
+
+class GitOpsError(ForgeError):
+    """Editing, committing or pushing the GitOps repository failed."""
+
+
+class ReconcileError(ForgeError):
+    """Flux did not apply our revision (not Ready, or timed out)."""
+
+
+class RolloutFailed(ForgeError):
+    """The workload's rollout failed (crash loop, bad image, deadline exceeded, ...)."""
+
+
+class RolloutTimeout(RolloutFailed):
+    """The rollout did not finish before the deadline."""
+
+
+class NotAvailable(ForgeError):
+    """A step is not implemented in this version of Forge."""
+
+
+class ProvisionError(ForgeError):
+    """Provisioning PostgreSQL or an Attic cache failed."""
+
+
+def exit_code(err: BaseException) -> int:
+    """The process exit code for an exception (the one place that decides it)."""
+    if isinstance(err, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(err, ForgeError):
+        return err.exit_code
+    return EXIT_INTERNAL

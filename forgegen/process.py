@@ -1,0 +1,143 @@
+"""The one module that runs external programs.
+
+Argv tuples only (never a shell), a timeout on every call, output captured, a missing executable
+reported by name, and a :class:`~forgegen.errors.CommandError` that shows the command, its exit
+code, stdout and stderr. Domain wrappers (registry, gitops, build) turn these into errors that
+say what to check. Values listed in ``secrets`` are redacted from everything an error carries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from forgegen.errors import CommandError, ToolMissing
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 120.0
+REDACTED = "***"
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every non-empty secret in ``text`` with ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def which(program: str, *, env: Mapping[str, str] | None = None) -> str | None:
+    path = (env or os.environ).get("PATH")
+    return shutil.which(program, path=path)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    cwd: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    check: bool = True,
+    secrets: Iterable[str] = (),
+    what: str | None = None,
+) -> Result:
+    """Run ``argv`` and capture its output.
+
+    ``env`` entries are added to the current environment (a value of ``None`` is not allowed:
+    build the mapping you want). With ``check`` a non-zero exit raises :class:`CommandError`.
+    ``what`` names the step for messages ("push the image", "fetch the GitOps repo").
+    """
+    argv = tuple(str(a) for a in argv)
+    if not argv:
+        raise ValueError("run() needs a program")
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    secrets = tuple(s for s in secrets if s)
+    shown = redact(" ".join(argv), secrets)
+    label = what or f"run {argv[0]}"
+    if which(argv[0], env=full_env) is None and "/" not in argv[0]:
+        raise ToolMissing(
+            f"cannot {label}: the program {argv[0]!r} is not on PATH",
+            argv=argv,
+            hint=f"install {argv[0]} (see README.md, 'Set up') or put it on PATH",
+        )
+    log.debug("$ %s", shown)
+    try:
+        proc = subprocess.run(
+            argv,
+            cwd=cwd,
+            env=full_env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError as err:
+        raise ToolMissing(f"cannot {label}: {argv[0]!r} was not found", argv=argv) from err
+    except subprocess.TimeoutExpired as err:
+        out = err.stdout.decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
+        errout = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else (err.stderr or "")
+        raise CommandError(
+            f"cannot {label}: `{shown}` did not finish within {timeout:g}s",
+            argv=argv,
+            stdout=redact(out, secrets),
+            stderr=redact(errout, secrets),
+            hint="check that the service it talks to answers, or raise the timeout",
+        ) from err
+    result = Result(argv, proc.returncode, redact(proc.stdout, secrets), redact(proc.stderr, secrets))
+    if check and proc.returncode != 0:
+        raise CommandError(
+            f"cannot {label}: `{shown}` exited with {proc.returncode}"
+            + (f"\n  stderr: {_tail(result.stderr)}" if result.stderr.strip() else "")
+            + (f"\n  stdout: {_tail(result.stdout)}" if result.stdout.strip() and not result.stderr.strip() else ""),
+            argv=argv,
+            returncode=proc.returncode,
+            stdout=result.stdout,
+            stderr=result.stderr,
+        )
+    return result
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    kept = text.strip().splitlines()[-lines:]
+    return "\n    ".join(kept)
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    cwd: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    stdout: int | None = None,
+    stderr: int | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running program (a server in tests, a streaming pipe). Caller owns it."""
+    argv = tuple(str(a) for a in argv)
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    if which(argv[0], env=full_env) is None and "/" not in argv[0]:
+        raise ToolMissing(f"cannot start {argv[0]!r}: it is not on PATH", argv=argv)
+    return subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=stdout, stderr=stderr)
+
+
+PIPE = subprocess.PIPE
+DEVNULL = subprocess.DEVNULL
+STDOUT = subprocess.STDOUT
