@@ -1,0 +1,130 @@
+"""All Nix escaping lives here (STYLE.md points 10-12).
+
+Modelled on nixpkgs ``lib.strings.escapeNixString``, ``escapeNixIdentifier`` and
+``generators.toPretty``. Every function returns :class:`NixText`, the marker the template
+environment's ``finalize`` hook accepts: a value that did not pass through here cannot reach a
+generated file. Never ``json.dumps`` a Nix string: Python writes ``\\u00e9`` and Nix reads ``\\u``
+as ``u`` (NixOS/nix#10082). This module imports only ``errors``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from forgegen.errors import RenderError
+
+KEYWORDS = frozenset({"if", "then", "else", "assert", "with", "let", "in", "rec", "inherit", "or"})
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*$")
+
+
+class NixText(str):
+    """Text that is already valid, escaped Nix source."""
+
+    __slots__ = ()
+
+
+def _reject_nul(value: str) -> None:
+    if "\0" in value:
+        raise RenderError(f"cannot render {value!r} into Nix: Nix strings cannot contain NUL bytes; remove it")
+
+
+def nix_str(value: str) -> NixText:
+    """A double-quoted Nix string that evaluates to exactly ``value``.
+
+    Escapes ``\\``, ``"``, ``$`` (so neither ``${`` nor ``$${`` can interpolate), newline, CR and
+    tab; every other character, unicode included, passes through as UTF-8. Rejects NUL.
+    """
+    if not isinstance(value, str):
+        raise RenderError(f"nix_str expects a string, got {type(value).__name__}: {value!r}")
+    _reject_nul(value)
+    out = (value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+           .replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t"))
+    return NixText(f'"{out}"')
+
+
+def nix_indented_str(value: str, indent: str = "  ") -> NixText:
+    """A ``''…''`` indented string that evaluates to exactly ``value``, for readable multi-line text.
+
+    Only ``${`` needs escaping inside (as ``''${``); values whose exact form would depend on the
+    subtler rules (quotes, CR, tab, blank or space-led lines, no newline at all) fall back to the
+    plain :func:`nix_str` form, which is always exact.
+    """
+    if not isinstance(value, str):
+        raise RenderError(f"nix_indented_str expects a string, got {type(value).__name__}")
+    _reject_nul(value)
+    lines = value.split("\n")
+    plain = (
+        "\n" not in value
+        or any(c in value for c in "'\r\t")
+        or value.endswith("$")
+        or any(not line.strip() or line[0].isspace() for line in lines[:-1])
+        or (lines[-1] != "" and lines[-1][0].isspace())
+    )
+    if plain:
+        return nix_str(value)
+    body = "\n".join(indent + line.replace("${", "''${") if line else "" for line in lines)
+    return NixText("''\n" + body + "''")
+
+
+def nix_ident(name: str) -> NixText:
+    """An attribute name: bare when it is a plain identifier, quoted otherwise (keywords too)."""
+    if not isinstance(name, str):
+        raise RenderError(f"nix_ident expects a string, got {type(name).__name__}: {name!r}")
+    if _IDENT.match(name) and name not in KEYWORDS:
+        return NixText(name)
+    return nix_str(name)
+
+
+def nix_attrpath(parts: Sequence[str] | str) -> NixText:
+    """A dotted attribute path; each component escaped with :func:`nix_ident`."""
+    if isinstance(parts, str):
+        parts = parts.split(".")
+    if not parts:
+        raise RenderError("an attribute path needs at least one component")
+    return NixText(".".join(nix_ident(p) for p in parts))
+
+
+def to_nix(value: Any, indent: str = "") -> NixText:
+    """Any JSON-like value as a Nix expression (attrsets sorted by key)."""
+    if isinstance(value, NixText):
+        return value
+    if value is None:
+        return NixText("null")
+    if value is True:
+        return NixText("true")
+    if value is False:
+        return NixText("false")
+    if isinstance(value, int):
+        return NixText(str(value) if value >= 0 else f"({value})")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise RenderError(f"cannot render {value!r} into Nix: not a finite number")
+        text = repr(value)
+        return NixText(text if value >= 0 else f"({text})")
+    if isinstance(value, str):
+        return nix_str(value)
+    inner = indent + "  "
+    if isinstance(value, Mapping):
+        if not value:
+            return NixText("{ }")
+        items = []
+        for key in sorted(value):
+            if not isinstance(key, str):
+                raise RenderError(f"attribute names must be strings, got {key!r}")
+            items.append(f"{inner}{nix_ident(key)} = {to_nix(value[key], inner)};")
+        return NixText("{\n" + "\n".join(items) + f"\n{indent}}}")
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return NixText("[ ]")
+        items = [f"{inner}{_list_item(v, inner)}" for v in value]
+        return NixText("[\n" + "\n".join(items) + f"\n{indent}]")
+    raise RenderError(f"cannot render a {type(value).__name__} into Nix: {value!r}")
+
+
+def _list_item(value: Any, indent: str) -> str:
+    text = to_nix(value, indent)
+    # Negative numbers are already parenthesised; function applications never appear here.
+    return text

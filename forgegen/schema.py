@@ -1,0 +1,445 @@
+"""The one description of ``deploy.yaml`` (version 1).
+
+Pydantic models, ``extra="forbid"`` and frozen. Constraints live in reusable ``Annotated`` types.
+:func:`load_config` reads a file and reports every problem at once, located by line and column.
+This module imports only ``errors`` and ``yamlsource`` from the package.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic.json_schema import WithJsonSchema
+
+from forgegen.errors import ConfigError, Problem
+from forgegen.yamlsource import Source, load_file, load_text, problems_from_pydantic
+
+SCHEMA_VERSION = 1
+DEFAULT_FILE = "deploy.yaml"
+
+# ---------------------------------------------------------------------------------------------
+# Constrained types
+
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_NIX_ATTR = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*$")
+_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HOST = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?$")
+_REPO_PATH = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)(ms|s|m|h)\s*)+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+NIX_KEYWORDS = frozenset({"if", "then", "else", "assert", "with", "let", "in", "rec", "inherit", "or"})
+
+SYSTEMS = ("x86_64-linux", "aarch64-linux", "armv7l-linux", "i686-linux", "riscv64-linux",
+           "powerpc64le-linux", "s390x-linux")
+
+
+def _dns_label(value: str) -> str:
+    if len(value) > 63 or not _DNS_LABEL.match(value):
+        raise ValueError(
+            f"{value!r} is not a DNS-1123 label; use 1-63 lowercase letters, digits and '-', "
+            "starting with a letter and ending with a letter or digit (e.g. 'api', 'web-frontend')")
+    return value
+
+
+def _dns_subdomain(value: str) -> str:
+    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+        raise ValueError(f"{value!r} is not a valid Kubernetes object name; use lowercase "
+                         "letters, digits, '-' and '.' (e.g. 'flux-system')")
+    return value
+
+
+def _nix_attr_path(value: str) -> str:
+    parts = value.split(".")
+    if not all(_NIX_ATTR.match(p) for p in parts):
+        raise ValueError(f"{value!r} is not a flake attribute path; use names like "
+                         "'api-image' or 'images.api' (letters, digits, '_', '-', \"'\", joined by '.')")
+    return value
+
+
+def _env_var(value: str) -> str:
+    if not _ENV_VAR.match(value):
+        raise ValueError(f"{value!r} is not an environment variable name (e.g. 'GHCR_TOKEN')")
+    return value
+
+
+def _host(value: str) -> str:
+    if not _HOST.match(value):
+        raise ValueError(f"{value!r} is not a registry host; use host or host:port, without "
+                         "a scheme or path (e.g. 'ghcr.io', 'localhost:5000')")
+    return value
+
+
+def _relpath(value: str) -> str:
+    p = PurePosixPath(value)
+    if not value or p.is_absolute() or ".." in p.parts or "\\" in value or "\0" in value:
+        raise ValueError(f"{value!r} must be a relative path inside the repository, without '..'")
+    return value
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("a duration must be seconds or a string like '90s', '5m', '1h30m'")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and _DURATION.match(value):
+        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value))
+    else:
+        raise ValueError(f"{value!r} is not a duration; use seconds or a string like '90s', '5m', '1h30m'")
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be a positive duration")
+    return seconds
+
+
+def _pattern(*allowed: str):
+    def check(value: str) -> str:
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+        except ValueError as err:
+            raise ValueError(f"{value!r} is not a valid pattern ({err}); write literal braces as '{{{{' and '}}}}'") from None
+        unknown = sorted({f for f in fields if f not in allowed})
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder {', '.join('{' + u + '}' for u in unknown)} in {value!r}; "
+                f"available: {', '.join('{' + a + '}' for a in allowed)}")
+        return value
+    return check
+
+
+DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+ObjectName = Annotated[str, AfterValidator(_dns_subdomain)]
+NixAttrPath = Annotated[str, AfterValidator(_nix_attr_path)]
+EnvVarName = Annotated[str, AfterValidator(_env_var)]
+RegistryHost = Annotated[str, AfterValidator(_host)]
+RelativePath = Annotated[str, AfterValidator(_relpath)]
+Duration = Annotated[
+    float,
+    BeforeValidator(_duration),
+    WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0},
+                              {"type": "string", "pattern": _DURATION.pattern}],
+                    "description": "seconds, or a string like '90s', '5m', '1h30m'"}),
+]
+System = Literal["x86_64-linux", "aarch64-linux", "armv7l-linux", "i686-linux", "riscv64-linux",
+                 "powerpc64le-linux", "s390x-linux"]
+Argv = Annotated[tuple[str, ...], Field(min_length=1)]
+
+NAME_FIELDS = ("project", "service", "environment", "cluster")
+PathPattern = Annotated[str, AfterValidator(_pattern(*NAME_FIELDS)), AfterValidator(_relpath)]
+NamePattern = Annotated[str, AfterValidator(_pattern(*NAME_FIELDS))]
+CommitPattern = Annotated[str, AfterValidator(_pattern(*NAME_FIELDS, "tag", "image", "source_commit"))]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+class Credentials(Model):
+    """Registry credentials, by environment-variable name only (never the secret itself)."""
+
+    token_env: EnvVarName | None = Field(
+        None, description="variable holding a token used as the password (default for ghcr.io: GHCR_TOKEN, then `gh auth token`)")
+    username_env: EnvVarName = Field("FORGE_REGISTRY_USER", description="variable holding the user name")
+    password_env: EnvVarName = Field("FORGE_REGISTRY_PASSWORD", description="variable holding the password")
+
+
+class Registry(Model):
+    host: RegistryHost = Field(description="registry host[:port], e.g. ghcr.io")
+    organization: Annotated[str, AfterValidator(lambda v: _repo_path(v))] | None = Field(
+        None, description="path prefix under the host (organization or user), e.g. acme")
+    image_name: NamePattern = Field("{service}", description="image name pattern; {project}, {service}")
+    insecure: bool = Field(False, description="plain HTTP / no TLS verification (local registries only)")
+    credentials: Credentials = Credentials()
+    push_attempts: int = Field(5, ge=1, le=20, description="attempts for transient push failures")
+
+
+def _repo_path(value: str) -> str:
+    if not _REPO_PATH.match(value):
+        raise ValueError(f"{value!r} is not a registry repository path; use lowercase letters, "
+                         "digits, '.', '_', '-' and '/' (e.g. 'acme' or 'acme/team')")
+    return value
+
+
+class Attic(Model):
+    endpoint: str = Field(description="Attic server URL, e.g. https://attic.example.com")
+    cache: DnsLabel = Field(description="cache name")
+    public_key: str | None = Field(None, description="the cache's public key (name:base64)")
+    token_env: EnvVarName = Field("ATTIC_TOKEN", description="variable holding a push token")
+
+
+class BinaryCache(Model):
+    url: str = Field(description="any Nix binary cache URL for `nix copy --to` (file://, s3://, http://)")
+
+
+class GitOps(Model):
+    repo: str = Field(description="GitOps repository: a git URL, or a path relative to deploy.yaml")
+    branch: str = "main"
+    path: PathPattern = Field("clusters/{cluster}/{service}",
+                              description="directory of the kustomization; {project} {service} {environment} {cluster}")
+    file: RelativePath = "kustomization.yaml"
+    commit_message: CommitPattern = "deploy({service}): {environment} {tag}\n\nsource: {source_commit}"
+    push_attempts: int = Field(5, ge=1, le=50)
+
+
+FluxSourceKind = Literal["GitRepository", "OCIRepository", "Bucket"]
+
+
+class FluxSource(Model):
+    kind: FluxSourceKind = "GitRepository"
+    name: ObjectName = "flux-system"
+
+
+class Flux(Model):
+    namespace: ObjectName = "flux-system"
+    source: FluxSource = FluxSource()
+    kustomizations: tuple[Annotated[str, AfterValidator(_pattern(*NAME_FIELDS))], ...] = Field(
+        ("flux-system",), min_length=1, description="Kustomization names; {environment} {cluster} {project}")
+    timeout: Duration = 300.0
+
+
+class FluxOverride(Model):
+    """Per-environment Flux settings; unset fields inherit the top-level ``flux``."""
+
+    namespace: ObjectName | None = None
+    source: FluxSource | None = None
+    kustomizations: tuple[str, ...] | None = None
+    timeout: Duration | None = None
+
+
+class Promotion(Model):
+    from_: DnsLabel | None = Field(None, alias="from", description="environment promoted from (default: the previous one)")
+    require_approval: bool = Field(False, description="ask before promoting (or pass --yes)")
+    require_verification: bool = Field(True, description="the previous environment's verification must pass")
+
+
+class Environment(Model):
+    name: DnsLabel
+    cluster: ObjectName | None = Field(None, description="cluster name (default: the environment name)")
+    kube_context: str | None = Field(None, description="kubeconfig context (default: the current one)")
+    kubeconfig: str | None = Field(None, description="kubeconfig file (default: $KUBECONFIG, then in-cluster)")
+    namespace: NamePattern = Field("{project}", description="namespace pattern; {project} {service} {environment} {cluster}")
+    flux: FluxOverride | None = None
+    promotion: Promotion = Promotion()
+
+
+ServiceType = Literal["rust", "python", "go", "node", "generic"]
+WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
+
+
+class Image(Model):
+    package: NixAttrPath | None = Field(None, description="flake package attribute of the image (default: <service>-image)")
+    name: str | None = Field(None, description="registry image name (default: registry.image_name)")
+
+
+class Workload(Model):
+    kind: WorkloadKind = "Deployment"
+    name: ObjectName | None = Field(None, description="default: the service name")
+    container: DnsLabel | None = Field(None, description="container to check (default: the workload name)")
+
+
+class Rollout(Model):
+    deadline: Duration | None = Field(None, description="overall bound (default: the workload's progressDeadlineSeconds, 600)")
+    restarts_tolerated: int = Field(0, ge=0, le=100)
+    readiness_grace: Duration = Field(60.0, description="how long readiness may fail before the rollout fails")
+    scheduling_grace: Duration = Field(30.0, description="how long a pod may be unschedulable")
+    rollback_on_failure: bool = False
+
+
+class Migration(Model):
+    name: DnsLabel
+    command: Argv = Field(description="argv run in a Kubernetes Job with the new image")
+    image: str | None = Field(None, description="default: the service image being deployed")
+    timeout: Duration = 600.0
+
+
+class HttpCheck(Model):
+    url: str
+    expect_status: int = Field(200, ge=100, le=599)
+    contains: str | None = None
+
+
+class Check(Model):
+    name: DnsLabel
+    http: HttpCheck | None = None
+    command: Argv | None = None
+    timeout: Duration = 60.0
+    retries: int = Field(3, ge=0, le=100)
+
+
+class DevCommands(Model):
+    test: str | None = None
+    lint: str | None = None
+    fmt: str | None = None
+    fmt_check: str | None = Field(None, alias="fmt-check")
+
+
+class Service(Model):
+    type: ServiceType = "generic"
+    path: RelativePath = Field(".", description="source directory of the service")
+    image: Image = Image()
+    architectures: tuple[System, ...] = Field(("x86_64-linux",), min_length=1)
+    workload: Workload = Workload()
+    environments: tuple[DnsLabel, ...] | None = Field(None, description="default: every environment")
+    rollout: Rollout = Rollout()
+    migrations: tuple[Migration, ...] = ()
+    verify: tuple[Check, ...] = ()
+    depends_on: tuple[DnsLabel, ...] = ()
+    dev: DevCommands = DevCommands()
+
+
+class Config(Model):
+    version: Literal[1] = Field(description="schema version of deploy.yaml")
+    project: DnsLabel
+    registry: Registry
+    attic: Attic | None = None
+    binary_cache: BinaryCache | None = None
+    gitops: GitOps
+    flux: Flux = Flux()
+    environments: tuple[Environment, ...] = Field(min_length=1)
+    services: dict[DnsLabel, Service] = Field(default_factory=dict)
+
+    def environment(self, name: str) -> Environment:
+        for env in self.environments:
+            if env.name == name:
+                return env
+        raise KeyError(name)
+
+    def service_environments(self, name: str) -> tuple[Environment, ...]:
+        wanted = self.services[name].environments
+        if wanted is None:
+            return self.environments
+        return tuple(e for e in self.environments if e.name in wanted)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def reference_problems(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
+    """Cross-field checks pydantic cannot express per field: names, references, cycles."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    env_names = [e.name for e in config.environments]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(env_names):
+        if name in seen:
+            out.append((("environments", i, "name"),
+                        f"duplicate environment {name!r} (also environments[{seen[name]}]); rename one"))
+        else:
+            seen[name] = i
+    for i, env in enumerate(config.environments):
+        src = env.promotion.from_
+        if src is not None and (src not in env_names[:i]):
+            out.append((("environments", i, "promotion", "from"),
+                        f"{src!r} is not an environment defined before {env.name!r}; "
+                        f"use one of: {', '.join(env_names[:i]) or '(none: remove it)'}"))
+    defined = ", ".join(dict.fromkeys(env_names))
+    for sname, svc in config.services.items():
+        for j, ename in enumerate(svc.environments or ()):
+            if ename not in env_names:
+                out.append((("services", sname, "environments", j),
+                            f"environment {ename!r} is not defined; define it under 'environments' or use one of: {defined}"))
+        for j, dep in enumerate(svc.depends_on):
+            if dep == sname:
+                out.append((("services", sname, "depends_on", j), "a service cannot depend on itself; remove it"))
+            elif dep not in config.services:
+                out.append((("services", sname, "depends_on", j),
+                            f"service {dep!r} is not defined; define it under 'services' or remove it"))
+        names = [m.name for m in svc.migrations]
+        for j, n in enumerate(names):
+            if n in names[:j]:
+                out.append((("services", sname, "migrations", j, "name"), f"duplicate migration {n!r}; rename one"))
+        checks = [c.name for c in svc.verify]
+        for j, c in enumerate(svc.verify):
+            if c.name in checks[:j]:
+                out.append((("services", sname, "verify", j, "name"), f"duplicate check {c.name!r}; rename one"))
+            if (c.http is None) == (c.command is None):
+                out.append((("services", sname, "verify", j),
+                            "a check needs exactly one of 'http' or 'command'"))
+        if len(set(svc.architectures)) != len(svc.architectures):
+            out.append((("services", sname, "architectures"), "an architecture is listed twice; list each once"))
+    cycle = _dependency_cycle(config)
+    if cycle:
+        out.append((("services", cycle[0], "depends_on"),
+                    f"dependency cycle {' -> '.join(cycle)}; break it by removing one depends_on entry"))
+    return out
+
+
+def _dependency_cycle(config: Config) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = 1
+        stack.append(name)
+        for dep in config.services[name].depends_on:
+            if dep not in config.services or dep == name:
+                continue
+            if state.get(dep) == 1:
+                return stack[stack.index(dep):] + [dep]
+            if dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        stack.pop()
+        state[name] = 2
+        return None
+
+    for name in config.services:
+        if name not in state:
+            found = visit(name)
+            if found:
+                return found
+    return None
+
+
+def validate(source: Source) -> Config:
+    """Validate parsed YAML; raise :class:`ConfigError` listing every problem."""
+    data = source.data
+    if data is None:
+        raise ConfigError([source.problem((), "the file is empty; start from `forgegen init`")])
+    if not isinstance(data, Mapping):
+        raise ConfigError([source.problem((), f"the top level must be a mapping, not {type(data).__name__}")])
+    version = data.get("version")
+    if version is not None and version != SCHEMA_VERSION:
+        raise ConfigError([source.problem(("version",), f"unsupported version {version!r}; this forgegen reads version {SCHEMA_VERSION}")])
+    problems = list(source.problems)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as err:
+        problems += problems_from_pydantic(source, err.errors())
+        config = None
+    if config is not None:
+        problems += [source.problem(loc, msg) for loc, msg in reference_problems(config)]
+    if problems:
+        problems.sort(key=lambda p: (p.line or 0, p.column or 0, p.path))
+        raise ConfigError(problems)
+    assert config is not None
+    return config
+
+
+def load_config(path: str | Path = DEFAULT_FILE, *, display: str | None = None) -> Config:
+    return validate(load_file(path, display=display or Path(path).name, collect=True))
+
+
+def parse_config(text: str, name: str = DEFAULT_FILE) -> Config:
+    return validate(load_text(text, name, collect=True))
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Config.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Forge deploy.yaml"
+    return schema
+
+
+__all__ = ["Config", "Service", "Environment", "load_config", "parse_config", "json_schema",
+           "Problem", "SYSTEMS", "NIX_KEYWORDS"]
