@@ -1,0 +1,30 @@
+{
+  description = "starter: services deployed with Forge";
+
+  inputs = {
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+    forge.url = "github:forge-deploy/forge";
+    forge.inputs.nixpkgs.follows = "nixpkgs";
+  };
+
+  outputs = { self, nixpkgs, forge }:
+    let
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      forAllSystems = f: builtins.listToAttrs (map (system: { name = system; value = f system; }) systems);
+    in
+    {
+      packages = forAllSystems (system:
+        let pkgs = nixpkgs.legacyPackages.${system}; in {
+          # One image per service in deploy.yaml, named after services.<name>.image.package:
+          api-image = pkgs.dockerTools.buildLayeredImage {
+            name = "api";
+            contents = [ pkgs.hello ];
+            config.Cmd = [ "hello" ];
+          };
+        });
+
+      # The apps generated from deploy.yaml: nix run .#deploy:api, .#release, .#status, ...
+      apps = forAllSystems (system:
+        (import ./nix/forge { inherit forge system; pkgs = nixpkgs.legacyPackages.${system}; }).apps);
+    };
+}

@@ -1,0 +1,86 @@
+"""``forgegen``: the generator CLI (init, sync, check, schema).
+
+Each callback parses options, calls one typed function from :mod:`forgegen.generator`, and
+prints the result. Heavy libraries (kubernetes, psycopg) are never imported from here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from forgegen import console, generator, schema
+from forgegen.errors import ForgeError
+
+CONFIG_OPTION = click.option(
+    "--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+    default=schema.DEFAULT_FILE, show_default=True, help="the deploy.yaml to read")
+
+
+class ChangesPending(ForgeError):
+    """``sync --check`` found files that would change (exit 1)."""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="more logging on stderr")
+@click.version_option(package_name="forge-deploy", prog_name="forgegen")
+def cli(verbose: int) -> None:
+    """Generate Nix flake apps for your services from deploy.yaml."""
+    console.setup_logging(verbose)
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--dry-run", is_flag=True, help="show what would change; write nothing")
+@click.option("--check", is_flag=True, help="write nothing; exit 1 if anything would change")
+@click.option("--json", "json_output", is_flag=True, help="print one JSON report on stdout")
+def sync(config_path: Path, dry_run: bool, check: bool, json_output: bool) -> None:
+    """Regenerate nix/forge/** from deploy.yaml."""
+    result = generator.sync(config_path, dry_run=dry_run or check)
+    for change in result.outcome.changes:
+        console.say(f"{change.verb:>10}  {change.path}")
+    summary = ", ".join(f"{result.outcome.count(v)} {v}" for v in ("create", "overwrite", "remove", "identical"))
+    console.say(f"{'would change' if (dry_run or check) and result.outcome.changed else 'sync'}: {summary}")
+    if json_output:
+        console.emit_json(result.to_json())
+    if check and result.outcome.changed:
+        raise ChangesPending("nix/forge is out of date with deploy.yaml", hint="run `forgegen sync` and commit the result")
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--json", "json_output", is_flag=True, help="print the validated configuration as JSON")
+def check(config_path: Path, json_output: bool) -> None:
+    """Validate deploy.yaml and report every problem at once."""
+    config = generator.check(config_path)
+    if json_output:
+        console.emit_json(config.model_dump(mode="json", by_alias=True))
+    console.say(f"{config_path}: ok ({len(config.services)} services, {len(config.environments)} environments)")
+
+
+@cli.command("schema")
+def schema_cmd() -> None:
+    """Print the JSON Schema of deploy.yaml (for editor completion)."""
+    click.echo(json.dumps(schema.json_schema(), indent=2, sort_keys=True))
+
+
+@cli.command()
+@click.option("--project", help="project name (default: the directory's name)")
+@click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True)
+@click.option("--json", "json_output", is_flag=True, help="print one JSON report on stdout")
+def init(project: str | None, root: Path, json_output: bool) -> None:
+    """Start a project: a commented deploy.yaml, a flake.nix wired to nix/forge, and a first sync."""
+    result = generator.init(root, project=project)
+    for name in result.written:
+        console.say(f"{'create':>10}  {name}")
+    if result.flake_snippet:
+        console.say("flake.nix exists and was left alone; add these lines to it:\n" + result.flake_snippet)
+    console.say(f"sync: {result.sync.outcome.count('create')} files in nix/forge; next: edit deploy.yaml, "
+                "then `forgegen sync`")
+    if json_output:
+        console.emit_json(result.to_json())
+
+
+main = console.entry_point(cli, "forgegen")

@@ -1,0 +1,74 @@
+"""Terminal conventions shared by the three CLIs (forgegen, forge, forge-provision).
+
+* The one place that maps exceptions to exit codes (STYLE.md point 25): a ForgeError prints its
+  message without a traceback and exits 1 (2 for usage/configuration); Ctrl-C exits 130;
+  anything else prints the traceback and exits 3.
+* stdout is for results (``--json``, ``schema``); progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from forgegen.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, ForgeError
+
+log = logging.getLogger("forge")
+
+
+def setup_logging(verbose: int = 0) -> None:
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def say(message: str = "") -> None:
+    """A progress line for people, on stderr."""
+    click.echo(message, err=True)
+
+
+def emit_json(document: Any) -> None:
+    """The one JSON document a command prints on stdout with ``--json``."""
+    click.echo(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+
+
+def run_cli(command: click.Command, prog_name: str, args: list[str] | None = None) -> int:
+    """Run a click command and turn whatever happens into an exit code."""
+    try:
+        command.main(args=args, prog_name=prog_name, standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as exc:  # --help, --version
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return EXIT_INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE if exc.exit_code in (1, 2) else exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except ForgeError as exc:
+        click.echo(f"{prog_name}: error: {exc}", err=True)
+        return exc.exit_code
+    except BrokenPipeError:
+        return 0
+    except Exception:  # noqa: BLE001 - the internal-error path
+        click.echo(f"{prog_name}: internal error (a bug in Forge; please report it with this trace):", err=True)
+        traceback.print_exc(file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def entry_point(command: click.Command, prog_name: str) -> Callable[[], None]:
+    def main() -> None:
+        sys.exit(run_cli(command, prog_name))
+    return main

@@ -1,0 +1,90 @@
+"""The generator's operations: sync, check, init. Typed functions the CLI calls.
+
+``sync`` loads and validates ``deploy.yaml``, renders ``nix/forge/**`` and writes it with the
+writer's verbs. ``init`` writes a commented ``deploy.yaml`` and a ``flake.nix`` wired to
+``nix/forge`` into a repository that has neither, and never overwrites an existing ``flake.nix``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from forgegen import render, schema, writer
+from forgegen.errors import UsageError
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    config_path: Path
+    outcome: writer.Outcome
+    services: int
+
+    def to_json(self) -> dict[str, object]:
+        return {"config": str(self.config_path), "services": self.services, **self.outcome.to_json()}
+
+
+def sync(config_path: Path, *, root: Path | None = None, dry_run: bool = False) -> SyncResult:
+    """Render ``nix/forge/**`` next to ``config_path`` (or under ``root``)."""
+    config = schema.load_config(config_path)
+    root = root or config_path.resolve().parent
+    files = render.render(config)
+    outcome = writer.write(root, files, render.OUTPUT_DIR, render.is_generated, dry_run=dry_run)
+    return SyncResult(config_path, outcome, len(config.services))
+
+
+def check(config_path: Path) -> schema.Config:
+    return schema.load_config(config_path)
+
+
+@dataclass(frozen=True)
+class InitResult:
+    written: tuple[str, ...]
+    flake_snippet: str | None  # lines to add to an existing flake.nix
+    sync: SyncResult
+
+    def to_json(self) -> dict[str, object]:
+        return {"written": list(self.written), "flake_snippet": self.flake_snippet, "sync": self.sync.to_json()}
+
+
+def default_project_name(root: Path) -> str:
+    name = re.sub(r"[^a-z0-9-]+", "-", root.resolve().name.lower()).strip("-")
+    if not name or not name[0].isalpha():
+        name = f"app-{name}".strip("-")
+    return name[:63].rstrip("-") or "app"
+
+
+def init_files(project: str) -> dict[str, str]:
+    """The starter's ``deploy.yaml`` and ``flake.nix`` (the root flake's ``templates.default`` too)."""
+    schema._dns_label(project)  # noqa: SLF001 - the same rule as deploy.yaml's project
+    return {
+        "deploy.yaml": render.render_template("init/deploy.yaml.jinja", project=project),
+        "flake.nix": render.render_template("init/flake.nix.jinja", project=project),
+    }
+
+
+def init(root: Path, *, project: str | None = None) -> InitResult:
+    root = root.resolve()
+    project = project or default_project_name(root)
+    try:
+        files = init_files(project)
+    except ValueError as err:
+        raise UsageError(f"cannot use {project!r} as the project name: {err}",
+                         hint="pass --project with a DNS-1123 label, e.g. --project shop") from None
+    config_path = root / schema.DEFAULT_FILE
+    if config_path.exists():
+        raise UsageError(f"{config_path} already exists; init only starts new projects",
+                         hint="edit deploy.yaml and run `forgegen sync`")
+    written = []
+    snippet = None
+    config_path.write_text(files["deploy.yaml"], encoding="utf-8")
+    written.append(schema.DEFAULT_FILE)
+    flake = root / "flake.nix"
+    if flake.exists():
+        snippet = render.render_template("init/flake-snippet.nix.jinja", project=project)
+    else:
+        flake.write_text(files["flake.nix"], encoding="utf-8")
+        written.append("flake.nix")
+    result = sync(config_path, root=root)
+    return InitResult(tuple(written), snippet, result)

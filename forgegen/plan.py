@@ -1,0 +1,279 @@
+"""The JSON plan: everything the runtime needs, resolved, in one versioned document.
+
+The generator writes one plan per service (``plans/<service>.json``) and one for the project
+(``plans/project.json``); the flake apps pass its store path with ``--plan``. The runtime reads
+nothing else from the Nix side, so ``forge deploy --plan plan.json api`` works the same outside
+Nix. This module imports only ``schema`` and ``errors``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from forgegen import schema
+from forgegen.errors import ConfigError, UsageError
+
+PLAN_VERSION = 1
+GENERATOR = "forgegen"
+
+
+class PlanModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CredentialsPlan(PlanModel):
+    token_env: str | None
+    username_env: str
+    password_env: str
+
+
+class RegistryPlan(PlanModel):
+    host: str
+    insecure: bool
+    credentials: CredentialsPlan
+    push_attempts: int
+
+
+class AtticPlan(PlanModel):
+    endpoint: str
+    cache: str
+    public_key: str | None
+    token_env: str
+
+
+class ImagePlan(PlanModel):
+    package: str = Field(description="flake package attribute, built as packages.<system>.<package>")
+    repository: str = Field(description="host/organization/name, without a tag")
+    architectures: tuple[str, ...]
+
+
+class WorkloadPlan(PlanModel):
+    kind: Literal["Deployment", "StatefulSet", "DaemonSet"]
+    name: str
+    container: str
+
+
+class RolloutPlan(PlanModel):
+    deadline: float | None
+    restarts_tolerated: int
+    readiness_grace: float
+    scheduling_grace: float
+    rollback_on_failure: bool
+
+
+class GitOpsPlan(PlanModel):
+    repo: str
+    branch: str
+    path: str
+    file: str
+    commit_message: str
+    push_attempts: int
+
+
+class FluxPlan(PlanModel):
+    namespace: str
+    source_kind: str
+    source_name: str
+    kustomizations: tuple[str, ...]
+    timeout: float
+
+
+class PromotionPlan(PlanModel):
+    from_environment: str | None
+    require_approval: bool
+    require_verification: bool
+
+
+class TargetPlan(PlanModel):
+    environment: str
+    cluster: str
+    kube_context: str | None
+    kubeconfig: str | None
+    namespace: str
+    gitops: GitOpsPlan
+    flux: FluxPlan
+    promotion: PromotionPlan
+
+
+class MigrationPlan(PlanModel):
+    name: str
+    command: tuple[str, ...]
+    image: str | None
+    timeout: float
+
+
+class CheckPlan(PlanModel):
+    name: str
+    http: dict[str, object] | None
+    command: tuple[str, ...] | None
+    timeout: float
+    retries: int
+
+
+class ServicePlan(PlanModel):
+    name: str
+    type: str
+    path: str
+    image: ImagePlan
+    workload: WorkloadPlan
+    rollout: RolloutPlan
+    migrations: tuple[MigrationPlan, ...]
+    verify: tuple[CheckPlan, ...]
+    depends_on: tuple[str, ...]
+    targets: tuple[TargetPlan, ...]
+
+    def target(self, environment: str | None) -> TargetPlan:
+        if environment is None:
+            return self.targets[0]
+        for t in self.targets:
+            if t.environment == environment:
+                return t
+        raise UsageError(
+            f"service {self.name!r} is not deployed to environment {environment!r}",
+            hint=f"use one of: {', '.join(t.environment for t in self.targets)}")
+
+
+class Plan(PlanModel):
+    plan_version: int = PLAN_VERSION
+    generator: str = GENERATOR
+    project: str
+    registry: RegistryPlan
+    attic: AtticPlan | None
+    binary_cache: str | None
+    environments: tuple[str, ...]
+    services: tuple[ServicePlan, ...]
+
+    def service(self, name: str) -> ServicePlan:
+        for s in self.services:
+            if s.name == name:
+                return s
+        raise UsageError(
+            f"unknown service {name!r} in this plan",
+            hint=f"use one of: {', '.join(s.name for s in self.services) or '(none)'}")
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Building plans from a Config (pure)
+
+
+def _fill(pattern: str, **values: str) -> str:
+    return pattern.format(**values)
+
+
+def image_repository(config: schema.Config, name: str) -> str:
+    svc = config.services[name]
+    image_name = svc.image.name or _fill(config.registry.image_name, project=config.project, service=name)
+    parts = [config.registry.host]
+    if config.registry.organization:
+        parts.append(config.registry.organization)
+    parts.append(image_name)
+    return "/".join(parts)
+
+
+def _target(config: schema.Config, name: str, env: schema.Environment, index: int) -> TargetPlan:
+    cluster = env.cluster or env.name
+    names = dict(project=config.project, service=name, environment=env.name, cluster=cluster)
+    flux = config.flux
+    over = env.flux or schema.FluxOverride()
+    source = over.source or flux.source
+    kustomizations = over.kustomizations or flux.kustomizations
+    envs = [e.name for e in config.environments]
+    promotion_from = env.promotion.from_ or (envs[index - 1] if index > 0 else None)
+    return TargetPlan(
+        environment=env.name,
+        cluster=cluster,
+        kube_context=env.kube_context,
+        kubeconfig=env.kubeconfig,
+        namespace=_fill(env.namespace, **names),
+        gitops=GitOpsPlan(
+            repo=config.gitops.repo,
+            branch=config.gitops.branch,
+            path=_fill(config.gitops.path, **names),
+            file=config.gitops.file,
+            commit_message=config.gitops.commit_message,
+            push_attempts=config.gitops.push_attempts,
+        ),
+        flux=FluxPlan(
+            namespace=over.namespace or flux.namespace,
+            source_kind=source.kind,
+            source_name=source.name,
+            kustomizations=tuple(_fill(k, **names) for k in kustomizations),
+            timeout=over.timeout or flux.timeout,
+        ),
+        promotion=PromotionPlan(
+            from_environment=promotion_from,
+            require_approval=env.promotion.require_approval,
+            require_verification=env.promotion.require_verification,
+        ),
+    )
+
+
+def service_plan(config: schema.Config, name: str) -> ServicePlan:
+    svc = config.services[name]
+    workload_name = svc.workload.name or name
+    envs = config.service_environments(name)
+    all_envs = list(config.environments)
+    return ServicePlan(
+        name=name,
+        type=svc.type,
+        path=svc.path,
+        image=ImagePlan(
+            package=svc.image.package or f"{name}-image",
+            repository=image_repository(config, name),
+            architectures=svc.architectures,
+        ),
+        workload=WorkloadPlan(kind=svc.workload.kind, name=workload_name,
+                              container=svc.workload.container or workload_name),
+        rollout=RolloutPlan(**svc.rollout.model_dump()),
+        migrations=tuple(MigrationPlan(**m.model_dump()) for m in svc.migrations),
+        verify=tuple(CheckPlan(name=c.name, http=c.http.model_dump() if c.http else None,
+                               command=c.command, timeout=c.timeout, retries=c.retries)
+                     for c in svc.verify),
+        depends_on=svc.depends_on,
+        targets=tuple(_target(config, name, e, all_envs.index(e)) for e in envs),
+    )
+
+
+def build_plan(config: schema.Config, services: list[str] | None = None) -> Plan:
+    names = list(config.services) if services is None else services
+    reg = config.registry
+    return Plan(
+        project=config.project,
+        registry=RegistryPlan(host=reg.host, insecure=reg.insecure,
+                              credentials=CredentialsPlan(**reg.credentials.model_dump()),
+                              push_attempts=reg.push_attempts),
+        attic=AtticPlan(**config.attic.model_dump()) if config.attic else None,
+        binary_cache=config.binary_cache.url if config.binary_cache else None,
+        environments=tuple(e.name for e in config.environments),
+        services=tuple(service_plan(config, n) for n in names),
+    )
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read a plan file written by ``forgegen sync`` (exit 2 with a clear message otherwise)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"plan file {path} does not exist",
+                         hint="run the flake app (nix run .#deploy:<service>), or `forgegen sync` and pass nix/forge/plans/<service>.json") from None
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{path}: cannot read the plan: {err}") from err
+    if not isinstance(data, dict) or data.get("generator") != GENERATOR:
+        raise ConfigError(f"{path}: not a Forge plan (no \"generator\": \"forgegen\")")
+    version = data.get("plan_version")
+    if version != PLAN_VERSION:
+        raise ConfigError(f"{path}: plan version {version!r} is not supported by this forge (it reads {PLAN_VERSION})",
+                          hint="run `forgegen sync` with the same Forge version as the runtime")
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as err:
+        lines = [f"{path}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
+        raise ConfigError("\n".join(lines), hint="regenerate it with `forgegen sync`") from err

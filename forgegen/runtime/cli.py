@@ -1,0 +1,195 @@
+"""``forge``: the runtime the generated flake apps call (``forge <command> --plan plan.json``).
+
+Each callback parses options, calls one typed function, and prints the result.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from forgegen import console
+from forgegen.errors import NotAvailable
+from forgegen.plan import Plan, load_plan
+from forgegen.runtime import steps as stepmod
+from forgegen.runtime.tags import SourceRevision, source_revision
+
+PLAN_HELP = "the JSON plan written by `forgegen sync` (the flake apps pass it)"
+
+
+def _plan_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path),
+                        envvar="FORGE_PLAN", required=True, help=PLAN_HELP)(f)
+
+
+def _common(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--json", "json_output", is_flag=True, help="print one JSON report on stdout")(f)
+    f = click.option("--dry-run", is_flag=True, help="print every step with resolved values; change nothing")(f)
+    return _plan_option(f)
+
+
+def _revision_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--allow-dirty", is_flag=True, help="tag an image built from uncommitted changes")(f)
+    return click.option("--source", "source_dir", type=click.Path(file_okay=False, path_type=Path), default=".",
+                        show_default=True, help="the source checkout whose commit names the image")(f)
+
+
+def print_steps(command: str, target: str, steps: list[stepmod.Step], json_output: bool,
+                extra: dict[str, Any] | None = None) -> None:
+    """The ``--dry-run`` output: numbered steps (stdout is the result here), or one JSON document."""
+    if json_output:
+        doc = {"command": command, "target": target, "dry_run": True,
+               "steps": [s.to_json() for s in steps], **(extra or {})}
+        console.emit_json(doc)
+        return
+    click.echo(f"forge {command} {target} --dry-run: {len(steps)} step(s), nothing will change")
+    for i, step in enumerate(steps, 1):
+        click.echo(f"{i:>3}. [{step.name}] {step.summary}")
+
+
+def not_available(command: str, step: str) -> NotAvailable:
+    return NotAvailable(f"`forge {command}`: the {step} step is not available in this version of Forge yet",
+                        hint=f"run `forge {command} --dry-run` to see every step it will take")
+
+
+def _revision(source_dir: Path, allow_dirty: bool) -> SourceRevision:
+    return source_revision(source_dir, os.environ, allow_dirty=allow_dirty)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="more logging on stderr (-vv for debug)")
+@click.version_option(package_name="forge-deploy", prog_name="forge")
+def cli(verbose: int) -> None:
+    """Build, push, deploy, watch and roll back Nix-built services through GitOps and Flux."""
+    console.setup_logging(verbose)
+
+
+@cli.command()
+@_common
+@_revision_options
+@click.argument("service")
+def build(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
+          service: str) -> None:
+    """Build SERVICE's image with Nix for each of its architectures."""
+    plan = load_plan(plan_path)
+    svc, _ = stepmod.split_target(service, plan)
+    if dry_run:
+        print_steps("build", svc.name, stepmod.describe("build", plan, svc, None, None), json_output)
+        return
+    raise not_available("build", "build")
+
+
+@cli.command()
+@_common
+@_revision_options
+@click.argument("service")
+def push(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
+         service: str) -> None:
+    """Build SERVICE's image and push it under <arch>-<sha7> and <arch>-latest."""
+    plan = load_plan(plan_path)
+    svc, _ = stepmod.split_target(service, plan)
+    revision = _revision(source_dir, allow_dirty)
+    if dry_run:
+        print_steps("push", svc.name, stepmod.describe("push", plan, svc, None, revision), json_output,
+                    {"source_commit": revision.sha7})
+        return
+    raise not_available("push", "push")
+
+
+@cli.command()
+@_common
+@_revision_options
+@click.argument("target", metavar="SERVICE[:ENVIRONMENT]")
+def deploy(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
+           target: str) -> None:
+    """Build, push, write the tag to the GitOps repo, reconcile Flux, and watch the rollout."""
+    plan = load_plan(plan_path)
+    svc, tgt = stepmod.split_target(target, plan)
+    revision = _revision(source_dir, allow_dirty)
+    if dry_run:
+        assert tgt is not None
+        steps = stepmod.describe("deploy", plan, svc, tgt, revision)
+        print_steps("deploy", f"{svc.name}:{tgt.environment}", steps, json_output,
+                    {"service": svc.name, "environment": tgt.environment, "source_commit": revision.sha7})
+        return
+    raise not_available("deploy", "build")
+
+
+@cli.command()
+@_common
+@click.argument("target", metavar="SERVICE:ENVIRONMENT")
+def rollout(plan_path: Path, json_output: bool, dry_run: bool, target: str) -> None:
+    """Watch SERVICE's rollout in ENVIRONMENT; fail fast with the reason and the logs."""
+    plan = load_plan(plan_path)
+    svc, tgt = stepmod.split_target(target, plan, need_env=True)
+    assert tgt is not None
+    if dry_run:
+        print_steps("rollout", f"{svc.name}:{tgt.environment}", stepmod.describe("rollout", plan, svc, tgt, None), json_output)
+        return
+    raise not_available("rollout", "rollout")
+
+
+@cli.command()
+@_common
+@click.option("--to", "to_tag", metavar="TAG", help="roll back to this tag (default: the previous distinct tag)")
+@click.argument("target", metavar="SERVICE:ENVIRONMENT")
+def rollback(plan_path: Path, json_output: bool, dry_run: bool, to_tag: str | None, target: str) -> None:
+    """Put the previous image back: commit it to the GitOps repo, reconcile, watch."""
+    plan = load_plan(plan_path)
+    svc, tgt = stepmod.split_target(target, plan, need_env=True)
+    assert tgt is not None
+    if dry_run:
+        print_steps("rollback", f"{svc.name}:{tgt.environment}",
+                    stepmod.describe("rollback", plan, svc, tgt, None, to_tag=to_tag), json_output)
+        return
+    raise not_available("rollback", "rollback")
+
+
+@cli.command()
+@_common
+@click.argument("service", required=False)
+def status(plan_path: Path, json_output: bool, dry_run: bool, service: str | None) -> None:
+    """What runs where: the tag in git, the image running, replicas, Flux's applied revision."""
+    plan = load_plan(plan_path)
+    svc = stepmod.split_target(service, plan)[0] if service else None
+    if dry_run:
+        print_steps("status", service or plan.project, stepmod.describe("status", plan, svc, None, None), json_output)
+        return
+    raise not_available("status", "status")
+
+
+@cli.command()
+@_common
+@_revision_options
+@click.option("--environments", "environments", metavar="ENV[,ENV…]", help="only these environments, in order")
+@click.argument("service", required=False)
+def release(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
+            environments: str | None, service: str | None) -> None:
+    """Every service (or SERVICE), environment by environment, with migrations and gates."""
+    plan = load_plan(plan_path)
+    services = [stepmod.split_target(service, plan)[0]] if service else list(plan.services)
+    envs = _environments(plan, environments)
+    revision = _revision(source_dir, allow_dirty)
+    if dry_run:
+        print_steps("release", service or plan.project, stepmod.release_steps(plan, services, envs, revision),
+                    json_output, {"environments": envs, "source_commit": revision.sha7})
+        return
+    raise not_available("release", "release")
+
+
+def _environments(plan: Plan, spec: str | None) -> list[str]:
+    if not spec:
+        return list(plan.environments)
+    wanted = [e.strip() for e in spec.split(",") if e.strip()]
+    unknown = [e for e in wanted if e not in plan.environments]
+    if unknown:
+        raise click.BadParameter(f"unknown environment(s) {', '.join(unknown)}; use: {', '.join(plan.environments)}",
+                                 param_hint="--environments")
+    return wanted
+
+
+main = console.entry_point(cli, "forge")

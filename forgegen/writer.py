@@ -1,0 +1,112 @@
+"""Write rendered files: one verb per file, ``create`` / ``identical`` / ``overwrite`` / ``remove``.
+
+Only files forgegen generated are ever removed. ``dry_run`` writes nothing; so does ``check``,
+which the CLI turns into exit code 1 when anything would change. Writes are atomic (temp file and
+rename), and nothing is written when any path is unsafe, so a failed sync leaves no half state.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from forgegen.errors import RenderError
+
+VERBS = ("create", "identical", "overwrite", "remove")
+
+
+@dataclass(frozen=True)
+class Change:
+    verb: str
+    path: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"action": self.verb, "path": self.path}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    changes: tuple[Change, ...]
+    written: bool
+
+    @property
+    def changed(self) -> bool:
+        return any(c.verb != "identical" for c in self.changes)
+
+    def count(self, verb: str) -> int:
+        return sum(1 for c in self.changes if c.verb == verb)
+
+    def to_json(self) -> dict[str, object]:
+        return {"changed": self.changed, "written": self.written,
+                "files": [c.to_json() for c in self.changes],
+                "summary": {v: self.count(v) for v in VERBS}}
+
+
+def plan_changes(root: Path, files: Mapping[str, str], managed_dir: str,
+                 is_generated: Callable[[Path], bool]) -> list[Change]:
+    """Compare rendered ``files`` with what is on disk under ``root``."""
+    changes: list[Change] = []
+    for rel, text in sorted(files.items()):
+        _check_inside(root, rel)
+        target = root / rel
+        try:
+            current = target.read_bytes()
+        except FileNotFoundError:
+            changes.append(Change("create", rel))
+            continue
+        except IsADirectoryError as err:
+            raise RenderError(f"cannot write {rel}: a directory is in the way; move it aside") from err
+        changes.append(Change("identical" if current == text.encode("utf-8") else "overwrite", rel))
+    managed = root / managed_dir
+    if managed.is_dir():
+        for path in sorted(managed.rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if path.is_file() and rel not in files and is_generated(path):
+                changes.append(Change("remove", rel))
+    return changes
+
+
+def apply_changes(root: Path, files: Mapping[str, str], changes: list[Change]) -> None:
+    for change in changes:
+        target = root / change.path
+        if change.verb in ("create", "overwrite"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(target, files[change.path])
+        elif change.verb == "remove":
+            target.unlink(missing_ok=True)
+            _prune_empty_dirs(target.parent, root)
+
+
+def write(root: Path, files: Mapping[str, str], managed_dir: str, is_generated: Callable[[Path], bool],
+          *, dry_run: bool = False) -> Outcome:
+    changes = plan_changes(root, files, managed_dir, is_generated)
+    if not dry_run:
+        apply_changes(root, files, changes)
+    return Outcome(tuple(changes), written=not dry_run and any(c.verb != "identical" for c in changes))
+
+
+def _check_inside(root: Path, rel: str) -> None:
+    p = Path(rel)
+    if p.is_absolute() or ".." in p.parts:
+        raise RenderError(f"refusing to write {rel!r}: outside the repository")
+
+
+def _atomic_write(target: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _prune_empty_dirs(directory: Path, root: Path) -> None:
+    while directory != root and directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
+        directory = directory.parent

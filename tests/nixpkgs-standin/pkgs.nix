@@ -1,0 +1,117 @@
+# The stand-in package set for one system. See flake.nix: this is not nixpkgs.
+{ system }:
+let
+  sh = "/bin/sh";
+  binPath = pkgs: builtins.concatStringsSep ":" (map (p: "${p}/bin") pkgs);
+
+  # A package whose bin/NAME is the host's NAME (found at build time), or a script that says
+  # the tool is not on this machine.
+  hostTool = name: derivation {
+    inherit system;
+    name = "standin-${name}";
+    builder = sh;
+    toolName = name;
+    args = [ "-c" ''
+      set -e
+      /bin/mkdir -p "$out/bin"
+      for dir in /usr/local/bin /usr/bin /bin /root/.cargo/bin /usr/local/go/bin /usr/lib/go/bin; do
+        if [ -x "$dir/$toolName" ]; then
+          /bin/ln -s "$dir/$toolName" "$out/bin/$toolName"
+          exit 0
+        fi
+      done
+      printf '#!/bin/sh\necho "%s: not installed on this machine (nixpkgs stand-in)" >&2\nexit 127\n' "$toolName" > "$out/bin/$toolName"
+      /bin/chmod +x "$out/bin/$toolName"
+    '' ];
+  };
+
+  # writeShellApplication: bash with errexit/nounset/pipefail and runtimeInputs on PATH.
+  # (The real one also runs shellcheck; the stand-in does not.)
+  writeShellApplication = { name, text, runtimeInputs ? [ ], ... }: derivation {
+    inherit system name text;
+    builder = sh;
+    pathPrefix = binPath runtimeInputs;
+    args = [ "-c" ''
+      set -e
+      /bin/mkdir -p "$out/bin"
+      f="$out/bin/$name"
+      {
+        printf '%s\n' '#!/bin/bash' 'set -o errexit' 'set -o nounset' 'set -o pipefail'
+        if [ -n "$pathPrefix" ]; then printf 'export PATH=%s:"$PATH"\n' "$pathPrefix"; fi
+        printf '%s\n' "$text"
+      } > "$f"
+      /bin/chmod +x "$f"
+    '' ];
+  };
+
+  writeText = name: text: derivation {
+    inherit system name text;
+    builder = sh;
+    args = [ "-c" "printf '%s' \"$text\" > \"$out\"" ];
+  };
+
+  # buildPythonApplication: console scripts from pyproject.toml, run by the host's python3 (the
+  # first on PATH at run time, so tests get their virtualenv's dependencies) with PYTHONPATH set
+  # to the source in the store. Dependencies listed by the caller are ignored.
+  buildPythonApplication = { pname, version ? "0", src, ... }:
+    let
+      project = (builtins.fromTOML (builtins.readFile (src + "/pyproject.toml"))).project;
+      scripts = project.scripts or { };
+      wrapper = name: target:
+        let
+          parts = builtins.filter builtins.isString (builtins.split ":" target);
+          module = builtins.elemAt parts 0;
+          func = builtins.elemAt parts 1;
+        in
+        ''
+          /bin/cat > "$out/bin/${name}" <<'FORGE_STANDIN_WRAPPER'
+          #!/bin/sh
+          export PYTHONPATH="@src@''${PYTHONPATH:+:$PYTHONPATH}"
+          exec python3 -c 'import sys; sys.argv[0] = "${name}"; from ${module} import ${func} as main; sys.exit(main())' "$@"
+          FORGE_STANDIN_WRAPPER
+          /bin/sed -i "s|@src@|$src|" "$out/bin/${name}"
+          /bin/chmod +x "$out/bin/${name}"
+        '';
+    in
+    derivation {
+      inherit system src;
+      name = "${pname}-${version}";
+      builder = sh;
+      args = [ "-c" (''
+        set -e
+        /bin/mkdir -p "$out/bin"
+      '' + builtins.concatStringsSep "\n" (builtins.attrValues (builtins.mapAttrs wrapper scripts))) ];
+    };
+
+  pythonDep = name: { pname = name; standin = true; };
+  python3Packages = {
+    inherit buildPythonApplication;
+    pytest = hostTool "pytest";
+  } // builtins.listToAttrs (map (n: { name = n; value = pythonDep n; }) [
+    "setuptools" "click" "jinja2" "pydantic" "pyyaml" "ruamel-yaml" "rich" "kubernetes" "psycopg"
+    "aiohttp" "hypothesis" "pytest-timeout"
+  ]);
+
+  hello = writeShellApplication { name = "hello"; text = ''echo "Hello, world!"''; };
+
+  dockerToolsFile = ./dockerTools.nix;
+  dockerTools =
+    if builtins.pathExists dockerToolsFile
+    then import dockerToolsFile { inherit system; }
+    else { };
+in
+{
+  inherit system writeShellApplication writeText python3Packages hello dockerTools;
+  python3 = hostTool "python3";
+  cargo = hostTool "cargo";
+  rustc = hostTool "rustc";
+  clippy = hostTool "cargo-clippy";
+  rustfmt = hostTool "rustfmt";
+  go = hostTool "go";
+  nodejs = hostTool "node";
+  ruff = hostTool "ruff";
+  git = hostTool "git";
+  skopeo = hostTool "skopeo";
+  kubectl = hostTool "kubectl";
+  coreutils = hostTool "env";
+}
