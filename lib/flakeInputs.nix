@@ -70,7 +70,9 @@ let
   readLockAt =
     where: lock:
     let
-      parsed = if isPath lock || isString lock then builtins.fromJSON (builtins.readFile lock) else lock;
+      # A path, or a string naming one (`"${self}/flake.lock"`); anything else must be parsed.
+      isFile = isPath lock || (isString lock && match "/.*" lock != null);
+      parsed = if isFile then builtins.fromJSON (builtins.readFile lock) else lock;
     in
     if isAttrs parsed && isAttrs (parsed.nodes or null) then
       parsed
@@ -186,9 +188,9 @@ let
     else
       concatStringsSep "\n" (
         [
-          "${where}: ${toString (length duplicates)} input${
-            if length duplicates == 1 then "" else "s"
-          } pull a second copy of an input already in flake.lock; add to flake.nix:"
+          "${where}: ${
+            if length duplicates == 1 then "1 input pulls" else "${toString (length duplicates)} inputs pull"
+          } a second copy of an input already in flake.lock; add to flake.nix:"
         ]
         ++ map (d: "  ${d.suggestion}  # ${d.input} is lock node ${show d.node}, a copy of ${d.source} (node ${show d.duplicateOf})") duplicates
         ++ [ "  then run: nix flake lock" ]

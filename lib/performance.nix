@@ -203,7 +203,11 @@ let
           if isAttrs drv && drv ? name then
             drv.name
           else
-            (builtins.parseDrvName (baseNameOf (toString drv))).name;
+            let
+              base = builtins.unsafeDiscardStringContext (baseNameOf (toString drv));
+              m = match "[0-9a-z]{32}-(.*)" base;
+            in
+            if m == null then base else head m;
         checkName = if name == null then "closure-size-${drvName}" else name;
       in
       assert lib.errors.assertMsg where (isAttrs pkgs && pkgs ? runCommand)

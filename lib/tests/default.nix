@@ -1,40 +1,9 @@
 /**
-  Run every forge.lib test case and return the failures: `[ ]` when all pass.
+  The failing forge.lib test cases: `[ ]` when every case passes.
 
     nix-instantiate --eval --strict --json lib/tests/default.nix
 
-  Each failure is `{ name; expected; result; }`. A case is `{ expr; expected; }` (nixpkgs
-  `lib/tests/misc.nix` style); the case files are listed in ./cases.nix. With `--arg summary true`
-  the result is `{ total; failures; }` instead, so callers can see how many cases ran.
+  Each failure is `{ name; expected; result; }`. `./run.nix` also gives the number of cases;
+  `./check.nix` wraps the run in a derivation for a flake's `checks`.
 */
-{
-  lib ? import ../.,
-  summary ? false,
-}:
-let
-  cases = import ./cases.nix { inherit lib; };
-  names = builtins.attrNames cases;
-  failures = builtins.concatMap (
-    name:
-    let
-      case = cases.${name};
-    in
-    if case.expr == case.expected then
-      [ ]
-    else
-      [
-        {
-          inherit name;
-          inherit (case) expected;
-          result = case.expr;
-        }
-      ]
-  ) names;
-in
-if summary then
-  {
-    total = builtins.length names;
-    inherit failures;
-  }
-else
-  failures
+(import ./run.nix { }).failures

@@ -1,0 +1,31 @@
+/**
+  Evaluate every forge.lib test case: `{ total; failures; }`, where each failure is
+  `{ name; expected; result; }`. A case is `{ expr; expected; }` (nixpkgs `lib/tests/misc.nix`
+  style); the case files are listed in ./cases.nix.
+*/
+{
+  lib ? import ../.,
+}:
+let
+  cases = import ./cases.nix { inherit lib; };
+  names = builtins.attrNames cases;
+in
+{
+  total = builtins.length names;
+  failures = builtins.concatMap (
+    name:
+    let
+      case = cases.${name};
+    in
+    if case.expr == case.expected then
+      [ ]
+    else
+      [
+        {
+          inherit name;
+          inherit (case) expected;
+          result = case.expr;
+        }
+      ]
+  ) names;
+}
