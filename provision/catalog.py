@@ -1,0 +1,218 @@
+"""What the PostgreSQL catalogue says: cluster and per-database state as plain dataclasses.
+
+Every function here only reads. Privileges are read with ``aclexplode`` over the object's ACL
+(or ``acldefault`` when it was never changed), and privileges an owner holds by owning an object
+are left out: they are not grants. Object privileges are read as counts per
+(schema, kind, grantee, privilege) so that a schema with ten thousand tables costs one row per
+privilege, not one per table.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+KINDS = ("table", "sequence", "function")
+DEFAULT_ACL_KIND = {"r": "table", "S": "sequence", "f": "function"}
+
+
+@dataclass(frozen=True)
+class RoleState:
+    name: str
+    superuser: bool
+    inherit: bool
+    createrole: bool
+    createdb: bool
+    login: bool
+    replication: bool
+    bypassrls: bool
+    connection_limit: int
+    verifier: str | None  # the stored password hash; None when unset or unreadable
+    verifier_readable: bool
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    name: str
+    owner: str
+    encoding: str
+    collate: str
+    ctype: str
+    grants: frozenset[tuple[str, str]]  # (grantee, privilege), owner and PUBLIC left out
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    name: str
+    database: str | None
+    plugin: str | None
+    slot_type: str
+
+
+@dataclass
+class ClusterState:
+    admin: str
+    admin_is_superuser: bool
+    roles: dict[str, RoleState] = field(default_factory=dict)
+    memberships: set[tuple[str, str]] = field(default_factory=set)  # (member, group)
+    databases: dict[str, DatabaseInfo] = field(default_factory=dict)
+    slots: dict[str, SlotInfo] = field(default_factory=dict)
+    queries: int = 0
+
+
+@dataclass
+class DatabaseState:
+    name: str
+    exists: bool = True
+    schemas: dict[str, str] = field(default_factory=dict)  # name -> owner
+    schema_grants: dict[str, set[tuple[str, str]]] = field(default_factory=lambda: defaultdict(set))
+    extensions: dict[str, str] = field(default_factory=dict)  # name -> schema
+    # (schema, kind) -> number of objects
+    object_totals: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (schema, kind, role) -> number of objects that role owns
+    object_owned: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    # (schema, kind, grantee, privilege) -> number of objects granted
+    object_grants: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    # (owner role, schema, kind) -> {(grantee, privilege)}
+    default_grants: dict[tuple[str, str, str], set[tuple[str, str]]] = field(
+        default_factory=lambda: defaultdict(set))
+    publications: dict[str, bool] = field(default_factory=dict)  # name -> FOR ALL TABLES
+    publication_tables: dict[str, set[tuple[str, str]]] = field(default_factory=lambda: defaultdict(set))
+    tables: set[tuple[str, str]] = field(default_factory=set)  # (schema, table) asked about
+    queries: int = 0
+
+    @classmethod
+    def empty(cls, name: str) -> "DatabaseState":
+        """A database CREATE DATABASE … TEMPLATE template0 would make (for plans)."""
+        state = cls(name, exists=False)
+        state.schemas["public"] = "pg_database_owner"
+        state.extensions["plpgsql"] = "pg_catalog"
+        return state
+
+
+def _rows(conn: Any, query: Any, params: Any = None) -> list[tuple]:
+    return conn.execute(query, params).fetchall()
+
+
+def inspect_cluster(conn: Any) -> ClusterState:
+    admin, is_super = conn.execute(
+        "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    state = ClusterState(admin, bool(is_super))
+    from psycopg import sql
+
+    # Only a superuser can read pg_authid, where the password verifiers are.
+    source = "pg_authid" if state.admin_is_superuser else "pg_roles"
+    roles = _rows(conn, sql.SQL("""
+        SELECT rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin,
+               rolreplication, rolbypassrls, rolconnlimit, rolpassword
+        FROM {} WHERE rolname NOT LIKE 'pg\\_%'""").format(sql.Identifier("pg_catalog", source)))
+    for (name, sup, inh, crole, cdb, login, repl, bypass, limit, pw) in roles:
+        readable = state.admin_is_superuser
+        state.roles[name] = RoleState(name, sup, inh, crole, cdb, login, repl, bypass, limit,
+                                      pw if readable else None, readable)
+    state.memberships = {(m, g) for m, g in _rows(conn, """
+        SELECT pg_get_userbyid(member), pg_get_userbyid(roleid) FROM pg_auth_members""")}
+    for name, owner, enc, coll, ctype in _rows(conn, """
+        SELECT datname, pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype
+        FROM pg_database"""):
+        state.databases[name] = DatabaseInfo(name, owner, enc, coll, ctype, frozenset())
+    grants: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for name, grantee, priv in _rows(conn, """
+        SELECT d.datname, pg_get_userbyid(a.grantee), a.privilege_type
+        FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+        WHERE a.grantee <> 0 AND a.grantee <> d.datdba"""):
+        grants[name].add((grantee, priv))
+    for name, info in list(state.databases.items()):
+        state.databases[name] = DatabaseInfo(info.name, info.owner, info.encoding, info.collate,
+                                             info.ctype, frozenset(grants.get(name, ())))
+    for name, db, plugin, kind in _rows(conn, """
+        SELECT slot_name, database, plugin, slot_type FROM pg_replication_slots"""):
+        state.slots[name] = SlotInfo(name, db, plugin, kind)
+    state.queries = 6
+    return state
+
+
+def inspect_database(conn: Any, name: str, *, tables: list[tuple[str, str]] = ()) -> DatabaseState:
+    """Read one database's schemas, extensions, privileges and publications (5-7 queries)."""
+    state = DatabaseState(name)
+    for nsp, owner, grantee, priv in _rows(conn, """
+        SELECT n.nspname, pg_get_userbyid(n.nspowner), pg_get_userbyid(a.grantee), a.privilege_type
+        FROM pg_namespace n
+        LEFT JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+               ON a.grantee <> 0 AND a.grantee <> n.nspowner
+        WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"""):
+        state.schemas[nsp] = owner
+        if grantee is not None:
+            state.schema_grants[nsp].add((grantee, priv))
+    state.extensions = dict(_rows(conn, """
+        SELECT e.extname, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"""))
+    objects = """
+        WITH objs AS (
+          SELECT c.oid, c.relnamespace AS nsp, c.relowner AS owner,
+                 CASE WHEN c.relkind = 'S' THEN 'sequence' ELSE 'table' END AS kind,
+                 coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char",
+                                               c.relowner)) AS acl
+          FROM pg_class c WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+          UNION ALL
+          SELECT p.oid, p.pronamespace, p.proowner, 'function',
+                 coalesce(p.proacl, acldefault('f', p.proowner))
+          FROM pg_proc p WHERE p.prokind IN ('f', 'a', 'w')
+        ), mine AS (
+          SELECT o.*, n.nspname FROM objs o JOIN pg_namespace n ON n.oid = o.nsp
+          WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
+        )"""
+    for nsp, kind, owner, count in _rows(conn, objects + """
+        SELECT nspname, kind, pg_get_userbyid(owner), count(*) FROM mine GROUP BY 1, 2, 3"""):
+        state.object_totals[(nsp, kind)] = state.object_totals.get((nsp, kind), 0) + count
+        state.object_owned[(nsp, kind, owner)] = count
+    for nsp, kind, grantee, priv, count in _rows(conn, objects + """
+        SELECT m.nspname, m.kind, pg_get_userbyid(a.grantee), a.privilege_type, count(*)
+        FROM mine m, aclexplode(m.acl) a
+        WHERE a.grantee <> 0 AND a.grantee <> m.owner GROUP BY 1, 2, 3, 4"""):
+        state.object_grants[(nsp, kind, grantee, priv)] = count
+    for owner, nsp, objtype, grantee, priv in _rows(conn, """
+        SELECT pg_get_userbyid(d.defaclrole), n.nspname, d.defaclobjtype,
+               pg_get_userbyid(a.grantee), a.privilege_type
+        FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace,
+             aclexplode(d.defaclacl) a
+        WHERE d.defaclobjtype IN ('r', 'S', 'f') AND a.grantee <> 0 AND a.grantee <> d.defaclrole"""):
+        state.default_grants[(owner, nsp, DEFAULT_ACL_KIND[objtype])].add((grantee, priv))
+    for pub, alltables, nsp, rel in _rows(conn, """
+        SELECT p.pubname, p.puballtables, n.nspname, c.relname
+        FROM pg_publication p
+        LEFT JOIN pg_publication_rel pr ON pr.prpubid = p.oid
+        LEFT JOIN pg_class c ON c.oid = pr.prrelid
+        LEFT JOIN pg_namespace n ON n.oid = c.relnamespace"""):
+        state.publications[pub] = alltables
+        if rel is not None:
+            state.publication_tables[pub].add((nsp, rel))
+    state.queries = 6
+    if tables:
+        state.tables = {(s, t) for s, t in _rows(conn, """
+            SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            JOIN unnest(%s::text[], %s::text[]) AS want(s, t) ON want.s = n.nspname AND want.t = c.relname
+            WHERE c.relkind IN ('r', 'p')""", ([s for s, _ in tables], [t for _, t in tables]))}
+        state.queries += 1
+    return state
+
+
+def available_extensions(conn: Any, names: list[str]) -> set[str]:
+    return {n for (n,) in _rows(conn, "SELECT name FROM pg_available_extensions WHERE name = ANY(%s)",
+                                (names,))}
+
+
+def database_info(conn: Any, name: str) -> DatabaseInfo | None:
+    """One pg_database row with its grants (owner and PUBLIC left out)."""
+    rows = _rows(conn, """
+        SELECT pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datcollate, d.datctype,
+               pg_get_userbyid(a.grantee), a.privilege_type
+        FROM pg_database d
+        LEFT JOIN LATERAL aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+               ON a.grantee <> 0 AND a.grantee <> d.datdba
+        WHERE d.datname = %s""", (name,))
+    if not rows:
+        return None
+    owner, enc, coll, ctype = rows[0][:4]
+    grants = frozenset((g, p) for *_, g, p in rows if g is not None)
+    return DatabaseInfo(name, owner, enc, coll, ctype, grants)

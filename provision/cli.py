@@ -1,0 +1,163 @@
+"""``forge-provision``: PostgreSQL and Attic from YAML, with a plan.
+
+    forge-provision postgres plan  --config db.yaml [--json] [--check]
+    forge-provision postgres apply --config db.yaml [--json] [--rotate-passwords]
+    forge-provision postgres drift --config db.yaml [--json] [--check]
+    forge-provision attic plan|apply --config attic.yaml [--json]
+
+Results go to stdout (the plan, the drift report, the apply summary, or one JSON document with
+``--json``); progress and warnings go to stderr. Exit codes come from ``forgegen.errors``:
+0 done, 1 failed (or ``--check`` found something), 2 bad usage or configuration, 3 internal
+error, 130 interrupted. This module imports neither psycopg nor the provisioning modules
+until a command runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+
+import click
+
+from forgegen.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ForgeError, exit_code
+
+CONFIG = click.option("--config", "-c", "config", required=True, envvar="FORGE_PROVISION_CONFIG",
+                      type=click.Path(dir_okay=False), help="The provisioning YAML file.")
+JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+CHECK = click.option("--check", is_flag=True, help="Exit 1 when there is anything to report.")
+JOBS = click.option("--jobs", "-j", default=4, show_default=True, type=click.IntRange(1, 64),
+                    help="Databases read and changed in parallel.")
+
+
+def _json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _warn(lines: Sequence[str]) -> None:
+    for line in lines:
+        click.echo(f"warning: {line}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--verbose", "-v", is_flag=True, help="Log debug detail to stderr.")
+def cli(verbose: bool) -> None:
+    """Provision PostgreSQL databases and Attic caches from YAML, idempotently, with a plan."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.group()
+def postgres() -> None:
+    """Databases, roles, extensions, schemas, grants and CDC publications."""
+
+
+@postgres.command("plan")
+@CONFIG
+@JSON
+@CHECK
+@JOBS
+def postgres_plan(config: str, as_json: bool, check: bool, jobs: int) -> int:
+    """Print the statements apply would run; change nothing."""
+    from forge_provision import postgres as pg, report, schema
+
+    outcome = pg.run(schema.load_postgres(config), "plan", jobs=jobs)
+    _warn(outcome.warnings)
+    _json(outcome.to_json()) if as_json else click.echo(report.postgres_plan(outcome), nl=False)
+    return EXIT_FAILED if check and outcome.changes else EXIT_OK
+
+
+@postgres.command("apply")
+@CONFIG
+@JSON
+@JOBS
+@click.option("--rotate-passwords", is_flag=True, help="Set every configured password, even working ones.")
+def postgres_apply(config: str, as_json: bool, jobs: int, rotate_passwords: bool) -> int:
+    """Run only what is needed to make the server match the config."""
+    from forge_provision import postgres as pg, report, schema
+
+    started = time.monotonic()
+    outcome = pg.run(schema.load_postgres(config), "apply", rotate_passwords=rotate_passwords, jobs=jobs,
+                     on_change=lambda ch: click.echo(f"apply: {report.change_line(ch)}", err=True))
+    _warn(outcome.warnings)
+    _json(outcome.to_json()) if as_json else click.echo(report.postgres_applied(outcome, time.monotonic() - started),
+                                                        nl=False)
+    return EXIT_OK
+
+
+@postgres.command("drift")
+@CONFIG
+@JSON
+@CHECK
+@JOBS
+def postgres_drift(config: str, as_json: bool, check: bool, jobs: int) -> int:
+    """Report grants and attributes the databases have but the config does not."""
+    from forge_provision import postgres as pg, report, schema
+
+    outcome = pg.run(schema.load_postgres(config), "drift", jobs=jobs)
+    _warn(outcome.warnings)
+    _json(outcome.to_json()) if as_json else click.echo(report.postgres_drift(outcome), nl=False)
+    return EXIT_FAILED if check and outcome.findings else EXIT_OK
+
+
+@cli.group()
+def attic() -> None:
+    """Attic binary caches and access tokens."""
+
+
+@attic.command("plan")
+@CONFIG
+@JSON
+@CHECK
+def attic_plan(config: str, as_json: bool, check: bool) -> int:
+    """Show the caches to create or reconfigure and the tokens to write; change nothing."""
+    from forge_provision import attic as at, report, schema
+
+    outcome = at.run_attic(schema.load_attic(config), "plan")
+    _json(outcome.to_json()) if as_json else click.echo(report.attic(outcome, applied=False), nl=False)
+    return EXIT_FAILED if check and outcome.changes else EXIT_OK
+
+
+@attic.command("apply")
+@CONFIG
+@JSON
+def attic_apply(config: str, as_json: bool) -> int:
+    """Create and configure the caches, mint tokens and write the client config."""
+    from forge_provision import attic as at, report, schema
+
+    outcome = at.run_attic(schema.load_attic(config), "apply")
+    _json(outcome.to_json()) if as_json else click.echo(report.attic(outcome, applied=True), nl=False)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: the one place that maps exceptions to exit codes."""
+    try:
+        result = cli.main(args=list(argv) if argv is not None else None, prog_name="forge-provision",
+                          standalone_mode=False)
+    except click.exceptions.Exit as err:
+        return err.exit_code
+    except click.exceptions.Abort:
+        click.echo("forge-provision: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except click.ClickException as err:
+        err.show()
+        return EXIT_USAGE
+    except ForgeError as err:
+        click.echo(f"forge-provision: error: {err}", err=True)
+        return exit_code(err)
+    except KeyboardInterrupt as err:
+        click.echo("forge-provision: interrupted", err=True)
+        return exit_code(err)
+    except Exception as err:  # noqa: BLE001 - the one place that turns bugs into exit 3
+        traceback.print_exc()
+        click.echo("forge-provision: internal error (a bug); please report it with the traceback above", err=True)
+        return exit_code(err)
+    return result if isinstance(result, int) else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

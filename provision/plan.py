@@ -1,0 +1,481 @@
+"""From (config, catalogue state) to the statements that make them agree: pure, no I/O.
+
+A :class:`Planner` compares one part of the config with one snapshot of the catalogue and
+records three things: the :class:`Change`s to run (each a ``psycopg.sql`` composition plus a
+redacted twin for display), warnings (differences PostgreSQL cannot change in place), and
+:class:`Finding`s for drift: grants and attributes the database has but the config does not.
+A finding becomes a change (a REVOKE, a NO… attribute, a DROP EXTENSION) only where the object
+that owns it says ``prune: true``. Every statement is idempotent by construction: it is only
+planned when the catalogue shows it is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from forge_provision.catalog import ClusterState, DatabaseInfo, DatabaseState
+from forge_provision.schema import Cdc, Database, Grant, PostgresConfig, Role
+
+CLUSTER = ""
+KIND_KEYWORD = {"table": "TABLES", "sequence": "SEQUENCES", "function": "FUNCTIONS"}
+# Role attributes: config field -> (catalogue field, keyword when true, keyword when false, default)
+ATTRIBUTES = {
+    "createdb": ("createdb", "CREATEDB", "NOCREATEDB", False),
+    "createrole": ("createrole", "CREATEROLE", "NOCREATEROLE", False),
+    "replication": ("replication", "REPLICATION", "NOREPLICATION", False),
+    "bypassrls": ("bypassrls", "BYPASSRLS", "NOBYPASSRLS", False),
+    "inherit": ("inherit", "INHERIT", "NOINHERIT", True),
+}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One statement to run. ``shown`` is ``statement`` with secrets replaced by ``'***'``."""
+
+    scope: str  # "" for the cluster, else the database name
+    phase: str  # roles | create-database | structure | grants | cdc | slot
+    action: str
+    target: str
+    statement: Any
+    shown: Any
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something the database has that the config does not mention (drift)."""
+
+    scope: str
+    target: str
+    detail: str
+    pruned: bool  # apply removes it because the owning object says prune: true
+
+
+@dataclass
+class Planner:
+    changes: list[Change] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, scope: str, phase: str, action: str, target: str, statement: Any,
+            shown: Any = None, reason: str = "") -> None:
+        self.changes.append(Change(scope, phase, action, target, statement,
+                                   statement if shown is None else shown, reason))
+
+    def drift(self, scope: str, target: str, detail: str, pruned: bool) -> None:
+        self.findings.append(Finding(scope, target, detail, pruned))
+
+    def extend(self, other: "Planner") -> None:
+        self.changes += other.changes
+        self.warnings += other.warnings
+        self.errors += other.errors
+        self.findings += other.findings
+
+
+def _sql():
+    from psycopg import sql
+
+    return sql
+
+
+def _keywords(words: Iterable[str]) -> Any:
+    """Privilege or attribute keywords: constants validated by the schema, never user text."""
+    sql = _sql()
+    return sql.SQL(", ").join(sql.SQL(w) for w in words)
+
+
+def _ident(*parts: str) -> Any:
+    return _sql().Identifier(*parts)
+
+
+def _q(name: str) -> str:
+    """A name for messages (double-quoted like PostgreSQL prints identifiers)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+# -- cluster: roles, memberships, databases ---------------------------------------------------
+
+def plan_cluster(cfg: PostgresConfig, cluster: ClusterState, passwords: dict[str, tuple[str, str]]) -> Planner:
+    """Roles, role attributes and passwords, memberships, CREATE/ALTER DATABASE.
+
+    ``passwords`` maps a role name to (verifier, reason) for each role whose password must be
+    set this run; the verifier is computed by the caller (libpq's SCRAM) and never shown.
+    """
+    sql = _sql()
+    out = Planner()
+    creates: list[Change] = []
+    alters: list[Change] = []
+    for role in cfg.roles:
+        current = cluster.roles.get(role.name)
+        password = passwords.get(role.name)
+        if current is None:
+            opts = _create_options(role)
+            statement, shown = opts, list(opts)
+            if password:
+                statement = opts + [sql.SQL("PASSWORD {}").format(sql.Literal(password[0]))]
+                shown = opts + [sql.SQL("PASSWORD '***'")]
+            creates.append(Change(CLUSTER, "roles", "create role", _q(role.name),
+                                  sql.SQL("CREATE ROLE {} WITH {}").format(_ident(role.name), sql.SQL(" ").join(statement)),
+                                  sql.SQL("CREATE ROLE {} WITH {}").format(_ident(role.name), sql.SQL(" ").join(shown))))
+            continue
+        opts = _alter_options(role, current, cfg, out)
+        if opts:
+            alters.append(Change(CLUSTER, "roles", "alter role", _q(role.name),
+                                 sql.SQL("ALTER ROLE {} WITH {}").format(_ident(role.name), sql.SQL(" ").join(opts)),
+                                 sql.SQL("ALTER ROLE {} WITH {}").format(_ident(role.name), sql.SQL(" ").join(opts)),
+                                 "attributes differ from the config"))
+        if password:
+            alters.append(Change(CLUSTER, "roles", "set password", _q(role.name),
+                                 sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(_ident(role.name), sql.Literal(password[0])),
+                                 sql.SQL("ALTER ROLE {} WITH PASSWORD '***'").format(_ident(role.name)),
+                                 password[1]))
+    out.changes += creates + alters
+    for role in cfg.roles:
+        for group in role.member_of:
+            if (role.name, group) not in cluster.memberships:
+                out.add(CLUSTER, "roles", "grant membership", f"{_q(role.name)} in {_q(group)}",
+                        sql.SQL("GRANT {} TO {}").format(_ident(group), _ident(role.name)))
+        for member, group in sorted(cluster.memberships):
+            if member == role.name and group not in role.member_of:
+                out.drift(CLUSTER, f"role {_q(role.name)}", f"is a member of {_q(group)}", role.prune)
+                if role.prune:
+                    out.add(CLUSTER, "roles", "revoke membership", f"{_q(role.name)} in {_q(group)}",
+                            sql.SQL("REVOKE {} FROM {}").format(_ident(group), _ident(role.name)),
+                            reason="prune: not in member_of")
+    for db in cfg.databases:
+        info = cluster.databases.get(db.name)
+        if info is None:
+            parts = [sql.SQL("CREATE DATABASE {}").format(_ident(db.name))]
+            if db.owner:
+                parts.append(sql.SQL("OWNER {}").format(_ident(db.owner)))
+            parts.append(sql.SQL("TEMPLATE template0 ENCODING {}").format(sql.Literal(db.encoding)))
+            if db.locale:
+                parts.append(sql.SQL("LOCALE {}").format(sql.Literal(db.locale)))
+            statement = sql.SQL(" ").join(parts)
+            out.add(db.name, "create-database", "create database", _q(db.name), statement)
+            continue
+        if db.owner and info.owner != db.owner:
+            out.add(CLUSTER, "roles", "alter database owner", _q(db.name),
+                    sql.SQL("ALTER DATABASE {} OWNER TO {}").format(_ident(db.name), _ident(db.owner)),
+                    reason=f"owned by {_q(info.owner)}")
+        if _norm_encoding(info.encoding) != _norm_encoding(db.encoding):
+            out.warnings.append(f"database {_q(db.name)} has encoding {info.encoding} but the config says "
+                                f"{db.encoding}; PostgreSQL cannot change it in place: change the config "
+                                "or dump, recreate and restore the database")
+        if db.locale and (info.collate != db.locale or info.ctype != db.locale):
+            out.warnings.append(f"database {_q(db.name)} has locale {info.collate}/{info.ctype} but the config "
+                                f"says {db.locale}; PostgreSQL cannot change it in place: change the config "
+                                "or dump, recreate and restore the database")
+    return out
+
+
+def _norm_encoding(value: str) -> str:
+    return value.upper().replace("-", "").replace("_", "")
+
+
+def _create_options(role: Role) -> list[Any]:
+    sql = _sql()
+    opts = [sql.SQL("LOGIN" if role.login else "NOLOGIN")]
+    if role.connection_limit != -1:
+        opts.append(sql.SQL("CONNECTION LIMIT {}").format(sql.Literal(role.connection_limit)))
+    for name, (_, yes, no, default) in ATTRIBUTES.items():
+        value = getattr(role, name)
+        if value is not None and value != default:
+            opts.append(sql.SQL(yes if value else no))
+    return opts
+
+
+def _alter_options(role: Role, current: Any, cfg: PostgresConfig, out: Planner) -> list[Any]:
+    sql = _sql()
+    opts: list[Any] = []
+    if current.login != role.login:
+        opts.append(sql.SQL("LOGIN" if role.login else "NOLOGIN"))
+    if current.connection_limit != role.connection_limit:
+        opts.append(sql.SQL("CONNECTION LIMIT {}").format(sql.Literal(role.connection_limit)))
+    target = f"role {_q(role.name)}"
+    for name, (field_, yes, no, default) in ATTRIBUTES.items():
+        want = getattr(role, name)
+        have = getattr(current, field_)
+        if want is not None:
+            if have != want:
+                opts.append(sql.SQL(yes if want else no))
+        elif have != default:
+            out.drift(CLUSTER, target, f"has {yes if have else no}, which the config does not set", role.prune)
+            if role.prune:
+                opts.append(sql.SQL(yes if default else no))
+    if current.superuser:
+        can_prune = role.prune and role.name != cfg.connection.user
+        out.drift(CLUSTER, target, "has SUPERUSER, which the config does not set", can_prune)
+        if can_prune:
+            opts.append(sql.SQL("NOSUPERUSER"))
+    return opts
+
+
+# -- one database: schemas and extensions ------------------------------------------------------
+
+def schema_owner(db: Database, schema: str) -> str | None:
+    """The owner the config gives a schema: its own ``owner``, else the database owner."""
+    for s in db.schemas:
+        if s.name == schema and s.owner:
+            return s.owner
+    return db.owner
+
+
+def plan_structure(db: Database, state: DatabaseState) -> Planner:
+    """CREATE/ALTER SCHEMA and CREATE/ALTER (and with prune, DROP) EXTENSION."""
+    sql = _sql()
+    out = Planner()
+    for schema in db.schemas:
+        owner = schema_owner(db, schema.name)
+        if schema.name not in state.schemas:
+            statement = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(schema.name))
+            if owner:
+                statement = sql.SQL("{} AUTHORIZATION {}").format(statement, _ident(owner))
+            out.add(db.name, "structure", "create schema", _q(schema.name), statement)
+        elif owner and state.schemas[schema.name] != owner:
+            out.add(db.name, "structure", "alter schema owner", _q(schema.name),
+                    sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(_ident(schema.name), _ident(owner)),
+                    reason=f"owned by {_q(state.schemas[schema.name])}")
+    wanted = {e.name for e in db.extensions}
+    for ext in db.extensions:
+        have = state.extensions.get(ext.name)
+        if have is None:
+            statement = sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(_ident(ext.name))
+            if ext.schema_:
+                statement = sql.SQL("{} SCHEMA {}").format(statement, _ident(ext.schema_))
+            out.add(db.name, "structure", "create extension", _q(ext.name), statement)
+        elif ext.schema_ and have != ext.schema_:
+            out.add(db.name, "structure", "move extension", _q(ext.name),
+                    sql.SQL("ALTER EXTENSION {} SET SCHEMA {}").format(_ident(ext.name), _ident(ext.schema_)),
+                    reason=f"installed in schema {_q(have)}")
+    for name in sorted(set(state.extensions) - wanted - {"plpgsql"}):
+        out.drift(db.name, f"extension {_q(name)}", "is installed but not in the config", db.prune)
+        if db.prune:
+            out.add(db.name, "structure", "drop extension", _q(name),
+                    sql.SQL("DROP EXTENSION {}").format(_ident(name)), reason="prune: not in the config")
+    return out
+
+
+def pending_object_schemas(db: Database, structure: Planner) -> set[str]:
+    """Schemas where this run creates extensions, so new objects appear before grants run."""
+    created = {c.target for c in structure.changes if c.action == "create extension"}
+    return {e.schema_ or "public" for e in db.extensions if _q(e.name) in created}
+
+
+# -- one database: privileges --------------------------------------------------------------------
+
+def plan_grants(db: Database, state: DatabaseState, info: DatabaseInfo | None,
+                new_objects_in: set[str] = frozenset()) -> Planner:
+    """Database, schema, object and default privileges, and (drift) every grant not configured.
+
+    ``new_objects_in``: schemas where objects will exist by the time these statements run
+    though the snapshot does not show them yet (only used by ``plan``; ``apply`` re-reads).
+    """
+    sql = _sql()
+    out = Planner()
+    scope = db.name
+    by_role_schema: dict[tuple[str, str | None], Grant] = {(g.role, g.schema_): g for g in db.grants}
+    roles_pruned = {g.role for g in db.grants if g.prune}
+
+    # Database privileges: the union over a role's grant entries.
+    db_privs: dict[str, list[str]] = {}
+    for g in db.grants:
+        db_privs.setdefault(g.role, [])
+        db_privs[g.role] += [p for p in g.database_privileges if p not in db_privs[g.role]]
+    have_db = info.grants if info else frozenset()
+    db_owner = info.owner if info else db.owner
+    for role, privs in db_privs.items():
+        missing = [p for p in privs if (role, p) not in have_db]
+        if missing and role != db_owner:
+            out.add(scope, "grants", "grant", f"database {_q(db.name)} to {_q(role)}",
+                    sql.SQL("GRANT {} ON DATABASE {} TO {}").format(_keywords(missing), _ident(db.name), _ident(role)))
+    for grantee, priv in sorted(have_db):
+        if grantee.startswith("pg_") or priv in db_privs.get(grantee, ()):
+            continue
+        pruned = grantee in roles_pruned or db.prune
+        out.drift(scope, f"database {_q(db.name)}", f"{_q(grantee)} has {priv}", pruned)
+        if pruned:
+            out.add(scope, "grants", "revoke", f"database {_q(db.name)} from {_q(grantee)}",
+                    sql.SQL("REVOKE {} ON DATABASE {} FROM {}").format(_keywords([priv]), _ident(db.name), _ident(grantee)),
+                    reason="prune: not in the config")
+
+    for g in db.grants:
+        if g.schema_ is None:
+            continue
+        schema = g.schema_
+        owner_now = state.schemas.get(schema)
+        owner_cfg = schema_owner(db, schema) if any(s.name == schema for s in db.schemas) else None
+        schema_owner_role = owner_cfg or owner_now
+        if schema_owner_role == "pg_database_owner":  # PostgreSQL 15's public schema
+            schema_owner_role = db_owner
+        if schema not in state.schemas and not any(s.name == schema for s in db.schemas):
+            out.errors.append(f"database {_q(db.name)}: the grant to {_q(g.role)} names schema {_q(schema)}, "
+                              "which neither exists nor is listed under 'schemas'; add it there")
+            continue
+        # schema privileges
+        have = state.schema_grants.get(schema, set())
+        missing = [p for p in g.schema_privileges if (g.role, p) not in have]
+        if missing and g.role != schema_owner_role:
+            out.add(scope, "grants", "grant", f"schema {_q(schema)} to {_q(g.role)}",
+                    sql.SQL("GRANT {} ON SCHEMA {} TO {}").format(_keywords(missing), _ident(schema), _ident(g.role)))
+        # privileges on existing objects
+        for kind, privs in (("table", g.tables), ("sequence", g.sequences), ("function", g.functions)):
+            if not privs:
+                continue
+            total = state.object_totals.get((schema, kind), 0)
+            owned = state.object_owned.get((schema, kind, g.role), 0)
+            missing = [p for p in privs
+                       if total - owned - state.object_grants.get((schema, kind, g.role, p), 0) > 0
+                       or schema in new_objects_in]
+            if missing:
+                out.add(scope, "grants", "grant", f"all {KIND_KEYWORD[kind].lower()} in {_q(schema)} to {_q(g.role)}",
+                        sql.SQL("GRANT {} ON ALL {} IN SCHEMA {} TO {}").format(
+                            _keywords(missing), sql.SQL(KIND_KEYWORD[kind]), _ident(schema), _ident(g.role)))
+        # default privileges for objects created later
+        if g.future:
+            owners = list(g.future_owners) if g.future_owners is not None else (
+                [schema_owner_role] if schema_owner_role else [])
+            if not owners and (g.tables or g.sequences or g.functions):
+                out.warnings.append(f"database {_q(db.name)}: future objects in {_q(schema)} get no privileges for "
+                                    f"{_q(g.role)}: the schema has no owner in the config; set future_owners")
+            for owner in owners:
+                if owner == g.role:
+                    continue
+                for kind, privs in (("table", g.tables), ("sequence", g.sequences), ("function", g.functions)):
+                    have = state.default_grants.get((owner, schema, kind), set())
+                    missing = [p for p in privs if (g.role, p) not in have]
+                    if missing:
+                        out.add(scope, "grants", "default privileges",
+                                f"future {KIND_KEYWORD[kind].lower()} of {_q(owner)} in {_q(schema)} to {_q(g.role)}",
+                                sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT {} ON {} TO {}").format(
+                                    _ident(owner), _ident(schema), _keywords(missing), sql.SQL(KIND_KEYWORD[kind]),
+                                    _ident(g.role)))
+
+    # Drift: every grant in the database the config does not ask for.
+    def configured(role: str, schema: str) -> Grant | None:
+        return by_role_schema.get((role, schema))
+
+    def prunes(role: str, schema: str) -> bool:
+        grant = configured(role, schema)
+        return grant.prune if grant else (db.prune or role in roles_pruned)
+
+    for schema in sorted(state.schema_grants):
+        for grantee, priv in sorted(state.schema_grants[schema]):
+            grant = configured(grantee, schema)
+            if grantee.startswith("pg_") or (grant and priv in grant.schema_privileges):
+                continue
+            pruned = prunes(grantee, schema)
+            out.drift(scope, f"schema {_q(schema)}", f"{_q(grantee)} has {priv}", pruned)
+            if pruned:
+                out.add(scope, "grants", "revoke", f"schema {_q(schema)} from {_q(grantee)}",
+                        sql.SQL("REVOKE {} ON SCHEMA {} FROM {}").format(_keywords([priv]), _ident(schema), _ident(grantee)),
+                        reason="prune: not in the config")
+    for (schema, kind, grantee, priv), count in sorted(state.object_grants.items()):
+        grant = configured(grantee, schema)
+        wanted = {"table": grant.tables, "sequence": grant.sequences, "function": grant.functions}[kind] if grant else ()
+        if grantee.startswith("pg_") or priv in wanted:
+            continue
+        pruned = prunes(grantee, schema)
+        plural = KIND_KEYWORD[kind].lower() if count != 1 else kind
+        out.drift(scope, f"schema {_q(schema)}", f"{_q(grantee)} has {priv} on {count} {plural}", pruned)
+        if pruned:
+            out.add(scope, "grants", "revoke", f"all {KIND_KEYWORD[kind].lower()} in {_q(schema)} from {_q(grantee)}",
+                    sql.SQL("REVOKE {} ON ALL {} IN SCHEMA {} FROM {}").format(
+                        _keywords([priv]), sql.SQL(KIND_KEYWORD[kind]), _ident(schema), _ident(grantee)),
+                    reason="prune: not in the config")
+    for (owner, schema, kind), entries in sorted(state.default_grants.items()):
+        for grantee, priv in sorted(entries):
+            grant = configured(grantee, schema)
+            wanted: tuple[str, ...] = ()
+            if grant and grant.future:
+                owners = grant.future_owners if grant.future_owners is not None else (
+                    schema_owner(db, schema), state.schemas.get(schema), db_owner)
+                if owner in owners:
+                    wanted = {"table": grant.tables, "sequence": grant.sequences, "function": grant.functions}[kind]
+            if grantee.startswith("pg_") or priv in wanted:
+                continue
+            pruned = prunes(grantee, schema)
+            out.drift(scope, f"schema {_q(schema)}",
+                      f"future {KIND_KEYWORD[kind].lower()} of {_q(owner)} give {_q(grantee)} {priv}", pruned)
+            if pruned:
+                out.add(scope, "grants", "revoke default privileges",
+                        f"future {KIND_KEYWORD[kind].lower()} of {_q(owner)} in {_q(schema)} from {_q(grantee)}",
+                        sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} REVOKE {} ON {} FROM {}").format(
+                            _ident(owner), _ident(schema), _keywords([priv]), sql.SQL(KIND_KEYWORD[kind]),
+                            _ident(grantee)),
+                        reason="prune: not in the config")
+    return out
+
+
+# -- one database: CDC -------------------------------------------------------------------------
+
+def cdc_tables(cdc: Cdc | None) -> list[tuple[str, str]]:
+    if cdc is None or cdc.tables == "all":
+        return []
+    return [(t.schema_, t.name) for t in cdc.tables]
+
+
+def plan_cdc(db: Database, state: DatabaseState, cluster: ClusterState) -> Planner:
+    """The publication (and, in its own phase, the logical replication slot)."""
+    sql = _sql()
+    out = Planner()
+    cdc = db.cdc
+    if cdc is None:
+        return out
+    scope, pub = db.name, cdc.publication
+    want_all = cdc.tables == "all"
+    wanted = cdc_tables(cdc)
+    present = [t for t in wanted if t in state.tables]
+    for schema, table in wanted:
+        if (schema, table) not in state.tables:
+            out.warnings.append(f"database {_q(db.name)}: table {_q(schema)}.{_q(table)} for publication {_q(pub)} "
+                                "does not exist yet; it is added by the next apply after it is created")
+
+    def create() -> None:
+        statement = sql.SQL("CREATE PUBLICATION {}").format(_ident(pub))
+        if want_all:
+            statement = sql.SQL("{} FOR ALL TABLES").format(statement)
+        elif present:
+            statement = sql.SQL("{} FOR TABLE {}").format(
+                statement, sql.SQL(", ").join(_ident(s, t) for s, t in present))
+        out.add(scope, "cdc", "create publication", _q(pub), statement)
+
+    if pub not in state.publications:
+        create()
+    elif state.publications[pub] != want_all:
+        have = "FOR ALL TABLES" if state.publications[pub] else "a table list"
+        out.drift(scope, f"publication {_q(pub)}", f"is {have}, the config wants the other", cdc.prune)
+        if cdc.prune:
+            out.add(scope, "cdc", "drop publication", _q(pub), sql.SQL("DROP PUBLICATION {}").format(_ident(pub)),
+                    reason="prune: recreate with the configured tables")
+            create()
+        else:
+            out.warnings.append(f"database {_q(db.name)}: publication {_q(pub)} is {have}; PostgreSQL 15 cannot "
+                                "switch between FOR ALL TABLES and a table list in place: set cdc.prune: true to "
+                                "recreate it")
+    elif not want_all:
+        have_tables = state.publication_tables.get(pub, set())
+        add = [t for t in present if t not in have_tables]
+        if add:
+            out.add(scope, "cdc", "add tables to publication", _q(pub),
+                    sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+                        _ident(pub), sql.SQL(", ").join(_ident(s, t) for s, t in add)))
+        for schema, table in sorted(have_tables - set(wanted)):
+            out.drift(scope, f"publication {_q(pub)}", f"publishes {_q(schema)}.{_q(table)}", cdc.prune)
+            if cdc.prune:
+                out.add(scope, "cdc", "drop table from publication", _q(pub),
+                        sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(_ident(pub), _ident(schema, table)),
+                        reason="prune: not in cdc.tables")
+    if cdc.slot:
+        slot = cluster.slots.get(cdc.slot)
+        if slot is None:
+            out.add(scope, "slot", "create replication slot", _q(cdc.slot),
+                    sql.SQL("SELECT pg_create_logical_replication_slot({}, 'pgoutput')").format(sql.Literal(cdc.slot)))
+        elif slot.slot_type != "logical" or slot.database != db.name or slot.plugin != "pgoutput":
+            out.errors.append(f"replication slot {_q(cdc.slot)} exists as a {slot.slot_type} slot "
+                              f"(database {slot.database}, plugin {slot.plugin}), not a pgoutput slot in "
+                              f"{_q(db.name)}; choose another cdc.slot name or drop that slot")
+    return out
