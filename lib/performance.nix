@@ -248,8 +248,9 @@ let
           printf '%s %s\n' "$size" "$path" >> sizes
         done < closure-graph
         {
-          printf 'closure of %s: %s bytes (%s) in %s paths; budget %s bytes (%s)\n' \
-            "$target" "$total" "$(human "$total")" "$count" "$budget" "$budgetText"
+          if [ "$count" -eq 1 ]; then paths="1 path"; else paths="$count paths"; fi
+          printf 'closure of %s: %s bytes (%s) in %s; budget %s bytes (%s)\n' \
+            "$target" "$total" "$(human "$total")" "$paths" "$budget" "$budgetText"
           printf 'largest paths:\n'
           sort -n -r sizes > sorted
           head -n "$top" sorted | while read -r size path; do

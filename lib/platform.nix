@@ -4,7 +4,7 @@
   A Nix system string is `<cpu>-<kernel>` (`x86_64-linux`). An OCI platform is
   `{ os; architecture; variant?; }`, written `os/architecture[/variant]` (`linux/amd64`). Image
   tags use `ociArch` (`amd64`, `arm64`, `armv7`). Nothing here reads the host: pass the systems
-  you build for; `builtins.currentSystem` is not used (it breaks pure flake evaluation).
+  you build for; the host system is never consulted (that would break pure flake evaluation).
 */
 { lib }:
 let

@@ -15,10 +15,11 @@
 {
   system,
   pkgs ? null,
+  extraCases ? { },
 }:
 let
   lib = import ../.;
-  run = import ./run.nix { inherit lib; };
+  run = import ./run.nix { inherit lib extraCases; };
   p = if pkgs == null then import ./pkgs-shim.nix { inherit system; } else pkgs;
 
   payload = p.writeText "forge-lib-tests-payload" "forge.lib closure-size payload\n";

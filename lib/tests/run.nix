@@ -5,9 +5,12 @@
 */
 {
   lib ? import ../.,
+  # More cases to run alongside the suite (tests/test_lib.py adds a failing one to check the
+  # failure report).
+  extraCases ? { },
 }:
 let
-  cases = import ./cases.nix { inherit lib; };
+  cases = import ./cases.nix { inherit lib; } // extraCases;
   names = builtins.attrNames cases;
 in
 {
