@@ -1,0 +1,354 @@
+"""Build a service's image with Nix, and push its closure to the configured binary cache.
+
+``run_build`` builds ``<flake>#packages.<system>.<package>`` for every architecture of the
+service with one ``nix build --json --no-link`` (so Nix can build them in parallel, locally or on
+remote builders), then reports each image's store path, closure size and the build time. Systems
+this machine cannot build, and no configured builder can, are refused before anything is built,
+with the builder that is missing named.
+
+The image is whatever ``dockerTools.buildLayeredImage`` (a docker-archive file, possibly gzip'd)
+or ``dockerTools.streamLayeredImage`` (an executable that writes one to stdout) produced; the
+registry module reads both.
+
+Closure push: ``attic push`` when an Attic cache is configured and the ``attic`` client is on
+PATH; otherwise ``nix copy --to <binary_cache>``. Only paths the cache lacks are sent (asked with
+``nix path-info --store``), and the result says how many.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from forgegen import process
+from forgegen.errors import BuildError, CommandError, ToolMissing, UsageError
+from forgegen.plan import AtticPlan, Plan, ServicePlan
+from forgegen.runtime.tags import arch_of
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+DEFAULT_BUILD_TIMEOUT = 3600.0
+DEFAULT_CACHE_TIMEOUT = 1800.0
+_SIMPLE_ATTR = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*$")
+_NEEDS_BUILDER = re.compile(r"a '([^']+)' with features \{[^}]*\} is required to build '([^']+)', but I am a '([^']+)'")
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """One architecture's image in the Nix store."""
+
+    system: str
+    arch: str
+    installable: str
+    store_path: str
+    kind: str  # "docker-archive" (a file) or "stream" (an executable writing one to stdout)
+    closure_size: int
+    nar_size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"system": self.system, "arch": self.arch, "installable": self.installable,
+                "store_path": self.store_path, "kind": self.kind, "closure_size": self.closure_size,
+                "nar_size": self.nar_size}
+
+
+@dataclass(frozen=True)
+class CachePush:
+    """What a closure push did: ``via`` attic or nix copy, to ``target``; how many paths it sent."""
+
+    via: str  # "attic", "nix copy" or "none"
+    target: str
+    paths_total: int
+    paths_sent: int
+    seconds: float
+    skipped: str | None = None  # why nothing was attempted
+
+    def to_json(self) -> dict[str, Any]:
+        return {"via": self.via, "target": self.target, "paths_total": self.paths_total,
+                "paths_sent": self.paths_sent, "paths_present": self.paths_total - self.paths_sent,
+                "seconds": round(self.seconds, 3), "skipped": self.skipped}
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    service: str
+    package: str
+    images: tuple[BuiltImage, ...]
+    seconds: float
+    cache: CachePush | None
+
+    def image(self, system: str) -> BuiltImage:
+        for img in self.images:
+            if img.system == system:
+                return img
+        raise UsageError(f"no image was built for {system} (built: {', '.join(i.system for i in self.images)})")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"service": self.service, "package": self.package,
+                "images": [i.to_json() for i in self.images],
+                "build_seconds": round(self.seconds, 3),
+                "cache": self.cache.to_json() if self.cache else None}
+
+
+# ---------------------------------------------------------------------------------------------
+# Which systems can be built here
+
+
+@dataclass(frozen=True)
+class Builders:
+    """What this Nix can build: the local system and extra platforms, and remote builders' systems."""
+
+    local: tuple[str, ...]
+    remote: Mapping[str, tuple[str, ...]]  # system -> builder URIs
+
+    def can_build(self, system: str) -> bool:
+        return system in self.local or system in self.remote
+
+    def missing_message(self, system: str, service: str) -> str:
+        return (f"cannot build the {system} image of {service}: this machine builds "
+                f"{', '.join(self.local)} and no remote builder is configured for {system}")
+
+
+def _machines(spec: str) -> Iterable[str]:
+    """Machine lines from a ``builders`` value (``;``/newline separated, ``@file`` includes)."""
+    for part in re.split(r"[;\n]", spec):
+        part = part.strip()
+        if not part or part.startswith("#"):
+            continue
+        if part.startswith("@"):
+            try:
+                yield from _machines(Path(part[1:]).read_text(encoding="utf-8"))
+            except OSError:
+                continue
+        else:
+            yield part
+
+
+def nix_builders(env: Mapping[str, str] | None = None) -> Builders:
+    """Read ``system``, ``extra-platforms`` and ``builders`` from ``nix show-config --json``."""
+    out = process.run(["nix", "show-config", "--json"], env=env, timeout=60,
+                      what="read the Nix configuration").stdout
+    conf = json.loads(out)
+
+    def value(key: str, default: Any) -> Any:
+        entry = conf.get(key)
+        return entry.get("value", default) if isinstance(entry, dict) else default
+
+    local = [value("system", "")]
+    extra = value("extra-platforms", [])
+    local += extra.split() if isinstance(extra, str) else list(extra)
+    remote: dict[str, list[str]] = {}
+    for line in _machines(str(value("builders", "") or "")):
+        fields = line.split()
+        systems = fields[1].split(",") if len(fields) > 1 and fields[1] != "-" else [local[0]]
+        for s in systems:
+            remote.setdefault(s, []).append(fields[0])
+    return Builders(tuple(s for s in local if s), {k: tuple(v) for k, v in remote.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# nix build
+
+
+def installable(flake: str, system: str, package: str) -> str:
+    attr = package if _SIMPLE_ATTR.match(package) else json.dumps(package)
+    return f"{flake}#packages.{system}.{attr}"
+
+
+def image_kind(store_path: str) -> str:
+    """``stream`` for an executable script (streamLayeredImage), else ``docker-archive``."""
+    path = Path(store_path)
+    if path.is_file() and os.access(path, os.X_OK):
+        with open(path, "rb") as f:
+            if f.read(2) == b"#!":
+                return "stream"
+    if path.is_dir():
+        raise BuildError(f"{store_path} is a directory, not an image",
+                         hint="the image package must be dockerTools.buildLayeredImage or streamLayeredImage")
+    return "docker-archive"
+
+
+def _path_sizes(paths: Sequence[str], env: Mapping[str, str] | None) -> dict[str, tuple[int, int]]:
+    out = process.run(["nix", "path-info", "--json", "--closure-size", *paths], env=env, timeout=300,
+                      what="measure the image closure").stdout
+    return {e["path"]: (int(e.get("closureSize", 0)), int(e.get("narSize", 0))) for e in json.loads(out)}
+
+
+def run_build(plan: Plan, service: str, *, flake: str = ".", systems: Sequence[str] | None = None,
+              push_cache: bool = True, progress: Progress | None = None,
+              timeout: float = DEFAULT_BUILD_TIMEOUT, env: Mapping[str, str] | None = None) -> BuildResult:
+    """Build ``service``'s image for each of its systems (or ``systems``); push the closure."""
+    svc = plan.service(service)
+    say = progress or log.info
+    wanted = tuple(systems) if systems else svc.image.architectures
+    unknown = [s for s in wanted if s not in svc.image.architectures]
+    if unknown:
+        raise UsageError(f"service {svc.name!r} is not built for {', '.join(unknown)}",
+                         hint=f"its architectures are {', '.join(svc.image.architectures)} (deploy.yaml services.{svc.name}.architectures)")
+    for s in wanted:
+        arch_of(s)
+    builders = nix_builders(env)
+    missing = [s for s in wanted if not builders.can_build(s)]
+    if missing:
+        raise BuildError(
+            "; ".join(builders.missing_message(s, svc.name) for s in missing),
+            hint=f"add a remote builder for {', '.join(missing)} (nix.conf `builders = ssh-ng://user@host {missing[0]}`), "
+                 f"or enable emulation (`extra-platforms = {' '.join(missing)}` with binfmt/qemu), "
+                 f"or build only {', '.join(s for s in wanted if s not in missing) or 'the local system'}")
+    installables = [installable(flake, s, svc.image.package) for s in wanted]
+    say(f"building {svc.name} image for {', '.join(wanted)}: nix build {' '.join(installables)}")
+    start = time.monotonic()
+    try:
+        out = process.run(["nix", "build", "--json", "--no-link", *installables], env=env, timeout=timeout,
+                          what=f"build the {svc.name} image").stdout
+    except ToolMissing:
+        raise
+    except CommandError as err:
+        raise _build_error(svc, installables, err) from err
+    seconds = time.monotonic() - start
+    results = json.loads(out)
+    if len(results) != len(installables):
+        raise BuildError(f"nix build returned {len(results)} results for {len(installables)} installables",
+                         hint="report this together with `nix --version`")
+    paths = [r["outputs"]["out"] for r in results]
+    sizes = _path_sizes(paths, env)
+    images = tuple(
+        BuiltImage(system=s, arch=arch_of(s), installable=inst, store_path=p, kind=image_kind(p),
+                   closure_size=sizes.get(p, (0, 0))[0], nar_size=sizes.get(p, (0, 0))[1])
+        for s, inst, p in zip(wanted, installables, paths))
+    for img in images:
+        say(f"built {img.system}: {img.store_path} ({img.kind}, closure {_human(img.closure_size)}) in {seconds:.1f}s")
+    cache = push_closure(plan, paths, progress=say, env=env) if push_cache else None
+    return BuildResult(svc.name, svc.image.package, images, seconds, cache)
+
+
+def _build_error(svc: ServicePlan, installables: Sequence[str], err: CommandError) -> BuildError:
+    stderr = err.stderr
+    need = _NEEDS_BUILDER.search(stderr)
+    if need:
+        system, drv, me = need.groups()
+        return BuildError(
+            f"cannot build the {system} image of {svc.name}: {drv} needs a {system} builder and this machine is {me}",
+            hint=f"add a remote builder for {system} (nix.conf `builders`), or enable emulation with "
+                 f"`extra-platforms = {system}`")
+    if "does not provide attribute" in stderr or "flake does not provide" in stderr:
+        return BuildError(
+            f"the flake has no image package {svc.image.package!r} for {svc.name} ({', '.join(installables)})",
+            hint=f"define packages.<system>.{svc.image.package} (a dockerTools.buildLayeredImage), or set "
+                 f"services.{svc.name}.image.package in deploy.yaml")
+    tail = "\n    ".join(stderr.strip().splitlines()[-20:])
+    return BuildError(f"nix build of the {svc.name} image failed (exit {err.returncode}):\n    {tail}",
+                      hint=f"run `nix build {' '.join(installables)}` to see the whole log")
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+# ---------------------------------------------------------------------------------------------
+# Closure push
+
+
+def closure(paths: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+    out = process.run(["nix", "path-info", "--recursive", *paths], env=env, timeout=300,
+                      what="list the image closure").stdout
+    return sorted(set(out.split()))
+
+
+def missing_from_cache(url: str, paths: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """The paths ``url`` (any Nix store URL) does not have, asked with ``nix path-info --store``."""
+    if not paths:
+        return []
+    out = process.run(["nix", "path-info", "--json", "--store", url, *paths], env=env, timeout=300,
+                      what=f"ask the binary cache {url} which paths it has").stdout
+    valid = {e["path"] for e in json.loads(out) if e.get("valid", True)}
+    return [p for p in paths if p not in valid]
+
+
+def push_closure(plan: Plan, paths: Sequence[str], *, progress: Progress | None = None,
+                 env: Mapping[str, str] | None = None, timeout: float = DEFAULT_CACHE_TIMEOUT) -> CachePush | None:
+    """Push the closure of ``paths`` to the plan's Attic cache or binary cache (None: neither set)."""
+    say = progress or log.info
+    if plan.attic is not None:
+        if process.which("attic", env=env) is not None:
+            return _attic_push(plan.attic, paths, say, env, timeout)
+        if not plan.binary_cache:
+            say(f"not pushing the closure to Attic cache {plan.attic.cache}: the `attic` client is not on PATH")
+            return CachePush("none", f"{plan.attic.endpoint} {plan.attic.cache}", 0, 0, 0.0,
+                             skipped="the attic client is not on PATH (install attic-client)")
+        say("the `attic` client is not on PATH; pushing with nix copy to the binary cache instead")
+    if not plan.binary_cache:
+        return None
+    return _nix_copy(plan.binary_cache, paths, say, env, timeout)
+
+
+def _nix_copy(url: str, paths: Sequence[str], say: Progress, env: Mapping[str, str] | None,
+              timeout: float) -> CachePush:
+    start = time.monotonic()
+    everything = closure(paths, env)
+    missing = missing_from_cache(url, everything, env)
+    if missing:
+        say(f"pushing {len(missing)} of {len(everything)} store paths to {url}")
+        try:
+            process.run(["nix", "copy", "--to", url, *missing], env=env, timeout=timeout,
+                        what=f"push the image closure to {url}")
+        except CommandError as err:
+            raise BuildError(f"cannot push the image closure to the binary cache {url}: {_last_line(err.stderr)}",
+                             hint="check that the cache URL is right and writable (deploy.yaml binary_cache.url)") from err
+    else:
+        say(f"the binary cache {url} already has all {len(everything)} store paths")
+    return CachePush("nix copy", url, len(everything), len(missing), time.monotonic() - start)
+
+
+def _attic_push(attic: AtticPlan, paths: Sequence[str], say: Progress, env: Mapping[str, str] | None,
+                timeout: float) -> CachePush:
+    """``attic push forge:<cache> paths`` with the token in a private, temporary client config."""
+    token = (env or os.environ).get(attic.token_env, "") or os.environ.get(attic.token_env, "")
+    if not token:
+        raise UsageError(f"cannot push to Attic cache {attic.cache}: {attic.token_env} is not set",
+                         hint=f"export {attic.token_env} with a token that may push to {attic.cache}")
+    start = time.monotonic()
+    everything = closure(paths, env)
+    target = f"{attic.endpoint.rstrip('/')}/{attic.cache}"
+    try:
+        missing = missing_from_cache(target, everything, env)
+    except CommandError:  # a private cache may not answer anonymous reads: let attic decide
+        missing = everything
+    if not missing:
+        say(f"Attic cache {attic.cache} already has all {len(everything)} store paths")
+        return CachePush("attic", target, len(everything), 0, time.monotonic() - start)
+    with tempfile.TemporaryDirectory(prefix="forge-attic-") as tmp:
+        conf_dir = Path(tmp) / "attic"
+        conf_dir.mkdir(mode=0o700)
+        conf = conf_dir / "config.toml"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(f'default-server = "forge"\n[servers.forge]\nendpoint = {json.dumps(attic.endpoint)}\n'
+                    f"token = {json.dumps(token)}\n")
+        say(f"pushing {len(missing)} of {len(everything)} store paths to Attic cache {attic.cache}")
+        try:
+            process.run(["attic", "push", f"forge:{attic.cache}", *missing],
+                        env={**(env or {}), "XDG_CONFIG_HOME": tmp}, timeout=timeout, secrets=[token],
+                        what=f"push the image closure to Attic cache {attic.cache}")
+        except CommandError as err:
+            raise BuildError(f"cannot push the image closure to Attic cache {attic.cache}: {_last_line(err.stderr)}",
+                             hint=f"check {attic.token_env} may push to {attic.cache} at {attic.endpoint}") from err
+    return CachePush("attic", target, len(everything), len(missing), time.monotonic() - start)
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
