@@ -252,7 +252,7 @@ def run_attic(cfg: AtticConfig, mode: Literal["plan", "apply"], *,
     else:
         assert key is not None  # the schema requires one of the two
         admin = {c.name: {"cc": 1, "cr": 1, "r": 1} for c in cfg.caches}
-        api_token = make_token(key, "forge-provision", admin, validity=ADMIN_TOKEN_VALIDITY, now=now)
+        api_token = make_token(key, "forge-provision", admin, validity=ADMIN_TOKEN_VALIDITY)
     outcome = AtticOutcome(mode, server.endpoint)
     client = AtticClient(server.endpoint, api_token, timeout=server.timeout)
 

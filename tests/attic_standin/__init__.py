@@ -1,0 +1,1 @@
+"""An Attic server stand-in over real HTTP (see server.py)."""
