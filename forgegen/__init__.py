@@ -5,7 +5,6 @@ The public API is small and pinned by a test; everything else is internal.
 
 from forgegen.errors import ConfigError, ForgeError
 from forgegen.plan import Plan, build_plan, load_plan
-from forgegen.render import render
 from forgegen.schema import Config, json_schema, load_config, parse_config
 
 __all__ = [
@@ -18,5 +17,4 @@ __all__ = [
     "load_config",
     "load_plan",
     "parse_config",
-    "render",
 ]

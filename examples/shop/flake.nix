@@ -25,12 +25,12 @@
           api = service "api";
           web = service "web";
           api-image = pkgs.dockerTools.buildLayeredImage {
-            name = "shop/api";
+            name = "api";
             contents = [ self.packages.${system}.api ];
             config.Cmd = [ "/bin/api" ];
           };
           web-image = pkgs.dockerTools.buildLayeredImage {
-            name = "shop/web";
+            name = "web";
             contents = [ self.packages.${system}.web ];
             config.Cmd = [ "/bin/web" ];
           };

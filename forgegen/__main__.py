@@ -1,0 +1,3 @@
+from forgegen.cli import main
+
+main()
