@@ -45,11 +45,9 @@
           default = app "forgegen" "Generate flake apps from deploy.yaml (init, sync, check, schema)";
         });
 
-      checks = forAllSystems (system:
-        let
-          libTests = ./lib/tests/check.nix;
-        in
-        if builtins.pathExists libTests then { lib-tests = import libTests { inherit system; }; } else { });
+      checks = forAllSystems (system: {
+        lib-tests = import ./lib/tests/check.nix { inherit system; pkgs = nixpkgs.legacyPackages.${system}; };
+      });
 
       templates.default = {
         path = ./examples/starter;

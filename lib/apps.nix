@@ -11,6 +11,9 @@ let
   /**
     Quote a string for POSIX shells: `'…'` with embedded quotes written `'\''`.
 
+    # Inputs
+    `s`: the string (or anything `toString` accepts).
+
     # Type
     ```
     escapeShellArg :: String -> String
@@ -26,6 +29,9 @@ let
 
   /**
     Quote every element of a list for the shell and join with spaces.
+
+    # Inputs
+    `args`: a list of strings.
 
     # Type
     ```
@@ -82,8 +88,8 @@ let
 
     # Examples
     ```nix
-    (mkApp { inherit pkgs; name = "hello"; description = "Say hello"; text = "echo hello"; }).type
-    => "app"
+    (mkApp { pkgs = { writeShellApplication = a: { outPath = "out-${a.name}"; }; }; name = "deploy:api"; description = "Deploy api"; text = "true"; }).program
+    => "out-deploy-api/bin/deploy-api"
     ```
   */
   mkApp = { pkgs, name, description, text, runtimeInputs ? [ ] }:
@@ -113,7 +119,7 @@ let
 
     # Examples
     ```nix
-    (mkForgeApp { inherit pkgs runtime; name = "deploy:api"; description = "Deploy api"; args = [ "deploy" "api:staging" ]; plan = ./plans/api.json; }).meta.description
+    (mkForgeApp { pkgs = { writeShellApplication = a: { outPath = "out-${a.name}"; }; }; runtime = "forge"; name = "deploy:api"; description = "Deploy api"; args = [ "deploy" "api:staging" ]; plan = "plan.json"; }).meta.description
     => "Deploy api"
     ```
   */
@@ -129,6 +135,10 @@ let
     service's directory (relative to where `nix run` is called: the repository root), with the
     service type's tools on PATH. A `null` command makes an app that explains how to set one.
 
+    # Inputs
+    `command`: a shell command, or `null`. `path`: the service's directory. `tools`: dotted
+    attribute paths in `pkgs` put on PATH. `setting`: the deploy.yaml key named when unset.
+
     # Type
     ```
     mkDevApp :: { pkgs, name, description, command, path, tools ? [ ], setting } -> App
@@ -136,7 +146,7 @@ let
 
     # Examples
     ```nix
-    (mkDevApp { inherit pkgs; name = "test:api"; description = "Run api's tests"; command = "cargo test"; path = "services/api"; setting = "services.api.dev.test"; }).type
+    (mkDevApp { pkgs = { writeShellApplication = a: { outPath = "out-${a.name}"; }; }; name = "test:api"; description = "Run api's tests"; command = "cargo test"; path = "services/api"; setting = "services.api.dev.test"; }).type
     => "app"
     ```
   */
@@ -176,7 +186,7 @@ let
 
     # Examples
     ```nix
-    builtins.attrNames (mkProjectApps { inherit pkgs runtime; services = { }; projectPlan = ./p.json;
+    builtins.attrNames (mkProjectApps { pkgs = { writeShellApplication = a: { outPath = "out-${a.name}"; }; }; runtime = "forge"; services = { }; projectPlan = "project.json";
       table = { status = { kind = "forge"; description = "Status"; args = [ "status" ]; }; }; })
     => [ "status" ]
     ```

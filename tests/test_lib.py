@@ -39,10 +39,9 @@ CONSUMER = ROOT / "tests" / "lib-consumer"
 SHIM = LIB / "tests" / "pkgs-shim.nix"
 LOCK_FIXTURE = LIB / "tests" / "fixtures" / "duplicate-nixpkgs.lock.json"
 
-# The sub-libraries whose documented examples and doc completeness are checked here. apps.nix
-# (the app builders) has its own tests; its examples use names from the generated code's scope
-# (`runtime`, `./plans/…`), so they are not self-contained enough to evaluate here.
-SUBLIBS = ["attic", "errorReporter", "errors", "flakeInputs", "performance", "platform"]
+# The sub-libraries whose documented examples and doc completeness are checked here (all of
+# them: apps.nix's examples pass a tiny inline `pkgs`, so they are self-contained too).
+SUBLIBS = ["apps", "attic", "errorReporter", "errors", "flakeInputs", "performance", "platform"]
 
 
 # Module-scoped fixtures run before conftest's per-test isolation, so they get their own HOME.

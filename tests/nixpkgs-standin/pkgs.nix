@@ -44,6 +44,14 @@ let
     '' ];
   };
 
+  # runCommand name env script: like nixpkgs' (bash, with the host's coreutils/awk on PATH).
+  runCommand = name: env: script: derivation ({
+    inherit system name;
+    builder = "/bin/sh";
+    args = [ "-euc" script ];
+    PATH = "/usr/local/bin:/usr/bin:/bin";
+  } // builtins.removeAttrs env [ "nativeBuildInputs" "buildInputs" "meta" "passthru" ]);
+
   writeText = name: text: derivation {
     inherit system name text;
     builder = sh;
@@ -101,7 +109,7 @@ let
     else { };
 in
 {
-  inherit system writeShellApplication writeText python3Packages hello dockerTools;
+  inherit system writeShellApplication writeText runCommand python3Packages hello dockerTools;
   python3 = hostTool "python3";
   cargo = hostTool "cargo";
   rustc = hostTool "rustc";
