@@ -49,7 +49,7 @@ from forgegen import process
 from forgegen.errors import CommandError, PushError, ToolMissing, UsageError
 from forgegen.plan import Plan, RegistryPlan
 from forgegen.runtime.build import BuildResult, BuiltImage, run_build
-from forgegen.runtime.tags import SourceRevision, image_tags
+from forgegen.runtime.tags import SourceRevision, arch_of, image_tags
 
 log = logging.getLogger(__name__)
 
@@ -849,7 +849,7 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
                 client.put_manifest(name, sha_tag, MEDIA_OCI_MANIFEST, oci.manifest)
             expected[sha_tag] = oci.manifest_digest
             expected[latest] = oci.manifest_digest
-            pushed.append(PushedImage(system, tags.per_arch[system][0].split("-")[0], oci.manifest_digest,
+            pushed.append(PushedImage(system, arch_of(system), oci.manifest_digest,
                                       (sha_tag, latest), len(oci.blobs) - 1, len(missing),
                                       sum(s for _, s in missing), copied, attempts))
         index = None
@@ -863,19 +863,19 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
             expected[tags.index[1]] = index_digest
         # The sha tags first and proven; only then move the moving tags.
         sha_tags = [t for t in expected if not t.endswith("latest")]
-        verified = _verify(client, name, repository, {t: expected[t] for t in sha_tags})
+        verified = verify_tags(client, name, repository, {t: expected[t] for t in sha_tags})
         for system, oci in images:
             client.put_manifest(name, tags.per_arch[system][1], MEDIA_OCI_MANIFEST, oci.manifest)
         if index is not None:
             client.put_manifest(name, index.tags[1], MEDIA_OCI_INDEX, image_index([oci for _, oci in images]))
-        verified.update(_verify(client, name, repository, {t: d for t, d in expected.items() if t not in verified}))
+        verified.update(verify_tags(client, name, repository, {t: d for t, d in expected.items() if t not in verified}))
     deploy_digest = expected[tags.deploy_tag]
     say(f"pushed {repository}:{tags.deploy_tag}@{deploy_digest}; {len(verified)} tags verified")
     return PushResult(svc.name, repository, revision.sha7, tuple(pushed), index, tags.deploy_tag, deploy_digest,
                       verified, credentials.source if credentials else None, time.monotonic() - start)
 
 
-def _verify(client: RegistryClient, name: str, repository: str, expected: Mapping[str, str]) -> dict[str, str]:
+def verify_tags(client: RegistryClient, name: str, repository: str, expected: Mapping[str, str]) -> dict[str, str]:
     verified: dict[str, str] = {}
     for tag, digest in expected.items():
         got = client.manifest_digest(name, tag)
