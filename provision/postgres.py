@@ -200,31 +200,30 @@ def _login_works(cfg: PostgresConfig, role: str, password: str) -> bool | None:
 
 
 def passwords_to_set(cfg: PostgresConfig, cluster: ClusterState, secrets: Secrets, *, rotate: bool,
-                     warnings: list[str]) -> dict[str, str]:
-    """Role -> reason, for every role whose password this run sets."""
-    out: dict[str, str] = {}
-    for role in cfg.roles:
-        password = secrets.passwords.get(role.name)
-        if password is None:
-            continue
+                     warnings: list[str], pool: ThreadPoolExecutor | None = None) -> dict[str, str]:
+    """Role -> reason, for every role whose password this run sets (checks run on ``pool``)."""
+
+    def check(role: Any) -> tuple[str, str | None, str | None]:
+        password = secrets.passwords[role.name]
         current = cluster.roles.get(role.name)
         if current is None:
-            out[role.name] = "new role"
-            continue
+            return role.name, "new role", None
         if rotate:
-            out[role.name] = "--rotate-passwords"
-            continue
+            return role.name, "--rotate-passwords", None
         ok = verifier_matches(current.verifier, role.name, password) if current.verifier_readable else None
         if ok is False and not password.isascii():
             ok = None  # our SASLprep is close, not exact: let the server decide
         if ok is None:
             ok = _login_works(cfg, role.name, password)
         if ok is None:
-            warnings.append(f"could not check the password of role {role.name!r} (login failed for another "
-                            "reason); it was left unchanged: use --rotate-passwords to set it")
-        elif not ok:
-            out[role.name] = "login with the configured password fails"
-    return out
+            return role.name, None, (f"could not check the password of role {role.name!r} (login failed for "
+                                     "another reason); it was left unchanged: use --rotate-passwords to set it")
+        return role.name, None if ok else "login with the configured password fails", None
+
+    roles = [r for r in cfg.roles if r.name in secrets.passwords]
+    results = list(pool.map(check, roles)) if pool else [check(r) for r in roles]
+    warnings += [w for _, _, w in results if w]
+    return {name: reason for name, reason, _ in results if reason}
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -259,11 +258,6 @@ def run(cfg: PostgresConfig, mode: Mode, *, rotate_passwords: bool = False, jobs
     with connect(cfg, secrets) as admin:
         cluster = inspect_cluster(admin)
         outcome.queries += cluster.queries
-        to_set = passwords_to_set(cfg, cluster, secrets, rotate=rotate_passwords, warnings=outcome.warnings)
-        verifiers = {role: (_verifier(admin, role, secrets.passwords[role]), reason)
-                     for role, reason in to_set.items()}
-        plan = plan_cluster(cfg, cluster, verifiers)
-
         def read(db: Database) -> DatabasePlan:
             if db.name not in cluster.databases:
                 state = DatabaseState.empty(db.name)
@@ -272,8 +266,15 @@ def run(cfg: PostgresConfig, mode: Mode, *, rotate_passwords: bool = False, jobs
                     state = inspect_database(conn, db.name, tables=cdc_tables(db.cdc))
             return DatabasePlan(db, state, _plan_database(db, state, cluster.databases.get(db.name), cluster))
 
+        # Database reads and password checks (PBKDF2, GIL released) overlap on one pool.
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            db_plans = list(pool.map(read, cfg.databases))
+            reads = [pool.submit(read, db) for db in cfg.databases]
+            to_set = passwords_to_set(cfg, cluster, secrets, rotate=rotate_passwords, warnings=outcome.warnings,
+                                      pool=pool)
+            db_plans = [f.result() for f in reads]
+        verifiers = {role: (_verifier(admin, role, secrets.passwords[role]), reason)
+                     for role, reason in to_set.items()}
+        plan = plan_cluster(cfg, cluster, verifiers)
         missing_ext = sorted({e.name for p in db_plans for e in p.db.extensions
                               if e.name not in p.state.extensions})
         if missing_ext:
