@@ -55,11 +55,14 @@ def run(
     check: bool = True,
     secrets: Iterable[str] = (),
     what: str | None = None,
+    unset: Iterable[str] = (),
 ) -> Result:
     """Run ``argv`` and capture its output.
 
     ``env`` entries are added to the current environment (a value of ``None`` is not allowed:
-    build the mapping you want). With ``check`` a non-zero exit raises :class:`CommandError`.
+    build the mapping you want); variables named in ``unset`` are removed from the child's
+    environment (e.g. the ones that held a secret now passed another way).
+    With ``check`` a non-zero exit raises :class:`CommandError`.
     ``what`` names the step for messages ("push the image", "fetch the GitOps repo").
     """
     argv = tuple(str(a) for a in argv)
@@ -68,6 +71,8 @@ def run(
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
+    for name in unset:
+        full_env.pop(name, None)
     secrets = tuple(s for s in secrets if s)
     shown = redact(" ".join(argv), secrets)
     label = what or f"run {argv[0]}"

@@ -342,6 +342,7 @@ def _attic_push(attic: AtticPlan, paths: Sequence[str], say: Progress, env: Mapp
         try:
             process.run(["attic", "push", f"forge:{attic.cache}", *missing],
                         env={**(env or {}), "XDG_CONFIG_HOME": tmp}, timeout=timeout, secrets=[token],
+                        unset=[attic.token_env],
                         what=f"push the image closure to Attic cache {attic.cache}")
         except CommandError as err:
             raise BuildError(f"cannot push the image closure to Attic cache {attic.cache}: {_last_line(err.stderr)}",

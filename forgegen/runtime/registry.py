@@ -236,12 +236,20 @@ def resolve_credentials(registry: RegistryPlan, env: Mapping[str, str] | None = 
                          hint=f"export {creds.password_env} with the password or token for {registry.host}")
     if password:
         return Credentials(user, password, f"{creds.username_env}/{creds.password_env}")
-    if ghcr and process.which("gh") is not None:
-        result = process.run(["gh", "auth", "token"], timeout=30, check=False, what="read the GitHub CLI token")
+    if ghcr and process.which("gh", env=env) is not None:
+        result = process.run(["gh", "auth", "token"], env=dict(env), timeout=30, check=False,
+                             what="read the GitHub CLI token")
         token = result.stdout.strip()
         if result.returncode == 0 and token:
             return Credentials(user or "forge", token, "gh auth token")
     return None
+
+
+def credential_variables(registry: RegistryPlan) -> tuple[str, ...]:
+    """The environment variables that may hold ``registry``'s credentials (kept from child processes)."""
+    creds = registry.credentials
+    names = [creds.token_env or "GHCR_TOKEN", creds.username_env, creds.password_env]
+    return tuple(dict.fromkeys(names))
 
 
 def _stored_credentials(host: str) -> Credentials | None:
@@ -695,10 +703,12 @@ def image_index(images: Sequence[OciImage]) -> bytes:
 
 def skopeo_copy(source: str, dest: str, *, insecure: bool, authfile: str | None, secrets: Sequence[str],
                 policy: RetryPolicy, timeout: float, repository: str, registry: RegistryPlan | None = None,
-                progress: Progress | None = None) -> tuple[str, int]:
+                progress: Progress | None = None, unset_env: Sequence[str] = ()) -> tuple[str, int]:
     """``skopeo copy --preserve-digests SOURCE docker://DEST``, retried on transient failures.
 
-    Returns the pushed manifest digest and the number of attempts it took.
+    Credentials reach skopeo only through ``authfile``; ``unset_env`` (the variables that held
+    them) are removed from its environment. Returns the pushed manifest digest and the number
+    of attempts it took.
     """
     say = progress or log.info
     with tempfile.TemporaryDirectory(prefix="forge-skopeo-") as tmp:
@@ -710,7 +720,7 @@ def skopeo_copy(source: str, dest: str, *, insecure: bool, authfile: str | None,
         argv += [source, f"docker://{dest}"]
         for attempt in range(1, policy.attempts + 1):
             try:
-                process.run(argv, timeout=timeout, secrets=secrets, what=f"push {dest}")
+                process.run(argv, timeout=timeout, secrets=secrets, what=f"push {dest}", unset=unset_env)
             except ToolMissing as err:
                 raise ToolMissing(f"cannot push {dest}: skopeo is not on PATH", argv=err.argv,
                                   hint="install skopeo (apt-get install skopeo), or run through `nix run .#push:<service>`") from err
@@ -839,7 +849,8 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
                 digest, attempts = skopeo_copy(oci.transport_ref, f"{repository}:{sha_tag}",
                                                insecure=plan.registry.insecure, authfile=authfile, secrets=secrets,
                                                policy=policy, timeout=attempt_timeout, repository=repository,
-                                               registry=plan.registry, progress=say)
+                                               registry=plan.registry, progress=say,
+                                               unset_env=credential_variables(plan.registry))
                 copied = True
                 if digest != oci.manifest_digest:
                     raise PushError(f"skopeo pushed {repository}:{sha_tag} as {digest}, not {oci.manifest_digest}",
