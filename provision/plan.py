@@ -271,8 +271,9 @@ def plan_grants(db: Database, state: DatabaseState, info: DatabaseInfo | None,
                 new_objects_in: set[str] = frozenset()) -> Planner:
     """Database, schema, object and default privileges, and (drift) every grant not configured.
 
-    ``new_objects_in``: schemas where objects will exist by the time these statements run
-    though the snapshot does not show them yet (only used by ``plan``; ``apply`` re-reads).
+    ``new_objects_in``: schemas where extensions created by this run will have added functions
+    the snapshot cannot show yet (only used by ``plan``; ``apply`` re-reads the catalogue after
+    creating extensions, so it grants on exactly what exists).
     """
     sql = _sql()
     out = Planner()
@@ -329,7 +330,7 @@ def plan_grants(db: Database, state: DatabaseState, info: DatabaseInfo | None,
             owned = state.object_owned.get((schema, kind, g.role), 0)
             missing = [p for p in privs
                        if total - owned - state.object_grants.get((schema, kind, g.role, p), 0) > 0
-                       or schema in new_objects_in]
+                       or (kind == "function" and schema in new_objects_in)]
             if missing:
                 out.add(scope, "grants", "grant", f"all {KIND_KEYWORD[kind].lower()} in {_q(schema)} to {_q(g.role)}",
                         sql.SQL("GRANT {} ON ALL {} IN SCHEMA {} TO {}").format(

@@ -300,6 +300,7 @@ def run(cfg: PostgresConfig, mode: Mode, *, rotate_passwords: bool = False, jobs
         lock = threading.Lock()
 
         def execute(conn: Any, change: Change) -> None:
+            log.debug("%s: %s", change.scope or "cluster", change.shown.as_string(None))
             try:
                 conn.execute(change.statement)
             except psycopg.Error as err:

@@ -91,8 +91,10 @@ def owner_exec(pg, statement: str, dbname: str = "shop") -> None:
 
 def test_apply_converges_from_empty_and_second_apply_changes_nothing(pg, tmp_path, capsys):
     cfg = shop(pg)
+    planned = [c.shown.as_string(None) for c in plan(cfg).changes]
     first = apply(cfg)
     assert first.statements > 10
+    assert [c.shown.as_string(None) for c in first.changes] == planned  # the plan is what apply runs
     actions = {c.action for c in first.changes}
     assert {"create role", "create database", "create schema", "create extension", "grant",
             "default privileges", "create publication", "create replication slot"} <= actions
