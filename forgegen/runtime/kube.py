@@ -1,0 +1,103 @@
+"""Connecting to a cluster: a ``kubernetes`` ApiClient from kubeconfig, context or in-cluster config.
+
+Where the connection comes from, first match wins (kubectl's order, plus deploy.yaml):
+
+1. the environment's ``kubeconfig`` in ``deploy.yaml`` (the plan's ``TargetPlan.kubeconfig``),
+2. ``KUBECONFIG`` (a ``:``-separated list, merged as kubectl does) when one of its files exists,
+3. ``~/.kube/config`` when it exists,
+4. in-cluster config (``KUBERNETES_SERVICE_HOST`` and the service-account token) inside a pod.
+
+The context is the environment's ``kube_context``, else the kubeconfig's current context.
+``kubernetes`` is imported inside the functions only: ``import forgegen.cli`` must stay light.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from forgegen.errors import ConfigError
+
+if TYPE_CHECKING:
+    from forgegen.plan import TargetPlan
+
+SERVICE_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+SERVICE_CA = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where a client connects: ``source`` is one of deploy.yaml, KUBECONFIG, default, in-cluster."""
+
+    source: str
+    kubeconfig: str | None
+    context: str | None
+
+    def describe(self) -> str:
+        if self.source == "in-cluster":
+            return "in-cluster service account"
+        ctx = f", context {self.context}" if self.context else ", current context"
+        return f"kubeconfig {self.kubeconfig} ({self.source}{ctx})"
+
+
+def resolve(kubeconfig: str | None = None, context: str | None = None, *,
+            environ: Mapping[str, str] | None = None, token_file: Path = SERVICE_TOKEN) -> Connection:
+    """Pick the kubeconfig (or in-cluster) a client should use, without connecting."""
+    env = os.environ if environ is None else environ
+    if kubeconfig:
+        path = str(Path(kubeconfig).expanduser())
+        if not Path(path).is_file():
+            raise ConfigError(f"the kubeconfig {path} named in deploy.yaml does not exist",
+                              hint="fix environments[].kubeconfig in deploy.yaml, or remove it to use KUBECONFIG")
+        return Connection("deploy.yaml", path, context)
+    listed = [p for p in env.get("KUBECONFIG", "").split(os.pathsep) if p]
+    if any(Path(p).expanduser().is_file() for p in listed):
+        return Connection("KUBECONFIG", os.pathsep.join(listed), context)
+    home = env.get("HOME")
+    default = Path(home) / ".kube" / "config" if home else Path("~/.kube/config").expanduser()
+    if default.is_file():
+        return Connection("default", str(default), context)
+    if env.get("KUBERNETES_SERVICE_HOST") and token_file.is_file():
+        return Connection("in-cluster", None, None)
+    tried = ", ".join(listed + [str(default)]) or str(default)
+    raise ConfigError(f"no Kubernetes connection configured: no kubeconfig found (looked at {tried}) "
+                      "and not running inside a cluster",
+                      hint="set KUBECONFIG, or environments[].kubeconfig / kube_context in deploy.yaml")
+
+
+def api_client(kubeconfig: str | None = None, context: str | None = None, *,
+               environ: Mapping[str, str] | None = None) -> Any:
+    """A ``kubernetes.client.ApiClient`` for the resolved connection (see :func:`resolve`)."""
+    return client_for(resolve(kubeconfig, context, environ=environ), environ=environ)
+
+
+def client_for(conn: Connection, *, environ: Mapping[str, str] | None = None) -> Any:
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    configuration = type.__call__(client.Configuration)  # not the process-wide default
+    try:
+        if conn.source == "in-cluster":
+            from kubernetes.config.incluster_config import InClusterConfigLoader
+
+            InClusterConfigLoader(str(SERVICE_TOKEN), str(SERVICE_CA),
+                                  environ=dict(os.environ if environ is None else environ)).load_and_set(configuration)
+        else:
+            config.load_kube_config(config_file=conn.kubeconfig, context=conn.context,
+                                    client_configuration=configuration, persist_config=False)
+    except ConfigException as err:
+        hint = ("check environments[].kube_context in deploy.yaml against `kubectl config get-contexts`"
+                if conn.context else "check the kubeconfig with `kubectl config view`")
+        raise ConfigError(f"cannot use {conn.describe()}: {err}", hint=hint) from err
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise ConfigError(f"cannot read {conn.describe()}: {err}",
+                          hint="check the kubeconfig with `kubectl config view`") from err
+    return client.ApiClient(configuration=configuration)
+
+
+def client_for_target(target: TargetPlan, *, environ: Mapping[str, str] | None = None) -> Any:
+    """The ApiClient for one environment of a service plan (its kubeconfig and context)."""
+    return api_client(target.kubeconfig, target.kube_context, environ=environ)
