@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -293,3 +295,47 @@ def test_run_push_survives_a_flaky_registry(registry: Registry, fault_proxy: Fau
     assert result.index is not None and len(result.verified) == 6
     direct = f"{registry.host}/{org(unique_repo)}/api"
     assert skopeo_digest(f"{direct}:abc1234") == result.index.digest
+
+
+# ---------------------------------------------------------------------------------------------
+# The forge CLI runs these for real
+
+
+def forge_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    code = "import sys; from forgegen.runtime.cli import main; sys.exit(main())"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, **(env or {})})
+
+
+def test_forge_build_and_push_commands_print_reports(registry: Registry, image_flake: ImageFlake,
+                                                     unique_repo: str, tmp_path: Path) -> None:
+    plan = forge_plan(registry.host, organization=org(unique_repo), architectures=BOTH)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(plan.to_json())
+    built = forge_cli("build", "--plan", str(plan_file), "--source", str(image_flake.path), "api")
+    assert built.returncode == 0, built.stderr
+    assert [Path(p).name.endswith("-api.tar.gz") for p in built.stdout.split()] == [True, True]
+
+    pushed = forge_cli("push", "--plan", str(plan_file), "--source", str(image_flake.path), "--json", "api",
+                       env={"RELEASE_GIT_SHA": "0123456789abcdef"})
+    assert pushed.returncode == 0, pushed.stderr
+    report = json.loads(pushed.stdout)
+    assert report["command"] == "push" and report["deploy_tag"] == "0123456"
+    assert report["deploy_digest"] == skopeo_digest(f"{report['repository']}:0123456")
+    assert set(report["verified"]) == {"amd64-0123456", "amd64-latest", "arm64-0123456", "arm64-latest",
+                                       "0123456", "latest"}
+    assert "pushed" in pushed.stderr  # progress goes to stderr
+
+
+def test_forge_push_exits_1_with_the_reason_when_the_registry_refuses(fault_proxy: FaultProxy,
+                                                                      image_flake: ImageFlake,
+                                                                      unique_repo: str, tmp_path: Path) -> None:
+    plan = forge_plan(fault_proxy.host, organization=org(unique_repo))
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(plan.to_json())
+    fault_proxy.inject("403", 50)
+    pushed = forge_cli("push", "--plan", str(plan_file), "--source", str(image_flake.path), "api",
+                       env={"RELEASE_GIT_SHA": "0123456"})
+    assert pushed.returncode == 1
+    assert "HTTP 403" in pushed.stderr and "write:packages" in pushed.stderr
+    assert "Traceback" not in pushed.stderr

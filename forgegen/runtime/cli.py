@@ -80,7 +80,14 @@ def build(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, a
     if dry_run:
         print_steps("build", svc.name, stepmod.describe("build", plan, svc, None, None), json_output)
         return
-    raise not_available("build", "build")
+    from forgegen.runtime.build import run_build
+
+    result = run_build(plan, svc.name, flake=str(source_dir), progress=console.say)
+    if json_output:
+        console.emit_json({"command": "build", **result.to_json()})
+    else:
+        for image in result.images:
+            click.echo(image.store_path)
 
 
 @cli.command()
@@ -97,7 +104,13 @@ def push(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, al
         print_steps("push", svc.name, stepmod.describe("push", plan, svc, None, revision), json_output,
                     {"source_commit": revision.sha7})
         return
-    raise not_available("push", "push")
+    from forgegen.runtime.registry import run_push
+
+    result = run_push(plan, svc.name, revision=revision, flake=str(source_dir), progress=console.say)
+    if json_output:
+        console.emit_json({"command": "push", **result.to_json()})
+    else:
+        click.echo(result.deploy_reference)
 
 
 @cli.command()
