@@ -133,6 +133,7 @@ class Scheduler(Controller):
         default_nodes(self.cluster)
         self.cluster.on("pods", self._changed)
         self._rr = 0
+        self._first_seen: dict[str, float] = {}  # creationTimestamp has whole seconds only
 
     def _changed(self, ch: Change) -> None:
         if ch.type != "DELETED" and not ch.obj.get("spec", {}).get("nodeName"):
@@ -146,7 +147,7 @@ class Scheduler(Controller):
             return
         nodes = [n for n in store.list("nodes") if not n.get("spec", {}).get("unschedulable")]
         reason = None
-        created = _parse(pod["metadata"].get("creationTimestamp")) or now
+        created = self._first_seen.setdefault(pod["metadata"]["uid"], now)
         for c in pod["spec"].get("containers") or []:
             s = script_for(self.cluster, c.get("image", ""))
             if s.unschedulable and (s.schedulable_after is None or created + s.schedulable_after > now):
@@ -194,11 +195,6 @@ def _pinned_node(pod: dict) -> str | None:
     except (KeyError, TypeError):
         pass
     return None
-
-
-def _parse(ts: str | None) -> float | None:
-    from .workloads import parse_time
-    return parse_time(ts)
 
 
 def _set_cond(status: dict, type_: str, value: str, now: float, *, reason: str | None = None,
