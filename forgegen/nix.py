@@ -87,8 +87,11 @@ def nix_attrpath(parts: Sequence[str] | str) -> NixText:
     return NixText(".".join(nix_ident(p) for p in parts))
 
 
-def to_nix(value: Any, indent: str = "") -> NixText:
-    """Any JSON-like value as a Nix expression (attrsets sorted by key)."""
+def to_nix(value: Any, indent: str = "", *, width: int = 100) -> NixText:
+    """Any JSON-like value as a Nix expression (attrsets sorted by key).
+
+    Lists and attrsets of scalars that fit in ``width`` columns stay on one line.
+    """
     if isinstance(value, NixText):
         return value
     if value is None:
@@ -110,21 +113,27 @@ def to_nix(value: Any, indent: str = "") -> NixText:
     if isinstance(value, Mapping):
         if not value:
             return NixText("{ }")
-        items = []
-        for key in sorted(value):
+        for key in value:
             if not isinstance(key, str):
                 raise RenderError(f"attribute names must be strings, got {key!r}")
-            items.append(f"{inner}{nix_ident(key)} = {to_nix(value[key], inner)};")
+        keys = sorted(value)
+        if all(_scalar(value[k]) for k in keys):
+            flat = "{ " + " ".join(f"{nix_ident(k)} = {to_nix(value[k])};" for k in keys) + " }"
+            if len(flat) + len(indent) <= width and "\n" not in flat:
+                return NixText(flat)
+        items = [f"{inner}{nix_ident(k)} = {to_nix(value[k], inner, width=width)};" for k in keys]
         return NixText("{\n" + "\n".join(items) + f"\n{indent}}}")
     if isinstance(value, (list, tuple)):
         if not value:
             return NixText("[ ]")
-        items = [f"{inner}{_list_item(v, inner)}" for v in value]
+        if all(_scalar(v) for v in value):
+            flat = "[ " + " ".join(to_nix(v) for v in value) + " ]"
+            if len(flat) + len(indent) <= width:
+                return NixText(flat)
+        items = [f"{inner}{to_nix(v, inner, width=width)}" for v in value]
         return NixText("[\n" + "\n".join(items) + f"\n{indent}]")
     raise RenderError(f"cannot render a {type(value).__name__} into Nix: {value!r}")
 
 
-def _list_item(value: Any, indent: str) -> str:
-    text = to_nix(value, indent)
-    # Negative numbers are already parenthesised; function applications never appear here.
-    return text
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))

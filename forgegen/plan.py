@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -156,7 +156,28 @@ class Plan(PlanModel):
             hint=f"use one of: {', '.join(s.name for s in self.services) or '(none)'}")
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        return json_document(self.model_dump(mode="json"))
+
+    def for_service(self, name: str) -> "Plan":
+        """The same plan narrowed to one service (what a service's apps get)."""
+        return self.model_copy(update={"services": (self.service(name),)})
+
+
+def json_document(document: dict[str, Any], *, depth: int = 1) -> str:
+    """Deterministic JSON with one top-level entry (or, with ``depth=2``, one nested entry) per
+    line: readable diffs, and fast (the C encoder writes each line)."""
+    def line(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
+
+    def block(obj: dict[str, Any], level: int, indent: str) -> str:
+        if level >= depth or not obj:
+            return line(obj)
+        inner = indent + "  "
+        items = [f"{inner}{line(k)}: {block(v, level + 1, inner) if isinstance(v, dict) else line(v)}"
+                 for k, v in sorted(obj.items())]
+        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+
+    return block(document, 0, "") + "\n"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,8 +37,7 @@ DEV_DEFAULTS: dict[str, dict[str, Any]] = {
              "fmt-check": "npx prettier --check ."},
     "generic": {"tools": [], "test": None, "lint": None, "fmt": None, "fmt-check": None},
 }
-DEV_VERBS = {"test": "Run the tests of", "lint": "Lint", "fmt": "Format the code of",
-             "fmt-check": "Check the formatting of"}
+DEV_VERBS = ("test", "lint", "fmt", "fmt-check")
 
 
 class YamlText(str):
@@ -116,80 +115,45 @@ def render_template(template: str, /, **context: Any) -> str:
         raise RenderError(f"template {template} failed: {err}") from err
 
 
-def _json(document: Any) -> str:
-    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def app_table(config: schema.Config) -> dict[str, dict[str, Any]]:
-    """Every app name → what it runs (the contract in DESIGN.md)."""
-    apps: dict[str, dict[str, Any]] = {}
-
-    def forge_app(name: str, description: str, args: list[str], service: str | None) -> None:
-        entry: dict[str, Any] = {"kind": "forge", "description": description, "args": args}
-        if service is not None:
-            entry["service"] = service
-        apps[name] = entry
-
-    for name, svc in config.services.items():
-        envs = [e.name for e in config.service_environments(name)]
-        archs = ", ".join(svc.architectures)
-        forge_app(f"build:{name}", f"Build the {name} image with Nix ({archs})", ["build", name], name)
-        forge_app(f"push:{name}", f"Build and push the {name} image to {config.registry.host}", ["push", name], name)
-        if envs:
-            forge_app(f"deploy:{name}", f"Deploy {name} to {envs[0]} (build, push, GitOps commit, Flux, rollout)",
-                      ["deploy", f"{name}:{envs[0]}"], name)
-        for env in envs:
-            forge_app(f"deploy:{name}:{env}", f"Deploy {name} to {env} (build, push, GitOps commit, Flux, rollout)",
-                      ["deploy", f"{name}:{env}"], name)
-            forge_app(f"rollout:{name}:{env}", f"Watch the rollout of {name} in {env}", ["rollout", f"{name}:{env}"], name)
-            forge_app(f"rollback:{name}:{env}", f"Roll {name} in {env} back to its previous image",
-                      ["rollback", f"{name}:{env}"], name)
-        forge_app(f"status:{name}", f"Show what runs where for {name}", ["status", name], name)
-        forge_app(f"release:{name}", f"Release {name} through {' then '.join(envs) or 'no environment'}",
-                  ["release", name], name)
-        defaults = DEV_DEFAULTS[svc.type]
-        configured = svc.dev.model_dump(by_alias=True)
-        for verb, phrase in DEV_VERBS.items():
-            apps[f"{verb}:{name}"] = {
-                "kind": "dev", "service": name,
-                "description": f"{phrase} {name} ({svc.type})",
-                "command": configured.get(verb) or defaults[verb],
-                "path": svc.path,
-                "tools": defaults["tools"],
-                "setting": f"services.{name}.dev.{verb}",
-            }
-    forge_app("release", f"Release every service of {config.project} through "
-                         f"{' then '.join(e.name for e in config.environments)}", ["release"], None)
-    forge_app("status", f"Show what runs where for every service of {config.project}", ["status"], None)
-    apps["forge:sync"] = {"kind": "generator", "description": "Regenerate nix/forge from deploy.yaml (forgegen sync)",
-                          "args": ["sync"]}
-    return dict(sorted(apps.items()))
+def dev_commands(service: schema.Service) -> dict[str, str | None]:
+    """The development commands of a service: deploy.yaml's ``dev``, else its type's defaults."""
+    configured = service.dev.model_dump(by_alias=True)
+    defaults = DEV_DEFAULTS[service.type]
+    return {verb: configured.get(verb) or defaults[verb] for verb in DEV_VERBS}
 
 
 def render(config: schema.Config) -> dict[str, str]:
     """The files of ``nix/forge/``, as ``{path relative to the repository: text}``."""
     out: dict[str, str] = {}
     base = OUTPUT_DIR
-    services = []
+    index = []
+    project_plan = build_plan(config)
     for name, svc in config.services.items():
-        services.append((name, f"services/{name}.nix"))
-        sp = build_plan(config, [name])
-        out[f"{base}/plans/{name}.json"] = sp.to_json()
-        envs = [e.name for e in config.service_environments(name)]
+        narrowed = project_plan.for_service(name)
+        sp = narrowed.services[0]
+        envs = [t.environment for t in sp.targets]
+        index.append({"name": name, "file": f"services/{name}.nix", "plan": f"plans/{name}.json",
+                      "environments": envs})
+        out[f"{base}/plans/{name}.json"] = narrowed.to_json()
         out[f"{base}/services/{name}.nix"] = render_template(
             "service.nix.jinja",
             name=name, type=svc.type, path=svc.path,
-            image={"package": sp.services[0].image.package, "repository": sp.services[0].image.repository,
+            image={"package": sp.image.package, "repository": sp.image.repository,
                    "architectures": list(svc.architectures)},
             environments=envs,
-            workload=sp.services[0].workload.model_dump(),
+            workload=sp.workload.model_dump(),
             plan=f"../plans/{name}.json",
+            registry=config.registry.host,
+            dev=dev_commands(svc),
+            tools=DEV_DEFAULTS[svc.type]["tools"],
         )
-    out[f"{base}/plans/project.json"] = build_plan(config).to_json()
-    out[f"{base}/apps.json"] = _json({"generator": JSON_GENERATOR,
-                                      "comment": "Generated by forgegen from deploy.yaml. Do not edit: run `forgegen sync`.",
-                                      "apps": app_table(config)})
-    out[f"{base}/default.nix"] = render_template("default.nix.jinja", project=config.project, services=services)
+    # Product-wide settings only; default.nix appends the services' plans when it is used.
+    out[f"{base}/plans/project.json"] = project_plan.model_copy(update={"services": ()}).to_json()
+    out[f"{base}/default.nix"] = render_template("default.nix.jinja", project=config.project, services=index,
+                                                 order=list(config.services),
+                                                 environments=[e.name for e in config.environments])
     return dict(sorted(out.items()))
 
 

@@ -170,50 +170,212 @@ let
     };
 
   /**
-    Every app of a project, from the table `forgegen sync` writes (`nix/forge/apps.json`).
-    Values are lazy: evaluating one app evaluates only its own service.
+    The names of a service's apps, in the contract's order: `build:S`, `push:S`, `deploy:S`
+    (first environment), `deploy:S:E`, `rollout:S:E`, `rollback:S:E` per environment,
+    `status:S`, `release:S`, and the development apps `test:S`, `lint:S`, `fmt:S`, `fmt-check:S`.
 
     # Inputs
-    `table`: app name → `{ kind = "forge" | "dev" | "generator"; description; … }`.
-    `services`: service name → the generated service attrset (with `plan`).
-    `projectPlan`: the plan for product-wide apps (`release`, `status`).
-    `runtime`: the package with the `forge` and `forgegen` commands.
+    `name`: the service. `environments`: its environments, in promotion order.
 
     # Type
     ```
-    mkProjectApps :: { pkgs, runtime, services, table, projectPlan } -> AttrSet
+    serviceAppNames :: String -> [String] -> [String]
     ```
 
     # Examples
     ```nix
-    builtins.attrNames (mkProjectApps { pkgs = { writeShellApplication = a: { outPath = "out-${a.name}"; }; }; runtime = "forge"; services = { }; projectPlan = "project.json";
-      table = { status = { kind = "forge"; description = "Status"; args = [ "status" ]; }; }; })
-    => [ "status" ]
+    serviceAppNames "api" [ "prod" ]
+    => [ "build:api" "push:api" "deploy:api" "deploy:api:prod" "rollout:api:prod" "rollback:api:prod" "status:api" "release:api" "test:api" "lint:api" "fmt:api" "fmt-check:api" ]
     ```
   */
-  mkProjectApps = { pkgs, runtime, services, table, projectPlan }:
-    builtins.mapAttrs
-      (name: entry:
-        let
-          service =
-            if !(entry ? service) then null
-            else if services ? ${entry.service} then services.${entry.service}
-            else throw "${fn "mkProjectApps"}: app ${builtins.toJSON name} names service ${builtins.toJSON entry.service}, which is not in nix/forge/services; run forgegen sync";
-          plan = if service == null then projectPlan else service.plan;
-        in
-        if entry.kind == "forge" then
-          mkForgeApp { inherit pkgs runtime name plan; inherit (entry) description args; }
-        else if entry.kind == "dev" then
-          mkDevApp { inherit pkgs name; inherit (entry) description command path tools setting; }
-        else if entry.kind == "generator" then
-          mkApp {
-            inherit pkgs name; inherit (entry) description;
-            runtimeInputs = [ runtime ];
-            text = "exec forgegen ${escapeShellArgs entry.args} \"$@\"";
-          }
-        else throw "${fn "mkProjectApps"}: app ${builtins.toJSON name} has unknown kind ${builtins.toJSON entry.kind}; expected \"forge\", \"dev\" or \"generator\"")
-      table;
+  serviceAppNames = name: environments:
+    [ "build:${name}" "push:${name}" ]
+    ++ (if environments == [ ] then [ ] else [ "deploy:${name}" ])
+    ++ builtins.concatMap (e: [ "deploy:${name}:${e}" "rollout:${name}:${e}" "rollback:${name}:${e}" ]) environments
+    ++ [ "status:${name}" "release:${name}" "test:${name}" "lint:${name}" "fmt:${name}" "fmt-check:${name}" ];
+
+  /**
+    The table entries of a service's apps (what each runs, and its description), from the
+    service attrset `forgegen sync` writes (`nix/forge/services/<name>.nix`).
+
+    # Inputs
+    `service`: `{ name; type; path; environments; image.architectures; registry; dev; tools; }`,
+    where `dev` maps `test`, `lint`, `fmt`, `fmt-check` to a shell command or `null`.
+
+    # Type
+    ```
+    serviceAppEntries :: AttrSet -> AttrSet
+    ```
+
+    # Examples
+    ```nix
+    (serviceAppEntries { name = "api"; type = "go"; path = "."; environments = [ "prod" ]; image.architectures = [ "x86_64-linux" ]; registry = "ghcr.io"; tools = [ "go" ]; dev = { test = "go test ./..."; lint = null; fmt = null; fmt-check = null; }; })."deploy:api"
+    => { args = [ "deploy" "api:prod" ]; description = "Deploy api to prod (build, push, GitOps commit, Flux, rollout)"; kind = "forge"; }
+    ```
+  */
+  serviceAppEntries = service:
+    let
+      n = service.name;
+      envs = service.environments;
+      forgeEntry = description: args: { kind = "forge"; inherit description args; };
+      deployEntry = env: forgeEntry "Deploy ${n} to ${env} (build, push, GitOps commit, Flux, rollout)" [ "deploy" "${n}:${env}" ];
+      devPhrases = { test = "Run the tests of"; lint = "Lint"; fmt = "Format the code of"; fmt-check = "Check the formatting of"; };
+      devEntry = verb: {
+        name = "${verb}:${n}";
+        value = {
+          kind = "dev";
+          description = "${devPhrases.${verb}} ${n} (${service.type})";
+          command = service.dev.${verb};
+          inherit (service) path tools;
+          setting = "services.${n}.dev.${verb}";
+        };
+      };
+      perEnv = env: [
+        { name = "deploy:${n}:${env}"; value = deployEntry env; }
+        { name = "rollout:${n}:${env}"; value = forgeEntry "Watch the rollout of ${n} in ${env}" [ "rollout" "${n}:${env}" ]; }
+        { name = "rollback:${n}:${env}"; value = forgeEntry "Roll ${n} in ${env} back to its previous image" [ "rollback" "${n}:${env}" ]; }
+      ];
+      through = if envs == [ ] then "no environment" else builtins.concatStringsSep " then " envs;
+    in
+    builtins.listToAttrs (
+      [
+        { name = "build:${n}"; value = forgeEntry "Build the ${n} image with Nix (${builtins.concatStringsSep ", " service.image.architectures})" [ "build" n ]; }
+        { name = "push:${n}"; value = forgeEntry "Build and push the ${n} image to ${service.registry}" [ "push" n ]; }
+        { name = "status:${n}"; value = forgeEntry "Show what runs where for ${n}" [ "status" n ]; }
+        { name = "release:${n}"; value = forgeEntry "Release ${n} through ${through}" [ "release" n ]; }
+      ]
+      ++ (if envs == [ ] then [ ] else [ { name = "deploy:${n}"; value = deployEntry (builtins.head envs); } ])
+      ++ builtins.concatMap perEnv envs
+      ++ map devEntry [ "test" "lint" "fmt" "fmt-check" ]
+    );
+
+  /**
+    The table entries of the product-wide apps: `release`, `status` and `forge:sync`.
+
+    # Inputs
+    `project`: the project name. `environments`: all environments, in promotion order.
+
+    # Type
+    ```
+    projectAppEntries :: { project, environments } -> AttrSet
+    ```
+
+    # Examples
+    ```nix
+    (projectAppEntries { project = "shop"; environments = [ "staging" "production" ]; }).release.description
+    => "Release every service of shop through staging then production"
+    ```
+  */
+  projectAppEntries = { project, environments }: {
+    release = { kind = "forge"; args = [ "release" ]; description = "Release every service of ${project} through ${builtins.concatStringsSep " then " environments}"; };
+    status = { kind = "forge"; args = [ "status" ]; description = "Show what runs where for every service of ${project}"; };
+    "forge:sync" = { kind = "generator"; args = [ "sync" ]; description = "Regenerate nix/forge from deploy.yaml (forgegen sync)"; };
+  };
+
+  /**
+    One app from its table entry (`kind` = `"forge"`, `"dev"` or `"generator"`).
+
+    # Inputs
+    `name`: the app name. `entry`: its table entry. `plan`: the JSON plan for `forge` apps.
+
+    # Type
+    ```
+    mkTableApp :: { pkgs, runtime, name, entry, plan } -> App
+    ```
+
+    # Examples
+    ```nix
+    (mkTableApp { pkgs = { writeShellApplication = a: { outPath = "out-${a.name}"; }; }; runtime = "forge"; name = "status"; plan = "p.json"; entry = { kind = "forge"; description = "Status"; args = [ "status" ]; }; }).meta.description
+    => "Status"
+    ```
+  */
+  mkTableApp = { pkgs, runtime, name, entry, plan }:
+    if entry.kind == "forge" then
+      mkForgeApp { inherit pkgs runtime name plan; inherit (entry) description args; }
+    else if entry.kind == "dev" then
+      mkDevApp { inherit pkgs name; inherit (entry) description command path tools setting; }
+    else if entry.kind == "generator" then
+      mkApp {
+        inherit pkgs name; inherit (entry) description;
+        runtimeInputs = [ runtime ];
+        text = "exec forgegen ${escapeShellArgs entry.args} \"$@\"";
+      }
+    else throw "${fn "mkTableApp"}: app ${builtins.toJSON name} has unknown kind ${builtins.toJSON entry.kind}; expected \"forge\", \"dev\" or \"generator\"";
+
+  /**
+    Every app of a project. App names come from the small index (service → environments), so
+    listing them reads no service file; each app's value imports only its own service's file.
+    That keeps evaluating one app of a 500-service project close to the cost of a 1-service one.
+
+    # Inputs
+    `index`: service name → `{ file; environments; }` (the generated service file, with `plan`).
+    `project`, `environments`: for the product-wide apps. `projectPlan`: their plan.
+    `runtime`: the package with the `forge` and `forgegen` commands.
+
+    # Type
+    ```
+    mkProjectApps :: { pkgs, runtime, index, project, environments, projectPlan } -> AttrSet
+    ```
+
+    # Examples
+    ```nix
+    builtins.attrNames (mkProjectApps { pkgs = { writeShellApplication = a: { outPath = "out-${a.name}"; }; }; runtime = "forge"; index = { }; project = "p"; environments = [ "prod" ]; projectPlan = "project.json"; })
+    => [ "forge:sync" "release" "status" ]
+    ```
+  */
+  mkProjectApps = { pkgs, runtime, index, project, environments, projectPlan }:
+    let
+      serviceApps = builtins.concatMap
+        (service:
+          let
+            spec = index.${service};
+            loaded = import spec.file;
+            entries = serviceAppEntries loaded;
+          in
+          map
+            (app: {
+              name = app;
+              value =
+                if entries ? ${app} then
+                  mkTableApp { inherit pkgs runtime; name = app; entry = entries.${app}; plan = loaded.plan; }
+                else throw "${fn "mkProjectApps"}: ${toString spec.file} has no app ${builtins.toJSON app}; run forgegen sync";
+            })
+            (serviceAppNames service spec.environments))
+        (builtins.attrNames index);
+    in
+    builtins.listToAttrs serviceApps
+    // builtins.mapAttrs (name: entry: mkTableApp { inherit pkgs runtime name entry; plan = projectPlan; })
+      (projectAppEntries { inherit project environments; });
+
+  /**
+    A JSON plan file made of `base` with the `services` of every plan in `plans` appended, in
+    order. Lazy: nothing is read until the result is used.
+
+    # Inputs
+    `name`: the store file's name. `base`: a plan file, or the plan as an attrset (its
+    `services` are kept first).
+    `plans`: plan files whose services are appended.
+
+    # Type
+    ```
+    mergePlans :: { name, base :: Path | AttrSet, plans :: [Path] } -> StorePath
+    ```
+
+    # Examples
+    ```nix
+    builtins.match ".*-p[.]json" (mergePlans { name = "p.json"; base = { services = [ ]; }; plans = [ ]; }) != null
+    => true
+    ```
+  */
+  mergePlans = { name, base, plans }:
+    let
+      read = file: builtins.fromJSON (builtins.readFile file);
+      first = if builtins.isAttrs base then base else read base;
+    in
+    builtins.toFile name (builtins.toJSON (first // {
+      services = first.services ++ builtins.concatMap (p: (read p).services) plans;
+    }));
 in
 {
-  inherit escapeShellArg escapeShellArgs getPackage mkApp mkForgeApp mkDevApp mkProjectApps;
+  inherit escapeShellArg escapeShellArgs getPackage mkApp mkForgeApp mkDevApp serviceAppNames serviceAppEntries projectAppEntries mkTableApp mkProjectApps mergePlans;
 }

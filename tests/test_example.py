@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from forgegen.render import app_table
 from forgegen.schema import load_config
+from tests.contract import expected_app_names
 from tests.fixtures.nixenv import ROOT, Flake
 
 pytestmark = pytest.mark.nix
@@ -89,7 +89,7 @@ def test_without_dry_run_a_missing_step_says_which(shop: Flake) -> None:
 def test_flake_show_lists_every_contract_app(shop: Flake) -> None:
     proc = shop.nix("flake", "show", "--json")
     apps = json.loads(proc.stdout)["apps"]["x86_64-linux"]
-    expected = set(app_table(load_config(shop.dir / "deploy.yaml")))
+    expected = expected_app_names(load_config(shop.dir / "deploy.yaml"))
     assert set(apps) == expected
     for name in ("build:api", "push:api", "deploy:api", "deploy:api:staging", "deploy:api:production",
                  "rollout:api:production", "rollback:api:staging", "status:api", "release:api",

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from forgegen import render
 from forgegen.errors import RenderError
 from forgegen.schema import load_config, parse_config
+from tests.contract import expected_app_names
 from tests.fixtures.nixenv import ROOT, nix_eval
 from tests.strategies import dns_label, nix_text
 
@@ -102,7 +103,7 @@ def _eval_generated(files: dict[str, str], tmp: Path, service: str) -> dict:
 def test_generated_nix_evaluates_to_the_configured_values(case: str, tmp_path: Path) -> None:
     config = load_config(GOLDEN / case / "deploy.yaml")
     files = render.render(config)
-    table = render.app_table(config)
+    names = expected_app_names(config)
     for name, svc in config.services.items():
         got = _eval_generated(files, tmp_path, name)
         assert got["service"]["name"] == name
@@ -110,7 +111,11 @@ def test_generated_nix_evaluates_to_the_configured_values(case: str, tmp_path: P
         assert got["service"]["type"] == svc.type
         assert got["service"]["image"]["package"] == (svc.image.package or f"{name}-image")
         assert got["planIsFile"] is True
-        assert got["apps"] == {n: e["description"] for n, e in table.items()}
+        assert set(got["apps"]) == names
+        assert all(isinstance(d, str) and d for d in got["apps"].values())
+        envs = [e.name for e in config.service_environments(name)]
+        assert got["apps"][f"deploy:{name}"] == (
+            f"Deploy {name} to {envs[0]} (build, push, GitOps commit, Flux, rollout)")
         assert set(got["types"].values()) == {"app"}
 
 

@@ -58,7 +58,7 @@ def test_removed_service_files_are_removed_but_foreign_files_are_kept(repo: Path
     v = verbs(proc)
     assert v["nix/forge/services/web.nix"] == "remove"
     assert v["nix/forge/plans/web.json"] == "remove"
-    assert v["nix/forge/apps.json"] == "overwrite"
+    assert v["nix/forge/default.nix"] == "overwrite"
     assert not (repo / "nix" / "forge" / "services" / "web.nix").exists()
     assert (repo / "nix" / "forge" / "services" / "notes.nix").read_text() == "# my own file\n{ }\n"
 
@@ -68,7 +68,7 @@ def test_dry_run_writes_nothing_and_reports_what_would_change(repo: Path) -> Non
     assert proc.returncode == 0
     report = json.loads(proc.stdout)
     assert report["written"] is False and report["changed"] is True
-    assert report["summary"]["create"] == len(report["files"]) == 7
+    assert report["summary"]["create"] == len(report["files"]) == 6
     assert not (repo / "nix").exists()
 
 

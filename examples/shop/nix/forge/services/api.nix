@@ -4,20 +4,19 @@
   type = "python";
   path = "services/api";
   image = {
-    architectures = [
-      "x86_64-linux"
-    ];
+    architectures = [ "x86_64-linux" ];
     package = "api-image";
     repository = "localhost:5000/shop/api";
   };
-  environments = [
-    "staging"
-    "production"
-  ];
-  workload = {
-    container = "api";
-    kind = "Deployment";
-    name = "api";
-  };
+  environments = [ "staging" "production" ];
+  workload = { container = "api"; kind = "Deployment"; name = "api"; };
   plan = ../plans/api.json;
+  registry = "localhost:5000";
+  dev = {
+    fmt = "ruff format .";
+    fmt-check = "ruff format --check .";
+    lint = "ruff check .";
+    test = "pytest";
+  };
+  tools = [ "python3" "python3Packages.pytest" "ruff" ];
 }

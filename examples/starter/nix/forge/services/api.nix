@@ -4,20 +4,14 @@
   type = "generic";
   path = ".";
   image = {
-    architectures = [
-      "x86_64-linux"
-    ];
+    architectures = [ "x86_64-linux" ];
     package = "api-image";
     repository = "ghcr.io/my-org/api";
   };
-  environments = [
-    "staging"
-    "production"
-  ];
-  workload = {
-    container = "api";
-    kind = "Deployment";
-    name = "api";
-  };
+  environments = [ "staging" "production" ];
+  workload = { container = "api"; kind = "Deployment"; name = "api"; };
   plan = ../plans/api.json;
+  registry = "ghcr.io";
+  dev = { fmt = null; fmt-check = null; lint = null; test = null; };
+  tools = [ ];
 }

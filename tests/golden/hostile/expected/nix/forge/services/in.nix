@@ -4,19 +4,19 @@
   type = "python";
   path = "src/\${in}/é \"x\"\ttab";
   image = {
-    architectures = [
-      "x86_64-linux"
-    ];
+    architectures = [ "x86_64-linux" ];
     package = "images.in'x";
     repository = "registry.example:5000/a.b/c_d/weird-name";
   };
-  environments = [
-    "staging"
-  ];
-  workload = {
-    container = "in";
-    kind = "Deployment";
-    name = "in";
-  };
+  environments = [ "staging" ];
+  workload = { container = "in"; kind = "Deployment"; name = "in"; };
   plan = ../plans/in.json;
+  registry = "registry.example:5000";
+  dev = {
+    fmt = "ruff format .";
+    fmt-check = "ruff format --check .";
+    lint = "ruff check .";
+    test = "echo \"\${PWD}\" '\$HOME' && true";
+  };
+  tools = [ "python3" "python3Packages.pytest" "ruff" ];
 }

@@ -4,19 +4,14 @@
   type = "generic";
   path = ".";
   image = {
-    architectures = [
-      "x86_64-linux"
-    ];
+    architectures = [ "x86_64-linux" ];
     package = "if-image";
     repository = "ghcr.io/if";
   };
-  environments = [
-    "prod"
-  ];
-  workload = {
-    container = "if";
-    kind = "Deployment";
-    name = "if";
-  };
+  environments = [ "prod" ];
+  workload = { container = "if"; kind = "Deployment"; name = "if"; };
   plan = ../plans/if.json;
+  registry = "ghcr.io";
+  dev = { fmt = null; fmt-check = null; lint = null; test = null; };
+  tools = [ ];
 }

@@ -4,20 +4,19 @@
   type = "node";
   path = "services/web";
   image = {
-    architectures = [
-      "x86_64-linux"
-    ];
+    architectures = [ "x86_64-linux" ];
     package = "web-image";
     repository = "localhost:5000/shop/web";
   };
-  environments = [
-    "staging"
-    "production"
-  ];
-  workload = {
-    container = "web";
-    kind = "Deployment";
-    name = "web";
-  };
+  environments = [ "staging" "production" ];
+  workload = { container = "web"; kind = "Deployment"; name = "web"; };
   plan = ../plans/web.json;
+  registry = "localhost:5000";
+  dev = {
+    fmt = "npx prettier --write .";
+    fmt-check = "npx prettier --check .";
+    lint = "npm run lint";
+    test = "npm test";
+  };
+  tools = [ "nodejs" ];
 }

@@ -1,0 +1,18 @@
+"""The app contract of DESIGN.md, written out independently of the code under test."""
+
+from __future__ import annotations
+
+from forgegen.schema import Config
+
+
+def expected_app_names(config: Config) -> set[str]:
+    names = {"release", "status", "forge:sync"}
+    for name in config.services:
+        envs = [e.name for e in config.service_environments(name)]
+        names |= {f"build:{name}", f"push:{name}", f"status:{name}", f"release:{name}",
+                  f"test:{name}", f"lint:{name}", f"fmt:{name}", f"fmt-check:{name}"}
+        if envs:
+            names.add(f"deploy:{name}")
+        for env in envs:
+            names |= {f"deploy:{name}:{env}", f"rollout:{name}:{env}", f"rollback:{name}:{env}"}
+    return names
