@@ -195,6 +195,57 @@ let
     ++ [ "status:${name}" "release:${name}" "test:${name}" "lint:${name}" "fmt:${name}" "fmt-check:${name}" ];
 
   /**
+    Validate a generated service attrset (`nix/forge/services/<name>.nix`), reporting every
+    problem at once through `forge.lib.errorReporter`; returns the service unchanged when valid.
+    Catches hand edits and files from an incompatible forgegen before they reach an app.
+
+    # Inputs
+    `file`: where the service came from (for the message). `service`: the attrset.
+
+    # Type
+    ```
+    validateService :: String -> AttrSet -> AttrSet
+    ```
+
+    # Examples
+    ```nix
+    (validateService "api.nix" { name = "api"; type = "go"; path = "."; environments = [ ]; image = { architectures = [ "x86_64-linux" ]; package = "api-image"; repository = "r/api"; }; workload = { }; plan = "p.json"; registry = "r"; dev = { test = null; lint = null; fmt = null; fmt-check = null; }; tools = [ ]; }).name
+    => "api"
+    ```
+  */
+  validateService = file: service:
+    let
+      r = lib.errorReporter;
+      str = path: value: r.checkType path "string" value;
+    in
+    r.validate "${fn "validateService"} (${file}; run forgegen sync to regenerate it)" [
+      (v: r.checkAttrs {
+        value = v;
+        required = [ "name" "type" "path" "image" "environments" "workload" "plan" "registry" "dev" "tools" ];
+      })
+      (v: str [ "name" ] (v.name or ""))
+      (v: r.checkOneOf [ "type" ] [ "rust" "python" "go" "node" "generic" ] (v.type or "generic"))
+      (v: str [ "path" ] (v.path or ""))
+      (v: str [ "registry" ] (v.registry or ""))
+      (v: r.checkType [ "environments" ] "list" (v.environments or [ ]))
+      (v: r.checkType [ "tools" ] "list" (v.tools or [ ]))
+      (v: r.checkType [ "plan" ] [ "path" "string" ] (v.plan or ""))
+      (v: r.checkAttrs {
+        path = [ "image" ];
+        value = v.image or { };
+        required = [ "architectures" "package" "repository" ];
+      })
+      (v: r.checkAttrs {
+        path = [ "dev" ];
+        value = v.dev or { };
+        required = [ "test" "lint" "fmt" "fmt-check" ];
+      })
+      (v: builtins.concatMap (verb: r.checkType [ "dev" verb ] [ "string" "null" ] ((v.dev or { }).${verb} or null))
+        [ "test" "lint" "fmt" "fmt-check" ])
+    ]
+      service;
+
+  /**
     The table entries of a service's apps (what each runs, and its description), from the
     service attrset `forgegen sync` writes (`nix/forge/services/<name>.nix`).
 
@@ -329,7 +380,7 @@ let
         (service:
           let
             spec = index.${service};
-            loaded = import spec.file;
+            loaded = validateService (toString spec.file) (import spec.file);
             entries = serviceAppEntries loaded;
           in
           map
@@ -377,5 +428,5 @@ let
     }));
 in
 {
-  inherit escapeShellArg escapeShellArgs getPackage mkApp mkForgeApp mkDevApp serviceAppNames serviceAppEntries projectAppEntries mkTableApp mkProjectApps mergePlans;
+  inherit escapeShellArg escapeShellArgs getPackage mkApp mkForgeApp mkDevApp serviceAppNames validateService serviceAppEntries projectAppEntries mkTableApp mkProjectApps mergePlans;
 }

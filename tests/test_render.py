@@ -144,3 +144,18 @@ def test_any_valid_config_renders_twice_identically_and_round_trips(project: str
     name = next(iter(services))
     got = _eval_generated(first, tmp, name)
     assert got["service"]["path"] == services[name]
+
+
+@pytest.mark.nix
+def test_a_broken_service_file_reports_every_problem_in_one_evaluation(tmp_path: Path) -> None:
+    config = load_config(GOLDEN / "shop" / "deploy.yaml")
+    files = render.render(config)
+    files["nix/forge/services/api.nix"] = files["nix/forge/services/api.nix"].replace(
+        'type = "python";', 'type = "cobol";').replace('registry = "localhost:5000";', "registry = 5000;")
+    with pytest.raises(AssertionError) as info:
+        _eval_generated(files, tmp_path, "api")
+    message = str(info.value)
+    assert "forge.lib.apps.validateService" in message and "run forgegen sync" in message
+    assert "2 errors" in message
+    assert 'type: must be one of "rust", "python", "go", "node" or "generic", got "cobol"' in message
+    assert "registry: must be a string, got an integer: 5000" in message
