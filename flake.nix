@@ -28,10 +28,30 @@
             meta.description = "forgegen, forge and forge-provision: Forge's generator and runtime";
             meta.mainProgram = "forge";
           };
+          forge-provision = pkgs.runCommand "forge-provision-${version}"
+            {
+              meta.mainProgram = "forge-provision";
+              meta.description = "PostgreSQL and Attic provisioning from YAML, with a plan";
+            } ''
+            mkdir -p $out/bin
+            ln -s ${forgegen}/bin/forge-provision $out/bin/forge-provision
+          '';
         in
         {
-          inherit forgegen;
+          inherit forgegen forge-provision;
           default = forgegen;
+          # For in-cluster Jobs (examples/provision/job.yaml): runs as nobody, HOME in /tmp.
+          forge-provision-image = pkgs.dockerTools.buildLayeredImage {
+            name = "forge-provision";
+            tag = version;
+            contents = [ pkgs.cacert ];
+            extraCommands = "mkdir -m 1777 tmp";
+            config = {
+              Entrypoint = [ "${forge-provision}/bin/forge-provision" ];
+              User = "65534:65534";
+              Env = [ "HOME=/tmp" "XDG_CONFIG_HOME=/tmp/.config" "SSL_CERT_FILE=${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt" ];
+            };
+          };
         });
 
       apps = forAllSystems (system:
@@ -42,6 +62,7 @@
         {
           forgegen = app "forgegen" "Generate flake apps from deploy.yaml (init, sync, check, schema)";
           forge = app "forge" "The Forge runtime: build, push, deploy, rollout, rollback, status, release";
+          forge-provision = app "forge-provision" "Provision PostgreSQL databases and Attic caches from YAML";
           default = app "forgegen" "Generate flake apps from deploy.yaml (init, sync, check, schema)";
         });
 

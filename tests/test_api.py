@@ -76,7 +76,8 @@ def test_root_flake_checks_pass_and_exposes_lib_and_the_forgegen_app(forge_src: 
     show = subprocess.run(["nix", "flake", "show", "--json", *override, f"path:{forge_src}"],
                           capture_output=True, text=True, env=env, check=True)
     outputs = json.loads(show.stdout)
-    assert set(outputs["apps"]["x86_64-linux"]) == {"default", "forge", "forgegen"}
+    assert set(outputs["apps"]["x86_64-linux"]) == {"default", "forge", "forgegen", "forge-provision"}
+    assert {"forgegen", "forge-provision", "forge-provision-image"} <= set(outputs["packages"]["x86_64-linux"])
     assert "lib-tests" in outputs["checks"]["x86_64-linux"]
     assert "default" in outputs["templates"]
     platform = subprocess.run(["nix", "eval", "--json", *override, f"path:{forge_src}#lib.platform.supportedSystems"],
@@ -86,3 +87,19 @@ def test_root_flake_checks_pass_and_exposes_lib_and_the_forgegen_app(forge_src: 
                          capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["title"] == "Forge deploy.yaml"
+
+
+@pytest.mark.nix
+def test_forge_provision_package_and_image_build(forge_src: Path, nixpkgs_standin: Path) -> None:
+    env = {**os.environ, "PATH": tool_path()}
+    override = ["--override-input", "nixpkgs", f"path:{nixpkgs_standin}"]
+    run = subprocess.run(["nix", "run", *override, f"path:{forge_src}#forge-provision", "--", "--help"],
+                         capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "postgres" in run.stdout and "attic" in run.stdout
+    build = subprocess.run(["nix", "build", "--json", "--no-link", *override, f"path:{forge_src}#forge-provision-image"],
+                           capture_output=True, text=True, env=env)
+    assert build.returncode == 0, build.stderr
+    archive = Path(json.loads(build.stdout)[0]["outputs"]["out"])
+    listing = subprocess.run(["tar", "-tzf", str(archive)], capture_output=True, text=True, check=True).stdout
+    assert "manifest.json" in listing

@@ -126,3 +126,20 @@ def test_forge_sync_app_regenerates(shop: Flake) -> None:
     (shop.dir / "nix" / "forge" / "services" / "web.nix").unlink()
     shop.run_app("forge:sync")
     assert (shop.dir / "nix" / "forge" / "services" / "web.nix").is_file()
+
+
+@pytest.mark.registry
+def test_push_app_pushes_the_nix_built_image_with_verified_tags(shop: Flake, registry) -> None:
+    deploy = shop.dir / "deploy.yaml"
+    deploy.write_text(deploy.read_text().replace("host: localhost:5000", f"host: {registry.host}"))
+    assert forgegen("sync", cwd=shop.dir).returncode == 0
+    sha = shop.commit("use the test registry")[:7]
+    proc = shop.run_app("push:api", "--json")
+    report = json.loads(proc.stdout)
+    assert report["deploy_tag"] == f"amd64-{sha}"
+    tags = subprocess.run(["skopeo", "list-tags", "--tls-verify=false", f"docker://{registry.host}/shop/api"],
+                          capture_output=True, text=True, check=True)
+    assert set(json.loads(tags.stdout)["Tags"]) == {f"amd64-{sha}", "amd64-latest"}
+    inspect = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{registry.host}/shop/api:amd64-{sha}"],
+                             capture_output=True, text=True, check=True)
+    assert json.loads(inspect.stdout)["Digest"] == report["deploy_digest"]

@@ -100,6 +100,12 @@ let
     "aiohttp" "hypothesis" "pytest-timeout"
   ]);
 
+  # The host's CA bundle, laid out as nixpkgs' cacert.
+  cacert = runCommand "standin-cacert" { } ''
+    mkdir -p "$out/etc/ssl/certs"
+    cp /etc/ssl/certs/ca-certificates.crt "$out/etc/ssl/certs/ca-bundle.crt"
+  '';
+
   hello = writeShellApplication { name = "hello"; text = ''echo "Hello, world!"''; };
 
   dockerToolsFile = ./dockerTools.nix;
@@ -109,7 +115,7 @@ let
     else { };
 in
 {
-  inherit system writeShellApplication writeText runCommand python3Packages hello dockerTools;
+  inherit system writeShellApplication writeText runCommand python3Packages hello dockerTools cacert;
   python3 = hostTool "python3";
   cargo = hostTool "cargo";
   rustc = hostTool "rustc";
