@@ -151,6 +151,7 @@ class Change:
     obj: dict
     old: dict | None
     rv: int
+    at: float = field(default_factory=time.monotonic)  # when it was committed (for benchmarks)
 
 
 @dataclass(eq=False)
