@@ -1,0 +1,612 @@
+"""The GitOps repository: write a tag, prove it renders, commit, push; and read the ledger.
+
+**Where the repository comes from** (``gitops.repo`` in the plan):
+
+* a git URL (``https://…``, ``ssh://…``, ``git@host:org/repo.git``, ``file://…``), or
+* a local path. A *relative* path is relative to the current working directory of the
+  ``forge`` process, i.e. where the user runs ``nix run .#deploy:…`` (normally the consumer
+  repository's root, next to ``deploy.yaml``). A bare repository at that path is the remote
+  itself; a working clone at that path is never written to: its ``origin`` remote is used.
+
+Either way Forge works in its own clone, cached per remote URL under
+``$XDG_CACHE_HOME/forge/gitops/<sha256 of the URL, 16 hex>`` (``~/.cache`` without
+``XDG_CACHE_HOME``). The first deploy clones (one branch, no tags); every later one fetches only
+that branch, incrementally, and resets the clone to it, so local state never leaks from one run
+into the next. Credentials are git's own (credential helpers, SSH agent, ``~/.netrc``); git is
+never allowed to prompt. One process at a time works in a cached clone (a lock file next to it);
+deploys from other machines, or with other caches, race at the remote, and that is handled:
+
+**A deploy** (:func:`apply_tag`), for one service and environment:
+
+1. fetch the branch and reset the clone to it;
+2. edit ``<gitops.path>/<gitops.file>`` byte-surgically (:mod:`forgegen.runtime.kustomize`):
+   the tag (or digest) of every ``images[]`` entry and ``$imagepolicy`` setter for the image;
+   nothing else in the file changes. The same tag again is not an error: no commit is made;
+3. render the overlay with ``kubectl kustomize`` and check that the workload's container now
+   runs the new reference (the edit is never committed otherwise);
+4. commit (message from ``gitops.commit_message``) and push. A push rejected because the branch
+   moved (``fetch first``, ``non-fast-forward``, ``failed to update ref``) fetches again, resets
+   to the remote, re-applies the edit to the fresh tree, checks and commits again, after a
+   jittered exponential backoff, up to ``gitops.push_attempts`` attempts. Never a force-push.
+   Any other failure stops at once, and the clone is reset: no half-written state remains.
+
+**The ledger** (:func:`previous_tag`, :func:`history`, :func:`current_tag`): the GitOps history
+is the record of what was deployed. ``git log --follow`` limited to the manifest's path, newest
+first, in small batches (never a walk of the whole repository), and the image's tag read from
+the file at each of those commits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import random
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from forgegen import process
+from forgegen.errors import CommandError, GitOpsError, ToolMissing
+from forgegen.plan import Plan, ServicePlan, TargetPlan
+from forgegen.runtime.kustomize import (
+    ImageState,
+    Match,
+    check_digest,
+    check_tag,
+    edit_images,
+    join_reference,
+    read_image,
+)
+
+log = logging.getLogger(__name__)
+
+NETWORK_TIMEOUT = 300.0  # clone, fetch, push
+LOCAL_TIMEOUT = 60.0  # every other git command
+RENDER_TIMEOUT = 120.0  # kubectl kustomize
+LOCK_TIMEOUT = 600.0
+BACKOFF_INITIAL = 0.2
+BACKOFF_MAX = 5.0
+
+# What git prints when the branch moved under us: integrate and retry (HARNESS.md, "git").
+_RACE_MARKERS = ("fetch first", "non-fast-forward", "failed to update ref", "cannot lock ref",
+                 "incorrect old value", "stale info")
+# Variables that would point git somewhere else (set when forge runs inside a git hook).
+_GIT_LOCATION_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+                      "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_PREFIX")
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "", "GIT_EDITOR": "true"}
+_SCP_LIKE = re.compile(r"\A[^/\\]+:")
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass(frozen=True)
+class GitOpsResult:
+    """What :func:`apply_tag` did (``commit`` is None when nothing changed or on a dry run)."""
+
+    service: str
+    environment: str
+    repo: str  # the remote, as resolved (URL or absolute path)
+    branch: str
+    file: str  # path of the manifest inside the repository
+    image: str
+    tag: str | None
+    digest: str | None
+    previous_tag: str | None
+    previous_digest: str | None
+    changed: bool
+    commit: str | None  # the commit we pushed
+    revision: str  # the branch head that holds the new reference (our commit, or the one we found)
+    attempts: int
+    dry_run: bool
+    rendered_image: str | None  # what kubectl kustomize renders for the workload's container
+    matches: tuple[Match, ...] = ()
+    message: str = ""
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
+
+    @property
+    def reference(self) -> str:
+        return join_reference(self.image, self.tag, self.digest)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": self.service, "environment": self.environment, "repo": self.repo,
+            "branch": self.branch, "file": self.file, "image": self.image, "tag": self.tag,
+            "digest": self.digest, "reference": self.reference, "previous_tag": self.previous_tag,
+            "previous_digest": self.previous_digest, "changed": self.changed, "commit": self.commit,
+            "revision": self.revision, "attempts": self.attempts, "dry_run": self.dry_run,
+            "rendered_image": self.rendered_image, "message": self.message,
+            "matches": [m.to_json() for m in self.matches],
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """The manifest at one commit of the GitOps history."""
+
+    commit: str
+    timestamp: int  # committer time, seconds since the epoch
+    subject: str
+    tag: str | None
+    digest: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"commit": self.commit, "timestamp": self.timestamp, "subject": self.subject,
+                "tag": self.tag, "digest": self.digest}
+
+
+# ---------------------------------------------------------------------------------------------
+# The repository
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "forge" / "gitops"
+
+
+def is_url(repo: str) -> bool:
+    """git's own rule: ``scheme://…``, or ``[user@]host:path`` with no ``/`` before the colon."""
+    return "://" in repo or bool(_SCP_LIKE.match(repo))
+
+
+def resolve_remote(repo: str, *, cwd: str | Path | None = None) -> str:
+    """The URL Forge clones and pushes to for ``gitops.repo`` (see the module docstring)."""
+    if is_url(repo):
+        return repo
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    path = (base / Path(repo).expanduser()).resolve()
+    if not path.exists():
+        raise GitOpsError(
+            f"cannot open the GitOps repository: {repo} does not exist (looked for {path}; a relative "
+            "gitops.repo is relative to the directory forge runs in)",
+            hint="run from the directory deploy.yaml is in, create the repository (git init --bare), "
+                 "or set gitops.repo to its URL")
+    if (path / "HEAD").is_file() and (path / "objects").is_dir():
+        return str(path)  # a bare repository: the remote itself
+    if (path / ".git").exists():
+        res = _git(("remote", "get-url", "origin"), cwd=path, check=False, what="read the GitOps clone's remote")
+        url = res.stdout.strip()
+        if res.returncode != 0 or not url:
+            raise GitOpsError(
+                f"cannot use the GitOps repository {repo}: it is a working clone with no 'origin' remote, and "
+                "Forge never commits into a checkout you work in",
+                hint="set gitops.repo to the remote's URL or to a bare repository")
+        return url if is_url(url) else str((path / url).resolve())
+    raise GitOpsError(f"cannot open the GitOps repository: {path} is not a git repository",
+                      hint="point gitops.repo at a git URL or a (bare) repository")
+
+
+def _git(args: Sequence[str], *, cwd: str | Path | None = None, check: bool = True, what: str,
+         input: str | None = None, timeout: float = LOCAL_TIMEOUT) -> process.Result:
+    return process.run(("git", "-c", "core.quotePath=false", *args), cwd=cwd, env=_GIT_ENV,
+                       unset=_GIT_LOCATION_VARS, check=check, what=what, input=input, timeout=timeout)
+
+
+class GitOpsRepo:
+    """A cached clone of one GitOps remote, working on one branch.
+
+    ``GitOpsRepo.open(plan.gitops.repo, branch)`` does no I/O beyond resolving a local path; the
+    clone happens in :meth:`sync`. Hold :meth:`locked` around anything that touches the clone.
+    """
+
+    def __init__(self, url: str, branch: str, workdir: Path, *, display: str | None = None) -> None:
+        self.url = url
+        self.branch = branch
+        self.workdir = workdir
+        self.display = display or url
+        self.lock_path = workdir.with_name(workdir.name + ".lock")
+
+    @classmethod
+    def open(cls, repo: str, branch: str, *, cache: str | Path | None = None,
+             cwd: str | Path | None = None) -> "GitOpsRepo":
+        url = resolve_remote(repo, cwd=cwd)
+        root = Path(cache) if cache is not None else cache_root()
+        key = hashlib.sha256(url.encode()).hexdigest()[:16]
+        return cls(url, branch, root / key, display=repo)
+
+    @property
+    def remote_ref(self) -> str:
+        return f"refs/remotes/origin/{self.branch}"
+
+    def git(self, *args: str, check: bool = True, what: str, input: str | None = None,
+            timeout: float = LOCAL_TIMEOUT) -> process.Result:
+        return _git(args, cwd=self.workdir, check=check, what=what, input=input, timeout=timeout)
+
+    @contextlib.contextmanager
+    def locked(self, timeout: float = LOCK_TIMEOUT) -> Iterator["GitOpsRepo"]:
+        """Exclusive use of the cached clone by this process/thread (``flock`` on a lock file)."""
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + timeout
+            waited = False
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise GitOpsError(
+                            f"cannot use the cached clone of {self.display}: another forge process held "
+                            f"{self.lock_path} for more than {timeout:g}s",
+                            hint="wait for the other deploy to finish; if none runs, delete the lock file") from None
+                    if not waited:
+                        log.info("waiting for another forge process using %s", self.workdir)
+                        waited = True
+                    time.sleep(0.02 + random.random() * 0.03)
+            yield self
+        finally:
+            os.close(fd)  # releases the lock
+
+    # -- fetching --------------------------------------------------------------------------
+
+    def fetch(self) -> str:
+        """Clone (first time) or fetch the branch; return the remote branch head. Needs the lock."""
+        if not (self.workdir / ".git").is_dir():
+            self._clone()
+        else:
+            res = self.git("fetch", "--quiet", "--no-tags", "origin",
+                           f"+refs/heads/{self.branch}:{self.remote_ref}",
+                           check=False, what="fetch the GitOps repository", timeout=NETWORK_TIMEOUT)
+            if res.returncode != 0:
+                raise self._remote_error("fetch", res)
+        return self.git("rev-parse", "--verify", "--quiet", self.remote_ref,
+                        what="read the GitOps branch head").stdout.strip()
+
+    def sync(self) -> str:
+        """Fetch, then make the clone's working tree exactly the remote branch. Needs the lock."""
+        head = self.fetch()
+        self.reset()
+        return head
+
+    def reset(self) -> None:
+        self.git("checkout", "--quiet", "--force", "-B", self.branch, self.remote_ref,
+                 what="reset the GitOps clone to the remote branch")
+
+    def _clone(self) -> None:
+        self.workdir.parent.mkdir(parents=True, exist_ok=True)
+        if self.workdir.exists():  # a broken leftover (no .git): start again
+            shutil.rmtree(self.workdir)
+        tmp = self.workdir.with_name(f"{self.workdir.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        log.info("cloning GitOps repository %s (branch %s)", self.display, self.branch)
+        try:
+            res = _git(("clone", "--quiet", "--no-tags", "--single-branch", "--branch", self.branch,
+                        "--", self.url, str(tmp)), check=False, what="clone the GitOps repository",
+                       timeout=NETWORK_TIMEOUT)
+            if res.returncode != 0:
+                raise self._remote_error("clone", res)
+            os.rename(tmp, self.workdir)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def _remote_error(self, verb: str, res: process.Result) -> GitOpsError:
+        stderr = res.stderr.strip()
+        if "Remote branch" in stderr and "not found" in stderr or "couldn't find remote ref" in stderr:
+            return GitOpsError(
+                f"cannot {verb} the GitOps repository {self.display}: it has no branch {self.branch!r}",
+                hint="set gitops.branch in deploy.yaml to an existing branch, or push that branch first")
+        return GitOpsError(
+            f"cannot {verb} the GitOps repository {self.display} (branch {self.branch}): git exited with "
+            f"{res.returncode}\n  {_indent(stderr)}",
+            hint="check that the remote is reachable and that git's credentials work "
+                 f"(`git ls-remote {self.url}`); nothing was changed")
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def path_of(self, relpath: str) -> Path:
+        path = (self.workdir / relpath).resolve()
+        if not path.is_relative_to(self.workdir.resolve()):
+            raise GitOpsError(f"cannot use GitOps file {relpath!r}: it is outside the repository",
+                              hint="gitops.path and gitops.file must stay inside the GitOps repository")
+        return path
+
+    def read_text(self, relpath: str) -> str:
+        path = self.path_of(relpath)
+        try:
+            return path.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            raise GitOpsError(
+                f"cannot edit {relpath}: no such file in {self.display} (branch {self.branch})",
+                hint="create the overlay there, or fix gitops.path / gitops.file in deploy.yaml") from None
+        except UnicodeDecodeError as err:
+            raise GitOpsError(f"cannot edit {relpath} in {self.display}: not UTF-8 text ({err})",
+                              hint="save the file as UTF-8") from err
+
+    def show(self, rev: str, relpath: str) -> str:
+        res = self.git("cat-file", "blob", f"{rev}:{relpath}", check=False, what="read a GitOps file")
+        if res.returncode != 0:
+            raise GitOpsError(
+                f"cannot read {relpath}: no such file in {self.display} (branch {self.branch})",
+                hint="create the overlay there, or fix gitops.path / gitops.file in deploy.yaml")
+        return res.stdout
+
+    def log_path(self, rev: str, relpath: str, *, skip: int, count: int) -> list[tuple[str, int, str, str]]:
+        """(commit, time, subject, path at that commit) for commits touching ``relpath``, newest first."""
+        res = self.git("log", "--follow", f"--skip={skip}", f"--max-count={count}",
+                       "--format=%x1e%H%x1f%ct%x1f%s", "--name-only", rev, "--", relpath,
+                       what="read the manifest's history")
+        out = []
+        for record in res.stdout.split("\x1e")[1:]:
+            head, _, names = record.partition("\n")
+            sha, ct, subject = head.split("\x1f", 2)
+            path = next((n for n in names.splitlines() if n.strip()), relpath)
+            out.append((sha, int(ct), subject, path))
+        return out
+
+    def blobs(self, specs: Sequence[str]) -> list[str | None]:
+        """Contents of ``rev:path`` objects in one ``git cat-file --batch`` (None when missing)."""
+        if not specs:
+            return []
+        marker = f"forge-{secrets.token_hex(8)}"
+        res = self.git("cat-file", f"--batch={marker} %(objecttype)", input="".join(s + "\n" for s in specs),
+                       what="read the manifest's history")
+        out: list[str | None] = []
+        chunks = res.stdout.split(marker + " ")
+        for spec, chunk in zip(specs, chunks[1:]):
+            kind, _, body = chunk.partition("\n")
+            out.append(body[:-1] if kind.strip() == "blob" and body.endswith("\n") else None)
+        return out + [None] * (len(specs) - len(out))
+
+
+def _indent(text: str) -> str:
+    return "\n  ".join(text.splitlines()[-15:]) or "(no output)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Deploying a tag
+
+
+def manifest_path(target: TargetPlan) -> str:
+    g = target.gitops
+    return str(PurePosixPath(g.path) / g.file) if g.path not in ("", ".") else g.file
+
+
+def commit_message(plan: Plan, service: ServicePlan, target: TargetPlan, *, tag: str | None,
+                   digest: str | None, source_commit: str) -> str:
+    ref = join_reference(service.image.repository, tag, digest)
+    return target.gitops.commit_message.format(
+        project=plan.project, service=service.name, environment=target.environment,
+        cluster=target.cluster, tag=tag or digest or "", image=ref, source_commit=source_commit)
+
+
+def apply_tag(plan: Plan, service: str, environment: str, *, tag: str | None, digest: str | None = None,
+              source_commit: str, dry_run: bool = False, cache: str | Path | None = None,
+              cwd: str | Path | None = None) -> GitOpsResult:
+    """Point ``service`` in ``environment`` at ``tag`` (and/or ``digest``) in the GitOps repo.
+
+    Edit, ``kubectl kustomize`` check, commit, push with fetch-reset-reapply retry (see the module
+    docstring). With ``dry_run`` the edit is made and checked in the cached clone, then undone:
+    nothing is committed or pushed. ``cache`` overrides the cache directory (one per machine in
+    real use; tests give each simulated machine its own).
+    """
+    if tag is None and digest is None:
+        raise GitOpsError(f"cannot deploy {service} to {environment}: neither a tag nor a digest was given",
+                          hint="pass the tag (and digest) the push produced")
+    if tag is not None:
+        check_tag(tag)
+    if digest is not None:
+        check_digest(digest)
+    svc = plan.service(service)
+    target = svc.target(environment)
+    g = target.gitops
+    relpath = manifest_path(target)
+    image = svc.image.repository
+    message = commit_message(plan, svc, target, tag=tag, digest=digest, source_commit=source_commit)
+    repo = GitOpsRepo.open(g.repo, g.branch, cache=cache, cwd=cwd)
+    timings: dict[str, float] = {}
+
+    def timed(name: str, t0: float) -> None:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+    with repo.locked():
+        attempt = 0
+        while True:
+            attempt += 1
+            t0 = time.perf_counter()
+            head = repo.sync()
+            timed("fetch", t0)
+            t0 = time.perf_counter()
+            text = repo.read_text(relpath)
+            before = read_image(text, image, source=relpath)
+            edit = edit_images(text, image, tag=tag, digest=digest, source=relpath)
+            timed("edit", t0)
+            base = dict(service=service, environment=environment, repo=repo.url, branch=g.branch, file=relpath,
+                        image=image, tag=tag, digest=digest, previous_tag=before.tag,
+                        previous_digest=before.digest, matches=edit.matches, message=message,
+                        dry_run=dry_run, timings=timings)
+            if not edit.changed:
+                log.info("%s already deploys %s in %s: nothing to commit", relpath,
+                         join_reference(image, tag, digest), repo.display)
+                return GitOpsResult(changed=False, commit=None, revision=head, attempts=attempt,
+                                    rendered_image=None, **base)
+            repo.path_of(relpath).write_bytes(edit.text.encode("utf-8"))
+            try:
+                t0 = time.perf_counter()
+                rendered = check_render(repo, svc, target, expected=_expected(edit.rendered, image, tag, digest))
+                timed("check", t0)
+                if dry_run:
+                    repo.reset()  # undo the edit: a dry run leaves the clone as it found it
+                    return GitOpsResult(changed=True, commit=None, revision=head, attempts=attempt,
+                                        rendered_image=rendered, **base)
+                t0 = time.perf_counter()
+                repo.git("commit", "--quiet", "--no-verify", "-F", "-", "--", relpath, input=message,
+                         what="commit the GitOps change")
+                commit = repo.git("rev-parse", "HEAD", what="read the new commit").stdout.strip()
+                timed("commit", t0)
+                t0 = time.perf_counter()
+                push = repo.git("push", "--quiet", "--porcelain", "origin", f"HEAD:refs/heads/{g.branch}",
+                                check=False, what="push the GitOps commit", timeout=NETWORK_TIMEOUT)
+                timed("push", t0)
+            except BaseException:
+                _reset_quietly(repo)
+                raise
+            if push.returncode == 0:
+                # Keep the remote-tracking ref in step, so the next run's fetch has nothing to do.
+                repo.git("update-ref", repo.remote_ref, commit, what="record the pushed commit")
+                log.info("pushed %s to %s %s: %s", commit[:12], repo.display, g.branch, message.splitlines()[0])
+                return GitOpsResult(changed=True, commit=commit, revision=commit, attempts=attempt,
+                                    rendered_image=rendered, **base)
+            _reset_quietly(repo)
+            output = f"{push.stdout}\n{push.stderr}"
+            if not any(m in output for m in _RACE_MARKERS):
+                raise GitOpsError(
+                    f"cannot push to the GitOps repository {repo.display} (branch {g.branch}): the remote refused "
+                    f"the commit for {relpath}\n  {_indent(push.stderr.strip() or push.stdout.strip())}",
+                    hint="check your push rights and any branch protection or hook on the remote; nothing was "
+                         "pushed and the cached clone was reset")
+            if attempt >= g.push_attempts:
+                raise GitOpsError(
+                    f"cannot push {relpath} to {repo.display} (branch {g.branch}): the branch moved under every "
+                    f"one of {attempt} attempts",
+                    hint="deploy again, or raise gitops.push_attempts in deploy.yaml if many deploys run at once")
+            delay = min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** (attempt - 1))
+            delay = delay / 2 + random.uniform(0, delay / 2)
+            log.info("the GitOps branch moved (attempt %d of %d); fetching and re-applying in %.2fs",
+                     attempt, g.push_attempts, delay)
+            time.sleep(delay)
+
+
+def _expected(rendered: tuple[str, ...], image: str, tag: str | None, digest: str | None) -> set[str]:
+    return set(rendered) or {join_reference(image, tag, digest)}
+
+
+def _reset_quietly(repo: GitOpsRepo) -> None:
+    with contextlib.suppress(CommandError):
+        repo.reset()
+
+
+def check_render(repo: GitOpsRepo, service: ServicePlan, target: TargetPlan, *, expected: set[str]) -> str:
+    """Render the overlay; the workload's container must run one of ``expected``. Returns its image."""
+    g = target.gitops
+    overlay = repo.path_of(g.path if g.path else ".")
+    w = service.workload
+    try:
+        res = process.run(("kubectl", "kustomize", str(overlay)), cwd=repo.workdir, check=False,
+                          timeout=RENDER_TIMEOUT, what="render the GitOps overlay")
+    except ToolMissing as err:
+        raise GitOpsError("cannot check the GitOps edit: kubectl is not on PATH (Forge renders the overlay "
+                          "with `kubectl kustomize` before it commits)",
+                          hint="install kubectl 1.27 or later") from err
+    if res.returncode != 0:
+        raise GitOpsError(
+            f"cannot check the GitOps edit: `kubectl kustomize {g.path}` failed in {repo.display}\n  "
+            f"{_indent(res.stderr.strip())}",
+            hint="the edit was not committed; fix the overlay in the GitOps repository, then deploy again")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    objects = [d for d in yaml.load_all(res.stdout, Loader=loader) if isinstance(d, dict)]
+    candidates = [d for d in objects if d.get("kind") == w.kind and (d.get("metadata") or {}).get("name") == w.name]
+    if len(candidates) > 1:
+        candidates = [d for d in candidates if (d.get("metadata") or {}).get("namespace") in (None, target.namespace)]
+    if not candidates:
+        seen = ", ".join(f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}" for d in objects) or "nothing"
+        raise GitOpsError(
+            f"cannot check the GitOps edit: `kubectl kustomize {g.path}` renders no {w.kind}/{w.name} "
+            f"(it renders {seen})",
+            hint="set services.<name>.workload in deploy.yaml, or gitops.path to the overlay that holds it")
+    spec = (((candidates[0].get("spec") or {}).get("template") or {}).get("spec") or {})
+    containers = list(spec.get("containers") or []) + list(spec.get("initContainers") or [])
+    container = next((c for c in containers if isinstance(c, dict) and c.get("name") == w.container), None)
+    if container is None:
+        names = ", ".join(str(c.get("name")) for c in containers if isinstance(c, dict)) or "none"
+        raise GitOpsError(
+            f"cannot check the GitOps edit: {w.kind}/{w.name} has no container {w.container!r} "
+            f"(containers: {names}) in `kubectl kustomize {g.path}`",
+            hint="set services.<name>.workload.container in deploy.yaml")
+    got = str(container.get("image"))
+    if got not in expected:
+        raise GitOpsError(
+            f"cannot commit the GitOps edit: after it, `kubectl kustomize {g.path}` renders {w.kind}/{w.name} "
+            f"container {w.container} with image {got}, not {' or '.join(sorted(expected))}",
+            hint="another images[] entry, a patch or a different image name in the Deployment overrides the "
+                 "edit; the edit was not committed")
+    return got
+
+
+# ---------------------------------------------------------------------------------------------
+# The ledger
+
+
+def _ledger_repo(plan: Plan, service: str, environment: str, cache: str | Path | None,
+                 cwd: str | Path | None) -> tuple[GitOpsRepo, str, str]:
+    svc = plan.service(service)
+    target = svc.target(environment)
+    repo = GitOpsRepo.open(target.gitops.repo, target.gitops.branch, cache=cache, cwd=cwd)
+    return repo, manifest_path(target), svc.image.repository
+
+
+def _walk(repo: GitOpsRepo, relpath: str, image: str) -> Iterator[LedgerEntry]:
+    """The manifest's history newest first, in growing batches, stopping when the caller stops."""
+    skip, count = 0, 8
+    while True:
+        commits = repo.log_path(repo.remote_ref, relpath, skip=skip, count=count)
+        texts = repo.blobs([f"{sha}:{path}" for sha, _, _, path in commits])
+        for (sha, ct, subject, path), text in zip(commits, texts):
+            state = _state(text, image, path)
+            yield LedgerEntry(sha, ct, subject, state.tag if state else None, state.digest if state else None)
+        if len(commits) < count:
+            return
+        skip += count
+        count = min(count * 4, 512)
+
+
+def _state(text: str | None, image: str, path: str) -> ImageState | None:
+    if text is None:
+        return None
+    try:
+        return read_image(text, image, source=path)
+    except GitOpsError:
+        return None  # the manifest did not name the image (yet) or did not parse at that commit
+
+
+def history(plan: Plan, service: str, environment: str, *, limit: int = 20, cache: str | Path | None = None,
+            cwd: str | Path | None = None) -> list[LedgerEntry]:
+    """The last ``limit`` commits touching the manifest, newest first, with the tag at each."""
+    repo, relpath, image = _ledger_repo(plan, service, environment, cache, cwd)
+    with repo.locked():
+        repo.fetch()
+        out: list[LedgerEntry] = []
+        for entry in _walk(repo, relpath, image):
+            out.append(entry)
+            if len(out) >= limit:
+                break
+        return out
+
+
+def previous_tag(plan: Plan, service: str, environment: str, *, current: str,
+                 cache: str | Path | None = None, cwd: str | Path | None = None) -> str | None:
+    """The most recent tag in the manifest's history that differs from ``current`` (None: none)."""
+    repo, relpath, image = _ledger_repo(plan, service, environment, cache, cwd)
+    with repo.locked():
+        repo.fetch()
+        for entry in _walk(repo, relpath, image):
+            if entry.tag and entry.tag != current:
+                return entry.tag
+    return None
+
+
+def current_state(plan: Plan, service: str, environment: str, *, cache: str | Path | None = None,
+                  cwd: str | Path | None = None) -> tuple[ImageState, str]:
+    """What the branch head deploys for the service (tag, digest) and that head's commit."""
+    repo, relpath, image = _ledger_repo(plan, service, environment, cache, cwd)
+    with repo.locked():
+        head = repo.fetch()
+        return read_image(repo.show(head, relpath), image, source=relpath), head
+
+
+def current_tag(plan: Plan, service: str, environment: str, *, cache: str | Path | None = None,
+                cwd: str | Path | None = None) -> str | None:
+    """The tag the GitOps branch deploys for the service in the environment (for ``forge status``)."""
+    return current_state(plan, service, environment, cache=cache, cwd=cwd)[0].tag
