@@ -92,3 +92,43 @@ def test_runtime_modules_do_not_import_kubernetes_eagerly() -> None:
             "print('kubernetes' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+# -- `forge rollout SERVICE:ENVIRONMENT` ------------------------------------------------------
+
+
+def forge(*args: str) -> int:
+    from forgegen import console
+    from forgegen.runtime.cli import cli
+
+    return console.run_cli(cli, "forge", list(args))
+
+
+def test_forge_rollout_json_success_exits_0(kube: Kube, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    kube.deployment("api", "app:1")
+    kube.set_image("Deployment", "api", "app:2")
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(plan_for(kube.kubeconfig).to_json())
+    assert forge("rollout", "--plan", str(plan_file), "--json", "api:staging") == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert (doc["outcome"], doc["service"], doc["environment"]) == ("success", "api", "staging")
+    assert doc["workload"]["name"] == "api" and doc["image"] == "app:2"
+    assert 'deployment "api" successfully rolled out' in err
+
+
+def test_forge_rollout_failure_exits_1_with_reason_and_logs(kube: Kube, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.kube_standin import crash
+
+    kube.deployment("api", "app:1")
+    kube.script("app:bad", crash(after=0.05, exit_code=9, exit_logs=("fatal: missing DATABASE_URL",)))
+    kube.set_image("Deployment", "api", "app:bad")
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(plan_for(kube.kubeconfig).to_json())
+    assert forge("rollout", "--plan", str(plan_file), "api:staging") == 1
+    _, err = capsys.readouterr()
+    assert "rollout of default/Deployment/api FAILED" in err and "| fatal: missing DATABASE_URL" in err
+    assert "forge: error: rollout of default/Deployment/api failed:" in err and "exit" in err and "hint:" in err

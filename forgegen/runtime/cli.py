@@ -143,7 +143,12 @@ def rollout(plan_path: Path, json_output: bool, dry_run: bool, target: str) -> N
     if dry_run:
         print_steps("rollout", f"{svc.name}:{tgt.environment}", stepmod.describe("rollout", plan, svc, tgt, None), json_output)
         return
-    raise not_available("rollout", "rollout")
+    from forgegen.runtime.rollout import raise_for_outcome, run_rollout
+
+    doc = run_rollout(plan, svc.name, tgt.environment, json_output=json_output)
+    if json_output:
+        console.emit_json(doc)
+    raise_for_outcome(doc)
 
 
 @cli.command()
