@@ -45,7 +45,7 @@ _SETTER_RE = re.compile(r'#\s*\{\s*"\$imagepolicy"\s*:\s*"([^"\\]*)"\s*\}[ \t]*$
 # Words some YAML 1.1 readers (sigs.k8s.io/yaml, which kustomize uses) turn into booleans or null.
 _SPECIAL_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", ""}
 _PLAIN_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_./@:+=-]*\Z")
-_PROPERTIES_RE = re.compile(r"\A(?:[&!][^\s]*[ \t]+)+")
+_PROPERTIES_RE = re.compile(r"(?:[&!][^\s]*[ \t]+)+")
 
 Field = Literal["newTag", "digest", "image", "tag", "name"]
 
@@ -155,7 +155,13 @@ def read_image(text: str, image: str, *, source: str = "kustomization.yaml") -> 
     sites, found = doc.locate(image)
     if not sites:
         raise no_match_error(image, found, source)
-    tag, digest = sites[0].current(doc)
+    first = sites[0]
+    # Split setter fields (``:tag``, ``:digest``) of one policy describe one reference together.
+    group = [s for s in sites if isinstance(s, _SetterSite) and s.policy == first.policy] \
+        if isinstance(first, _SetterSite) else [first]
+    states = [s.current(doc) for s in group]
+    tag = next((t for t, _ in states if t), None)
+    digest = next((d for _, d in states if d), None)
     return ImageState(tag, digest, len(sites))
 
 
@@ -194,8 +200,11 @@ class _Document:
         self.text = text
         self.source = source
         try:
-            # The pure-Python loader: its marks are character offsets into ``text``.
-            self.roots = [n for n in yaml.compose_all(text, Loader=yaml.SafeLoader) if n is not None]
+            # The pure-Python loader: its marks are character offsets into ``text``. PyYAML refuses
+            # tabs before a comment (``v1\t# note``), which other readers accept: it reads a copy
+            # with tabs as spaces (same length, so every offset holds; names and tags have no tabs).
+            self.roots = [n for n in yaml.compose_all(text.replace("\t", " "), Loader=yaml.SafeLoader)
+                          if n is not None]
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
