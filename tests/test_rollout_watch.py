@@ -287,14 +287,6 @@ def test_api_server_restart_does_not_report_success_early(kube: Kube) -> None:
     assert set(result.pods) == {p["metadata"]["name"] for p in ready_pods(kube, "app:2")}
 
 
-@pytest.fixture
-def kube_settings():
-    from tests.fixtures.kube import FAST
-    from tests.kube_standin import Settings
-
-    return Settings(**FAST)
-
-
 def test_events_out_of_order_still_give_the_right_verdict(kube: Kube) -> None:
     kube.standin.set_settings(event_jitter=(0.0, 0.4), seed=7)
     kube.deployment("web", "app:1", replicas=2)
@@ -353,3 +345,4 @@ def test_run_rollout_prints_progress_and_returns_the_report(kube: Kube) -> None:
     assert doc["outcome"] == "failed" and doc["service"] == "api" and doc["environment"] == "staging"
     text = err.getvalue()
     assert "rollout of default/Deployment/api FAILED" in text and "| boom" in text
+    assert "\x1b[" not in text  # not a terminal: plain lines, no live display
