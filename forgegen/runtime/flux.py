@@ -1,0 +1,793 @@
+"""Flux reconcile: ask Flux to apply the commit we pushed, and wait until it has applied *that* commit.
+
+Two pieces (STYLE.md point 31):
+
+* :func:`assess` — pure: a :class:`FluxSnapshot` (the GitRepository and the environment's
+  Kustomizations as the watches last saw them) plus an :class:`Expectation` (our commit, the
+  tokens we sent) to a :class:`Verdict`: ``waiting`` (with the condition not yet met),
+  ``done``, ``failed`` (Flux's reason and message), and the request to send next, if any.
+* :func:`reconcile` — the thin loop: annotate, then watch (list, watch from the list's
+  ``resourceVersion``, resume when a connection drops, re-list on ``410 Gone``; the watch
+  threads are :class:`forgegen.runtime.rollout._Stream`) until the verdict is final or the
+  deadline passes.
+
+The protocol (REFERENCE.md, "Flux reconcile"): a merge patch sets the annotation
+``reconcile.fluxcd.io/requestedAt`` to a unique token (RFC 3339 with nanoseconds, as the Flux
+CLI writes it); the controller copies the token to ``status.lastHandledReconcileAt`` when the
+reconcile it triggered is finished. The Flux CLI stops there (fluxcd/flux2#479) and can report
+success on the previous commit. Forge waits for *our* commit:
+
+1. The GitRepository is annotated; we wait until ``status.artifact.revision`` is our commit
+   (``<branch>@sha1:<sha>``, or the bare ``<sha>`` / ``<branch>/<sha>`` older Flux wrote). If it
+   handled our request but fetched an older commit (our push raced its fetch) we ask again with
+   a new token, backing off, rather than accept the old commit.
+2. Only then is every Kustomization annotated (a token issued after the source had our commit,
+   so the reconcile that handles it builds our commit — as ``flux reconcile ks --with-source``).
+3. A Kustomization is done when ``lastHandledReconcileAt`` is its token, ``observedGeneration``
+   caught up, ``Ready`` is True and ``lastAppliedRevision`` is our commit. ``Ready=False`` after
+   handling our token fails at once with Flux's reason and message, except the reasons Flux
+   itself retries shortly (``DependencyNotReady``, ``HealthCheckCanceled``): those are waited
+   on and named if the deadline passes.
+
+Failures raise :class:`~forgegen.errors.ReconcileError` (four-part messages); the error carries
+the partial :class:`ReconcileResult` as ``err.result`` for the JSON report.
+``kubernetes`` is imported inside functions only (``import forgegen.cli`` stays light).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Literal
+
+from forgegen.errors import ReconcileError
+
+if TYPE_CHECKING:
+    from forgegen.plan import FluxPlan, TargetPlan
+
+log = logging.getLogger(__name__)
+
+REQUESTED_AT = "reconcile.fluxcd.io/requestedAt"
+SOURCE_GROUP = "source.toolkit.fluxcd.io"
+KUSTOMIZE_GROUP = "kustomize.toolkit.fluxcd.io"
+# kind -> (group, version, plural)
+SOURCE_TYPES = {
+    "GitRepository": (SOURCE_GROUP, "v1", "gitrepositories"),
+    "OCIRepository": (SOURCE_GROUP, "v1beta2", "ocirepositories"),
+    "Bucket": (SOURCE_GROUP, "v1", "buckets"),
+}
+KUSTOMIZATION = (KUSTOMIZE_GROUP, "v1", "kustomizations")
+# Ready=False reasons Flux retries by itself within moments: wait on them, do not fail.
+TRANSIENT_REASONS = frozenset({"DependencyNotReady", "HealthCheckCanceled", "Progressing", "ProgressingWithRetry"})
+# Ready=False reasons set before ``lastAttemptedRevision`` is updated (fetching the artifact).
+PRE_ATTEMPT_REASONS = frozenset({"ArtifactFailed", "AccessDenied", "InvalidCELExpression"})
+REQUEST_BACKOFF = (0.25, 4.0)  # re-request of a source that fetched an older commit: first, cap
+
+VerdictState = Literal["waiting", "done", "failed"]
+
+
+# =============================================================================================
+# Tokens and revisions
+
+
+_token_lock = threading.Lock()
+_last_token_ns = 0
+
+
+def request_token(now_ns: int | None = None) -> str:
+    """A unique reconcile-request token: the time in RFC 3339 with nanoseconds (Flux CLI style)."""
+    global _last_token_ns
+    with _token_lock:
+        ns = max(time.time_ns() if now_ns is None else now_ns, _last_token_ns + 1)
+        _last_token_ns = ns
+    secs, frac = divmod(ns, 1_000_000_000)
+    base = datetime.fromtimestamp(secs, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    digits = f"{frac:09d}".rstrip("0")
+    return f"{base}.{digits}Z" if digits else f"{base}Z"
+
+
+_HEX = re.compile(r"^[0-9a-f]{7,64}$")
+
+
+def revision_sha(revision: str | None) -> str | None:
+    """The commit in a Flux revision: ``main@sha1:<sha>``, ``<sha>`` or ``main/<sha>`` (Flux < 2.0)."""
+    if not revision:
+        return None
+    rev = revision.strip().lower()
+    for marker in ("@sha1:", "@sha256:"):
+        if marker in rev:
+            rev = rev.rsplit(marker, 1)[1]
+            break
+    else:
+        if "/" in rev:
+            rev = rev.rsplit("/", 1)[1]
+    return rev if _HEX.match(rev) else None
+
+
+def git_revision(branch: str, sha: str) -> str:
+    """The revision Flux writes for ``sha`` on ``branch`` (Flux >= 2.0)."""
+    return f"{branch}@sha1:{sha}"
+
+
+# =============================================================================================
+# The pure part: snapshot -> verdict
+
+
+@dataclass
+class FluxSnapshot:
+    """What the watches have seen: the source object and the Kustomizations by name."""
+
+    source: dict | None = None
+    kustomizations: dict[str, dict] = field(default_factory=dict)
+
+    def apply(self, resource: str, kind: str, obj: dict) -> None:
+        """Apply one watch event (``ADDED``/``MODIFIED``/``DELETED``) of ``resource``."""
+        name = (obj.get("metadata") or {}).get("name", "")
+        if resource == "source":
+            if kind == "DELETED":
+                self.source = None
+            elif self.source is None or _rv(self.source) <= _rv(obj):
+                self.source = obj
+            return
+        if kind == "DELETED":
+            self.kustomizations.pop(name, None)
+            return
+        held = self.kustomizations.get(name)
+        if held is None or _rv(held) <= _rv(obj):
+            self.kustomizations[name] = obj
+
+    def replace(self, resource: str, items: Iterable[dict]) -> None:
+        """Replace a collection with a fresh list (after the first list or a 410)."""
+        items = list(items)
+        if resource == "source":
+            self.source = items[0] if items else None
+        else:
+            self.kustomizations = {o["metadata"]["name"]: o for o in items}
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What we wait for: our commit on ``branch``, and the tokens we have sent."""
+
+    namespace: str
+    source_kind: str
+    source_name: str
+    kustomizations: tuple[str, ...]
+    branch: str
+    sha: str
+    source_token: str | None = None
+    kustomization_token: str | None = None  # None until the source serves our commit
+    accept: Callable[[str], bool] | None = None  # is this (other) commit one that contains ours?
+
+    def ours(self, revision: str | None) -> bool:
+        sha = revision_sha(revision)
+        if sha is None:
+            return False
+        mine = self.sha.lower()
+        if sha.startswith(mine) or mine.startswith(sha):
+            return True
+        return bool(self.accept is not None and self.accept(sha))
+
+    @property
+    def revision(self) -> str:
+        return git_revision(self.branch, self.sha)
+
+    @property
+    def sha7(self) -> str:
+        return self.sha[:7]
+
+
+@dataclass(frozen=True)
+class ObjectStatus:
+    """One Flux object as last seen, for the report and for messages."""
+
+    kind: str
+    namespace: str
+    name: str
+    found: bool = True
+    ready: str | None = None  # "True" / "False" / "Unknown" / None (no Ready condition)
+    reason: str | None = None
+    message: str | None = None
+    revision: str | None = None  # source: artifact revision; Kustomization: lastAppliedRevision
+    attempted_revision: str | None = None  # Kustomization: lastAttemptedRevision
+    last_handled: str | None = None
+    generation: int | None = None
+    observed_generation: int | None = None
+    suspended: bool = False
+    reconciling: str | None = None  # the Reconciling condition's message, while True
+
+    @property
+    def where(self) -> str:
+        return f"{self.namespace}/{self.kind}/{self.name}"
+
+    @property
+    def observed(self) -> bool:
+        return self.observed_generation is not None and (self.generation or 0) <= self.observed_generation
+
+    def describe(self) -> str:
+        """``Ready=False HealthCheckFailed: <message>`` or ``Ready=Unknown``."""
+        if not self.found:
+            return "not found"
+        text = f"Ready={self.ready or 'Unknown'}"
+        if self.reason:
+            text += f" {self.reason}"
+        if self.message:
+            text += f": {self.message}"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "kind": self.kind, "namespace": self.namespace, "name": self.name, "found": self.found,
+            "ready": self.ready, "reason": self.reason, "message": self.message,
+            "last_handled_reconcile_at": self.last_handled, "suspended": self.suspended,
+            "generation": self.generation, "observed_generation": self.observed_generation,
+        }
+        if self.kind == "Kustomization":
+            doc["last_applied_revision"] = self.revision
+            doc["last_attempted_revision"] = self.attempted_revision
+        else:
+            doc["revision"] = self.revision
+        return doc
+
+
+def object_status(kind: str, namespace: str, name: str, obj: dict | None) -> ObjectStatus:
+    if obj is None:
+        return ObjectStatus(kind, namespace, name, found=False)
+    meta, spec, st = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    ready = _condition(st, "Ready")
+    reconciling = _condition(st, "Reconciling")
+    if kind == "Kustomization":
+        revision, attempted = st.get("lastAppliedRevision") or None, st.get("lastAttemptedRevision") or None
+    else:
+        revision, attempted = (st.get("artifact") or {}).get("revision") or None, None
+    return ObjectStatus(
+        kind, namespace, name, True,
+        ready=ready.get("status") if ready else None, reason=ready.get("reason") if ready else None,
+        message=ready.get("message") if ready else None, revision=revision, attempted_revision=attempted,
+        last_handled=st.get("lastHandledReconcileAt") or None, generation=meta.get("generation"),
+        observed_generation=st.get("observedGeneration"), suspended=bool(spec.get("suspend")),
+        reconciling=reconciling.get("message") if reconciling and reconciling.get("status") == "True" else None)
+
+
+def _condition(status: Mapping[str, Any], type_: str) -> dict | None:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), None)
+
+
+@dataclass(frozen=True)
+class Failure:
+    where: str  # namespace/Kind/name
+    reason: str
+    message: str
+    hint: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: VerdictState
+    message: str  # the progress line (waiting), or what happened (done / failed)
+    failure: Failure | None = None
+    source_ours: bool = False
+    request: Literal["source", "kustomizations"] | None = None  # what to annotate next
+    unmet: tuple[str, ...] = ()  # for a timeout: each condition not yet met, with what was seen
+    source: ObjectStatus | None = None
+    kustomizations: tuple[ObjectStatus, ...] = ()
+
+
+def assess(snap: FluxSnapshot, exp: Expectation) -> Verdict:
+    """Where the reconcile stands, from one snapshot."""
+    ns = exp.namespace
+    src = object_status(exp.source_kind, ns, exp.source_name, snap.source)
+    kss = tuple(object_status("Kustomization", ns, k, snap.kustomizations.get(k)) for k in exp.kustomizations)
+
+    def verdict(state: VerdictState, message: str, **kw: Any) -> Verdict:
+        return Verdict(state, message, source=src, kustomizations=kss, **kw)
+
+    def fail(obj: ObjectStatus, reason: str, message: str, hint: str) -> Verdict:
+        return verdict("failed", message, failure=Failure(obj.where, reason, message, hint))
+
+    # -- the source ---------------------------------------------------------------------------
+    if snap.source is None:
+        return fail(src, "NotFound", f"{src.kind} {ns}/{src.name} was deleted while Forge waited for it",
+                    _missing_hint(src.kind))
+    if src.suspended:
+        return fail(src, "Suspended", f"{src.kind} {ns}/{src.name} is suspended: Flux will not fetch commit {exp.sha7}",
+                    f"resume it: `flux resume source {_cli_kind(src.kind)} {src.name} -n {ns}`, then deploy again")
+    pinned = _pinned_elsewhere((snap.source.get("spec") or {}).get("ref") or {}, exp.branch)
+    source_ours = exp.ours(src.revision)
+    if pinned and not source_ours:
+        return fail(src, "RefMismatch", f"{src.kind} {ns}/{src.name} follows {pinned}, but Forge pushed commit "
+                    f"{exp.sha7} to branch {exp.branch}: Flux will never fetch it",
+                    f"point spec.ref of {src.kind} {ns}/{src.name} at branch {exp.branch}, or set gitops.branch "
+                    "in deploy.yaml to the branch Flux follows")
+    for ks, obj in zip(kss, (snap.kustomizations.get(k) for k in exp.kustomizations)):
+        if obj is None:
+            continue
+        ref = (obj.get("spec") or {}).get("sourceRef") or {}
+        if ref.get("name") and (ref.get("name") != exp.source_name or (ref.get("namespace") or ns) != ns
+                                or (ref.get("kind") or exp.source_kind) != exp.source_kind):
+            other = f"{ref.get('namespace') or ns}/{ref.get('kind') or exp.source_kind}/{ref.get('name')}"
+            return fail(ks, "SourceMismatch", f"Kustomization {ns}/{ks.name} takes its manifests from {other}, "
+                        f"not from {src.where} that Forge asked to fetch commit {exp.sha7}",
+                        "fix flux.source (or the environment's flux.source) in deploy.yaml to name the source "
+                        f"the Kustomization uses: `kubectl -n {ns} get kustomization {ks.name} -o yaml`")
+        if ks.suspended:
+            return fail(ks, "Suspended", f"Kustomization {ns}/{ks.name} is suspended: Flux will not apply commit {exp.sha7}",
+                        f"resume it: `flux resume kustomization {ks.name} -n {ns}`, then deploy again")
+
+    if not source_ours:
+        handled = exp.source_token is not None and src.last_handled == exp.source_token and src.observed
+        seen = src.revision or "no artifact yet"
+        if handled and src.ready == "False":
+            return fail(src, src.reason or "NotReady",
+                        f"{src.kind} {ns}/{src.name} could not fetch branch {exp.branch}: "
+                        f"{src.reason or 'Ready=False'}: {src.message or '(no message)'}",
+                        f"check spec.url and the credentials of {src.kind} {ns}/{src.name} "
+                        f"(`kubectl -n {ns} describe {_kubectl_kind(src.kind)} {src.name}`, `flux get sources git -A`)")
+        unmet = (f"{src.kind} {ns}/{src.name} serves {seen}, not commit {exp.sha7} "
+                 f"({src.describe()}; last handled request {src.last_handled or 'none'})",)
+        if handled:
+            return verdict("waiting", f"{src.kind} {ns}/{src.name} fetched {seen}, an older commit than ours "
+                           f"({exp.sha7}): asking it to fetch again", request="source", unmet=unmet)
+        return verdict("waiting", f"waiting for {src.kind} {ns}/{src.name} to fetch {exp.revision} (it serves {seen})",
+                       unmet=unmet)
+
+    # -- the source serves our commit: now the Kustomizations ----------------------------------
+    if exp.kustomization_token is None:
+        return verdict("waiting", f"{src.kind} {ns}/{src.name} fetched {src.revision}", source_ours=True,
+                       request="kustomizations",
+                       unmet=tuple(f"Kustomization {ns}/{k} has not been asked to reconcile yet" for k in exp.kustomizations))
+    unmet: list[str] = []
+    waiting_line = ""
+    for ks in kss:
+        if not ks.found:
+            return fail(ks, "NotFound", f"Kustomization {ns}/{ks.name} was deleted while Forge waited for it",
+                        _missing_hint("Kustomization"))
+        handled = ks.last_handled == exp.kustomization_token
+        if handled and ks.observed and ks.ready == "True" and exp.ours(ks.revision):
+            continue
+        if (handled and ks.observed and ks.ready == "False" and (ks.reason or "") not in TRANSIENT_REASONS
+                and (exp.ours(ks.attempted_revision) or (ks.reason or "") in PRE_ATTEMPT_REASONS)):
+            rev = ks.attempted_revision if exp.ours(ks.attempted_revision) else src.revision
+            return fail(ks, ks.reason or "NotReady",
+                        f"Kustomization {ns}/{ks.name} failed to apply {rev}: {ks.reason or 'Ready=False'}: "
+                        f"{ks.message or '(no message)'}", _failure_hint(ks))
+        if not handled:
+            why = (f"has not handled our reconcile request {exp.kustomization_token} yet "
+                   f"(last handled {ks.last_handled or 'none'}; {ks.describe()})")
+        elif not ks.observed:
+            why = f"has not observed generation {ks.generation} yet (observed {ks.observed_generation})"
+        elif ks.ready == "False":
+            why = f"is not ready: {ks.reason}: {ks.message}"
+        elif ks.ready != "True":
+            why = f"is reconciling: {ks.reconciling or ks.message or 'Ready=Unknown'}"
+        else:
+            why = f"applied {ks.revision or 'nothing'}, not commit {exp.sha7}"
+        unmet.append(f"Kustomization {ns}/{ks.name} {why}")
+        waiting_line = waiting_line or f"waiting for Kustomization {ns}/{ks.name} to apply {src.revision}"
+    if unmet:
+        return verdict("waiting", waiting_line, source_ours=True, unmet=tuple(unmet))
+    names = ", ".join(k.name for k in kss)
+    return verdict("done", f"Kustomization{'s' if len(kss) > 1 else ''} {names} applied revision {kss[0].revision}",
+                   source_ours=True)
+
+
+def _pinned_elsewhere(ref: Mapping[str, Any], branch: str) -> str | None:
+    """What a GitRepository's ``spec.ref`` follows, when it is not ``branch`` (Flux's precedence)."""
+    if ref.get("commit"):
+        return f"commit {ref['commit']}"
+    if ref.get("name"):
+        return None if ref["name"] in (branch, f"refs/heads/{branch}") else f"ref {ref['name']}"
+    if ref.get("semver"):
+        return f"semver {ref['semver']}"
+    if ref.get("tag"):
+        return f"tag {ref['tag']}"
+    if ref.get("branch") and ref["branch"] != branch:
+        return f"branch {ref['branch']}"
+    return None
+
+
+def _cli_kind(kind: str) -> str:
+    return {"GitRepository": "git", "OCIRepository": "oci", "Bucket": "bucket"}.get(kind, kind.lower())
+
+
+def _kubectl_kind(kind: str) -> str:
+    return kind.lower()
+
+
+def _missing_hint(kind: str) -> str:
+    if kind == "Kustomization":
+        return ("check flux.kustomizations in deploy.yaml against `flux get kustomizations -A` "
+                "(names support {environment}, {cluster} and {project})")
+    return (f"check flux.source (kind, name) and flux.namespace in deploy.yaml against "
+            f"`flux get sources {_cli_kind(kind)} -A`")
+
+
+def _failure_hint(ks: ObjectStatus) -> str:
+    ns, name, reason = ks.namespace, ks.name, ks.reason or ""
+    events = f"`flux events --for Kustomization/{name} -n {ns}`"
+    if reason == "BuildFailed":
+        return ("fix the manifests the Kustomization builds (run `kubectl kustomize <spec.path>` in a checkout of the "
+                f"GitOps repo), commit, and deploy again; details: {events}")
+    if reason == "HealthCheckFailed":
+        return (f"the applied workloads did not become healthy: see {events} and `kubectl -n <namespace> describe` "
+                "of the objects named in the message (`forge rollout` shows pods, events and logs)")
+    if reason == "ArtifactFailed":
+        return f"check the source and spec.path: `flux get sources git -A`, `kubectl -n {ns} describe kustomization {name}`"
+    if reason in ("ReconciliationFailed", "PruneFailed"):
+        return f"the API server refused an object: see {events}; fix the manifest it names and deploy again"
+    return f"see `flux get kustomizations -n {ns} {name}` and {events}"
+
+
+# =============================================================================================
+# The result
+
+
+@dataclass
+class ReconcileResult:
+    """What the reconcile did and saw; ``to_json()`` is the report's ``reconcile`` section."""
+
+    outcome: Literal["success", "failed", "timeout"]
+    message: str
+    commit: str
+    branch: str
+    revision: str | None = None  # the revision Flux applied (ours, or one that contains ours)
+    reason: str | None = None
+    token: str | None = None  # the Kustomizations' request token (or the source's, before that)
+    source: ObjectStatus | None = None
+    kustomizations: tuple[ObjectStatus, ...] = ()
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    progress: list[str] = field(default_factory=list)
+    started_at: str = ""
+    source_after: float | None = None  # seconds until the source served our commit
+    applied_after: float | None = None  # seconds until every Kustomization applied it (the verdict)
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "success"
+
+    def to_json(self) -> dict[str, Any]:
+        def r(x: float | None) -> float | None:
+            return None if x is None else round(x, 3)
+
+        return {
+            "outcome": self.outcome, "reason": self.reason, "message": self.message,
+            "commit": self.commit, "branch": self.branch, "revision": self.revision, "token": self.token,
+            "source": self.source.to_json() if self.source else None,
+            "kustomizations": [k.to_json() for k in self.kustomizations],
+            "requests": [dict(q) for q in self.requests], "progress": list(self.progress),
+            "timings": {"started_at": self.started_at, "source_seconds": r(self.source_after),
+                        "applied_seconds": r(self.applied_after), "elapsed_seconds": r(self.elapsed)},
+        }
+
+
+# =============================================================================================
+# The loop
+
+
+def _api_error(err: Exception) -> tuple[int | None, str, dict]:
+    """(HTTP status, message, details) of a kubernetes ApiException (or any error)."""
+    status = getattr(err, "status", None)
+    body = getattr(err, "body", None)
+    if body:
+        try:
+            doc = json.loads(body)
+            return status, doc.get("message") or str(body), doc.get("details") or {}
+        except (ValueError, AttributeError):
+            return status, str(body), {}
+    return status, f"{type(err).__name__}: {err}", {}
+
+
+def _not_found(kind: str, group: str, version: str, namespace: str, name: str, err: Exception) -> ReconcileError:
+    _, message, details = _api_error(err)
+    if not details.get("name"):  # the type itself is not served: Flux is not installed
+        return ReconcileError(
+            f"the cluster does not serve Flux's {kind} API ({group}/{version}) looking for {namespace}/{kind}/{name}: "
+            f"{message}", hint="install Flux in the cluster (`flux check`), or check the kube context Forge uses")
+    return ReconcileError(f"Flux {kind} {namespace}/{name} not found (at {namespace}/{kind}/{name}): {message}",
+                          hint=_missing_hint(kind))
+
+
+def reconcile(api: Any, flux: FluxPlan, *, commit: str, branch: str, timeout: float | None = None,
+              accept: Callable[[str], bool] | None = None, progress: Callable[[str], None] | None = None,
+              watch_seconds: int = 60) -> ReconcileResult:
+    """Ask Flux to apply ``commit`` (pushed to ``branch``) and wait until every Kustomization has.
+
+    ``api`` is a ``kubernetes.client.ApiClient``; ``flux`` the target's :class:`FluxPlan`;
+    ``timeout`` overrides ``flux.timeout`` (seconds). ``accept(sha)`` may say that another commit
+    Flux fetched contains ours (a later push on top of ours); by default only our commit counts.
+    ``progress`` gets each new status line. Returns a :class:`ReconcileResult` on success; raises
+    :class:`ReconcileError` (with ``.result``) when Flux fails, an object is missing, or the
+    deadline passes.
+    """
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from forgegen.runtime.rollout import _Stream  # the shared list/watch/resume/re-list thread
+
+    if flux.source_kind not in SOURCE_TYPES:
+        raise ReconcileError(f"unknown Flux source kind {flux.source_kind!r} (at {flux.namespace}/{flux.source_kind}/"
+                             f"{flux.source_name})", hint="use GitRepository, OCIRepository or Bucket in flux.source.kind")
+    if flux.source_kind != "GitRepository":
+        raise ReconcileError(
+            f"Forge can wait for a pushed commit only through a GitRepository, not a {flux.source_kind} "
+            f"(at {flux.namespace}/{flux.source_kind}/{flux.source_name})",
+            hint="point flux.source in deploy.yaml at the GitRepository that follows the GitOps repository")
+    sgroup, sversion, splural = SOURCE_TYPES[flux.source_kind]
+    kgroup, kversion, kplural = KUSTOMIZATION
+    ns = flux.namespace
+    co = client.CustomObjectsApi(api)
+    deadline_s = flux.timeout if timeout is None else timeout
+    t0, wall0 = time.monotonic(), time.time()
+    exp = Expectation(ns, flux.source_kind, flux.source_name, tuple(flux.kustomizations), branch, commit.lower(),
+                      accept=accept)
+    result = ReconcileResult("timeout", "", commit, branch, started_at=_iso(wall0))
+    lines = result.progress
+
+    def say(msg: str) -> None:
+        if not lines or lines[-1] != msg:
+            lines.append(msg)
+            log.info("%s", msg)
+            if progress is not None:
+                progress(msg)
+
+    def annotate(kind: str, group: str, version: str, plural: str, name: str, token: str) -> None:
+        body = {"metadata": {"annotations": {REQUESTED_AT: token}}}
+        try:
+            co.patch_namespaced_custom_object(group, version, ns, plural, name, body,
+                                              _content_type="application/merge-patch+json", _request_timeout=(5, 15))
+        except ApiException as err:
+            if err.status == 404:
+                raise _fail(_not_found(kind, group, version, ns, name, err), result, t0) from err
+            raise
+        result.requests.append({"object": f"{ns}/{kind}/{name}", "token": token,
+                                "at_seconds": round(time.monotonic() - t0, 3)})
+
+    # Every Kustomization must exist before we wait on the source (fail fast on a typo).
+    for name in flux.kustomizations:
+        try:
+            co.get_namespaced_custom_object(kgroup, kversion, ns, kplural, name, _request_timeout=(5, 15))
+        except ApiException as err:
+            if err.status == 404:
+                raise _fail(_not_found("Kustomization", kgroup, kversion, ns, name, err), result, t0) from err
+            raise _fail(_unreachable(err, f"{ns}/Kustomization/{name}"), result, t0) from err
+        except Exception as err:  # noqa: BLE001 - connection refused, TLS, DNS: say which object
+            raise _fail(_unreachable(err, f"{ns}/Kustomization/{name}"), result, t0) from err
+    token = request_token()
+    say(f"annotating {flux.source_kind} {flux.source_name} in {ns} namespace")
+    try:
+        annotate(flux.source_kind, sgroup, sversion, splural, flux.source_name, token)
+    except ReconcileError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise _fail(_unreachable(err, f"{ns}/{flux.source_kind}/{flux.source_name}"), result, t0) from err
+    exp = _replace(exp, source_token=token)
+    result.token = token
+
+    out: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    streams = [
+        _Stream("source", co.list_namespaced_custom_object,
+                {"group": sgroup, "version": sversion, "namespace": ns, "plural": splural,
+                 "field_selector": f"metadata.name={flux.source_name}"}, out, stop, watch_seconds),
+        _Stream("kustomizations", co.list_namespaced_custom_object,
+                {"group": kgroup, "version": kversion, "namespace": ns, "plural": kplural,
+                 **({"field_selector": f"metadata.name={flux.kustomizations[0]}"}
+                    if len(flux.kustomizations) == 1 else {})}, out, stop, watch_seconds),
+    ]
+    for s in streams:
+        s.start()
+    snap = FluxSnapshot()
+    synced: set[str] = set()
+    trouble: str | None = None
+    verdict: Verdict | None = None
+    backoff = REQUEST_BACKOFF[0]
+    next_source_request = 0.0
+    retry_at: float | None = None  # a request that failed on the wire is retried then
+    end = t0 + deadline_s
+    try:
+        while True:
+            now = time.monotonic()
+            if synced >= {"source", "kustomizations"}:
+                verdict = assess(snap, exp)
+                say(verdict.message)
+                result.source, result.kustomizations = verdict.source, verdict.kustomizations
+                if verdict.source_ours and result.source_after is None:
+                    result.source_after = now - t0
+                if verdict.state == "done":
+                    result.outcome, result.message = "success", verdict.message
+                    result.revision = verdict.kustomizations[0].revision if verdict.kustomizations else None
+                    result.applied_after = result.elapsed = time.monotonic() - t0
+                    return result
+                if verdict.state == "failed":
+                    f = verdict.failure
+                    assert f is not None
+                    result.outcome, result.reason, result.message = "failed", f.reason, f.message
+                    raise _fail(ReconcileError(f"{f.message} (at {f.where})", hint=f.hint), result, t0)
+                try:
+                    if verdict.request == "kustomizations" and (retry_at is None or now >= retry_at):
+                        ktoken = request_token()
+                        for name in flux.kustomizations:
+                            say(f"annotating Kustomization {name} in {ns} namespace")
+                            annotate("Kustomization", kgroup, kversion, kplural, name, ktoken)
+                        exp = _replace(exp, kustomization_token=ktoken)
+                        result.token, retry_at = ktoken, None
+                        continue
+                    if verdict.request == "source" and now >= next_source_request and (retry_at is None or now >= retry_at):
+                        stoken = request_token()
+                        annotate(flux.source_kind, sgroup, sversion, splural, flux.source_name, stoken)
+                        exp = _replace(exp, source_token=stoken)
+                        result.token, retry_at = stoken, None
+                        next_source_request = time.monotonic() + backoff
+                        backoff = min(backoff * 2, REQUEST_BACKOFF[1])
+                        continue
+                except ReconcileError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - the API went away mid-request: retry shortly
+                    trouble = _api_error(err)[1]
+                    log.debug("reconcile request failed: %s; retrying", trouble)
+                    retry_at = time.monotonic() + 0.2
+            now = time.monotonic()
+            if now >= end:
+                raise _fail(_timeout(exp, verdict, deadline_s, trouble, synced, result), result, t0)
+            wait = end - now
+            if verdict is not None and verdict.request == "source":
+                wait = min(wait, max(next_source_request - now, 0.0) + 0.001)
+            if retry_at is not None:
+                wait = min(wait, max(retry_at - now, 0.0) + 0.001)
+            try:
+                item = out.get(timeout=max(wait, 0.0))
+            except queue.Empty:
+                continue
+            batch = [item]
+            while True:
+                try:
+                    batch.append(out.get_nowait())
+                except queue.Empty:
+                    break
+            for item in batch:
+                tag, resource = item[0], item[1]
+                if tag == "sync":
+                    snap.replace(resource, [o for o in item[2] if resource == "source"
+                                            or o["metadata"]["name"] in flux.kustomizations])
+                    synced.add(resource)
+                    trouble = None
+                elif tag == "event":
+                    if resource == "kustomizations" and item[3].get("metadata", {}).get("name") not in flux.kustomizations:
+                        continue
+                    snap.apply(resource, item[2], item[3])
+                elif tag == "trouble":
+                    trouble = item[2]
+                elif tag == "fatal":
+                    err = item[2]
+                    what = f"{ns}/{flux.source_kind}/{flux.source_name}" if resource == "source" else f"{ns}/Kustomizations"
+                    raise _fail(ReconcileError(
+                        f"cannot watch Flux {resource} in {ns}: {err.status} {err.reason} (at {what})",
+                        hint="check the Kubernetes credentials and RBAC (get, list, watch and patch on "
+                             "gitrepositories and kustomizations), and that Flux is installed (`flux check`)"),
+                        result, t0) from err
+    finally:
+        stop.set()
+        for s in streams:
+            s.close()
+
+
+def _replace(exp: Expectation, **changes: Any) -> Expectation:
+    from dataclasses import replace
+
+    return replace(exp, **changes)
+
+
+def _fail(err: ReconcileError, result: ReconcileResult, t0: float) -> ReconcileError:
+    result.elapsed = time.monotonic() - t0
+    if result.outcome == "success":
+        result.outcome = "failed"
+    if not result.message:
+        result.message = err.message
+    err.result = result  # type: ignore[attr-defined]
+    return err
+
+
+def _unreachable(err: Exception, where: str) -> ReconcileError:
+    status, message, _ = _api_error(err)
+    what = f"{status} {message}" if status else message
+    return ReconcileError(f"cannot reach the Kubernetes API to reconcile Flux: {what} (at {where})",
+                          hint="check the kube context and credentials Forge uses (`kubectl get kustomizations -A`)")
+
+
+def _timeout(exp: Expectation, verdict: Verdict | None, seconds: float, trouble: str | None, synced: set[str],
+             result: ReconcileResult) -> ReconcileError:
+    result.outcome = "timeout"
+    ns = exp.namespace
+    if verdict is None or not synced >= {"source", "kustomizations"}:
+        result.reason = "ApiUnavailable"
+        result.message = (f"Flux did not apply commit {exp.sha7} within {seconds:g}s: the Kubernetes API could not "
+                          f"be watched ({trouble or 'no answer'})")
+        return ReconcileError(f"{result.message} (at {ns}/{exp.source_kind}/{exp.source_name})",
+                              hint="check that the cluster is reachable with the kube context Forge uses")
+    unmet = "; ".join(verdict.unmet) or verdict.message
+    if not verdict.source_ours:
+        src = verdict.source
+        url = ""
+        result.reason = "SourceNotUpdated"
+        requests = sum(1 for q in result.requests if f"/{exp.source_kind}/" in q["object"])
+        result.message = (f"Flux did not fetch commit {exp.sha7} ({exp.revision}) within {seconds:g}s: {unmet} "
+                          f"after {requests} reconcile request(s)")
+        hint = (f"check that {exp.source_kind} {ns}/{exp.source_name}{url} follows the repository and branch Forge "
+                f"pushed to ({exp.branch}) and that source-controller runs: `flux get sources git -A`, "
+                f"`kubectl -n {ns} describe gitrepository {exp.source_name}`; raise flux.timeout in deploy.yaml "
+                "if Flux is only slow")
+        where = src.where if src else f"{ns}/{exp.source_kind}/{exp.source_name}"
+    else:
+        result.reason = "KustomizationNotApplied"
+        result.message = f"Flux did not apply commit {exp.sha7} within {seconds:g}s: {unmet}"
+        first = next((k for k in verdict.kustomizations if any(f"Kustomization {ns}/{k.name} " in u for u in verdict.unmet)),
+                     verdict.kustomizations[0] if verdict.kustomizations else None)
+        where = first.where if first else f"{ns}/Kustomization"
+        name = first.name if first else "<name>"
+        hint = (f"see `flux get kustomizations -n {ns}` and `flux events --for Kustomization/{name} -n {ns}`; "
+                "check that kustomize-controller runs; raise flux.timeout in deploy.yaml if Flux is only slow")
+    if trouble:
+        result.message += f" (the API connection also reported: {trouble})"
+    return ReconcileError(f"{result.message} (at {where})", hint=hint)
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _rv(obj: dict) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+# =============================================================================================
+# `forge status`
+
+
+def flux_status(api: Any, target: TargetPlan) -> dict[str, Any]:
+    """The Flux side of ``forge status`` for one environment: one GET per object, no waiting.
+
+    ``{"namespace", "source": {...}, "kustomizations": [{...}], "ready": bool}`` where each object
+    has ``found``, ``ready`` / ``reason`` / ``message`` of its Ready condition, and the source's
+    artifact ``revision`` or the Kustomization's ``last_applied_revision`` /
+    ``last_attempted_revision``. A missing object is reported (``found: false``), not raised;
+    an unreachable API raises :class:`ReconcileError`.
+    """
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    f = target.flux
+    co = client.CustomObjectsApi(api)
+
+    def get(group: str, version: str, plural: str, name: str, kind: str) -> dict | None:
+        try:
+            return co.get_namespaced_custom_object(group, version, f.namespace, plural, name, _request_timeout=(5, 15))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise ReconcileError(_unreachable(err, f"{f.namespace}/{kind}/{name}").message,
+                                 hint="check the kube context and credentials (`kubectl get kustomizations -A`)") from err
+        except Exception as err:  # noqa: BLE001
+            raise _unreachable(err, f"{f.namespace}/{kind}/{name}") from err
+
+    group, version, plural = SOURCE_TYPES.get(f.source_kind, SOURCE_TYPES["GitRepository"])
+    source = object_status(f.source_kind, f.namespace, f.source_name,
+                           get(group, version, plural, f.source_name, f.source_kind))
+    kss = [object_status("Kustomization", f.namespace, k, get(*KUSTOMIZATION, k, "Kustomization"))
+           for k in f.kustomizations]
+    return {
+        "namespace": f.namespace,
+        "source": source.to_json(),
+        "kustomizations": [k.to_json() for k in kss],
+        "ready": source.ready == "True" and all(k.ready == "True" for k in kss),
+    }
