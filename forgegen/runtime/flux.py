@@ -82,11 +82,16 @@ _last_token_ns = 0
 
 
 def request_token(now_ns: int | None = None) -> str:
-    """A unique reconcile-request token: the time in RFC 3339 with nanoseconds (Flux CLI style)."""
+    """A unique reconcile-request token: the time in RFC 3339 with nanoseconds (Flux CLI style).
+
+    Tokens from the clock are unique within the process even when the clock repeats or steps
+    back; ``now_ns`` formats a given time as is.
+    """
     global _last_token_ns
-    with _token_lock:
-        ns = max(time.time_ns() if now_ns is None else now_ns, _last_token_ns + 1)
-        _last_token_ns = ns
+    if now_ns is None:
+        with _token_lock:
+            now_ns = _last_token_ns = max(time.time_ns(), _last_token_ns + 1)
+    ns = now_ns
     secs, frac = divmod(ns, 1_000_000_000)
     base = datetime.fromtimestamp(secs, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
     digits = f"{frac:09d}".rstrip("0")
@@ -333,8 +338,8 @@ def assess(snap: FluxSnapshot, exp: Expectation) -> Verdict:
         unmet = (f"{src.kind} {ns}/{src.name} serves {seen}, not commit {exp.sha7} "
                  f"({src.describe()}; last handled request {src.last_handled or 'none'})",)
         if handled:
-            return verdict("waiting", f"{src.kind} {ns}/{src.name} fetched {seen}, an older commit than ours "
-                           f"({exp.sha7}): asking it to fetch again", request="source", unmet=unmet)
+            return verdict("waiting", f"{src.kind} {ns}/{src.name} fetched {seen}, not our commit {exp.sha7} "
+                           "(our push raced its fetch): asking it to fetch again", request="source", unmet=unmet)
         return verdict("waiting", f"waiting for {src.kind} {ns}/{src.name} to fetch {exp.revision} (it serves {seen})",
                        unmet=unmet)
 
@@ -715,12 +720,11 @@ def _timeout(exp: Expectation, verdict: Verdict | None, seconds: float, trouble:
     unmet = "; ".join(verdict.unmet) or verdict.message
     if not verdict.source_ours:
         src = verdict.source
-        url = ""
         result.reason = "SourceNotUpdated"
         requests = sum(1 for q in result.requests if f"/{exp.source_kind}/" in q["object"])
         result.message = (f"Flux did not fetch commit {exp.sha7} ({exp.revision}) within {seconds:g}s: {unmet} "
                           f"after {requests} reconcile request(s)")
-        hint = (f"check that {exp.source_kind} {ns}/{exp.source_name}{url} follows the repository and branch Forge "
+        hint = (f"check that {exp.source_kind} {ns}/{exp.source_name} follows the repository and branch Forge "
                 f"pushed to ({exp.branch}) and that source-controller runs: `flux get sources git -A`, "
                 f"`kubectl -n {ns} describe gitrepository {exp.source_name}`; raise flux.timeout in deploy.yaml "
                 "if Flux is only slow")

@@ -1,0 +1,319 @@
+"""The Flux reconcile against the Kubernetes stand-in: real ``kubernetes`` client over HTTP, the
+Flux simulation fetching a real bare git remote and building with the real ``kubectl kustomize``.
+
+What must hold: the wait ends on the commit we pushed and never earlier (a late source, a source
+that first serves the previous commit); Flux's Ready=False fails at once with its reason and
+message; missing objects and timeouts say what is wrong and what to do; dropped watches and
+410 Gone are survived. No test asserts wall-clock time: timeouts are bounds, and "at once" is
+shown by the outcome (``failed``, not ``timeout``) under a generous deadline.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Any
+
+import pytest
+
+from forgegen.errors import ReconcileError
+from forgegen.plan import FluxPlan, GitOpsPlan, PromotionPlan, TargetPlan
+from forgegen.runtime.flux import REQUESTED_AT, flux_status, reconcile
+from tests.fixtures.flux import Flux, GitRemote
+from tests.fixtures.kube import Kube, wait_until
+
+pytestmark = pytest.mark.kube
+
+SAFETY = 20.0  # the reconcile deadline in tests that must not time out: far above the scripted delays
+
+
+def image_of(kube: Kube, name: str = "api") -> str:
+    d = kube.standin.get("deployments", "default", name)
+    return d["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def failure(excinfo: pytest.ExceptionInfo[ReconcileError]) -> tuple[str, dict[str, Any]]:
+    err = excinfo.value
+    return str(err), err.result.to_json()  # type: ignore[attr-defined]
+
+
+# -- success ----------------------------------------------------------------------------------
+
+
+def test_reconcile_ends_on_our_commit(kube: Kube, flux: Flux, flux_remote: GitRemote) -> None:
+    old = flux.install()
+    assert image_of(kube) == "registry.test/shop/api:v1"
+    generation = kube.standin.get("deployments", "default", "api")["metadata"]["generation"]
+    sha = flux_remote.set_tag("v2")
+    lines: list[str] = []
+    result = reconcile(kube.api(), flux.plan(timeout=SAFETY), commit=sha, branch="main", progress=lines.append)
+
+    assert result.ok and result.revision == f"main@sha1:{sha}"
+    # What Flux applied is our commit's manifests, and the Deployment got a new generation to roll out.
+    assert image_of(kube) == "registry.test/shop/api:v2"
+    assert kube.standin.get("deployments", "default", "api")["metadata"]["generation"] == generation + 1
+    doc = result.to_json()
+    assert doc["source"]["revision"] == f"main@sha1:{sha}"
+    ks = doc["kustomizations"][0]
+    assert ks["last_applied_revision"] == f"main@sha1:{sha}" and ks["ready"] == "True"
+    assert ks["last_handled_reconcile_at"] == result.token
+    assert [q["object"] for q in doc["requests"]] == ["flux-system/GitRepository/gitops", "flux-system/Kustomization/apps"]
+    # The annotation Flux reads is the token we report.
+    assert flux.get("Kustomization", "apps")["metadata"]["annotations"][REQUESTED_AT] == result.token
+    assert doc["timings"]["source_seconds"] <= doc["timings"]["applied_seconds"]
+    assert any("waiting for GitRepository" in line for line in lines) or old != sha
+    assert lines[-1] == result.message
+
+
+def test_reconcile_with_dependent_kustomizations(kube: Kube, flux: Flux, flux_remote: GitRemote) -> None:
+    """``apps`` depends on ``infra``: Flux answers DependencyNotReady for a moment; that is not a failure."""
+    flux_remote.write("infra/kustomization.yaml", "resources: [config.yaml]\n")
+    flux_remote.write("infra/config.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: shared, namespace: default}\n"
+                                            "data: {level: one}\n")
+    head = flux_remote.commit_push("infra")
+    flux.git_repository()
+    flux.kustomization("infra", path="./infra")
+    flux.kustomization("apps", depends_on=("infra",))
+    flux.wait_applied("apps", head)
+    flux_remote.write("infra/config.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: shared, namespace: default}\n"
+                                            "data: {level: two}\n")
+    flux_remote.set_tag("v3")
+    sha = flux_remote.head()
+    result = reconcile(kube.api(), flux.plan(("infra", "apps"), timeout=SAFETY), commit=sha, branch="main")
+    assert [k.revision for k in result.kustomizations] == [f"main@sha1:{sha}"] * 2
+    assert kube.standin.get("configmaps", "default", "shared")["data"] == {"level": "two"}
+    assert image_of(kube) == "registry.test/shop/api:v3"
+
+
+def test_reconcile_accepts_a_later_commit_only_when_told_it_contains_ours(kube: Kube, flux: Flux,
+                                                                          flux_remote: GitRemote) -> None:
+    """Another deploy pushed on top of ours before Flux fetched: by default Forge does not take it
+    for ours; with ``accept`` (git ancestry, as the GitOps step can check) it does."""
+    flux.install()
+    ours = flux_remote.set_tag("v2")
+    later = flux_remote.set_tag("v3")
+    with pytest.raises(ReconcileError) as excinfo:
+        reconcile(kube.api(), flux.plan(timeout=1.0), commit=ours, branch="main")
+    message, doc = failure(excinfo)
+    assert doc["outcome"] == "timeout" and doc["reason"] == "SourceNotUpdated"
+    assert f"serves main@sha1:{later}" in message and f"not commit {ours[:7]}" in message
+    result = reconcile(kube.api(), flux.plan(timeout=SAFETY), commit=ours, branch="main",
+                       accept=lambda sha: flux_remote.contains(ours, sha))
+    assert result.revision == f"main@sha1:{later}"
+
+
+# -- never on the old commit --------------------------------------------------------------------
+
+
+def test_reconcile_waits_for_a_late_source(kube: Kube, flux: Flux, flux_remote: GitRemote) -> None:
+    """The source takes a while to fetch; meanwhile the Kustomization is Ready on the old commit
+    (what the Flux CLI takes for success, fluxcd/flux2#479). Forge waits for ours."""
+    old = flux.install()
+    sha = flux_remote.set_tag("v2")
+    flux.script(fetch_delay=0.6)
+    result = reconcile(kube.api(), flux.plan(timeout=SAFETY), commit=sha, branch="main")
+    assert result.revision == f"main@sha1:{sha}" != f"main@sha1:{old}"
+    assert image_of(kube) == "registry.test/shop/api:v2"  # applied when the wait ended, not after
+    # The Kustomization was asked only after the source served our commit, and applied ours.
+    fetched = kube.standin.call(lambda: [(f.revision, f.token) for f in flux.sim.fetches])
+    assert fetched[-1] == (f"main@sha1:{sha}", result.requests[0]["token"])
+    applied = kube.standin.call(lambda: [(a.revision, a.token) for a in flux.sim.applied])
+    assert (f"main@sha1:{sha}", result.token) in applied
+
+
+def test_reconcile_asks_again_when_the_source_fetched_the_previous_commit(kube: Kube, flux: Flux,
+                                                                         flux_remote: GitRemote) -> None:
+    """Our push raced the fetch: the source handles our request but serves the commit before ours."""
+    old = flux.install()
+    sha = flux_remote.set_tag("v2")
+    flux.script(stale_fetches=1)
+    result = reconcile(kube.api(), flux.plan(timeout=SAFETY), commit=sha, branch="main")
+    assert result.revision == f"main@sha1:{sha}"
+    source_requests = [q for q in result.requests if q["object"].endswith("/GitRepository/gitops")]
+    assert len(source_requests) == 2
+    fetched = kube.standin.call(lambda: [(f.revision, f.token) for f in flux.sim.fetches])
+    # The first request was handled with the old commit; the second one fetched ours.
+    assert (f"main@sha1:{old}", source_requests[0]["token"]) in fetched
+    assert (f"main@sha1:{sha}", source_requests[1]["token"]) in fetched
+    assert any("raced its fetch" in line for line in result.progress)
+    assert image_of(kube) == "registry.test/shop/api:v2"
+
+
+# -- Flux says no -------------------------------------------------------------------------------
+
+
+def test_reconcile_fails_at_once_on_health_check_failure(kube: Kube, flux: Flux, flux_remote: GitRemote) -> None:
+    flux.install()
+    sha = flux_remote.set_tag("v2")
+    detail = "timeout waiting for: [Deployment/default/api status: 'InProgress']"
+    flux.script(failures={"apps": ("HealthCheckFailed", detail)})
+    with pytest.raises(ReconcileError) as excinfo:
+        reconcile(kube.api(), flux.plan(timeout=SAFETY), commit=sha, branch="main")
+    message, doc = failure(excinfo)
+    assert doc["outcome"] == "failed" and doc["reason"] == "HealthCheckFailed"  # not a timeout
+    assert f"HealthCheckFailed: {detail}" in message  # Flux's reason and message
+    assert f"main@sha1:{sha}" in message  # the value: which commit
+    assert "(at flux-system/Kustomization/apps)" in message  # where
+    assert "hint: " in message and "flux events --for Kustomization/apps -n flux-system" in message  # next step
+
+
+def test_reconcile_fails_at_once_on_a_broken_kustomization(kube: Kube, flux: Flux, flux_remote: GitRemote) -> None:
+    """The real kustomize fails on our commit; its message reaches the user."""
+    flux.install()
+    flux_remote.write("apps/kustomization.yaml", "resources:\n  - deployment.yaml\n  - missing-service.yaml\n")
+    sha = flux_remote.commit_push("broken")
+    with pytest.raises(ReconcileError) as excinfo:
+        reconcile(kube.api(), flux.plan(timeout=SAFETY), commit=sha, branch="main")
+    message, doc = failure(excinfo)
+    assert doc["outcome"] == "failed" and doc["reason"] == "BuildFailed"
+    assert "missing-service.yaml" in message  # kustomize's own words
+    assert "(at flux-system/Kustomization/apps)" in message and "kubectl kustomize" in message
+    assert doc["kustomizations"][0]["last_attempted_revision"] == f"main@sha1:{sha}"
+    assert image_of(kube) == "registry.test/shop/api:v1"  # nothing of the broken commit was applied
+
+
+def test_reconcile_fails_at_once_when_the_source_cannot_fetch(kube: Kube, flux: Flux, flux_remote: GitRemote,
+                                                              tmp_path: Any) -> None:
+    flux.git_repository(url=f"file://{tmp_path}/no-such-repo.git")
+    flux.kustomization()
+    with pytest.raises(ReconcileError) as excinfo:
+        reconcile(kube.api(), flux.plan(timeout=SAFETY), commit=flux_remote.head(), branch="main")
+    message, doc = failure(excinfo)
+    assert doc["outcome"] == "failed" and doc["reason"] == "GitOperationFailed"
+    assert "no-such-repo.git" in message and "(at flux-system/GitRepository/gitops)" in message
+    assert "spec.url" in message
+
+
+def test_reconcile_fails_at_once_on_a_suspended_kustomization(kube: Kube, flux: Flux, flux_remote: GitRemote) -> None:
+    flux.install()
+    kube.standin.mutate("kustomizations", "flux-system", "apps", lambda o: o["spec"].update(suspend=True))
+    sha = flux_remote.set_tag("v2")
+    with pytest.raises(ReconcileError) as excinfo:
+        reconcile(kube.api(), flux.plan(timeout=SAFETY), commit=sha, branch="main")
+    message, doc = failure(excinfo)
+    assert doc["reason"] == "Suspended" and "flux resume kustomization apps -n flux-system" in message
+
+
+# -- missing objects ----------------------------------------------------------------------------
+
+
+def test_reconcile_missing_source(kube: Kube, flux: Flux, flux_remote: GitRemote) -> None:
+    flux.kustomization()
+    with pytest.raises(ReconcileError) as excinfo:
+        reconcile(kube.api(), flux.plan(source="gitopz"), commit=flux_remote.head(), branch="main")
+    message = str(excinfo.value)
+    assert "Flux GitRepository flux-system/gitopz not found" in message
+    assert "(at flux-system/GitRepository/gitopz)" in message and "flux get sources git -A" in message
+
+
+def test_reconcile_missing_kustomization(kube: Kube, flux: Flux, flux_remote: GitRemote) -> None:
+    flux.install()
+    with pytest.raises(ReconcileError) as excinfo:
+        reconcile(kube.api(), flux.plan(("apps", "apps-staging")), commit=flux_remote.head(), branch="main")
+    message = str(excinfo.value)
+    assert "Flux Kustomization flux-system/apps-staging not found" in message
+    assert "flux get kustomizations -A" in message
+    # Nothing was annotated: the typo is reported before Forge asks Flux for anything.
+    assert REQUESTED_AT not in (flux.get("GitRepository", "gitops")["metadata"].get("annotations") or {})
+
+
+# -- timeouts -----------------------------------------------------------------------------------
+
+
+def test_reconcile_timeout_when_the_source_never_fetches(kube: Kube, flux: Flux, flux_remote: GitRemote) -> None:
+    old = flux.install()
+    sha = flux_remote.set_tag("v2")
+    flux.script(ignore={"GitRepository/gitops"})
+    with pytest.raises(ReconcileError) as excinfo:
+        reconcile(kube.api(), flux.plan(timeout=0.8), commit=sha, branch="main")
+    message, doc = failure(excinfo)
+    assert doc["outcome"] == "timeout" and doc["reason"] == "SourceNotUpdated"
+    assert f"Flux did not fetch commit {sha[:7]}" in message and "within 0.8s" in message
+    assert f"serves main@sha1:{old}" in message  # the last seen revision
+    assert "last handled request" in message and "(at flux-system/GitRepository/gitops)" in message
+    assert "flux get sources git -A" in message and "flux.timeout" in message
+
+
+def test_reconcile_timeout_when_the_kustomization_never_handles_us(kube: Kube, flux: Flux,
+                                                                   flux_remote: GitRemote) -> None:
+    old = flux.install()
+    sha = flux_remote.set_tag("v2")
+    flux.script(ignore={"Kustomization/apps"})
+    with pytest.raises(ReconcileError) as excinfo:
+        reconcile(kube.api(), flux.plan(timeout=0.8), commit=sha, branch="main")
+    message, doc = failure(excinfo)
+    assert doc["outcome"] == "timeout" and doc["reason"] == "KustomizationNotApplied"
+    assert "has not handled our reconcile request" in message and doc["token"] in message
+    assert f"Ready=True ReconciliationSucceeded: Applied revision: main@sha1:{old}" in message  # last seen status
+    assert "(at flux-system/Kustomization/apps)" in message
+    assert doc["source"]["revision"] == f"main@sha1:{sha}"
+
+
+# -- faults -------------------------------------------------------------------------------------
+
+
+def test_reconcile_survives_dropped_watches_and_410(kube: Kube, flux: Flux, flux_remote: GitRemote) -> None:
+    flux.install()
+    sha = flux_remote.set_tag("v2")
+    flux.script(fetch_delay=0.8)
+    standin = kube.standin
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(reconcile, kube.api(), flux.plan(timeout=SAFETY), commit=sha, branch="main")
+        # Once the wait is on (source annotated, watches open): cut the watches, then restart the
+        # API server with a compacted history so resuming from the last resourceVersion gets 410.
+        wait_until(lambda: sum(1 for _, m, p, q in standin.requests() if q.get("watch") in ("true", "1", True)) >= 2)
+        assert standin.drop_watches() >= 1
+
+        def moved_on(cluster: Any) -> None:  # history now starts after the watches' last version
+            cluster.store.create("configmaps", {"metadata": {"name": "unrelated", "namespace": "default"}})
+            cluster.store.compact()
+        standin.restart(down_for=0.1, compact=True, during=moved_on)
+        result = future.result(timeout=SAFETY + 5)
+    assert result.revision == f"main@sha1:{sha}"
+    lists = [p for _, m, p, q in standin.requests() if m == "GET" and p.endswith("/gitrepositories")
+             and q.get("watch") not in ("true", "1", True)]
+    assert len(lists) >= 2  # listed again after 410 Gone
+
+
+def test_reconcile_watches_instead_of_polling(kube: Kube, flux: Flux, flux_remote: GitRemote) -> None:
+    """A slow source costs no extra requests: one list and one watch per collection, one patch per object."""
+    flux.install()
+    sha = flux_remote.set_tag("v2")
+    flux.script(fetch_delay=1.5)
+    before = len(kube.standin.requests())
+    reconcile(kube.api(), flux.plan(timeout=SAFETY), commit=sha, branch="main")
+    made = [(m, p) for _, m, p, _ in kube.standin.requests()[before:]]
+    assert len(made) <= 8, made  # get ks, patch source, list+watch x2, patch ks (+ slack for a resumed watch)
+    assert sum(1 for m, _ in made if m == "PATCH") == 2
+
+
+# -- forge status -------------------------------------------------------------------------------
+
+
+def target(flux: Flux, kustomizations: tuple[str, ...] = ("apps",)) -> TargetPlan:
+    return TargetPlan(environment="staging", cluster="staging", kube_context=None, kubeconfig=None, namespace="default",
+                      gitops=GitOpsPlan(repo="gitops.git", branch="main", path="apps", file="kustomization.yaml",
+                                        commit_message="deploy", push_attempts=3),
+                      flux=flux.plan(kustomizations),
+                      promotion=PromotionPlan(from_environment=None, require_approval=False, require_verification=False))
+
+
+def test_flux_status_reports_ready_and_revisions(kube: Kube, flux: Flux, flux_remote: GitRemote) -> None:
+    head = flux.install()
+    doc = flux_status(kube.api(), target(flux, ("apps", "absent")))
+    assert doc["source"]["revision"] == f"main@sha1:{head}" and doc["source"]["ready"] == "True"
+    apps, absent = doc["kustomizations"]
+    assert apps["ready"] == "True" and apps["last_applied_revision"] == f"main@sha1:{head}"
+    assert absent["found"] is False and doc["ready"] is False
+    assert flux_status(kube.api(), target(flux))["ready"] is True
+
+
+def test_flux_status_unreachable_api_is_a_reconcile_error(kube: Kube, flux: Flux) -> None:
+    with pytest.raises(ReconcileError, match="cannot reach the Kubernetes API"):
+        flux_status(kube.api("elsewhere"), target(flux))
+
+
+def test_reconcile_rejects_a_source_kind_without_commits(kube: Kube, flux: Flux) -> None:
+    plan = FluxPlan(namespace="flux-system", source_kind="OCIRepository", source_name="oci",
+                    kustomizations=("apps",), timeout=5)
+    with pytest.raises(ReconcileError, match="only through a GitRepository"):
+        reconcile(kube.api(), plan, commit="a" * 40, branch="main")
