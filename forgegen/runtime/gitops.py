@@ -26,8 +26,11 @@ deploys from other machines, or with other caches, race at the remote, and that 
    runs the new reference (the edit is never committed otherwise);
 4. commit (message from ``gitops.commit_message``) and push. A push rejected because the branch
    moved (``fetch first``, ``non-fast-forward``, ``failed to update ref``) fetches again, resets
-   to the remote, re-applies the edit to the fresh tree, checks and commits again, after a
-   jittered exponential backoff, up to ``gitops.push_attempts`` attempts. Never a force-push.
+   to the remote, re-applies the edit to the fresh tree and commits again, after a jittered
+   exponential backoff, up to ``gitops.push_attempts`` attempts. Never a force-push. The overlay
+   is rendered again only when something it may read changed (the overlay directory and every
+   path its kustomizations name, followed into referenced directories): deploys of other
+   services do not slow a retry down, so many concurrent deploys converge quickly.
    Any other failure stops at once, and the clone is reset: no half-written state remains.
 
 **The ledger** (:func:`previous_tag`, :func:`history`, :func:`current_tag`): the GitOps history
@@ -74,8 +77,8 @@ NETWORK_TIMEOUT = 300.0  # clone, fetch, push
 LOCAL_TIMEOUT = 60.0  # every other git command
 RENDER_TIMEOUT = 120.0  # kubectl kustomize
 LOCK_TIMEOUT = 600.0
-BACKOFF_INITIAL = 0.2
-BACKOFF_MAX = 5.0
+BACKOFF_INITIAL = 0.05  # the shortest backoff slot
+BACKOFF_MAX = 10.0
 
 # What git prints when the branch moved under us: integrate and retry (HARNESS.md, "git").
 _RACE_MARKERS = ("fetch first", "non-fast-forward", "failed to update ref", "cannot lock ref",
@@ -413,9 +416,11 @@ def apply_tag(plan: Plan, service: str, environment: str, *, tag: str | None, di
 
     with repo.locked():
         attempt = 0
+        checked: tuple[str, str] | None = None  # (base commit, edited text) that kubectl kustomize accepted
+        inputs: tuple[str, ...] | None = None
         while True:
             attempt += 1
-            t0 = time.perf_counter()
+            t0 = cycle_start = time.perf_counter()
             head = repo.sync()
             timed("fetch", t0)
             t0 = time.perf_counter()
@@ -435,7 +440,12 @@ def apply_tag(plan: Plan, service: str, environment: str, *, tag: str | None, di
             repo.path_of(relpath).write_bytes(edit.text.encode("utf-8"))
             try:
                 t0 = time.perf_counter()
-                rendered = check_render(repo, svc, target, expected=_expected(edit.rendered, image, tag, digest))
+                if inputs is None:
+                    inputs = render_inputs(repo, target.gitops.path)
+                if checked is None or checked[1] != edit.text or _inputs_changed(repo, checked[0], head, inputs):
+                    rendered = check_render(repo, svc, target,
+                                            expected=_expected(edit.rendered, image, tag, digest))
+                    checked = (head, edit.text)
                 timed("check", t0)
                 if dry_run:
                     repo.reset()  # undo the edit: a dry run leaves the clone as it found it
@@ -472,11 +482,84 @@ def apply_tag(plan: Plan, service: str, environment: str, *, tag: str | None, di
                     f"cannot push {relpath} to {repo.display} (branch {g.branch}): the branch moved under every "
                     f"one of {attempt} attempts",
                     hint="deploy again, or raise gitops.push_attempts in deploy.yaml if many deploys run at once")
-            delay = min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** (attempt - 1))
-            delay = delay / 2 + random.uniform(0, delay / 2)
+            delay = backoff(attempt, time.perf_counter() - cycle_start)
             log.info("the GitOps branch moved (attempt %d of %d); fetching and re-applying in %.2fs",
                      attempt, g.push_attempts, delay)
             time.sleep(delay)
+
+
+def backoff(attempt: int, cycle: float) -> float:
+    """Seconds to wait after the ``attempt``-th rejected push: binary exponential backoff in slots
+    of one fetch-to-push cycle (as long as the last one took, so it adapts to the remote's
+    latency), with full jitter, so racing deploys spread out and land one after another."""
+    slot = min(max(cycle, BACKOFF_INITIAL), BACKOFF_MAX)
+    return min(BACKOFF_MAX, random.uniform(0, slot * 2 ** min(attempt, 8)))
+
+
+def render_inputs(repo: GitOpsRepo, overlay: str) -> tuple[str, ...]:
+    """Repository paths ``kubectl kustomize <overlay>`` may read, over-approximated: the overlay
+    directory, and every string in a kustomization that names an existing path in the repository
+    (resources, components, patches, generator files …), followed into referenced directories.
+    ``("",)`` (everything) when a reference leaves the repository."""
+    root = repo.workdir.resolve()
+    start = (root / overlay).resolve()
+    found: set[str] = set()
+    stack = [start]
+    seen: set[Path] = set()
+    while stack:
+        directory = stack.pop()
+        if directory in seen:
+            continue
+        seen.add(directory)
+        if not directory.is_relative_to(root):
+            return ("",)
+        found.add(directory.relative_to(root).as_posix())
+        for name in ("kustomization.yaml", "kustomization.yml", "Kustomization"):
+            path = directory / name
+            if path.is_file():
+                break
+        else:
+            continue
+        try:
+            documents = list(yaml.load_all(path.read_text(encoding="utf-8"),
+                                           Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+        except (yaml.YAMLError, UnicodeDecodeError, OSError):
+            return ("",)
+        for value in _strings(documents):
+            if "://" in value or "\n" in value or len(value) > 1024:
+                continue
+            candidate = (directory / value).resolve()
+            if not candidate.exists():
+                continue
+            if not candidate.is_relative_to(root):
+                return ("",)
+            if candidate.is_dir():
+                stack.append(candidate)
+            else:
+                found.add(candidate.relative_to(root).as_posix())
+    return tuple(sorted(found))
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def _inputs_changed(repo: GitOpsRepo, old: str, new: str, inputs: tuple[str, ...]) -> bool:
+    """Whether a file under ``inputs`` differs between two commits (then the overlay is rendered again)."""
+    if old == new:
+        return False
+    if "" in inputs or "." in inputs:
+        return True
+    res = repo.git("diff", "--quiet", "--no-renames", old, new, "--", *inputs, check=False,
+                   what="compare the overlay's inputs")
+    return res.returncode != 0
 
 
 def _expected(rendered: tuple[str, ...], image: str, tag: str | None, digest: str | None) -> set[str]:
