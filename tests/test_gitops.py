@@ -307,6 +307,7 @@ def _racing_kubectl(tmp_path: Path, remote: Path, monkeypatch: pytest.MonkeyPatc
         f'  ( cd "{other}" && git pull -q --rebase && {edit} && git commit -qam "other machine" && '
         f'git push -q origin main ) >/dev/null 2>&1\n'
         "fi\n"
+        f'echo render >> "{tmp_path}/renders"\n'
         f'exec "{real}" "$@"\n')
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -319,6 +320,8 @@ def test_rejected_push_refetches_reapplies_and_lands(shop_plan: Plan, gitops_rem
                     edit="sed -i s/amd64-0000000/amd64-web0001/ clusters/staging/web/kustomization.yaml")
     r = apply_tag(shop_plan, "api", "staging", tag="amd64-abc0001", source_commit="abc0001")
     assert r.attempts == 2 and r.commit == remote_head(gitops_remote)
+    # The other machine changed nothing the overlay reads: the retry did not render it again.
+    assert (tmp_path / "renders").read_text().count("render") == 1
     assert git("log", "--format=%s", cwd=gitops_remote).splitlines() == [
         "deploy(api): staging → amd64-abc0001", "other machine", "initial"]
     assert "amd64-web0001" in remote_file(gitops_remote, "clusters/staging/web/kustomization.yaml")
@@ -331,7 +334,28 @@ def test_same_service_raced_reports_what_it_replaced(shop_plan: Plan, gitops_rem
                     edit=f"sed -i s/amd64-0000000/amd64-other01/ {API}")
     r = apply_tag(shop_plan, "api", "staging", tag="amd64-mine001", source_commit="abc0002")
     assert r.attempts == 2 and r.previous_tag == "amd64-other01"
+    assert (tmp_path / "renders").read_text().count("render") == 2  # the file changed: rendered again
     assert remote_file(gitops_remote, API, f"{r.commit}~1").count("amd64-other01") == 1
+
+
+def test_retry_renders_again_when_a_base_the_overlay_reads_changed(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    template = tmp_path / "template"
+    base = write_overlay(template, "base", "api")
+    (base / "kustomization.yaml").write_text("resources: [deployment.yaml]\n")
+    overlay = template / "clusters" / "staging" / "api"
+    overlay.mkdir(parents=True)
+    (overlay / "kustomization.yaml").write_text(
+        f"resources:\n  - ../../base/api\nimages:\n  - name: {IMG}\n    newTag: {INITIAL_TAG}\n")
+    remote = seed_remote(template, tmp_path / "gitops.git")
+    plan = plan_for(SHOP_DEPLOY_YAML.read_text(), remote)
+    # Meanwhile another machine renames the image in the shared base: our tag would not apply.
+    _racing_kubectl(tmp_path, remote, monkeypatch, always=False,
+                    edit=f"sed -i 's|image: {IMG}$|image: {IMG}-v2|' clusters/base/api/deployment.yaml")
+    with pytest.raises(GitOpsError, match=f"with image {IMG}-v2, not {IMG}:amd64-abc0004"):
+        apply_tag(plan, "api", "staging", tag="amd64-abc0004", source_commit="abc0004", cache=tmp_path / "c")
+    assert (tmp_path / "renders").read_text().count("render") == 2
+    assert git("log", "--format=%s", cwd=remote).splitlines() == ["other machine", "initial"]
 
 
 def test_push_attempts_are_bounded_and_never_forced(gitops_remote: Path, tmp_path: Path) -> None:
