@@ -263,6 +263,19 @@ def test_unreachable_url_leaves_no_half_written_clone(tmp_path: Path) -> None:
     assert [p.suffix for p in (tmp_path / "c").iterdir()] == [".lock"]  # no clone, no temp dir
 
 
+def test_unreachable_network_remote_fails_fast_without_prompting(tmp_path: Path) -> None:
+    import socket
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    plan = plan_for(SHOP_DEPLOY_YAML.read_text(), f"http://127.0.0.1:{port}/gitops.git")
+    with pytest.raises(GitOpsError) as err:
+        apply_tag(plan, "api", "staging", tag="v1", source_commit="0000000", cache=tmp_path / "c")
+    assert f"cannot clone the GitOps repository http://127.0.0.1:{port}/gitops.git" in str(err.value)
+    assert "Failed to connect" in str(err.value) or "Connection refused" in str(err.value)
+    assert [p.suffix for p in (tmp_path / "c").iterdir()] == [".lock"]
+
+
 def test_remote_gone_after_caching_keeps_the_clone_clean(gitops_remote: Path, tmp_path: Path) -> None:
     shop_plan = plan_for(SHOP_DEPLOY_YAML.read_text(), f"file://{gitops_remote}")
     first = apply_tag(shop_plan, "api", "staging", tag="amd64-1010101", source_commit="1010101", cache=tmp_path / "c")

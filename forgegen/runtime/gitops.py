@@ -327,6 +327,9 @@ class GitOpsRepo:
         except UnicodeDecodeError as err:
             raise GitOpsError(f"cannot edit {relpath} in {self.display}: not UTF-8 text ({err})",
                               hint="save the file as UTF-8") from err
+        except OSError as err:
+            raise GitOpsError(f"cannot edit {relpath} in {self.display}: {err.strerror or err}",
+                              hint="gitops.path / gitops.file must name a file in the repository") from err
 
     def show(self, rev: str, relpath: str) -> str:
         res = self.git("cat-file", "blob", f"{rev}:{relpath}", check=False, what="read a GitOps file")
