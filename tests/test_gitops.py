@@ -195,7 +195,7 @@ def test_push_refused_by_the_remote_fails_at_once_and_resets(shop_plan: Plan, gi
     with pytest.raises(GitOpsError) as err:
         apply_tag(shop_plan, "api", "staging", tag="amd64-9999999", source_commit="9999999", cache=tmp_path / "c")
     text = str(err.value)
-    assert "the remote refused the commit" in text and "main is protected" in text
+    assert f"cannot push the commit for {API} to the GitOps repository" in text and "main is protected" in text
     assert "nothing was pushed" in text
     assert remote_head(gitops_remote) == head
     (workdir,) = [p for p in (tmp_path / "c").iterdir() if p.is_dir()]

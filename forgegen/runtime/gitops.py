@@ -260,9 +260,12 @@ class GitOpsRepo:
         if not (self.workdir / ".git").is_dir():
             self._clone()
         else:
-            res = self.git("fetch", "--quiet", "--no-tags", "origin",
-                           f"+refs/heads/{self.branch}:{self.remote_ref}",
-                           check=False, what="fetch the GitOps repository", timeout=NETWORK_TIMEOUT)
+            try:
+                res = self.git("fetch", "--quiet", "--no-tags", "origin",
+                               f"+refs/heads/{self.branch}:{self.remote_ref}",
+                               check=False, what="fetch the GitOps repository", timeout=NETWORK_TIMEOUT)
+            except CommandError as err:  # a timeout
+                raise self._remote_error("fetch", process.Result(err.argv, -1, err.stdout, err.message)) from err
             if res.returncode != 0:
                 raise self._remote_error("fetch", res)
         return self.git("rev-parse", "--verify", "--quiet", self.remote_ref,
@@ -285,9 +288,12 @@ class GitOpsRepo:
         tmp = self.workdir.with_name(f"{self.workdir.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
         log.info("cloning GitOps repository %s (branch %s)", self.display, self.branch)
         try:
-            res = _git(("clone", "--quiet", "--no-tags", "--single-branch", "--branch", self.branch,
-                        "--", self.url, str(tmp)), check=False, what="clone the GitOps repository",
-                       timeout=NETWORK_TIMEOUT)
+            try:
+                res = _git(("clone", "--quiet", "--no-tags", "--single-branch", "--branch", self.branch,
+                            "--", self.url, str(tmp)), check=False, what="clone the GitOps repository",
+                           timeout=NETWORK_TIMEOUT)
+            except CommandError as err:  # a timeout
+                raise self._remote_error("clone", process.Result(err.argv, -1, err.stdout, err.message)) from err
             if res.returncode != 0:
                 raise self._remote_error("clone", res)
             os.rename(tmp, self.workdir)
@@ -301,9 +307,9 @@ class GitOpsRepo:
             return GitOpsError(
                 f"cannot {verb} the GitOps repository {self.display}: it has no branch {self.branch!r}",
                 hint="set gitops.branch in deploy.yaml to an existing branch, or push that branch first")
+        how = f"git exited with {res.returncode}" if res.returncode >= 0 else "git did not finish in time"
         return GitOpsError(
-            f"cannot {verb} the GitOps repository {self.display} (branch {self.branch}): git exited with "
-            f"{res.returncode}\n  {_indent(stderr)}",
+            f"cannot {verb} the GitOps repository {self.display} (branch {self.branch}): {how}\n  {_indent(stderr)}",
             hint="check that the remote is reachable and that git's credentials work "
                  f"(`git ls-remote {self.url}`); nothing was changed")
 
@@ -476,8 +482,15 @@ def apply_tag(plan: Plan, service: str, environment: str, *, tag: str | None, di
                 commit = repo.git("rev-parse", "HEAD", what="read the new commit").stdout.strip()
                 timed("commit", t0)
                 t0 = time.perf_counter()
-                push = repo.git("push", "--quiet", "--porcelain", "origin", f"HEAD:refs/heads/{g.branch}",
-                                check=False, what="push the GitOps commit", timeout=NETWORK_TIMEOUT)
+                try:
+                    push = repo.git("push", "--quiet", "--porcelain", "origin", f"HEAD:refs/heads/{g.branch}",
+                                    check=False, what="push the GitOps commit", timeout=NETWORK_TIMEOUT)
+                except CommandError as err:  # a timeout: the remote may or may not have taken it
+                    raise GitOpsError(
+                        f"cannot tell whether the GitOps commit {commit[:12]} for {relpath} reached "
+                        f"{repo.display} (branch {g.branch}): {err.message}",
+                        hint=f"look at the branch (`git ls-remote {repo.url} {g.branch}`), then deploy again: "
+                             "a deploy of the same tag makes no second commit") from err
                 timed("push", t0)
             except BaseException:
                 _reset_quietly(repo)
@@ -492,10 +505,11 @@ def apply_tag(plan: Plan, service: str, environment: str, *, tag: str | None, di
             output = f"{push.stdout}\n{push.stderr}"
             if not any(m in output for m in _RACE_MARKERS):
                 raise GitOpsError(
-                    f"cannot push to the GitOps repository {repo.display} (branch {g.branch}): the remote refused "
-                    f"the commit for {relpath}\n  {_indent(push.stderr.strip() or push.stdout.strip())}",
-                    hint="check your push rights and any branch protection or hook on the remote; nothing was "
-                         "pushed and the cached clone was reset")
+                    f"cannot push the commit for {relpath} to the GitOps repository {repo.display} (branch "
+                    f"{g.branch}): git push exited with {push.returncode}\n  "
+                    f"{_indent(push.stderr.strip() or push.stdout.strip())}",
+                    hint="check that the remote is reachable, your push rights, and any branch protection or hook "
+                         "on the remote; nothing was pushed and the cached clone was reset")
             if attempt >= g.push_attempts:
                 raise GitOpsError(
                     f"cannot push {relpath} to {repo.display} (branch {g.branch}): the branch moved under every "
