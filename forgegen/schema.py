@@ -181,13 +181,14 @@ class BinaryCache(Model):
 
 
 class GitOps(Model):
-    repo: str = Field(description="GitOps repository: a git URL, or a path relative to deploy.yaml")
+    repo: str = Field(description="GitOps repository: a git URL, or a path (relative paths are relative to where "
+                                  "forge runs, normally the repository root)")
     branch: str = "main"
     path: PathPattern = Field("clusters/{cluster}/{service}",
                               description="directory of the kustomization; {project} {service} {environment} {cluster}")
     file: RelativePath = "kustomization.yaml"
     commit_message: CommitPattern = "deploy({service}): {environment} {tag}\n\nsource: {source_commit}"
-    push_attempts: int = Field(5, ge=1, le=50)
+    push_attempts: int = Field(10, ge=1, le=50, description="attempts when a concurrent push wins the race")
 
 
 FluxSourceKind = Literal["GitRepository", "OCIRepository", "Bucket"]

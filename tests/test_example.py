@@ -78,12 +78,11 @@ def test_dirty_tree_is_refused_unless_allowed(shop: Flake) -> None:
     assert json.loads(ok.stdout)["steps"][0]["step"] == "build"
 
 
-def test_without_dry_run_a_missing_step_says_which(shop: Flake) -> None:
-    proc = shop.run_app("status", check=False)
-    if proc.returncode == 0:
-        pytest.fail("status is implemented now: replace this test with the real one")
+def test_release_without_dry_run_says_it_is_not_available_yet(shop: Flake) -> None:
+    proc = shop.run_app("release", check=False)
     assert proc.returncode == 1
-    assert "not available" in proc.stderr
+    assert "the release step is not available in this version of Forge yet" in proc.stderr
+    assert "--dry-run" in proc.stderr
 
 
 def test_flake_show_lists_every_contract_app(shop: Flake) -> None:

@@ -129,7 +129,26 @@ def deploy(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, 
         print_steps("deploy", f"{svc.name}:{tgt.environment}", steps, json_output,
                     {"service": svc.name, "environment": tgt.environment, "source_commit": revision.sha7})
         return
-    raise not_available("deploy", "build")
+    from forgegen.runtime import deploy as deploy_mod
+
+    _report(lambda: deploy_mod.run_deploy(plan, svc.name, tgt.environment if tgt else None, revision=revision,
+                                          flake=str(source_dir), say=console.say), json_output)
+
+
+def _report(run: Callable[[], dict[str, Any]], json_output: bool) -> None:
+    """Run a lifecycle command; print its JSON report (also when it failed), then the verdict."""
+    from forgegen.runtime.deploy import DeployFailed
+
+    try:
+        doc = run()
+    except DeployFailed as err:
+        if json_output:
+            console.emit_json(err.report)
+        raise
+    if json_output:
+        console.emit_json(doc)
+    console.say(f"forge {doc['command']} {doc['service']}:{doc['environment']}: {doc['outcome']}"
+                + (f" ({doc['image']})" if doc.get("image") else ""))
 
 
 @cli.command()
@@ -164,7 +183,9 @@ def rollback(plan_path: Path, json_output: bool, dry_run: bool, to_tag: str | No
         print_steps("rollback", f"{svc.name}:{tgt.environment}",
                     stepmod.describe("rollback", plan, svc, tgt, None, to_tag=to_tag), json_output)
         return
-    raise not_available("rollback", "rollback")
+    from forgegen.runtime import deploy as deploy_mod
+
+    _report(lambda: deploy_mod.run_rollback(plan, svc.name, tgt.environment, to=to_tag, say=console.say), json_output)
 
 
 @cli.command()
@@ -177,7 +198,14 @@ def status(plan_path: Path, json_output: bool, dry_run: bool, service: str | Non
     if dry_run:
         print_steps("status", service or plan.project, stepmod.describe("status", plan, svc, None, None), json_output)
         return
-    raise not_available("status", "status")
+    from forgegen.runtime import deploy as deploy_mod
+
+    doc = deploy_mod.run_status(plan, svc.name if svc else None)
+    if json_output:
+        console.emit_json(doc)
+    else:
+        click.echo(deploy_mod.render_status(doc))
+    deploy_mod.raise_for_status(doc)
 
 
 @cli.command()

@@ -515,7 +515,7 @@ def reconcile(api: Any, flux: FluxPlan, *, commit: str, branch: str, timeout: fl
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    from forgegen.runtime.rollout import _Stream  # the shared list/watch/resume/re-list thread
+    from forgegen.runtime.rollout import _Stream, close_streams  # the shared list/watch/resume/re-list thread
 
     if flux.source_kind not in SOURCE_TYPES:
         raise ReconcileError(f"unknown Flux source kind {flux.source_kind!r} (at {flux.namespace}/{flux.source_kind}/"
@@ -679,9 +679,7 @@ def reconcile(api: Any, flux: FluxPlan, *, commit: str, branch: str, timeout: fl
                              "gitrepositories and kustomizations), and that Flux is installed (`flux check`)"),
                         result, t0) from err
     finally:
-        stop.set()
-        for s in streams:
-            s.close()
+        close_streams(streams, stop)
 
 
 def _replace(exp: Expectation, **changes: Any) -> Expectation:

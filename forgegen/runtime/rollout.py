@@ -605,7 +605,12 @@ class _Stream(threading.Thread):
         self.response: Any = None
         self.lists = self.watches = 0
 
-    def close(self) -> None:
+    def close(self, join: float = 2.0) -> None:
+        """Stop (the caller has set ``stop``): unblock a pending read, then wait for the thread.
+
+        A daemon thread left blocked in a socket read can abort the interpreter at exit, so the
+        thread is joined; it re-checks ``stop`` right after opening each watch.
+        """
         resp = self.response
         if resp is not None:
             import socket
@@ -616,6 +621,8 @@ class _Stream(threading.Thread):
                     sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(join)
 
     def run(self) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -665,6 +672,8 @@ class _Stream(threading.Thread):
         self.response = resp
         self.watches += 1
         try:
+            if self.stop_event.is_set():  # close() may have run before the response existed
+                return rv
             for line in iter_resp_lines(resp):
                 if self.stop_event.is_set():
                     return rv
@@ -689,6 +698,16 @@ class _Stream(threading.Thread):
 
 class _Gone(Exception):
     pass
+
+
+def close_streams(streams: Iterable[_Stream], stop: threading.Event) -> None:
+    """Stop every stream and wait for them (used by the rollout and the Flux watches)."""
+    stop.set()
+    streams = list(streams)
+    for s in streams:
+        s.close(join=0)
+    for s in streams:
+        s.close()
 
 
 def _selector(w: dict) -> str:
@@ -814,9 +833,7 @@ def watch_rollout(api: Any, *, namespace: str, workload: WorkloadPlan, expected_
                 if workload.kind == "Deployment":
                     start("replicasets", apps.list_namespaced_replica_set, label_selector=sel)
     finally:
-        stop.set()
-        for s in streams.values():
-            s.close()
+        close_streams(streams.values(), stop)
 
 
 def _finish(core: Any, namespace: str, workload: WorkloadPlan, expected_image: str | None, status: Status,

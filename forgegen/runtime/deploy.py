@@ -1,0 +1,320 @@
+"""The deploy lifecycle: ``forge deploy``, ``forge rollback`` and ``forge status``.
+
+Composed from the step modules, in DESIGN.md's order:
+
+    build + push (registry) → GitOps edit/commit/push (gitops) → reconcile (flux) → rollout (rollout)
+
+Everything that can be checked before changing anything is checked first (the plan's target,
+the Kubernetes connection, registry credentials), so bad input fails with exit 2 and nothing
+half-done. Each step's result goes into one report (the ``--json`` document); a failed step ends
+the run with the report saying exactly which step failed and why, and the CLI maps the outcome
+to the exit code. With ``rollback_on_failure`` a failed rollout writes the previous tag back,
+reconciles and watches again, and the report carries both outcomes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from forgegen.errors import ForgeError, GitOpsError, PushError, RolloutFailed, UsageError
+from forgegen.plan import Plan, ServicePlan, TargetPlan
+from forgegen.runtime import flux, gitops, kube, registry
+from forgegen.runtime import rollout as rollout_mod
+from forgegen.runtime.tags import SourceRevision
+
+log = logging.getLogger(__name__)
+Say = Callable[[str], None]
+
+
+class DeployFailed(ForgeError):
+    """A deploy, rollback or status step failed; ``report`` is the JSON document (exit 1)."""
+
+    def __init__(self, message: str, report: dict[str, Any], *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.report = report
+
+
+def _image(service: ServicePlan, tag: str) -> str:
+    return f"{service.image.repository}:{tag}"
+
+
+def preflight(plan: Plan, service: str, environment: str | None) -> tuple[ServicePlan, TargetPlan, kube.Connection]:
+    """Everything checkable before any change: target, kube connection, registry credentials."""
+    svc = plan.service(service)
+    if not svc.targets:
+        raise UsageError(f"service {service!r} has no environment to deploy to",
+                         hint="list environments under services.<name>.environments in deploy.yaml")
+    target = svc.target(environment)
+    conn = kube.resolve(target.kubeconfig, target.kube_context)
+    registry.resolve_credentials(plan.registry)  # raises UsageError for half-set credentials
+    return svc, target, conn
+
+
+def _step(report: dict[str, Any], name: str, fn: Callable[[], Any]) -> Any:
+    """Run one step, recording how long it took; a ForgeError marks the report failed at it."""
+    t0 = time.monotonic()
+    try:
+        return fn()
+    except ForgeError as err:
+        report["outcome"] = "failed"
+        report["failed_step"] = name
+        report["error"] = {"type": type(err).__name__, "message": err.message, "hint": err.hint}
+        result = getattr(err, "result", None)
+        if result is not None and hasattr(result, "to_json"):
+            report.setdefault(name, result.to_json())
+        raise
+    finally:
+        report["timings"][f"{name}_seconds"] = round(time.monotonic() - t0, 3)
+
+
+def _roll(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, *, tag: str, source_commit: str,
+          report: dict[str, Any], prefix: str, say: Say, cwd: str | Path | None) -> rollout_mod.RolloutResult:
+    """GitOps edit → reconcile → rollout for one tag; each result lands in ``report``."""
+    g = _step(report, f"{prefix}gitops", lambda: gitops.apply_tag(
+        plan, svc.name, target.environment, tag=tag, source_commit=source_commit, cwd=cwd))
+    report[f"{prefix}gitops"] = g.to_json()
+    say(f"gitops: {'committed ' + g.commit[:7] if g.commit else 'already at ' + tag + ' (no commit)'}"
+        f" in {g.repo} {g.branch}:{g.file}")
+    rec = _step(report, f"{prefix}reconcile", lambda: flux.reconcile(
+        api, target.flux, commit=g.revision, branch=target.gitops.branch, progress=lambda m: say(f"flux: {m}")))
+    report[f"{prefix}reconcile"] = rec.to_json()
+    say(f"flux: applied {rec.revision}")
+    result = _step(report, f"{prefix}rollout", lambda: rollout_mod.watch_rollout(
+        api, namespace=target.namespace, workload=svc.workload, expected_image=_image(svc, tag),
+        policy=svc.rollout, progress=lambda m: say(f"rollout: {m}")))
+    report[f"{prefix}rollout"] = result.to_json()
+    return result
+
+
+def run_deploy(plan: Plan, service: str, environment: str | None, *, revision: SourceRevision,
+               flake: str = ".", say: Say = log.info, cwd: str | Path | None = None) -> dict[str, Any]:
+    """``forge deploy S[:E]``: returns the report; raises :class:`DeployFailed` (report inside)."""
+    svc, target, conn = preflight(plan, service, environment)
+    report: dict[str, Any] = {"command": "deploy", "service": svc.name, "environment": target.environment,
+                              "source_commit": revision.sha7, "outcome": "running", "timings": {}}
+    t0 = time.monotonic()
+    try:
+        pushed = _step(report, "push", lambda: registry.run_push(plan, svc.name, revision=revision, flake=flake,
+                                                                  progress=lambda m: say(f"push: {m}")))
+        report["push"] = pushed.to_json()
+        report["image"] = _image(svc, pushed.deploy_tag)
+        report["digest"] = pushed.deploy_digest
+        api = kube.client_for(conn)
+        result = _roll(plan, svc, target, api, tag=pushed.deploy_tag, source_commit=revision.sha7,
+                       report=report, prefix="", say=say, cwd=cwd)
+        report["outcome"] = result.outcome
+        if not result.ok:
+            report["failed_step"] = "rollout"
+            previous = report["gitops"].get("previous_tag")
+            if svc.rollout.rollback_on_failure:
+                _rollback_after_failure(plan, svc, target, api, previous, pushed.deploy_tag, revision, report, say, cwd)
+    except ForgeError as err:
+        report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
+        raise DeployFailed(f"deploy of {svc.name} to {target.environment} failed at {report.get('failed_step')}: "
+                           f"{err.message}", report, hint=err.hint) from err
+    report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
+    if report["outcome"] != "success":
+        raise DeployFailed(_rollout_message(report), report, hint=_rollout_hint(report))
+    return report
+
+
+def _rollback_after_failure(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, previous: str | None,
+                            failed_tag: str, revision: SourceRevision, report: dict[str, Any], say: Say,
+                            cwd: str | Path | None) -> None:
+    if not previous or previous == failed_tag:
+        report["rollback"] = {"outcome": "skipped", "reason": "no previous tag in the GitOps history"}
+        say("rollback: skipped (no previous tag in the GitOps history)")
+        return
+    say(f"rollback: the rollout failed; putting {previous} back")
+    report["rollback"] = {"to": previous}
+    try:
+        result = _roll(plan, svc, target, api, tag=previous, source_commit=revision.sha7,
+                       report=report, prefix="rollback_", say=say, cwd=cwd)
+        report["rollback"]["outcome"] = result.outcome
+    except ForgeError as err:
+        report["rollback"]["outcome"] = "failed"
+        report["rollback"]["error"] = err.message
+
+
+def _rollout_message(report: Mapping[str, Any]) -> str:
+    r = report.get("rollout") or {}
+    text = (f"deploy of {report['service']} to {report['environment']}: rollout {r.get('outcome')}: "
+            f"{r.get('reason') or ''} {r.get('message') or ''}".strip())
+    rb = report.get("rollback")
+    if rb:
+        text += f"; rollback to {rb.get('to', '-')}: {rb.get('outcome')}"
+    return text
+
+
+def _rollout_hint(report: Mapping[str, Any]) -> str:
+    r = report.get("rollout") or {}
+    if r.get("pod"):
+        return (f"the report has the logs of {r['pod']} (--json for all of it); "
+                f"`kubectl -n {r['workload']['namespace']} describe pod {r['pod']}` shows more")
+    return "run with --json for the full report, or `forge status` to see what runs where"
+
+
+def run_rollback(plan: Plan, service: str, environment: str, *, to: str | None = None, say: Say = log.info,
+                 cwd: str | Path | None = None) -> dict[str, Any]:
+    """``forge rollback S:E [--to TAG]``: the GitOps history is the ledger."""
+    svc, target, conn = preflight(plan, service, environment)
+    report: dict[str, Any] = {"command": "rollback", "service": svc.name, "environment": target.environment,
+                              "outcome": "running", "timings": {}}
+    t0 = time.monotonic()
+    try:
+        current = _step(report, "ledger", lambda: gitops.current_tag(plan, svc.name, target.environment, cwd=cwd))
+        report["from"] = current
+        chosen = to or _step(report, "ledger", lambda: gitops.previous_tag(
+            plan, svc.name, target.environment, current=current or "", cwd=cwd))
+        if not chosen:
+            raise GitOpsError(f"cannot roll back {svc.name} in {target.environment}: the history of its manifest "
+                              f"has no tag other than {current!r}",
+                              hint="pass --to TAG to choose the tag explicitly")
+        report["to"] = chosen
+        digest = _step(report, "verify", lambda: _registry_digest(plan, svc, chosen))
+        report["digest"] = digest
+        say(f"rollback: {svc.name} in {target.environment}: {current} → {chosen} ({digest})")
+        api = kube.client_for(conn)
+        result = _roll(plan, svc, target, api, tag=chosen, source_commit=f"rollback-from-{current or 'none'}",
+                       report=report, prefix="", say=say, cwd=cwd)
+        report["outcome"] = result.outcome
+    except ForgeError as err:
+        report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
+        raise DeployFailed(f"rollback of {svc.name} in {target.environment} failed: {err.message}", report,
+                           hint=err.hint) from err
+    report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
+    if report["outcome"] != "success":
+        raise DeployFailed(_rollout_message(report), report, hint=_rollout_hint(report))
+    return report
+
+
+def _registry_digest(plan: Plan, svc: ServicePlan, tag: str) -> str:
+    """The digest ``tag`` resolves to; refuses a tag the registry does not have."""
+    host, _, name = svc.image.repository.partition("/")
+    client = registry.RegistryClient(host, insecure=plan.registry.insecure,
+                                     credentials=registry.resolve_credentials(plan.registry),
+                                     registry=plan.registry)
+    digest = client.manifest_digest(name, tag)
+    if digest is None:
+        raise PushError(f"cannot roll back to {svc.image.repository}:{tag}: the registry has no such tag",
+                                 hint="pick a tag that exists (`skopeo list-tags docker://"
+                                      f"{svc.image.repository}`) and pass --to TAG")
+    return digest
+
+
+# ---------------------------------------------------------------------------------------------
+# Status
+
+
+def run_status(plan: Plan, service: str | None = None, *, cwd: str | Path | None = None) -> dict[str, Any]:
+    """``forge status [S]``: per service and environment, git vs cluster vs Flux. Never raises
+    for one unreachable cluster or repository: that row says what went wrong."""
+    services = [plan.service(service)] if service else list(plan.services)
+    rows = []
+    clients: dict[tuple[str | None, str | None], Any] = {}
+    for svc in services:
+        for target in svc.targets:
+            row: dict[str, Any] = {"service": svc.name, "environment": target.environment,
+                                   "namespace": target.namespace, "errors": []}
+            try:
+                state, head = gitops.current_state(plan, svc.name, target.environment, cwd=cwd)
+                row["git"] = {"tag": state.tag, "digest": state.digest, "commit": head}
+            except ForgeError as err:
+                row["git"] = None
+                row["errors"].append(f"git: {err.message}")
+            try:
+                key = (target.kubeconfig, target.kube_context)
+                if key not in clients:
+                    clients[key] = kube.api_client(*key)
+                api = clients[key]
+                row["workload"] = _workload_status(api, svc, target)
+                row["flux"] = flux.flux_status(api, target)
+            except ForgeError as err:
+                row.setdefault("workload", None)
+                row.setdefault("flux", None)
+                row["errors"].append(f"cluster: {err.message}")
+            row["healthy"] = _healthy(row, svc)
+            rows.append(row)
+    return {"command": "status", "project": plan.project, "services": rows,
+            "healthy": all(r["healthy"] for r in rows)}
+
+
+def _workload_status(api: Any, svc: ServicePlan, target: TargetPlan) -> dict[str, Any] | None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    apps = client.AppsV1Api(api)
+    read = {"Deployment": apps.read_namespaced_deployment, "StatefulSet": apps.read_namespaced_stateful_set,
+            "DaemonSet": apps.read_namespaced_daemon_set}[svc.workload.kind]
+    try:
+        obj = read(svc.workload.name, target.namespace, _request_timeout=(5, 15)).to_dict()
+    except ApiException as err:
+        if err.status == 404:
+            return {"found": False}
+        raise RolloutFailed(f"cannot read {target.namespace}/{svc.workload.kind}/{svc.workload.name}: "
+                            f"HTTP {err.status} {err.reason}") from err
+    except Exception as err:  # noqa: BLE001 - connection errors of every kind
+        raise RolloutFailed(f"cannot reach the cluster for {target.environment}: {err}",
+                            hint="check the kube context (`kubectl config current-context`)") from err
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    image = next((c.get("image") for c in containers if c.get("name") == svc.workload.container), None)
+    if svc.workload.kind == "DaemonSet":
+        desired = status.get("desired_number_scheduled") or 0
+        counts = {"desired": desired, "updated": status.get("updated_number_scheduled") or 0,
+                  "ready": status.get("number_ready") or 0, "available": status.get("number_available") or 0}
+    else:
+        counts = {"desired": spec.get("replicas") if spec.get("replicas") is not None else 1,
+                  "updated": status.get("updated_replicas") or 0, "ready": status.get("ready_replicas") or 0,
+                  "available": status.get("available_replicas") or 0}
+    generation = (obj.get("metadata") or {}).get("generation")
+    return {"found": True, "image": image, **counts,
+            "observed": status.get("observed_generation") is not None and status.get("observed_generation") == generation}
+
+
+def _healthy(row: Mapping[str, Any], svc: ServicePlan) -> bool:
+    w, f, g = row.get("workload"), row.get("flux"), row.get("git")
+    if row["errors"] or not w or not w.get("found") or not f or not g:
+        return False
+    counts_ok = w["updated"] == w["desired"] == w["ready"] == w["available"] and w["observed"]
+    image_ok = g.get("tag") is None or (w.get("image") or "").endswith(f":{g['tag']}")
+    return bool(counts_ok and image_ok and f.get("ready"))
+
+
+def render_status(doc: Mapping[str, Any]) -> str:
+    """The status table (kubectl-like columns)."""
+    header = ("SERVICE", "ENV", "GIT TAG", "RUNNING", "READY", "UP-TO-DATE", "AVAILABLE", "FLUX", "HEALTHY")
+    rows = [header]
+    for r in doc["services"]:
+        w = r.get("workload") or {}
+        f = r.get("flux") or {}
+        running = (w.get("image") or "-").rpartition(":")[2] if w.get("found") else "-"
+        applied = "-"
+        if f:
+            ks = f.get("kustomizations") or []
+            applied = ("Ready" if f.get("ready") else "NotReady") + (
+                f" {(ks[0].get('last_applied_revision') or '')[-12:]}" if ks else "")
+        rows.append((r["service"], r["environment"], (r.get("git") or {}).get("tag") or "-", running,
+                     f"{w.get('ready', '-')}/{w.get('desired', '-')}" if w.get("found") else "-",
+                     str(w.get("updated", "-")) if w.get("found") else "-",
+                     str(w.get("available", "-")) if w.get("found") else "-", applied,
+                     "yes" if r["healthy"] else "no"))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    lines = ["   ".join(str(c).ljust(widths[i]) for i, c in enumerate(row)).rstrip() for row in rows]
+    for r in doc["services"]:
+        for e in r["errors"]:
+            lines.append(f"{r['service']}/{r['environment']}: {e}")
+    return "\n".join(lines)
+
+
+def raise_for_status(doc: Mapping[str, Any]) -> None:
+    if not doc["healthy"]:
+        bad = [f"{r['service']}/{r['environment']}" for r in doc["services"] if not r["healthy"]]
+        raise DeployFailed(f"not healthy: {', '.join(bad)}", dict(doc),
+                           hint="`forge rollout S:E` shows why a rollout is stuck; `flux get kustomizations -A` for Flux")
+
+

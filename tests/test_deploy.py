@@ -1,0 +1,125 @@
+"""`nix run .#deploy:…` end to end: real Nix build, real registry push, real GitOps commit,
+Flux (simulated on the Kubernetes stand-in, with real git and kustomize) applies it, the rollout
+is watched through the real kubernetes client. Also rollback and status."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.fixtures.shop import ShopCluster
+from tests.kube_standin import crash
+
+pytestmark = [pytest.mark.nix, pytest.mark.kube, pytest.mark.registry]
+
+
+def head_sha(shop_cluster: ShopCluster) -> str:
+    return subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=shop_cluster.shop.dir, capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def test_deploy_pushes_commits_reconciles_and_rolls_out(shop_cluster: ShopCluster) -> None:
+    sha = head_sha(shop_cluster)
+    proc = shop_cluster.run("deploy:api", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    tag = f"amd64-{sha}"
+    image = f"{shop_cluster.image('api')}:{tag}"
+    assert report["outcome"] == "success"
+    assert report["image"] == image
+    assert report["push"]["deploy_tag"] == tag and report["digest"].startswith("sha256:")
+    commit = report["gitops"]["commit"]
+    assert commit and report["gitops"]["previous_tag"] == "amd64-0000000"
+    assert f"newTag: {tag}" in shop_cluster.remote_file("clusters/staging/api/kustomization.yaml")
+    assert shop_cluster.remote_log("clusters/staging/api/kustomization.yaml")[0] == f"deploy(api): staging → {tag}"
+    assert report["reconcile"]["outcome"] == "success"
+    assert report["reconcile"]["revision"] == f"main@sha1:{commit}"
+    assert report["rollout"]["outcome"] == "success"
+    assert shop_cluster.running_image("api") == image
+    ks = shop_cluster.flux("Kustomization", "apps-staging")
+    assert ks["status"]["lastAppliedRevision"] == f"main@sha1:{commit}"
+    assert "forge deploy api:staging: success" in proc.stderr
+
+
+def test_deploying_the_same_tag_again_commits_nothing_and_verifies(shop_cluster: ShopCluster) -> None:
+    first = json.loads(shop_cluster.run("deploy:api", "--json").stdout)
+    again = shop_cluster.run("deploy:api", "--json")
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert report["gitops"]["changed"] is False and report["gitops"]["commit"] is None
+    assert report["gitops"]["revision"] == first["gitops"]["commit"]
+    assert report["reconcile"]["outcome"] == "success"
+    assert report["rollout"]["outcome"] == "success"
+    assert len(shop_cluster.remote_log("clusters/staging/api/kustomization.yaml")) == 2
+
+
+def test_crash_looping_image_fails_fast_with_reason_and_logs_and_rolls_back(shop_cluster: ShopCluster) -> None:
+    sha = head_sha(shop_cluster)
+    bad = f"{shop_cluster.image('api')}:amd64-{sha}"
+    shop_cluster.kube.script(bad, crash(exit_code=3, logs=["api: connecting to db", "api: fatal: no DATABASE_URL"]))
+    proc = shop_cluster.run("deploy:api", "--json")
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["outcome"] == "failed" and report["failed_step"] == "rollout"
+    rollout = report["rollout"]
+    assert rollout["reason"] in ("CrashLoopBackOff", "ContainerExited")
+    assert rollout["exit_code"] == 3
+    assert "api: fatal: no DATABASE_URL" in rollout["logs"]["current"] + rollout["logs"]["previous"]
+    # rollback_on_failure is on for api in the example: the previous tag is back in git and running.
+    assert report["rollback"]["to"] == "amd64-0000000"
+    assert report["rollback"]["outcome"] == "success"
+    assert "newTag: amd64-0000000" in shop_cluster.remote_file("clusters/staging/api/kustomization.yaml")
+    assert shop_cluster.running_image("api") == f"{shop_cluster.image('api')}:amd64-0000000"
+    assert "rollout failed" in proc.stderr or "CrashLoopBackOff" in proc.stderr
+
+
+def test_rollback_goes_to_the_previous_distinct_tag_from_the_ledger(shop_cluster: ShopCluster) -> None:
+    first = json.loads(shop_cluster.run("deploy:api", "--json").stdout)
+    # A second source commit gives a second tag.
+    (shop_cluster.shop.dir / "services" / "api" / "main.sh").write_text("echo v2\nwhile true; do sleep 3600; done\n")
+    shop_cluster.shop.commit("api v2")
+    second = json.loads(shop_cluster.run("deploy:api", "--json").stdout)
+    assert second["outcome"] == "success"
+    proc = shop_cluster.run("rollback:api:staging", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["from"] == second["push"]["deploy_tag"]
+    assert report["to"] == first["push"]["deploy_tag"]
+    assert report["digest"] == first["digest"]
+    assert shop_cluster.running_image("api") == first["image"]
+
+
+def test_rollback_refuses_a_tag_the_registry_does_not_have(shop_cluster: ShopCluster) -> None:
+    before = shop_cluster.remote_file("clusters/staging/api/kustomization.yaml")
+    proc = shop_cluster.run("rollback:api:staging", "--to", "amd64-fffffff")
+    assert proc.returncode == 1
+    assert "the registry has no such tag" in proc.stderr
+    assert shop_cluster.remote_file("clusters/staging/api/kustomization.yaml") == before
+
+
+def test_status_shows_git_cluster_and_flux(shop_cluster: ShopCluster) -> None:
+    deployed = json.loads(shop_cluster.run("deploy:api", "--json").stdout)
+    proc = shop_cluster.run("status:api", "--json")
+    doc = json.loads(proc.stdout)
+    rows = {r["environment"]: r for r in doc["services"]}
+    staging = rows["staging"]
+    assert staging["git"]["tag"] == deployed["push"]["deploy_tag"]
+    assert staging["workload"]["image"] == deployed["image"]
+    assert staging["workload"]["ready"] == staging["workload"]["desired"] == 1
+    assert staging["flux"]["ready"] is True
+    assert staging["healthy"] is True
+    # production's Flux objects do not exist on this stand-in: that row is not healthy, so exit 1.
+    assert rows["production"]["healthy"] is False
+    assert proc.returncode == 1
+    table = shop_cluster.run("status:api")
+    assert "GIT TAG" in table.stdout and deployed["push"]["deploy_tag"] in table.stdout
+
+
+def test_unreachable_cluster_fails_before_anything_is_pushed(shop_cluster: ShopCluster) -> None:
+    before = shop_cluster.remote_file("clusters/staging/api/kustomization.yaml")
+    proc = shop_cluster.run("deploy:api", "--json", env={"KUBECONFIG": str(shop_cluster.shop.dir / "missing")})
+    assert proc.returncode == 2, proc.stderr
+    assert "no Kubernetes connection configured" in proc.stderr
+    assert shop_cluster.remote_file("clusters/staging/api/kustomization.yaml") == before
