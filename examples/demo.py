@@ -1,10 +1,18 @@
 """The example's main job, end to end on this machine (run by `bash .ci/demo`).
 
-It copies examples/shop to a temporary directory, starts a real OCI registry on a free loopback
-port (and points the copy's deploy.yaml at it), runs `forgegen sync`, then the generated apps
-through real Nix: `nix run .#push:api` pushes the Nix-built image, and `nix run .#deploy:api`
-shows every step of the deploy. nixpkgs cannot be fetched here, so the flake's `nixpkgs` input is
-the stand-in under tests/nixpkgs-standin and `forge` is this checkout.
+What it sets up, all on loopback in a temporary directory:
+
+* examples/shop in a git repository, its flake locked to this checkout (`forge`) and to the
+  nixpkgs stand-in under tests/nixpkgs-standin (the real nixpkgs cannot be fetched here);
+* a real OCI registry (`docker-registry`), which deploy.yaml is pointed at;
+* the GitOps repository: a bare repo seeded from examples/gitops, at ./gitops.git as deploy.yaml says;
+* the Kubernetes API stand-in (tests/kube_standin) with its Deployment controller, a simulated
+  kubelet and the Flux simulation (source- and kustomize-controller, using real git and real
+  `kubectl kustomize`), and a kubeconfig for it.
+
+Then it runs what a user types: `nix run .#deploy:api` (real Nix build, real push, real GitOps
+commit, Flux applies it, the rollout is watched), `nix run .#status:api`, and a crash-looping
+release that fails fast with the reason and the logs and is rolled back (`rollback_on_failure`).
 """
 
 from __future__ import annotations
@@ -20,12 +28,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.fixtures.gitops import seed_remote  # noqa: E402
+from tests.fixtures.kube import FAST, write_kubeconfig  # noqa: E402
 from tests.fixtures.nixenv import NIX_CONFIG_TEXT, checkout_files, copy_tree, make_flake, tool_path  # noqa: E402
 from tests.fixtures.registry import start_registry  # noqa: E402
+from tests.kube_standin import KubeStandin, Settings, crash  # noqa: E402
+from tests.kube_standin.controllers.flux import FluxSim  # noqa: E402
 
 
 def step(title: str) -> None:
     print(f"\n=== {title}", file=sys.stderr, flush=True)
+
+
+def run(shop, app: str, *args: str, env: dict[str, str]) -> int:
+    step(f"nix run .#{app} -- {' '.join(args)}".rstrip(" -"))
+    proc = shop.run_app(app, *args, check=False, env=env)
+    lines = [line for line in proc.stderr.splitlines()
+             if not line.startswith(("warning:", "•", "    'path:", "    follows", "building '"))]
+    print("\n".join(lines), file=sys.stderr)
+    if proc.stdout.strip():
+        print(proc.stdout.strip())
+    print(f"(exit code {proc.returncode})", file=sys.stderr)
+    return proc.returncode
 
 
 def main() -> int:
@@ -33,29 +57,50 @@ def main() -> int:
     os.environ["PATH"] = tool_path()
     with tempfile.TemporaryDirectory(prefix="forge-demo-") as tmp:
         base = Path(tmp)
-        step("start a local OCI registry")
+        step("start a local OCI registry and the Kubernetes API stand-in with Flux")
         registry = start_registry(base / "registry")
+        standin = KubeStandin(settings=Settings(**FAST)).start()
+        sim = standin.add(FluxSim())
         try:
+            kubeconfig = write_kubeconfig(base / "kubeconfig", standin.url)
+            env = {"KUBECONFIG": str(kubeconfig)}
             forge_src = copy_tree([f for f in checkout_files() if not f.startswith("benchmarks/")], ROOT, base / "forge")
-            standin = base / "nixpkgs"
-            shutil.copytree(ROOT / "tests" / "nixpkgs-standin", standin)
-            shop = make_flake(ROOT / "examples" / "shop", base / "shop", forge_src, standin)
+            nixpkgs = base / "nixpkgs"
+            shutil.copytree(ROOT / "tests" / "nixpkgs-standin", nixpkgs)
+            shop = make_flake(ROOT / "examples" / "shop", base / "shop", forge_src, nixpkgs)
             deploy = shop.dir / "deploy.yaml"
             deploy.write_text(re.sub(r"host: localhost:5000", f"host: {registry.host}", deploy.read_text()))
-            step("forgegen sync")
             subprocess.run([sys.executable, "-m", "forgegen", "sync"], cwd=shop.dir, check=True)
             shop.commit("point the example at the demo registry")
-            step("nix run .#push:api")
-            push = shop.run_app("push:api", check=False)
-            sys.stderr.write(push.stderr[-3000:])
-            print(push.stdout)
-            if push.returncode != 0:
-                return push.returncode
-            step("nix run .#deploy:api -- --dry-run")
-            dry = shop.run_app("deploy:api", "--dry-run", check=False)
-            print(dry.stdout)
-            return dry.returncode
+
+            template = base / "gitops-template"
+            shutil.copytree(ROOT / "examples" / "gitops", template)
+            for path in template.rglob("*.yaml"):
+                path.write_text(path.read_text().replace("localhost:5000", registry.host))
+            remote = seed_remote(template, shop.dir / "gitops.git")
+            standin.create("gitrepositories", {
+                "metadata": {"name": "flux-system", "namespace": "flux-system"},
+                "spec": {"interval": "10m", "url": f"file://{remote}", "ref": {"branch": "main"}}})
+            standin.create("kustomizations", {
+                "metadata": {"name": "apps-staging", "namespace": "flux-system"},
+                "spec": {"interval": "10m", "path": "./clusters/staging", "prune": True,
+                         "sourceRef": {"kind": "GitRepository", "name": "flux-system"}}})
+
+            rc = run(shop, "deploy:api", env=env)
+            if rc != 0:
+                return rc
+            run(shop, "status:api", env=env)
+
+            step("a new commit whose image crash-loops (scripted in the simulated kubelet)")
+            (shop.dir / "services" / "api" / "main.sh").write_text("echo 'api: fatal: DATABASE_URL is not set'\nexit 3\n")
+            sha = shop.commit("api: read DATABASE_URL")[:7]
+            standin.script(f"{registry.host}/shop/api:amd64-{sha}",
+                               crash(exit_code=3, logs=["api: starting", "api: fatal: DATABASE_URL is not set"]))
+            failed = run(shop, "deploy:api", env=env)
+            return 0 if failed == 1 else 1
         finally:
+            sim.close()
+            standin.stop()
             registry.stop()
 
 

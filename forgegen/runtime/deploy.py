@@ -87,6 +87,8 @@ def _roll(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, *, tag: st
         api, namespace=target.namespace, workload=svc.workload, expected_image=_image(svc, tag),
         policy=svc.rollout, progress=lambda m: say(f"rollout: {m}")))
     report[f"{prefix}rollout"] = result.to_json()
+    if not result.ok:  # the evidence, for people: reason, pod, exit code, logs, Warning events
+        say(rollout_mod.render_report(result.to_json()))
     return result
 
 

@@ -1,0 +1,23 @@
+"""README's first command runs the example's main job: keep it working (examples/demo.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.fixtures.nixenv import ROOT
+
+pytestmark = [pytest.mark.nix, pytest.mark.kube, pytest.mark.registry]
+
+
+def test_demo_deploys_the_example_and_shows_a_failed_rollout_rolled_back() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "demo.py")], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "forge deploy api:staging: success" in proc.stderr
+    assert "rollout of shop/Deployment/api FAILED: CrashLoopBackOff" in proc.stderr
+    assert "| api: fatal: DATABASE_URL is not set" in proc.stderr
+    assert "rollback to amd64-" in proc.stderr and ": success" in proc.stderr
+    assert "GIT TAG" in proc.stdout
