@@ -138,7 +138,7 @@ def test_push_app_pushes_the_nix_built_image_with_verified_tags(shop: Flake, reg
     assert report["deploy_tag"] == f"amd64-{sha}"
     tags = subprocess.run(["skopeo", "list-tags", "--tls-verify=false", f"docker://{registry.host}/shop/api"],
                           capture_output=True, text=True, check=True)
-    assert set(json.loads(tags.stdout)["Tags"]) == {f"amd64-{sha}", "amd64-latest"}
+    assert {f"amd64-{sha}", "amd64-latest"} <= set(json.loads(tags.stdout)["Tags"])  # the registry is shared
     inspect = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{registry.host}/shop/api:amd64-{sha}"],
                              capture_output=True, text=True, check=True)
     assert json.loads(inspect.stdout)["Digest"] == report["deploy_digest"]
