@@ -114,6 +114,36 @@ class CheckPlan(PlanModel):
     retries: int
 
 
+DEV_DEFAULTS: dict[str, dict[str, Any]] = {
+    "rust": {"tools": ("cargo", "rustc", "clippy", "rustfmt"),
+             "test": "cargo test", "lint": "cargo clippy -- -D warnings", "fmt": "cargo fmt",
+             "fmt-check": "cargo fmt -- --check"},
+    "python": {"tools": ("python3", "python3Packages.pytest", "ruff"),
+               "test": "pytest", "lint": "ruff check .", "fmt": "ruff format .",
+               "fmt-check": "ruff format --check ."},
+    "go": {"tools": ("go",),
+           "test": "go test ./...", "lint": "go vet ./...", "fmt": "gofmt -w .",
+           "fmt-check": 'test -z "$(gofmt -l .)"'},
+    "node": {"tools": ("nodejs",),
+             "test": "npm test", "lint": "npm run lint", "fmt": "npx prettier --write .",
+             "fmt-check": "npx prettier --check ."},
+    "generic": {"tools": (), "test": None, "lint": None, "fmt": None, "fmt-check": None},
+}
+DEV_VERBS = ("test", "lint", "fmt", "fmt-check")
+
+
+class DevPlan(PlanModel):
+    """What the development apps run: deploy.yaml's ``dev``, else the service type's defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    test: str | None
+    lint: str | None
+    fmt: str | None
+    fmt_check: str | None = Field(alias="fmt-check")
+    tools: tuple[str, ...] = Field(description="attribute paths in pkgs put on PATH")
+
+
 class ServicePlan(PlanModel):
     name: str
     type: str
@@ -124,6 +154,7 @@ class ServicePlan(PlanModel):
     migrations: tuple[MigrationPlan, ...]
     verify: tuple[CheckPlan, ...]
     depends_on: tuple[str, ...]
+    dev: DevPlan
     targets: tuple[TargetPlan, ...]
 
     def target(self, environment: str | None) -> TargetPlan:
@@ -156,7 +187,15 @@ class Plan(PlanModel):
             hint=f"use one of: {', '.join(s.name for s in self.services) or '(none)'}")
 
     def to_json(self) -> str:
-        return json_document(self.model_dump(mode="json"))
+        return json_document(self.model_dump(mode="json", by_alias=True))
+
+    def fragment_json(self, name: str, base: str = "project.json") -> str:
+        """One service's plan as a fragment: its ``services`` entry, plus the file (next to it)
+        holding the product-wide settings. :func:`load_plan` and ``forge.lib.apps.mergePlans``
+        join the two, so the repository does not repeat those settings once per service."""
+        doc = {"plan_version": self.plan_version, "generator": self.generator, "base": base,
+               "services": [self.service(name).model_dump(mode="json", by_alias=True)]}
+        return json_document(doc)
 
     def for_service(self, name: str) -> "Plan":
         """The same plan narrowed to one service (what a service's apps get)."""
@@ -236,6 +275,13 @@ def _target(config: schema.Config, name: str, env: schema.Environment, index: in
     )
 
 
+def dev_plan(service: schema.Service) -> DevPlan:
+    configured = service.dev.model_dump(by_alias=True)
+    defaults = DEV_DEFAULTS[service.type]
+    commands = {verb: configured.get(verb) or defaults[verb] for verb in DEV_VERBS}
+    return DevPlan(**commands, tools=defaults["tools"])
+
+
 def service_plan(config: schema.Config, name: str) -> ServicePlan:
     svc = config.services[name]
     workload_name = svc.workload.name or name
@@ -258,6 +304,7 @@ def service_plan(config: schema.Config, name: str) -> ServicePlan:
                                command=c.command, timeout=c.timeout, retries=c.retries)
                      for c in svc.verify),
         depends_on=svc.depends_on,
+        dev=dev_plan(svc),
         targets=tuple(_target(config, name, e, all_envs.index(e)) for e in envs),
     )
 
@@ -289,6 +336,11 @@ def load_plan(path: str | Path) -> Plan:
         raise ConfigError(f"{path}: cannot read the plan: {err}") from err
     if not isinstance(data, dict) or data.get("generator") != GENERATOR:
         raise ConfigError(f"{path}: not a Forge plan (no \"generator\": \"forgegen\")")
+    base = data.pop("base", None)
+    if base is not None:  # a per-service fragment: the product-wide settings live next to it
+        common = load_plan(path.parent / str(base))
+        data = {**common.model_dump(mode="json", by_alias=True), **data,
+                "services": list(data.get("services") or [])}
     version = data.get("plan_version")
     if version != PLAN_VERSION:
         raise ConfigError(f"{path}: plan version {version!r} is not supported by this forge (it reads {PLAN_VERSION})",

@@ -195,9 +195,10 @@ let
     ++ [ "status:${name}" "release:${name}" "test:${name}" "lint:${name}" "fmt:${name}" "fmt-check:${name}" ];
 
   /**
-    Validate a generated service attrset (`nix/forge/services/<name>.nix`), reporting every
-    problem at once through `forge.lib.errorReporter`; returns the service unchanged when valid.
-    Catches hand edits and files from an incompatible forgegen before they reach an app.
+    Validate a service attrset (what `loadService` reads from `nix/forge/plans/<name>.json`),
+    reporting every problem at once through `forge.lib.errorReporter`; returns the service
+    unchanged when valid. Catches hand edits and plans from an incompatible forgegen before they
+    reach an app.
 
     # Inputs
     `file`: where the service came from (for the message). `service`: the attrset.
@@ -354,49 +355,92 @@ let
     else throw "${fn "mkTableApp"}: app ${builtins.toJSON name} has unknown kind ${builtins.toJSON entry.kind}; expected \"forge\", \"dev\" or \"generator\"";
 
   /**
-    Every app of a project. App names come from the small index (service → environments), so
-    listing them reads no service file; each app's value imports only its own service's file.
-    That keeps evaluating one app of a 500-service project close to the cost of a 1-service one.
+    A service as the apps need it, read from its JSON plan fragment (`nix/forge/plans/<name>.json`,
+    written by `forgegen sync`) and validated with `validateService`.
 
     # Inputs
-    `index`: service name → `{ file; environments; }` (the generated service file, with `plan`).
-    `project`, `environments`: for the product-wide apps. `projectPlan`: their plan.
-    `runtime`: the package with the `forge` and `forgegen` commands.
+    `plan`: the fragment (a path). `registry`: the registry host (from the project plan).
 
     # Type
     ```
-    mkProjectApps :: { pkgs, runtime, index, project, environments, projectPlan } -> AttrSet
+    loadService :: { plan :: Path, registry :: String } -> AttrSet
     ```
 
     # Examples
     ```nix
-    builtins.attrNames (mkProjectApps { pkgs = { writeShellApplication = a: { outPath = "out-${a.name}"; }; }; runtime = "forge"; index = { }; project = "p"; environments = [ "prod" ]; projectPlan = "project.json"; })
+    (loadService { registry = "ghcr.io"; plan = builtins.toFile "api.json" (builtins.toJSON { services = [ { name = "api"; type = "go"; path = "."; image = { architectures = [ "x86_64-linux" ]; package = "api-image"; repository = "ghcr.io/api"; }; workload = { }; targets = [ { environment = "prod"; } ]; dev = { test = null; lint = null; fmt = null; fmt-check = null; tools = [ ]; }; } ]; }); }).environments
+    => [ "prod" ]
+    ```
+  */
+  loadService = { plan, registry }:
+    let
+      doc = builtins.fromJSON (builtins.readFile plan);
+      s = builtins.head (doc.services or [ { } ]);
+      dev = s.dev or { };
+    in
+    validateService (toString plan) {
+      inherit plan registry;
+      name = s.name or null;
+      type = s.type or null;
+      path = s.path or null;
+      image = s.image or { };
+      workload = s.workload or { };
+      environments = map (t: t.environment) (s.targets or [ ]);
+      dev = builtins.removeAttrs dev [ "tools" ];
+      tools = dev.tools or [ ];
+    };
+
+  /**
+    Everything `nix/forge/default.nix` exposes: `apps` (every app of the project) and `services`.
+    App names come from the small index (service → environments), so listing them reads no plan;
+    each app's value reads only its own service's plan. That keeps evaluating one app of a
+    500-service project close to the cost of a 1-service one.
+
+    # Inputs
+    `index`: service name → `{ plan; environments; }`. `project`, `environments`: for the
+    product-wide apps. `order`: the services in deploy.yaml's order. `projectPlan`: the
+    product-wide settings (`plans/project.json`). `runtime`: the package with the `forge` and
+    `forgegen` commands.
+
+    # Type
+    ```
+    mkProject :: { pkgs, runtime, index, project, environments, order, projectPlan } -> { apps, services, plans, project }
+    ```
+
+    # Examples
+    ```nix
+    builtins.attrNames (mkProject { pkgs = { writeShellApplication = a: { outPath = "out-${a.name}"; }; }; runtime = "forge"; index = { }; project = "p"; environments = [ "prod" ]; order = [ ]; projectPlan = builtins.toFile "p.json" "{\"registry\": {\"host\": \"r\"}, \"services\": []}"; }).apps
     => [ "forge:sync" "release" "status" ]
     ```
   */
-  mkProjectApps = { pkgs, runtime, index, project, environments, projectPlan }:
+  mkProject = { pkgs, runtime, index, project, environments, order, projectPlan }:
     let
+      registry = (builtins.fromJSON (builtins.readFile projectPlan)).registry.host;
+      services = builtins.mapAttrs (name: spec: loadService { inherit (spec) plan; inherit registry; }) index;
+      planFor = name: mergePlans { name = "forge-plan-${name}.json"; base = projectPlan; plans = [ index.${name}.plan ]; };
       serviceApps = builtins.concatMap
-        (service:
-          let
-            spec = index.${service};
-            loaded = validateService (toString spec.file) (import spec.file);
-            entries = serviceAppEntries loaded;
-          in
+        (name:
           map
             (app: {
               name = app;
               value =
+                let entries = serviceAppEntries services.${name}; in
                 if entries ? ${app} then
-                  mkTableApp { inherit pkgs runtime; name = app; entry = entries.${app}; plan = loaded.plan; }
-                else throw "${fn "mkProjectApps"}: ${toString spec.file} has no app ${builtins.toJSON app}; run forgegen sync";
+                  mkTableApp { inherit pkgs runtime; name = app; entry = entries.${app}; plan = planFor name; }
+                else throw "${fn "mkProject"}: the plan of ${name} has no app ${builtins.toJSON app}; run forgegen sync";
             })
-            (serviceAppNames service spec.environments))
+            (serviceAppNames name index.${name}.environments))
         (builtins.attrNames index);
+      wholePlan = mergePlans { name = "forge-plan-${project}.json"; base = projectPlan; plans = map (n: index.${n}.plan) order; };
     in
-    builtins.listToAttrs serviceApps
-    // builtins.mapAttrs (name: entry: mkTableApp { inherit pkgs runtime name entry; plan = projectPlan; })
-      (projectAppEntries { inherit project environments; });
+    {
+      inherit project services;
+      # The complete plan each app passes to forge (built on demand in the store).
+      plans = builtins.mapAttrs (name: _: planFor name) index // { "" = wholePlan; };
+      apps = builtins.listToAttrs serviceApps
+        // builtins.mapAttrs (name: entry: mkTableApp { inherit pkgs runtime name entry; plan = wholePlan; })
+          (projectAppEntries { inherit project environments; });
+    };
 
   /**
     A JSON plan file made of `base` with the `services` of every plan in `plans` appended, in
@@ -421,12 +465,12 @@ let
   mergePlans = { name, base, plans }:
     let
       read = file: builtins.fromJSON (builtins.readFile file);
-      first = if builtins.isAttrs base then base else read base;
+      first = builtins.removeAttrs (if builtins.isAttrs base then base else read base) [ "base" ];
     in
     builtins.toFile name (builtins.toJSON (first // {
       services = first.services ++ builtins.concatMap (p: (read p).services) plans;
     }));
 in
 {
-  inherit escapeShellArg escapeShellArgs getPackage mkApp mkForgeApp mkDevApp serviceAppNames validateService serviceAppEntries projectAppEntries mkTableApp mkProjectApps mergePlans;
+  inherit escapeShellArg escapeShellArgs getPackage mkApp mkForgeApp mkDevApp serviceAppNames validateService loadService serviceAppEntries projectAppEntries mkTableApp mkProject mergePlans;
 }

@@ -122,9 +122,9 @@ def test_dev_app_runs_in_the_service_directory(shop: Flake) -> None:
 
 
 def test_forge_sync_app_regenerates(shop: Flake) -> None:
-    (shop.dir / "nix" / "forge" / "services" / "web.nix").unlink()
+    (shop.dir / "nix" / "forge" / "plans" / "web.json").unlink()
     shop.run_app("forge:sync")
-    assert (shop.dir / "nix" / "forge" / "services" / "web.nix").is_file()
+    assert (shop.dir / "nix" / "forge" / "plans" / "web.json").is_file()
 
 
 @pytest.mark.registry

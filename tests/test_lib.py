@@ -212,7 +212,7 @@ def test_examples_evaluate_to_documented_results(sublib: str, system: str, tmp_p
         "       else { ok = false; actual = \"«throws»\"; };\n"
         f"in [\n{entries}\n]\n"
     )
-    proc = run(["nix-instantiate", "--eval", "--strict", "--json", str(batch)], cwd=tmp_path)
+    proc = run(["nix-instantiate", "--eval", "--strict", "--json", "--read-write-mode", str(batch)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     outcomes = json.loads(proc.stdout)
     wrong = [
@@ -221,7 +221,7 @@ def test_examples_evaluate_to_documented_results(sublib: str, system: str, tmp_p
     ]
 
     def error_outcome(e: Example) -> str | None:
-        p = run(["nix-instantiate", "--eval", "--strict", "-E", example_scope(sublib, e.expr, system)], cwd=tmp_path)
+        p = run(["nix-instantiate", "--eval", "--strict", "--read-write-mode", "-E", example_scope(sublib, e.expr, system)], cwd=tmp_path)
         expected = squash(e.result[len("error:"):])
         if p.returncode == 0:
             return f"lib/{e.sublib}.nix:{e.line}: {e.expr}\n  documented: {e.result}\n  actual: {p.stdout.strip()}"

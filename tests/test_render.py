@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from forgegen import render
 from forgegen.errors import RenderError
+from forgegen.plan import Plan, build_plan
 from forgegen.schema import load_config, parse_config
 from tests.contract import expected_app_names
 from tests.fixtures.nixenv import ROOT, nix_eval
@@ -92,10 +93,12 @@ def _eval_generated(files: dict[str, str], tmp: Path, service: str) -> dict:
       in {{
         service = builtins.removeAttrs svc [ "plan" ];
         planIsFile = builtins.pathExists svc.plan;
+        servicePlan = builtins.readFile project.plans.{json.dumps(service)};
+        wholePlan = builtins.readFile project.plans."";
         apps = builtins.mapAttrs (n: a: a.meta.description) project.apps;
         types = builtins.mapAttrs (n: a: a.type) project.apps;
       }}"""
-    return nix_eval(expr)
+    return nix_eval(expr, write=True)
 
 
 @pytest.mark.nix
@@ -111,6 +114,9 @@ def test_generated_nix_evaluates_to_the_configured_values(case: str, tmp_path: P
         assert got["service"]["type"] == svc.type
         assert got["service"]["image"]["package"] == (svc.image.package or f"{name}-image")
         assert got["planIsFile"] is True
+        # The plan an app passes to forge is complete: it loads, and it is the generator's own.
+        assert Plan.model_validate_json(got["servicePlan"]) == build_plan(config, [name])
+        assert Plan.model_validate_json(got["wholePlan"]) == build_plan(config)
         assert set(got["apps"]) == names
         assert all(isinstance(d, str) and d for d in got["apps"].values())
         envs = [e.name for e in config.service_environments(name)]
@@ -150,12 +156,12 @@ def test_any_valid_config_renders_twice_identically_and_round_trips(project: str
 def test_a_broken_service_file_reports_every_problem_in_one_evaluation(tmp_path: Path) -> None:
     config = load_config(GOLDEN / "shop" / "deploy.yaml")
     files = render.render(config)
-    files["nix/forge/services/api.nix"] = files["nix/forge/services/api.nix"].replace(
-        'type = "python";', 'type = "cobol";').replace('registry = "localhost:5000";', "registry = 5000;")
+    files["nix/forge/plans/api.json"] = files["nix/forge/plans/api.json"].replace(
+        '"type": "python"', '"type": "cobol"').replace('"tools": [', '"tools": 5, "x": [')
     with pytest.raises(AssertionError) as info:
         _eval_generated(files, tmp_path, "api")
     message = str(info.value)
     assert "forge.lib.apps.validateService" in message and "run forgegen sync" in message
     assert "2 errors" in message
     assert 'type: must be one of "rust", "python", "go", "node" or "generic", got "cobol"' in message
-    assert "registry: must be a string, got an integer: 5000" in message
+    assert "tools: must be a list, got an integer: 5" in message

@@ -41,7 +41,7 @@ def test_first_sync_creates_then_second_is_identical_and_writes_nothing(repo: Pa
     first = forgegen("sync", cwd=repo)
     assert first.returncode == 0, first.stderr
     assert set(verbs(first).values()) == {"create"}
-    assert "nix/forge/services/api.nix" in verbs(first)
+    assert "nix/forge/plans/api.json" in verbs(first)
     before = {p: p.stat().st_mtime_ns for p in (repo / "nix").rglob("*") if p.is_file()}
     second = forgegen("sync", cwd=repo)
     assert set(verbs(second).values()) == {"identical"}
@@ -51,16 +51,18 @@ def test_first_sync_creates_then_second_is_identical_and_writes_nothing(repo: Pa
 
 def test_removed_service_files_are_removed_but_foreign_files_are_kept(repo: Path) -> None:
     forgegen("sync", cwd=repo)
-    (repo / "nix" / "forge" / "services" / "notes.nix").write_text("# my own file\n{ }\n")
+    (repo / "nix" / "forge" / "plans" / "notes.json").write_text('{"mine": true}\n')
+    (repo / "nix" / "forge" / "local.nix").write_text("# my own file\n{ }\n")
     (repo / "deploy.yaml").write_text(SHOP.split("\n  web:")[0] + "\n")
     proc = forgegen("sync", cwd=repo)
     assert proc.returncode == 0, proc.stderr
     v = verbs(proc)
-    assert v["nix/forge/services/web.nix"] == "remove"
+    assert "nix/forge/plans/notes.json" not in v and "nix/forge/local.nix" not in v
     assert v["nix/forge/plans/web.json"] == "remove"
     assert v["nix/forge/default.nix"] == "overwrite"
-    assert not (repo / "nix" / "forge" / "services" / "web.nix").exists()
-    assert (repo / "nix" / "forge" / "services" / "notes.nix").read_text() == "# my own file\n{ }\n"
+    assert not (repo / "nix" / "forge" / "plans" / "web.json").exists()
+    assert (repo / "nix" / "forge" / "plans" / "notes.json").read_text() == '{"mine": true}\n'
+    assert (repo / "nix" / "forge" / "local.nix").read_text() == "# my own file\n{ }\n"
 
 
 def test_dry_run_writes_nothing_and_reports_what_would_change(repo: Path) -> None:
@@ -68,7 +70,7 @@ def test_dry_run_writes_nothing_and_reports_what_would_change(repo: Path) -> Non
     assert proc.returncode == 0
     report = json.loads(proc.stdout)
     assert report["written"] is False and report["changed"] is True
-    assert report["summary"]["create"] == len(report["files"]) == 6
+    assert report["summary"]["create"] == len(report["files"]) == 4
     assert not (repo / "nix").exists()
 
 

@@ -4,26 +4,16 @@
 #   apps.${system} = (import ./nix/forge { inherit forge pkgs system; }).apps;
 { forge, pkgs, system ? pkgs.system, runtime ? forge.packages.${system}.forgegen }:
 let
-  # service → its file and environments: enough to name every app without reading the files.
+  # service → its plan and environments: enough to name every app without reading the plans.
   index = {
-    api = { file = ./services/api.nix; plan = ./plans/api.json; environments = [ "staging" "production" ]; };
+    api = { plan = ./plans/api.json; environments = [ "staging" "production" ]; };
   };
+in
+forge.lib.apps.mkProject {
+  inherit pkgs runtime index;
+  project = "starter";
+  environments = [ "staging" "production" ];
   # deploy.yaml's order, which release follows (after depends_on).
   order = [ "api" ];
-in
-{
-  project = "starter";
-  services = builtins.mapAttrs (name: spec: import spec.file) index;
-  apps = forge.lib.apps.mkProjectApps {
-    inherit pkgs runtime index;
-    project = "starter";
-    environments = [ "staging" "production" ];
-    # The product-wide plan is assembled from the services' plans only when a product-wide
-    # app is evaluated, so the repository does not carry every plan twice.
-    projectPlan = forge.lib.apps.mergePlans {
-      name = "forge-plan-starter.json";
-      base = ./plans/project.json;
-      plans = map (name: index.${name}.plan) order;
-    };
-  };
+  projectPlan = ./plans/project.json;
 }

@@ -4,26 +4,16 @@
 #   apps.${system} = (import ./nix/forge { inherit forge pkgs system; }).apps;
 { forge, pkgs, system ? pkgs.system, runtime ? forge.packages.${system}.forgegen }:
 let
-  # service → its file and environments: enough to name every app without reading the files.
+  # service → its plan and environments: enough to name every app without reading the plans.
   index = {
-    "in" = { file = ./services/in.nix; plan = ./plans/in.json; environments = [ "staging" ]; };
+    "in" = { plan = ./plans/in.json; environments = [ "staging" ]; };
   };
+in
+forge.lib.apps.mkProject {
+  inherit pkgs runtime index;
+  project = "hostile";
+  environments = [ "staging" ];
   # deploy.yaml's order, which release follows (after depends_on).
   order = [ "in" ];
-in
-{
-  project = "hostile";
-  services = builtins.mapAttrs (name: spec: import spec.file) index;
-  apps = forge.lib.apps.mkProjectApps {
-    inherit pkgs runtime index;
-    project = "hostile";
-    environments = [ "staging" ];
-    # The product-wide plan is assembled from the services' plans only when a product-wide
-    # app is evaluated, so the repository does not carry every plan twice.
-    projectPlan = forge.lib.apps.mergePlans {
-      name = "forge-plan-hostile.json";
-      base = ./plans/project.json;
-      plans = map (name: index.${name}.plan) order;
-    };
-  };
+  projectPlan = ./plans/project.json;
 }
