@@ -139,7 +139,6 @@ def problems_from_pydantic(source: Source, errors: Iterable[Mapping[str, Any]],
         if on_key:
             loc = loc[:-1]
         if kind == "extra_forbidden":
-            parent = loc[:-1]
             msg = f"unknown key {loc[-1]!r}; remove it or check its spelling"
             problem = source.problem(loc, msg, key=True)
             problem = Problem(problem.file, problem.line, problem.column, format_loc(loc), msg)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import forgegen
-from tests.fixtures.nixenv import ROOT, tool_path
+from tests.fixtures.nixenv import ROOT, checkout_files, copy_tree, tool_path
 
 
 def test_public_api_is_pinned_and_sorted() -> None:
@@ -48,8 +48,10 @@ def test_one_module_owns_subprocess() -> None:
 
 def test_pip_install_non_editable_gives_working_commands_with_templates(tmp_path: Path) -> None:
     target = tmp_path / "site"
+    # Build from a copy, as from an sdist: pip would otherwise leave build/ in the checkout.
+    source = copy_tree(checkout_files(), ROOT, tmp_path / "source")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(ROOT)], check=True, capture_output=True, text=True)
+                    "--target", str(target), str(source)], check=True, capture_output=True, text=True)
     assert (target / "forgegen" / "templates" / "default.nix.jinja").is_file()
     assert (target / "forgegen" / "templates" / "_macros" / "header.nix.jinja").is_file()
     assert (target / "forgegen" / "deploy.schema.json").is_file()

@@ -8,7 +8,7 @@ Two pieces (STYLE.md point 31):
   ``done``, ``failed`` (Flux's reason and message), and the request to send next, if any.
 * :func:`reconcile` — the thin loop: annotate, then watch (list, watch from the list's
   ``resourceVersion``, resume when a connection drops, re-list on ``410 Gone``; the watch
-  threads are :class:`forgegen.runtime.rollout._Stream`) until the verdict is final or the
+  threads are :class:`forgegen.runtime.watch.Stream`) until the verdict is final or the
   deadline passes.
 
 The protocol (REFERENCE.md, "Flux reconcile"): a merge patch sets the annotation
@@ -515,7 +515,7 @@ def reconcile(api: Any, flux: FluxPlan, *, commit: str, branch: str, timeout: fl
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    from forgegen.runtime.rollout import _Stream, close_streams  # the shared list/watch/resume/re-list thread
+    from forgegen.runtime.watch import Stream, close_streams
 
     if flux.source_kind not in SOURCE_TYPES:
         raise ReconcileError(f"unknown Flux source kind {flux.source_kind!r} (at {flux.namespace}/{flux.source_kind}/"
@@ -579,10 +579,10 @@ def reconcile(api: Any, flux: FluxPlan, *, commit: str, branch: str, timeout: fl
     out: queue.Queue = queue.Queue()
     stop = threading.Event()
     streams = [
-        _Stream("source", co.list_namespaced_custom_object,
+        Stream("source", co.list_namespaced_custom_object,
                 {"group": sgroup, "version": sversion, "namespace": ns, "plural": splural,
                  "field_selector": f"metadata.name={flux.source_name}"}, out, stop, watch_seconds),
-        _Stream("kustomizations", co.list_namespaced_custom_object,
+        Stream("kustomizations", co.list_namespaced_custom_object,
                 {"group": kgroup, "version": kversion, "namespace": ns, "plural": kplural,
                  **({"field_selector": f"metadata.name={flux.kustomizations[0]}"}
                     if len(flux.kustomizations) == 1 else {})}, out, stop, watch_seconds),
