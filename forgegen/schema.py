@@ -136,7 +136,9 @@ CommitPattern = Annotated[str, AfterValidator(_pattern(*NAME_FIELDS, "tag", "ima
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # defer_build: the runtime imports this module (through plan.py) but never validates a
+    # deploy.yaml, so it should not pay for building these validators at import.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,131 @@
+"""Benchmark: Forge's own overhead on one deploy, against a GitOps repository with 2,000 manifests
+and 10,000 commits of history (DESIGN.md target: under 1 s).
+
+Prints figures (not a test; nothing here asserts). Run:
+    .venv/bin/python benchmarks/deploy.py [--rounds 5]
+
+Each round runs the real runtime, `forge deploy --plan nix/forge/plans/svc0.json svc0:staging`,
+as a new process (Python start-up and imports included), against: a real registry, the big GitOps
+repository (built by benchmarks/gitops.py), the Kubernetes stand-in with the Flux simulation, and
+the example flake's image (`nix build`, cached after the first round). Every round deploys a new
+tag (a new RELEASE_GIT_SHA), so every round pushes tags, commits, reconciles and rolls out.
+
+overhead = total − push (registry transfer) − reconcile (Flux) − rollout (the cluster)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import gitops as big  # noqa: E402
+from tests.fixtures.kube import FAST, write_kubeconfig  # noqa: E402
+from tests.fixtures.nixenv import NIX_CONFIG_TEXT, checkout_files, copy_tree, make_flake, tool_path  # noqa: E402
+from tests.fixtures.registry import start_registry  # noqa: E402
+from tests.kube_standin import KubeStandin, Settings  # noqa: E402
+from tests.kube_standin.controllers.flux import FluxSim  # noqa: E402
+
+DEPLOY_YAML = """\
+version: 1
+project: shop
+registry: {{host: "{host}", organization: shop, insecure: true}}
+gitops: {{repo: "{repo}", path: "clusters/{{cluster}}/{{service}}"}}
+flux: {{kustomizations: ["apps-{{environment}}"]}}
+environments:
+  - name: staging
+    namespace: shop
+services:
+  svc0:
+    image: {{package: api-image}}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--overlays", type=int, default=1000)
+    parser.add_argument("--commits", type=int, default=10000)
+    args = parser.parse_args()
+    os.environ.setdefault("NIX_CONFIG", NIX_CONFIG_TEXT)
+    os.environ["PATH"] = tool_path()
+    with tempfile.TemporaryDirectory(prefix="forge-bench-deploy-") as tmp:
+        base = Path(tmp)
+        registry = start_registry(base / "registry")
+        standin = KubeStandin(settings=Settings(**FAST)).start()
+        sim = standin.add(FluxSim())
+        try:
+            # The big repository, with image names pointing at this registry.
+            host = registry.host
+            big.kustomization = (lambda k: lambda s, t: k(s, t).replace("localhost:5000", host))(big.kustomization)
+            big.deployment = (lambda d: lambda s: d(s).replace("localhost:5000", host))(big.deployment)
+            remote = base / "gitops.git"
+            t0 = time.perf_counter()
+            big.build_remote(remote, args.overlays, args.commits)
+            print(f"GitOps repository: {args.overlays * 2} manifests, {args.commits} commits "
+                  f"(built in {time.perf_counter() - t0:.1f}s)")
+
+            forge_src = copy_tree([f for f in checkout_files() if not f.startswith("benchmarks/")], ROOT, base / "forge")
+            nixpkgs = base / "nixpkgs"
+            shutil.copytree(ROOT / "tests" / "nixpkgs-standin", nixpkgs)
+            shop = make_flake(ROOT / "examples" / "shop", base / "shop", forge_src, nixpkgs)
+            (shop.dir / "deploy.yaml").write_text(DEPLOY_YAML.format(host=host, repo=remote))
+            subprocess.run([sys.executable, "-m", "forgegen", "sync"], cwd=shop.dir, check=True, capture_output=True)
+            shop.commit("benchmark deploy.yaml")
+
+            standin.create("gitrepositories", {
+                "metadata": {"name": "flux-system", "namespace": "flux-system"},
+                "spec": {"interval": "10m", "url": f"file://{remote}", "ref": {"branch": "main"}}})
+            standin.create("kustomizations", {
+                "metadata": {"name": "apps-staging", "namespace": "flux-system"},
+                "spec": {"interval": "10m", "path": "./clusters/staging/svc0", "prune": True,
+                         "sourceRef": {"kind": "GitRepository", "name": "flux-system"}}})
+            kubeconfig = write_kubeconfig(base / "kubeconfig", standin.url)
+            env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+            plan = shop.dir / "nix" / "forge" / "plans" / "svc0.json"
+
+            rows = []
+            for i in range(args.rounds + 1):  # round 0 warms the caches (clone, nix build, layout)
+                env["RELEASE_GIT_SHA"] = f"{0xabc0000 + i:07x}"
+                t0 = time.perf_counter()
+                proc = subprocess.run([sys.executable, "-c", "from forgegen.runtime.cli import main; main()",
+                                       "deploy", "--plan", str(plan), "svc0:staging", "--json"],
+                                      cwd=shop.dir, env=env, capture_output=True, text=True)
+                wall = time.perf_counter() - t0
+                if proc.returncode != 0:
+                    print(proc.stderr[-3000:])
+                    raise SystemExit(f"deploy failed in round {i}")
+                r = json.loads(proc.stdout)
+                t = r["timings"]
+                push_only = r["push"]["push_seconds"]
+                row = {"wall": wall, "build": t["push_seconds"] - push_only, "push": push_only,
+                       "gitops": t["gitops_seconds"], "reconcile": t["reconcile_seconds"],
+                       "rollout": t["rollout_seconds"]}
+                row["overhead"] = wall - push_only - row["reconcile"] - row["rollout"]
+                row["startup"] = wall - t["total_seconds"]
+                if i > 0:
+                    rows.append(row)
+            print(f"\nforge deploy, median of {args.rounds} warm rounds (seconds):")
+            for key in ("wall", "startup", "build", "push", "gitops", "reconcile", "rollout", "overhead"):
+                values = [r[key] for r in rows]
+                print(f"  {key:<10} {statistics.median(values):7.3f}   (min {min(values):.3f}, max {max(values):.3f})")
+            print("\n  startup = Python start-up, imports, plan load and preflight (the rest of wall)")
+            print("  overhead = wall - push - reconcile - rollout (target < 1 s)")
+        finally:
+            sim.close()
+            standin.stop()
+            registry.stop()
+
+
+if __name__ == "__main__":
+    main()
