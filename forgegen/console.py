@@ -44,8 +44,8 @@ def emit_json(document: Any) -> None:
 def run_cli(command: click.Command, prog_name: str, args: list[str] | None = None) -> int:
     """Run a click command and turn whatever happens into an exit code."""
     try:
-        command.main(args=args, prog_name=prog_name, standalone_mode=False)
-        return 0
+        result = command.main(args=args, prog_name=prog_name, standalone_mode=False)
+        return result if isinstance(result, int) else 0
     except click.exceptions.Exit as exc:  # --help, --version
         return exc.exit_code
     except click.exceptions.Abort:

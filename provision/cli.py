@@ -18,12 +18,12 @@ import json
 import logging
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 
 import click
 
-from forgegen.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ForgeError, exit_code
+from forgegen.console import run_cli
+from forgegen.errors import EXIT_FAILED, EXIT_OK
 
 CONFIG = click.option("--config", "-c", "config", required=True, envvar="FORGE_PROVISION_CONFIG",
                       type=click.Path(dir_okay=False), help="The provisioning YAML file.")
@@ -134,29 +134,8 @@ def attic_apply(config: str, as_json: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: the one place that maps exceptions to exit codes."""
-    try:
-        result = cli.main(args=list(argv) if argv is not None else None, prog_name="forge-provision",
-                          standalone_mode=False)
-    except click.exceptions.Exit as err:
-        return err.exit_code
-    except click.exceptions.Abort:
-        click.echo("forge-provision: interrupted", err=True)
-        return EXIT_INTERRUPTED
-    except click.ClickException as err:
-        err.show()
-        return EXIT_USAGE
-    except ForgeError as err:
-        click.echo(f"forge-provision: error: {err}", err=True)
-        return exit_code(err)
-    except KeyboardInterrupt as err:
-        click.echo("forge-provision: interrupted", err=True)
-        return exit_code(err)
-    except Exception as err:  # noqa: BLE001 - the one place that turns bugs into exit 3
-        traceback.print_exc()
-        click.echo("forge-provision: internal error (a bug); please report it with the traceback above", err=True)
-        return exit_code(err)
-    return result if isinstance(result, int) else EXIT_OK
+    """Entry point; exceptions become exit codes in forgegen.console, as for forgegen and forge."""
+    return run_cli(cli, "forge-provision", list(argv) if argv is not None else None)
 
 
 if __name__ == "__main__":

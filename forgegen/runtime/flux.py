@@ -515,7 +515,7 @@ def reconcile(api: Any, flux: FluxPlan, *, commit: str, branch: str, timeout: fl
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    from forgegen.runtime.watch import Stream, close_streams
+    from forgegen.runtime.watch import Stream, close_streams, next_batch
 
     if flux.source_kind not in SOURCE_TYPES:
         raise ReconcileError(f"unknown Flux source kind {flux.source_kind!r} (at {flux.namespace}/{flux.source_kind}/"
@@ -647,16 +647,9 @@ def reconcile(api: Any, flux: FluxPlan, *, commit: str, branch: str, timeout: fl
                 wait = min(wait, max(next_source_request - now, 0.0) + 0.001)
             if retry_at is not None:
                 wait = min(wait, max(retry_at - now, 0.0) + 0.001)
-            try:
-                item = out.get(timeout=max(wait, 0.0))
-            except queue.Empty:
+            batch = next_batch(out, wait)
+            if not batch:
                 continue
-            batch = [item]
-            while True:
-                try:
-                    batch.append(out.get_nowait())
-                except queue.Empty:
-                    break
             for item in batch:
                 tag, resource = item[0], item[1]
                 if tag == "sync":

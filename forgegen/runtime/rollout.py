@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from forgegen.errors import RolloutFailed, RolloutTimeout
-from forgegen.runtime.watch import Stream, close_streams
+from forgegen.runtime.watch import Stream, close_streams, next_batch
 
 if TYPE_CHECKING:
     from forgegen.plan import Plan, RolloutPlan, WorkloadPlan
@@ -684,16 +684,9 @@ def watch_rollout(api: Any, *, namespace: str, workload: WorkloadPlan, expected_
             wait = end - mono
             if status is not None and status.wake_at is not None:
                 wait = min(wait, max(status.wake_at - time.time(), 0.0) + 0.01)
-            try:
-                item = out.get(timeout=max(wait, 0.0))
-            except queue.Empty:
+            batch = next_batch(out, wait)
+            if not batch:
                 continue
-            batch = [item]
-            while True:  # apply everything that is already queued before judging again
-                try:
-                    batch.append(out.get_nowait())
-                except queue.Empty:
-                    break
             for item in batch:
                 tag, resource = item[0], item[1]
                 if tag == "sync":

@@ -135,3 +135,17 @@ def close_streams(streams: Iterable[Stream], stop: threading.Event) -> None:
         s.close(join=0)
     for s in streams:
         s.close()
+
+
+def next_batch(out: queue.Queue, timeout: float) -> list[tuple[Any, ...]]:
+    """Wait up to ``timeout`` for the next item, then take everything already queued too, so the
+    caller applies a burst of events before judging again ([] on timeout)."""
+    try:
+        batch = [out.get(timeout=max(timeout, 0.0))]
+    except queue.Empty:
+        return []
+    while True:
+        try:
+            batch.append(out.get_nowait())
+        except queue.Empty:
+            return batch
