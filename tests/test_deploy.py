@@ -123,3 +123,13 @@ def test_unreachable_cluster_fails_before_anything_is_pushed(shop_cluster: ShopC
     assert proc.returncode == 2, proc.stderr
     assert "no Kubernetes connection configured" in proc.stderr
     assert shop_cluster.remote_file("clusters/staging/api/kustomization.yaml") == before
+
+
+def test_pin_digest_deploys_name_tag_at_digest(shop_cluster: ShopCluster) -> None:
+    proc = shop_cluster.run("deploy:api", "--pin-digest", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    manifest = shop_cluster.remote_file("clusters/staging/api/kustomization.yaml")
+    assert f"digest: {report['digest']}" in manifest and f"newTag: {report['push']['deploy_tag']}" in manifest
+    assert shop_cluster.running_image("api") == f"{report['image']}@{report['digest']}"
+    assert report["rollout"]["outcome"] == "success"

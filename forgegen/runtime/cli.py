@@ -116,9 +116,10 @@ def push(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, al
 @cli.command()
 @_common
 @_revision_options
+@click.option("--pin-digest", is_flag=True, help="write the pushed digest next to the tag (name:tag@digest)")
 @click.argument("target", metavar="SERVICE[:ENVIRONMENT]")
 def deploy(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
-           target: str) -> None:
+           pin_digest: bool, target: str) -> None:
     """Build, push, write the tag to the GitOps repo, reconcile Flux, and watch the rollout."""
     plan = load_plan(plan_path)
     svc, tgt = stepmod.split_target(target, plan)
@@ -132,7 +133,8 @@ def deploy(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, 
     from forgegen.runtime import deploy as deploy_mod
 
     _report(lambda: deploy_mod.run_deploy(plan, svc.name, tgt.environment if tgt else None, revision=revision,
-                                          flake=str(source_dir), say=console.say), json_output)
+                                          flake=str(source_dir), say=console.say, pin_digest=pin_digest),
+            json_output)
 
 
 def _report(run: Callable[[], dict[str, Any]], json_output: bool) -> None:

@@ -74,10 +74,12 @@ def _step(report: dict[str, Any], name: str, fn: Callable[[], Any]) -> Any:
 
 
 def _roll(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, *, tag: str, source_commit: str,
-          report: dict[str, Any], prefix: str, say: Say, cwd: str | Path | None) -> rollout_mod.RolloutResult:
-    """GitOps edit → reconcile → rollout for one tag; each result lands in ``report``."""
+          report: dict[str, Any], prefix: str, say: Say, cwd: str | Path | None,
+          digest: str | None = None) -> rollout_mod.RolloutResult:
+    """GitOps edit → reconcile → rollout for one tag (pinned to ``digest`` when given); each
+    result lands in ``report``."""
     g = _step(report, f"{prefix}gitops", lambda: gitops.apply_tag(
-        plan, svc.name, target.environment, tag=tag, source_commit=source_commit, cwd=cwd))
+        plan, svc.name, target.environment, tag=tag, digest=digest, source_commit=source_commit, cwd=cwd))
     report[f"{prefix}gitops"] = g.to_json()
     say(f"gitops: {'committed ' + g.commit[:7] if g.commit else 'already at ' + tag + ' (no commit)'}"
         f" in {g.repo} {g.branch}:{g.file}")
@@ -85,8 +87,9 @@ def _roll(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, *, tag: st
         api, target.flux, commit=g.revision, branch=target.gitops.branch, progress=lambda m: say(f"flux: {m}")))
     report[f"{prefix}reconcile"] = rec.to_json()
     say(f"flux: applied {rec.revision}")
+    expected = _image(svc, tag) + (f"@{digest}" if digest else "")
     result = _step(report, f"{prefix}rollout", lambda: rollout_mod.watch_rollout(
-        api, namespace=target.namespace, workload=svc.workload, expected_image=_image(svc, tag),
+        api, namespace=target.namespace, workload=svc.workload, expected_image=expected,
         policy=svc.rollout, progress=lambda m: say(f"rollout: {m}")))
     report[f"{prefix}rollout"] = result.to_json()
     if not result.ok:  # the evidence, for people: reason, pod, exit code, logs, Warning events
@@ -106,8 +109,10 @@ def _preload_kubernetes() -> None:
 
 
 def run_deploy(plan: Plan, service: str, environment: str | None, *, revision: SourceRevision,
-               flake: str = ".", say: Say = log.info, cwd: str | Path | None = None) -> dict[str, Any]:
-    """``forge deploy S[:E]``: returns the report; raises :class:`DeployFailed` (report inside)."""
+               flake: str = ".", say: Say = log.info, cwd: str | Path | None = None,
+               pin_digest: bool = False) -> dict[str, Any]:
+    """``forge deploy S[:E]``: returns the report; raises :class:`DeployFailed` (report inside).
+    ``pin_digest`` writes the pushed digest next to the tag, so the cluster runs exactly it."""
     svc, target, conn = preflight(plan, service, environment)
     _preload_kubernetes()
     report: dict[str, Any] = {"command": "deploy", "service": svc.name, "environment": target.environment,
@@ -121,7 +126,8 @@ def run_deploy(plan: Plan, service: str, environment: str | None, *, revision: S
         report["digest"] = pushed.deploy_digest
         api = kube.client_for(conn)
         result = _roll(plan, svc, target, api, tag=pushed.deploy_tag, source_commit=revision.sha7,
-                       report=report, prefix="", say=say, cwd=cwd)
+                       report=report, prefix="", say=say, cwd=cwd,
+                       digest=pushed.deploy_digest if pin_digest else None)
         report["outcome"] = result.outcome
         if not result.ok:
             report["failed_step"] = "rollout"
