@@ -22,7 +22,7 @@ def head_sha(shop_cluster: ShopCluster) -> str:
 
 def test_deploy_pushes_commits_reconciles_and_rolls_out(shop_cluster: ShopCluster) -> None:
     sha = head_sha(shop_cluster)
-    proc = shop_cluster.run("deploy:api", "--json")
+    proc = shop_cluster.run("deploy:api:staging", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     tag = f"amd64-{sha}"
@@ -133,3 +133,32 @@ def test_pin_digest_deploys_name_tag_at_digest(shop_cluster: ShopCluster) -> Non
     assert f"digest: {report['digest']}" in manifest and f"newTag: {report['push']['deploy_tag']}" in manifest
     assert shop_cluster.running_image("api") == f"{report['image']}@{report['digest']}"
     assert report["rollout"]["outcome"] == "success"
+
+
+def test_kustomization_not_ready_fails_at_reconcile_with_fluxs_reason(shop_cluster: ShopCluster) -> None:
+    shop_cluster.kube.standin.call(lambda: shop_cluster.sim.set_script(failures={
+        "apps-staging": ("HealthCheckFailed", "Deployment/shop/api status: 'InProgress'")}))
+    proc = shop_cluster.run("deploy:api", "--json")
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["outcome"] == "failed" and report["failed_step"] == "reconcile"
+    assert report["error"]["type"] == "ReconcileError"
+    assert "HealthCheckFailed" in report["error"]["message"]
+    assert report["reconcile"]["outcome"] == "failed"
+    assert "rollout" not in report  # nothing was watched: the report stops where the deploy stopped
+    assert report["gitops"]["commit"]  # and says what was already done
+    assert "failed at reconcile" in proc.stderr and "flux-system/Kustomization/apps-staging" in proc.stderr
+
+
+def test_unreachable_gitops_remote_fails_at_gitops_and_changes_nothing(shop_cluster: ShopCluster) -> None:
+    applied = shop_cluster.flux("Kustomization", "apps-staging")["status"]["lastAppliedRevision"]
+    moved = shop_cluster.remote.with_name("gitops-moved.git")
+    shop_cluster.remote.rename(moved)
+    proc = shop_cluster.run("deploy:api", "--json")
+    moved.rename(shop_cluster.remote)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["failed_step"] == "gitops" and report["error"]["type"] == "GitOpsError"
+    assert "push" in report and "reconcile" not in report
+    assert shop_cluster.remote_log("clusters/staging/api/kustomization.yaml") == ["initial"]
+    assert shop_cluster.flux("Kustomization", "apps-staging")["status"]["lastAppliedRevision"] == applied
