@@ -130,6 +130,22 @@ class RolloutTimeout(RolloutFailed):
     """The rollout did not finish before the deadline."""
 
 
+class ClusterUnreachable(ForgeError):
+    """The Kubernetes API of an environment does not answer (checked before a release changes anything)."""
+
+
+class MigrationFailed(ForgeError):
+    """A migration Job failed, timed out, or could not be created or watched."""
+
+
+class VerificationFailed(ForgeError):
+    """A verification check (HTTP or command) did not pass within its retries."""
+
+
+class ApprovalRequired(UsageError):
+    """An environment needs approval (``--yes`` or an interactive "y") and did not get it (exit 2)."""
+
+
 class NotAvailable(ForgeError):
     """A step is not implemented in this version of Forge."""
 

@@ -78,11 +78,11 @@ def test_dirty_tree_is_refused_unless_allowed(shop: Flake) -> None:
     assert json.loads(ok.stdout)["steps"][0]["step"] == "build"
 
 
-def test_release_without_dry_run_says_it_is_not_available_yet(shop: Flake) -> None:
-    proc = shop.run_app("release", check=False)
-    assert proc.returncode == 1
-    assert "the release step is not available in this version of Forge yet" in proc.stderr
-    assert "--dry-run" in proc.stderr
+def test_release_without_yes_and_without_a_terminal_needs_approval(shop: Flake) -> None:
+    proc = shop.run_app("release", check=False, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc.stderr
+    assert "environment production requires approval" in proc.stderr
+    assert "--yes" in proc.stderr
 
 
 def test_flake_show_lists_every_contract_app(shop: Flake) -> None:

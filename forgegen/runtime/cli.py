@@ -6,6 +6,7 @@ Each callback parses options, calls one typed function, and prints the result.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,10 @@ def _report(run: Callable[[], dict[str, Any]], json_output: bool) -> None:
         raise
     if json_output:
         console.emit_json(doc)
+    if doc["command"] == "release":
+        console.say(f"forge release {doc['target']}: {doc['outcome']} ({', '.join(doc['environments'])}; "
+                    + ", ".join(f"{s}:{ref.rpartition(':')[2]}" for s, ref in doc["images"].items()) + ")")
+        return
     console.say(f"forge {doc['command']} {doc['service']}:{doc['environment']}: {doc['outcome']}"
                 + (f" ({doc['image']})" if doc.get("image") else ""))
 
@@ -213,10 +218,12 @@ def status(plan_path: Path, json_output: bool, dry_run: bool, service: str | Non
 @cli.command()
 @_common
 @_revision_options
-@click.option("--environments", "environments", metavar="ENV[,ENV…]", help="only these environments, in order")
+@click.option("--environments", "environments", metavar="ENV[,ENV…]",
+              help="only these environments (taken in promotion order)")
+@click.option("--yes", "-y", is_flag=True, help="approve every environment that requires approval")
 @click.argument("service", required=False)
 def release(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
-            environments: str | None, service: str | None) -> None:
+            environments: str | None, yes: bool, service: str | None) -> None:
     """Every service (or SERVICE), environment by environment, with migrations and gates."""
     plan = load_plan(plan_path)
     services = [stepmod.split_target(service, plan)[0]] if service else list(plan.services)
@@ -226,7 +233,12 @@ def release(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path,
         print_steps("release", service or plan.project, stepmod.release_steps(plan, services, envs, revision),
                     json_output, {"environments": envs, "source_commit": revision.sha7})
         return
-    raise not_available("release", "release")
+    from forgegen.runtime import release as release_mod
+
+    ask = (lambda q: click.confirm(q, default=False, err=True)) if sys.stdin.isatty() else None
+    _report(lambda: release_mod.run_release(plan, [s.name for s in services] if service else None, envs,
+                                            revision=revision, yes=yes, ask=ask, flake=str(source_dir),
+                                            say=console.say), json_output)
 
 
 def _environments(plan: Plan, spec: str | None) -> list[str]:
@@ -237,7 +249,7 @@ def _environments(plan: Plan, spec: str | None) -> list[str]:
     if unknown:
         raise click.BadParameter(f"unknown environment(s) {', '.join(unknown)}; use: {', '.join(plan.environments)}",
                                  param_hint="--environments")
-    return wanted
+    return sorted(dict.fromkeys(wanted), key=plan.environments.index)  # promotion order
 
 
 main = console.entry_point(cli, "forge")

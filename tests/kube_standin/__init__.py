@@ -8,8 +8,8 @@ parts of the Kubernetes API that Forge and kubectl use, over real HTTP on loopba
 * ``store`` — objects, one monotonic resourceVersion, watch history with 410 Gone, selectors;
 * ``patch`` — JSON merge, strategic merge and JSON patch;
 * ``server`` — the REST protocol (aiohttp), watch streams, ``pods/log``, fault injection;
-* ``controllers`` — Deployment/ReplicaSet/StatefulSet/DaemonSet controllers, a scheduler and a
-  kubelet scripted per image (``controllers.kubelet``);
+* ``controllers`` — Deployment/ReplicaSet/StatefulSet/DaemonSet and Job controllers, a scheduler
+  and a kubelet scripted per image (``controllers.kubelet``);
 * ``cluster`` — :class:`KubeStandin` (what tests start, restart and drive) and :class:`Cluster`
   plus :class:`Controller` (what controllers are written against).
 
@@ -37,6 +37,7 @@ Writing a controller (a Flux simulation, for instance)::
 from .cluster import Cluster, Controller, KubeStandin, Settings
 from .controllers.kubelet import (
     ImageScript,
+    completes,
     crash,
     create_container_error,
     image_pull_error,
@@ -54,7 +55,7 @@ from .store import ApiError, Change
 
 __all__ = [
     "FLUX_GITREPOSITORY", "FLUX_KUSTOMIZATION", "ApiError", "Change", "Cluster", "Controller", "ImageScript",
-    "KubeStandin", "ResourceType", "Settings", "crash", "create_container_error", "image_pull_error",
+    "KubeStandin", "ResourceType", "Settings", "completes", "crash", "create_container_error", "image_pull_error",
     "invalid_image_name", "missing_secret", "oom_killed", "readiness_failing", "ready", "run_container_error",
     "slow_start", "unschedulable",
 ]

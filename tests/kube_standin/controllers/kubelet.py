@@ -6,7 +6,11 @@ kubelet's back-off until ``CrashLoopBackOff``; fail to pull (``ErrImagePull`` â†
 ``ImagePullBackOff``); ``InvalidImageName``; ``CreateContainerConfigError`` (missing secret);
 ``CreateContainerError``/``RunContainerError``; ``OOMKilled``; stay unschedulable
 (``FailedScheduling`` events); run with a failing readiness probe (``Unhealthy`` events); or start
-slowly and then succeed. The kubelet writes the pod status, the Events a real kubelet writes,
+slowly and then succeed. Pods that run to completion (``restartPolicy: Never`` or ``OnFailure``,
+a Job's pods) honour their restart policy: a container that exits stays terminated and the pod
+ends ``Succeeded`` or ``Failed``; such a container exits by itself ``completes_after`` seconds
+after it starts, with ``completion_code`` (:func:`completes`), while long-running pods of the
+same image ignore that (as a migration command and the server differ in one image). The kubelet writes the pod status, the Events a real kubelet writes,
 and keeps every container instance's log for ``pods/<name>/log`` (``previous=true`` included).
 """
 
@@ -43,6 +47,11 @@ class ImageScript:
     schedulable_after: float | None = None  # ... until this long after creation
     unhealthy: str | None = None  # readiness probe failure message, as Unhealthy events, until ready
     start_delay: float | None = None  # pulling + creating takes this long (default: settings)
+    # Run-to-completion pods only (restartPolicy Never/OnFailure, e.g. a Job's): exit this long
+    # after start (None: run until killed) with this code, writing these lines just before.
+    completes_after: float | None = 0.05
+    completion_code: int = 0
+    completion_logs: tuple[str, ...] = ()
 
 
 def ready(after: float = 0.0, *, logs: tuple[str, ...] = ("listening on :8080",)) -> ImageScript:
@@ -59,6 +68,13 @@ def crash(*, after: float = 0.05, exit_code: int = 1, logs: tuple[str, ...] = ("
           ready_after: float | None = None) -> ImageScript:
     return ImageScript(ready_after=ready_after, logs=logs, exit_after=after, exit_code=exit_code,
                        exit_logs=exit_logs, exits=exits)
+
+
+def completes(*, after: float = 0.05, exit_code: int = 0, logs: tuple[str, ...] = (),
+              exit_logs: tuple[str, ...] = ()) -> ImageScript:
+    """A run-to-completion container (a Job's) that exits with ``exit_code`` after ``after`` s;
+    long-running pods of the image become ready as with :func:`ready`."""
+    return ImageScript(logs=logs, completes_after=after, completion_code=exit_code, completion_logs=exit_logs)
 
 
 def oom_killed(*, after: float = 0.05, logs: tuple[str, ...] = ("allocating buffers",)) -> ImageScript:
@@ -256,6 +272,11 @@ class PodRun:
     started: float
     containers: dict[str, ContainerRun]
     terminating: bool = False
+    restart_policy: str = "Always"
+
+    @property
+    def runs_to_completion(self) -> bool:
+        return self.restart_policy in ("Never", "OnFailure")
 
 
 class Kubelet(Controller):
@@ -298,7 +319,8 @@ class Kubelet(Controller):
         containers = {}
         for c in pod["spec"].get("containers") or []:
             containers[c["name"]] = ContainerRun(c["name"], c.get("image", ""), script_for(self.cluster, c.get("image", "")))
-        run = PodRun(pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"], node, now, containers)
+        run = PodRun(pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"], node, now, containers,
+                     restart_policy=pod["spec"].get("restartPolicy") or "Always")
         self.pods[run.uid] = run
         self._write(run)
         for c in containers.values():
@@ -414,6 +436,8 @@ class Kubelet(Controller):
         exits = s.exit_after is not None and (s.exits is None or c.crashes < s.exits)
         if exits:
             self._later(run, c, s.exit_after, self._exit, run, c)
+        elif run.runs_to_completion and s.completes_after is not None:
+            self._later(run, c, s.completes_after, self._exit, run, c, True)
         if s.ready_after is not None and not (exits and s.ready_after >= s.exit_after):
             self._later(run, c, s.ready_after, self._ready, run, c)
         if s.unhealthy and (s.ready_after is None or s.ready_after > 0):
@@ -430,18 +454,23 @@ class Kubelet(Controller):
         self._event(run, "Warning", "Unhealthy", c.script.unhealthy or "Readiness probe failed", c)
         self._later(run, c, self.cluster.settings.probe_period, self._probe, run, c)
 
-    def _exit(self, run: PodRun, c: ContainerRun) -> None:
+    def _exit(self, run: PodRun, c: ContainerRun, completion: bool = False) -> None:
         s, now = c.script, self.cluster.now()
-        for line in s.exit_logs:
+        code = s.completion_code if completion else s.exit_code
+        for line in (s.completion_logs if completion else s.exit_logs):
             c.log(now, line)
         inst = c.instances[-1]
-        inst.finished, inst.exit_code = now, s.exit_code
-        inst.reason = "OOMKilled" if s.oom else ("Completed" if s.exit_code == 0 else "Error")
+        inst.finished, inst.exit_code = now, code
+        inst.reason = "OOMKilled" if s.oom and not completion else ("Completed" if code == 0 else "Error")
         c.running, c.ready = False, False
         c.crashes += 1
         for t in c.timers:
             t.cancel()
         c.timers.clear()
+        if run.restart_policy == "Never" or (run.restart_policy == "OnFailure" and code == 0):
+            c.waiting = None  # terminated for good: the pod runs to completion
+            self._write(run)
+            return
         if c.crashes == 1:
             c.waiting = None  # terminated, restarted right away
             self._write(run)
@@ -495,10 +524,16 @@ class Kubelet(Controller):
         all_ready = all(c.ready for c in run.containers.values())
         started = any(c.instances for c in run.containers.values())
         unready = [c.name for c in run.containers.values() if not c.ready]
+        finished = run.runs_to_completion and all(
+            c.instances and c.instances[-1].finished is not None and not c.running and c.waiting is None
+            for c in run.containers.values())
+        phase = "Running" if started else "Pending"
+        if finished:
+            phase = "Succeeded" if all(c.instances[-1].exit_code == 0 for c in run.containers.values()) else "Failed"
 
         def fn(p: dict) -> None:
             st = p.setdefault("status", {})
-            st["phase"] = "Running" if started else "Pending"
+            st["phase"] = phase
             st["hostIP"] = "10.0.0.10"
             st["podIP"] = f"10.244.0.{abs(hash(run.uid)) % 250 + 2}"
             st["startTime"] = timestamp(run.started)

@@ -1,0 +1,246 @@
+"""`nix run .#release` end to end: real Nix builds, real registry, real GitOps commits, Flux
+(simulated on the Kubernetes stand-in, with real git and kustomize), migration Jobs run by the
+stand-in's Job controller and kubelet, HTTP checks against a real local server.
+
+The example's production points at the same single stand-in as staging, so these tests give
+production its own namespace (``shop-production``) in deploy.yaml and in the GitOps overlays,
+and run Flux's ``apps-production`` Kustomization too.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.health import Health
+from tests.fixtures.kube import Kube
+from tests.fixtures.nixenv import Flake
+from tests.fixtures.registry import Registry
+from tests.fixtures.shop import ShopCluster, start_shop_cluster
+from tests.kube_standin import completes, crash
+
+pytestmark = [pytest.mark.nix, pytest.mark.kube, pytest.mark.registry]
+
+PRODUCTION_NS = "shop-production"
+API_KUSTOMIZATION = "clusters/{env}/api/kustomization.yaml"
+
+
+MIGRATIONS = "    migrations:\n      - name: schema\n        command: [api, migrate]\n"
+
+
+@pytest.fixture
+def migrations() -> bool:
+    """Whether api keeps its migration (a test that scripts api's image to crash drops it: the
+    migration Job runs the same image)."""
+    return True
+
+
+@pytest.fixture
+def release_cluster(shop: Flake, registry: Registry, kube: Kube, tmp_path: Path, health: Health,
+                    migrations: bool) -> Iterator[ShopCluster]:
+    def edit_deploy(text: str) -> str:
+        staging, _, production = text.partition("  - name: production\n")
+        production = production.replace("    namespace: shop\n", f"    namespace: {PRODUCTION_NS}\n", 1)
+        text = staging + "  - name: production\n" + production
+        if not migrations:
+            assert MIGRATIONS in text
+            text = text.replace(MIGRATIONS, "")
+        return text.replace("http://api.shop.svc/healthz", health.url)
+
+    def edit_gitops(rel: Path, text: str) -> str:
+        if rel.parts[:2] == ("clusters", "production"):
+            text = text.replace("namespace: shop\n", f"namespace: {PRODUCTION_NS}\n")
+        return text
+
+    with start_shop_cluster(shop, registry, kube, tmp_path, environments=("staging", "production"),
+                            edit_deploy=edit_deploy, edit_gitops=edit_gitops) as cluster:
+        yield cluster
+
+
+def head_sha(cluster: ShopCluster) -> str:
+    return subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=cluster.shop.dir, capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def jobs(cluster: ShopCluster, namespace: str) -> list[dict]:
+    return cluster.kube.standin.list("jobs", namespace)
+
+
+def registry_has(cluster: ShopCluster, service: str, tag: str) -> bool:
+    req = urllib.request.Request(f"{cluster.registry.url}/v2/shop/{service}/manifests/{tag}", method="HEAD",
+                                 headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10):
+            return True
+    except urllib.error.HTTPError as err:
+        assert err.code == 404, err
+        return False
+
+
+def service_entry(report: dict, env: str, service: str) -> dict:
+    stage = next(s for s in report["stages"] if s["environment"] == env)
+    return next(e for e in stage["services"] if e["service"] == service)
+
+
+def test_release_goes_through_staging_then_production_with_migrations_checks_and_gates(
+        release_cluster: ShopCluster, health: Health) -> None:
+    c = release_cluster
+    tag = f"amd64-{head_sha(c)}"
+    proc = c.run("release", "--yes", "--json", stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["outcome"] == "success" and report["failed"] is None and report["not_done"] == []
+    assert report["environments"] == ["staging", "production"]
+    assert report["services"] == ["api", "web"]  # web depends on api
+    assert report["approvals"] == {"staging": "not required", "production": "--yes"}
+    assert set(report["push"]) == {"api", "web"}  # each image pushed once
+    assert report["images"]["api"] == f"{c.image('api')}:{tag}"
+    for env, ns in (("staging", "shop"), ("production", PRODUCTION_NS)):
+        stage = next(s for s in report["stages"] if s["environment"] == env)
+        assert stage["outcome"] == "success"
+        assert [e["service"] for e in stage["services"]] == ["api", "web"]
+        assert stage["gate"]["outcome"] == "passed"
+        assert stage["gate"]["services"]["api"] == {**stage["gate"]["services"]["api"], "healthy": True, "verified": True}
+        api = service_entry(report, env, "api")
+        [migration] = api["migrations"]
+        assert migration["outcome"] == "success" and migration["already_done"] is False
+        assert migration["job"] == f"{ns}/Job/api-migrate-schema-{tag}"
+        assert api["deploy"]["outcome"] == "success"
+        assert api["deploy"]["gitops"]["commit"] and api["deploy"]["rollout"]["outcome"] == "success"
+        assert api["deploy"]["reconcile"]["revision"].endswith(api["deploy"]["gitops"]["revision"])
+        [check] = api["checks"]
+        assert check["name"] == "health" and check["outcome"] == "passed" and check["target"] == health.url
+        web = service_entry(report, env, "web")
+        assert web["migrations"] == [] and web["checks"] == [] and web["deploy"]["outcome"] == "success"
+        # git: both services' tags committed for the environment
+        for svc in ("api", "web"):
+            assert f"newTag: {tag}" in c.remote_file(f"clusters/{env}/{svc}/kustomization.yaml")
+            assert c.remote_log(f"clusters/{env}/{svc}/kustomization.yaml")[0] == f"deploy({svc}): {env} → {tag}"
+            # cluster: the Deployments run the new images
+            assert c.running_image(svc, ns) == f"{c.image(svc)}:{tag}"
+        [job] = jobs(c, ns)
+        assert job["spec"]["template"]["spec"]["containers"][0]["image"] == f"{c.image('api')}:{tag}"
+        assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["api", "migrate"]
+        assert any(cond["type"] == "Complete" and cond["status"] == "True" for cond in job["status"]["conditions"])
+    assert health.hits == 2  # one check per environment
+    assert "release: staging: gate passed" in proc.stderr
+    assert f"forge release shop: success (staging, production; api:{tag}, web:{tag})" in proc.stderr
+
+
+def test_a_failing_migration_stops_before_the_gitops_commit_and_shows_the_logs(release_cluster: ShopCluster) -> None:
+    c = release_cluster
+    tag = f"amd64-{head_sha(c)}"
+    c.kube.script(f"{c.image('api')}:{tag}", completes(exit_code=2, logs=("api: applying 0042_add_email",),
+                                                       exit_logs=("ERROR: column \"email\" already exists",)))
+    before = c.remote_log(API_KUSTOMIZATION.format(env="staging"))
+    proc = c.run("release", "--yes", "--json", stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["outcome"] == "failed"
+    assert report["failed"] == {"environment": "staging", "service": "api", "step": "migrate:schema"}
+    api = service_entry(report, "staging", "api")
+    [migration] = api["migrations"]
+    assert migration["outcome"] == "failed" and migration["exit_code"] == 2
+    assert migration["reason"] == "BackoffLimitExceeded"
+    assert migration["logs"] == ["api: applying 0042_add_email", 'ERROR: column "email" already exists']
+    assert api["deploy"] is None and api["checks"] == []
+    # nothing was committed: the GitOps history and the cluster are as before
+    assert c.remote_log(API_KUSTOMIZATION.format(env="staging")) == before
+    assert "newTag: amd64-0000000" in c.remote_file(API_KUSTOMIZATION.format(env="staging"))
+    assert c.running_image("api") == f"{c.image('api')}:amd64-0000000"
+    assert {"environment": "staging", "service": "api", "steps": ["deploy", "check:health"]} in report["not_done"]
+    assert {"environment": "staging", "service": "web", "steps": ["deploy"]} in report["not_done"]
+    assert {"environment": "production", "service": "api", "steps": ["migrate:schema", "deploy", "check:health"]} \
+        in report["not_done"]
+    assert jobs(c, PRODUCTION_NS) == []
+    assert "stopped at staging / api / migrate:schema" in proc.stderr
+    assert '| ERROR: column "email" already exists' in proc.stderr
+    assert "not done: production/api: migrate:schema, deploy, check:health" in proc.stderr
+
+
+def test_a_failing_check_stops_the_release_before_production(release_cluster: ShopCluster, health: Health) -> None:
+    c = release_cluster
+    tag = f"amd64-{head_sha(c)}"
+    health.statuses = [503]
+    before = c.remote_log(API_KUSTOMIZATION.format(env="production"))
+    proc = c.run("release", "--yes", "--json", stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["failed"] == {"environment": "staging", "service": "api", "step": "check:health"}
+    api = service_entry(report, "staging", "api")
+    assert api["deploy"]["outcome"] == "success"  # deployed, but not verified
+    [check] = api["checks"]
+    assert check["outcome"] == "failed" and check["attempts"] == 4  # 1 + retries (3)
+    assert check["last_error"] == f"GET {health.url}: HTTP 503, expected 200"
+    staging = report["stages"][0]
+    assert staging["outcome"] == "failed" and staging["gate"]["outcome"] == "not evaluated"
+    assert [s["environment"] for s in report["stages"]] == ["staging"]  # production never started
+    assert {"environment": "production", "service": None, "steps": ["gate"]} in report["not_done"]
+    assert f"newTag: {tag}" in c.remote_file(API_KUSTOMIZATION.format(env="staging"))
+    assert c.remote_log(API_KUSTOMIZATION.format(env="production")) == before
+    assert c.running_image("api", PRODUCTION_NS) == f"{c.image('api')}:amd64-0000000"
+    assert jobs(c, PRODUCTION_NS) == []
+    assert "stopped at staging / api / check:health" in proc.stderr and "not started: production" in proc.stderr
+
+
+def test_approval_required_without_yes_and_without_a_terminal_exits_2_before_pushing(
+        release_cluster: ShopCluster) -> None:
+    c = release_cluster
+    tag = f"amd64-{head_sha(c)}"
+    before = c.remote_log(API_KUSTOMIZATION.format(env="staging"))
+    proc = c.run("release", "--json", stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc.stderr
+    assert "environment production requires approval" in proc.stderr
+    assert "re-run with --yes" in proc.stderr
+    assert proc.stdout == ""
+    assert not registry_has(c, "api", tag) and not registry_has(c, "web", tag)
+    assert c.remote_log(API_KUSTOMIZATION.format(env="staging")) == before
+    assert jobs(c, "shop") == []
+    # Promoting to production alone needs staging to run the tag already (exit 2, nothing pushed).
+    alone = c.run("release", "--environments", "production", "--yes", stdin=subprocess.DEVNULL)
+    assert alone.returncode == 2, alone.stderr
+    assert f"cannot be promoted to production at {tag}: it is promoted from staging" in alone.stderr
+    assert not registry_has(c, "api", tag)
+
+
+def test_rerunning_the_same_release_skips_the_succeeded_migration_job(release_cluster: ShopCluster) -> None:
+    c = release_cluster
+    first = c.run("release:api", "--environments", "staging", "--json", stdin=subprocess.DEVNULL)
+    assert first.returncode == 0, first.stderr
+    again = c.run("release:api", "--environments", "staging", "--json", stdin=subprocess.DEVNULL)
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert report["target"] == "api" and report["services"] == ["api"]
+    api = service_entry(report, "staging", "api")
+    [migration] = api["migrations"]
+    assert migration["outcome"] == "success" and migration["already_done"] is True
+    assert api["deploy"]["gitops"]["changed"] is False  # same tag: no new commit
+    [job] = jobs(c, "shop")
+    pods = c.kube.standin.list("pods", "shop", label_selector=f"job-name={job['metadata']['name']}")
+    assert len(pods) == 1  # the Job ran once
+    assert "already succeeded; skipped" in again.stderr
+
+
+@pytest.mark.parametrize("migrations", [False])
+def test_a_failed_rollout_rolls_back_and_stops_before_production(release_cluster: ShopCluster, health: Health) -> None:
+    c = release_cluster
+    tag = f"amd64-{head_sha(c)}"
+    c.kube.script(f"{c.image('api')}:{tag}", crash(exit_code=3, exit_logs=("api: fatal: no DATABASE_URL",)))
+    proc = c.run("release", "--yes", "--json", stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["failed"] == {"environment": "staging", "service": "api", "step": "deploy:rollout"}
+    deploy = service_entry(report, "staging", "api")["deploy"]
+    assert deploy["outcome"] == "failed" and deploy["rollout"]["exit_code"] == 3
+    assert "api: fatal: no DATABASE_URL" in deploy["rollout"]["logs"]["current"] + deploy["rollout"]["logs"]["previous"]
+    assert deploy["rollback"] == {**deploy["rollback"], "to": "amd64-0000000", "outcome": "success"}
+    assert "newTag: amd64-0000000" in c.remote_file(API_KUSTOMIZATION.format(env="staging"))
+    assert c.running_image("api") == f"{c.image('api')}:amd64-0000000"
+    assert {"environment": "staging", "service": "api", "steps": ["check:health"]} in report["not_done"]
+    assert [s["environment"] for s in report["stages"]] == ["staging"] and health.hits == 0
