@@ -3,7 +3,8 @@
 One ``batch/v1`` Job per migration, environment and image tag, in the environment's namespace:
 ``image`` is the migration's own image or the service's new image, ``command`` the migration's
 argv, ``backoffLimit: 0`` (a migration is not retried behind your back), ``restartPolicy:
-Never``, ``activeDeadlineSeconds`` from the migration's timeout. The name is deterministic
+Never``, ``activeDeadlineSeconds`` the migration's timeout plus a minute (Forge's own timeout
+comes first and says so; the cluster's deadline only ends a Job Forge stopped watching). The name is deterministic
 (:func:`job_name`, ``<service>-migrate-<name>-<tag>``, at most 63 characters), which makes a
 re-run of the same release idempotent:
 
@@ -57,6 +58,9 @@ def job_name(service: str, migration: str, tag: str) -> str:
     return f"{raw[:MAX_NAME - 9].rstrip('-')}-{digest}"
 
 
+CLUSTER_DEADLINE_MARGIN = 60  # seconds past Forge's own timeout before the cluster ends the Job
+
+
 def job_manifest(*, name: str, namespace: str, service: str, migration: MigrationPlan, image: str) -> dict[str, Any]:
     labels = {"app.kubernetes.io/name": service, "app.kubernetes.io/component": "migration",
               "app.kubernetes.io/managed-by": "forge", "forge.dev/migration": migration.name}
@@ -66,7 +70,7 @@ def job_manifest(*, name: str, namespace: str, service: str, migration: Migratio
                      "annotations": {"forge.dev/image": image}},
         "spec": {
             "backoffLimit": 0,
-            "activeDeadlineSeconds": max(1, math.ceil(migration.timeout)),
+            "activeDeadlineSeconds": math.ceil(migration.timeout) + CLUSTER_DEADLINE_MARGIN,
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {"restartPolicy": "Never",
