@@ -202,6 +202,8 @@ def run_migration(api: Any, *, service: str, migration: MigrationPlan, namespace
                               hint="check the Kubernetes credentials and RBAC (create/get/delete on jobs)") from err
     uid = job["metadata"]["uid"]
     verdict = _watch(batch, core, name, namespace, uid, migration.timeout, say, watch_seconds)
+    if verdict.state == "failed" and verdict.exit_code is None and verdict.reason != "Timeout":
+        verdict = _with_pod_evidence(core, namespace, uid, verdict)
     result.elapsed = time.monotonic() - t0
     result.pod, result.exit_code, result.reason, result.message = verdict.pod, verdict.exit_code, verdict.reason, verdict.message
     if verdict.state == "succeeded":
@@ -217,6 +219,21 @@ def run_migration(api: Any, *, service: str, migration: MigrationPlan, namespace
         except Exception as err:  # noqa: BLE001 - the evidence is best effort
             result.log_error = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
     return result
+
+
+def _with_pod_evidence(core: Any, namespace: str, uid: str, verdict: Verdict) -> Verdict:
+    """The Job's Failed condition can arrive before the watch delivered its pod's final status:
+    read the pods once more for the pod name and exit code (best effort)."""
+    try:
+        resp = core.list_namespaced_pod(namespace, label_selector=f"controller-uid={uid}", _preload_content=False,
+                                        _request_timeout=(5, 15))
+        pods = json.loads(resp.data).get("items") or []
+    except Exception:  # noqa: BLE001 - keep the verdict we have
+        return verdict
+    pods.sort(key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
+    if not pods:
+        return verdict
+    return Verdict(verdict.state, verdict.reason, verdict.message, pods[-1]["metadata"]["name"], _exit_code(pods[-1]))
 
 
 def _read_job(batch: Any, name: str, namespace: str) -> dict | None:
