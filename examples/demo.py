@@ -11,7 +11,7 @@ What it sets up, all on loopback in a temporary directory:
   `kubectl kustomize`), and a kubeconfig for it.
 
 Then it runs what a user types: `nix run .#deploy:api` (real Nix build, real push, real GitOps
-commit, Flux applies it, the rollout is watched), `nix run .#status:api`, and a crash-looping
+commit, Flux applies it, the rollout is watched), `nix run .#status:api -- --environments staging`, and a crash-looping
 release that fails fast with the reason and the logs and is rolled back (`rollback_on_failure`).
 """
 
@@ -89,7 +89,7 @@ def main() -> int:
             rc = run(shop, "deploy:api", env=env)
             if rc != 0:
                 return rc
-            run(shop, "status:api", env=env)
+            run(shop, "status:api", "--environments", "staging", env=env)
 
             step("a new commit whose image crash-loops (scripted in the simulated kubelet)")
             (shop.dir / "services" / "api" / "main.sh").write_text("echo 'api: fatal: DATABASE_URL is not set'\nexit 3\n")

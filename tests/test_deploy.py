@@ -113,8 +113,10 @@ def test_status_shows_git_cluster_and_flux(shop_cluster: ShopCluster) -> None:
     # production's Flux objects do not exist on this stand-in: that row is not healthy, so exit 1.
     assert rows["production"]["healthy"] is False
     assert proc.returncode == 1
-    table = shop_cluster.run("status:api")
+    table = shop_cluster.run("status:api", "--environments", "staging")
+    assert table.returncode == 0, table.stderr
     assert "GIT TAG" in table.stdout and deployed["push"]["deploy_tag"] in table.stdout
+    assert "production" not in table.stdout
 
 
 def test_unreachable_cluster_fails_before_anything_is_pushed(shop_cluster: ShopCluster) -> None:

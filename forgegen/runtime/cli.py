@@ -197,8 +197,9 @@ def rollback(plan_path: Path, json_output: bool, dry_run: bool, to_tag: str | No
 
 @cli.command()
 @_common
+@click.option("--environments", "environments", metavar="ENV[,ENV…]", help="only these environments")
 @click.argument("service", required=False)
-def status(plan_path: Path, json_output: bool, dry_run: bool, service: str | None) -> None:
+def status(plan_path: Path, json_output: bool, dry_run: bool, environments: str | None, service: str | None) -> None:
     """What runs where: the tag in git, the image running, replicas, Flux's applied revision."""
     plan = load_plan(plan_path)
     svc = stepmod.split_target(service, plan)[0] if service else None
@@ -207,7 +208,7 @@ def status(plan_path: Path, json_output: bool, dry_run: bool, service: str | Non
         return
     from forgegen.runtime import deploy as deploy_mod
 
-    doc = deploy_mod.run_status(plan, svc.name if svc else None)
+    doc = deploy_mod.run_status(plan, svc.name if svc else None, environments=_environments(plan, environments))
     if json_output:
         console.emit_json(doc)
     else:

@@ -232,7 +232,8 @@ def _registry_digest(plan: Plan, svc: ServicePlan, tag: str) -> str:
 # Status
 
 
-def run_status(plan: Plan, service: str | None = None, *, cwd: str | Path | None = None) -> dict[str, Any]:
+def run_status(plan: Plan, service: str | None = None, *, environments: list[str] | None = None,
+               cwd: str | Path | None = None) -> dict[str, Any]:
     """``forge status [S]``: per service and environment, git vs cluster vs Flux. Never raises
     for one unreachable cluster or repository: that row says what went wrong."""
     services = [plan.service(service)] if service else list(plan.services)
@@ -240,6 +241,8 @@ def run_status(plan: Plan, service: str | None = None, *, cwd: str | Path | None
     clients: dict[tuple[str | None, str | None], Any] = {}
     for svc in services:
         for target in svc.targets:
+            if environments is not None and target.environment not in environments:
+                continue
             row: dict[str, Any] = {"service": svc.name, "environment": target.environment,
                                    "namespace": target.namespace, "errors": []}
             try:
