@@ -182,8 +182,18 @@ class BinaryCache(Model):
     url: str = Field(description="any Nix binary cache URL for `nix copy --to` (file://, s3://, http://)")
 
 
+def _no_secret_in_url(value: str) -> str:
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*:[^/@\s]*@", value):
+        raise ValueError("the URL carries a password or token, which would end up in process lists, logs and "
+                         "reports; remove it and let git authenticate (an SSH URL, or a git credential helper)")
+    return value
+
+
+GitRepoUrl = Annotated[str, AfterValidator(_no_secret_in_url)]
+
+
 class GitOps(Model):
-    repo: str = Field(description="GitOps repository: a git URL, or a path (relative paths are relative to where "
+    repo: GitRepoUrl = Field(description="GitOps repository: a git URL, or a path (relative paths are relative to where "
                                   "forge runs, normally the repository root)")
     branch: str = "main"
     path: PathPattern = Field("clusters/{cluster}/{service}",

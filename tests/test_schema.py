@@ -166,3 +166,13 @@ def test_schema_command_prints_the_schema() -> None:
     assert schema["title"] == "Forge deploy.yaml"
     assert "services" in schema["properties"]
     assert schema["additionalProperties"] is False
+
+
+def test_a_gitops_url_with_a_token_is_refused() -> None:
+    lines = problems(MINIMAL.replace("gitops: {repo: ../gitops}",
+                                     "gitops: {repo: 'https://bot:ghp_secret@github.com/acme/gitops.git'}"))
+    assert len(lines) == 1
+    assert lines[0].startswith("deploy.yaml:4:16: gitops.repo: the URL carries a password or token")
+    assert "ghp_secret" not in lines[0]
+    assert parse_config(MINIMAL.replace("gitops: {repo: ../gitops}",
+                                        "gitops: {repo: 'https://github.com/acme/gitops.git'}")).gitops.repo
