@@ -10,7 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 import yaml
 from psycopg import errors as pgerrors

@@ -92,7 +92,7 @@ class Api:
                 for g in reg.group_list()["groups"]:
                     if g["name"] == parts[1]:
                         return _json({"kind": "APIGroup", "apiVersion": "v1", **g})
-                raise ApiError(404, "NotFound", f"the server could not find the requested resource")
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
             group, version, rest = parts[1], parts[2], parts[3:]
         else:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
