@@ -65,7 +65,8 @@ def _nix_attr_path(value: str) -> str:
 
 def _env_var(value: str) -> str:
     if not _ENV_VAR.match(value):
-        raise ValueError(f"{value!r} is not an environment variable name (e.g. 'GHCR_TOKEN')")
+        raise ValueError(f"{value!r} is not an environment variable name (e.g. 'GHCR_TOKEN'); name the "
+                         "variable that holds the secret, never the secret itself")
     return value
 
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from forgegen.errors import ConfigError, Problem
+from forgegen.schema import EnvVarName
 
 SCHEMA_VERSION = 1
 NAMEDATALEN = 63  # PostgreSQL truncates longer identifiers silently: refuse them instead
@@ -64,13 +65,6 @@ def _schema_name(value: str) -> str:
     _identifier(value)
     if value.startswith("pg_"):
         raise ValueError(f"{value!r}: schema names starting with 'pg_' are reserved; choose another name")
-    return value
-
-
-def _env_var(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-        raise ValueError(f"{value!r} is not an environment variable name; use letters, digits and '_' "
-                         "(the value itself never goes in this file)")
     return value
 
 
@@ -154,7 +148,7 @@ Identifier = Annotated[str, AfterValidator(_identifier)]
 RoleName = Annotated[str, AfterValidator(_role_name)]
 MemberName = Annotated[str, AfterValidator(_member_name)]
 SchemaName = Annotated[str, AfterValidator(_schema_name)]
-EnvVar = Annotated[str, AfterValidator(_env_var)]
+EnvVar = EnvVarName  # the same rule as deploy.yaml's credential variables
 SlotName = Annotated[str, AfterValidator(_slot_name)]
 Duration = Annotated[int, BeforeValidator(_duration)]
 CacheName = Annotated[str, AfterValidator(_cache_name)]
