@@ -33,6 +33,7 @@ from benchmarks import gitops as big  # noqa: E402
 from tests.fixtures.kube import FAST, write_kubeconfig  # noqa: E402
 from tests.fixtures.nixenv import NIX_CONFIG_TEXT, checkout_files, copy_tree, make_flake, tool_path  # noqa: E402
 from tests.fixtures.registry import start_registry  # noqa: E402
+from tests.fixtures.shop import install_flux  # noqa: E402
 from tests.kube_standin import KubeStandin, Settings  # noqa: E402
 from tests.kube_standin.controllers.flux import FluxSim  # noqa: E402
 
@@ -83,13 +84,7 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "forgegen", "sync"], cwd=shop.dir, check=True, capture_output=True)
             shop.commit("benchmark deploy.yaml")
 
-            standin.create("gitrepositories", {
-                "metadata": {"name": "flux-system", "namespace": "flux-system"},
-                "spec": {"interval": "10m", "url": f"file://{remote}", "ref": {"branch": "main"}}})
-            standin.create("kustomizations", {
-                "metadata": {"name": "apps-staging", "namespace": "flux-system"},
-                "spec": {"interval": "10m", "path": "./clusters/staging/svc0", "prune": True,
-                         "sourceRef": {"kind": "GitRepository", "name": "flux-system"}}})
+            install_flux(standin, remote, {"apps-staging": "./clusters/staging/svc0"})
             kubeconfig = write_kubeconfig(base / "kubeconfig", standin.url)
             env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
             plan = shop.dir / "nix" / "forge" / "plans" / "svc0.json"

@@ -18,9 +18,7 @@ release that fails fast with the reason and the logs and is rolled back (`rollba
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,12 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fixtures.gitops import seed_remote  # noqa: E402
-from tests.fixtures.kube import FAST, write_kubeconfig  # noqa: E402
+from tests.fixtures.kube import FAST, Kube, write_kubeconfig  # noqa: E402
 from tests.fixtures.nixenv import NIX_CONFIG_TEXT, checkout_files, copy_tree, make_flake, tool_path  # noqa: E402
 from tests.fixtures.registry import start_registry  # noqa: E402
+from tests.fixtures.shop import start_shop_cluster  # noqa: E402
 from tests.kube_standin import KubeStandin, Settings, crash  # noqa: E402
-from tests.kube_standin.controllers.flux import FluxSim  # noqa: E402
 
 
 def step(title: str) -> None:
@@ -60,46 +57,31 @@ def main() -> int:
         step("start a local OCI registry and the Kubernetes API stand-in with Flux")
         registry = start_registry(base / "registry")
         standin = KubeStandin(settings=Settings(**FAST)).start()
-        sim = standin.add(FluxSim())
+        home = base / "kubectl-home"
+        home.mkdir()
+        kube = Kube(standin, write_kubeconfig(base / "kubeconfig", standin.url), home)
         try:
-            kubeconfig = write_kubeconfig(base / "kubeconfig", standin.url)
-            env = {"KUBECONFIG": str(kubeconfig)}
             forge_src = copy_tree([f for f in checkout_files() if not f.startswith("benchmarks/")], ROOT, base / "forge")
             nixpkgs = base / "nixpkgs"
             shutil.copytree(ROOT / "tests" / "nixpkgs-standin", nixpkgs)
             shop = make_flake(ROOT / "examples" / "shop", base / "shop", forge_src, nixpkgs)
-            deploy = shop.dir / "deploy.yaml"
-            deploy.write_text(re.sub(r"host: localhost:5000", f"host: {registry.host}", deploy.read_text()))
-            subprocess.run([sys.executable, "-m", "forgegen", "sync"], cwd=shop.dir, check=True)
-            shop.commit("point the example at the demo registry")
+            # The same wiring the end-to-end tests use (tests/fixtures/shop.py).
+            with start_shop_cluster(shop, registry, kube, base) as cluster:
+                env = cluster.env
+                rc = run(shop, "deploy:api", env=env)
+                if rc != 0:
+                    return rc
+                run(shop, "status:api", "--environments", "staging", env=env)
 
-            template = base / "gitops-template"
-            shutil.copytree(ROOT / "examples" / "gitops", template)
-            for path in template.rglob("*.yaml"):
-                path.write_text(path.read_text().replace("localhost:5000", registry.host))
-            remote = seed_remote(template, shop.dir / "gitops.git")
-            standin.create("gitrepositories", {
-                "metadata": {"name": "flux-system", "namespace": "flux-system"},
-                "spec": {"interval": "10m", "url": f"file://{remote}", "ref": {"branch": "main"}}})
-            standin.create("kustomizations", {
-                "metadata": {"name": "apps-staging", "namespace": "flux-system"},
-                "spec": {"interval": "10m", "path": "./clusters/staging", "prune": True,
-                         "sourceRef": {"kind": "GitRepository", "name": "flux-system"}}})
-
-            rc = run(shop, "deploy:api", env=env)
-            if rc != 0:
-                return rc
-            run(shop, "status:api", "--environments", "staging", env=env)
-
-            step("a new commit whose image crash-loops (scripted in the simulated kubelet)")
-            (shop.dir / "services" / "api" / "main.sh").write_text("echo 'api: fatal: DATABASE_URL is not set'\nexit 3\n")
-            sha = shop.commit("api: read DATABASE_URL")[:7]
-            standin.script(f"{registry.host}/shop/api:amd64-{sha}",
-                               crash(exit_code=3, logs=["api: starting", "api: fatal: DATABASE_URL is not set"]))
-            failed = run(shop, "deploy:api", env=env)
-            return 0 if failed == 1 else 1
+                step("a new commit whose image crash-loops (scripted in the simulated kubelet)")
+                (shop.dir / "services" / "api" / "main.sh").write_text(
+                    "echo 'api: fatal: DATABASE_URL is not set'\nexit 3\n")
+                sha = shop.commit("api: read DATABASE_URL")[:7]
+                kube.script(f"{cluster.image('api')}:amd64-{sha}",
+                            crash(exit_code=3, logs=["api: starting", "api: fatal: DATABASE_URL is not set"]))
+                failed = run(shop, "deploy:api", env=env)
+                return 0 if failed == 1 else 1
         finally:
-            sim.close()
             standin.stop()
             registry.stop()
 

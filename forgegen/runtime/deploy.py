@@ -243,29 +243,41 @@ def run_status(plan: Plan, service: str | None = None, *, environments: list[str
         for target in svc.targets:
             if environments is not None and target.environment not in environments:
                 continue
-            row: dict[str, Any] = {"service": svc.name, "environment": target.environment,
-                                   "namespace": target.namespace, "errors": []}
-            try:
-                state, head = gitops.current_state(plan, svc.name, target.environment, cwd=cwd)
-                row["git"] = {"tag": state.tag, "digest": state.digest, "commit": head}
-            except ForgeError as err:
-                row["git"] = None
-                row["errors"].append(f"git: {err.message}")
-            try:
-                key = (target.kubeconfig, target.kube_context)
+            key = (target.kubeconfig, target.kube_context)
+
+            def connect(key: tuple[str | None, str | None] = key) -> Any:
                 if key not in clients:
                     clients[key] = kube.api_client(*key)
-                api = clients[key]
-                row["workload"] = _workload_status(api, svc, target)
-                row["flux"] = flux.flux_status(api, target)
-            except ForgeError as err:
-                row.setdefault("workload", None)
-                row.setdefault("flux", None)
-                row["errors"].append(f"cluster: {err.message}")
-            row["healthy"] = _healthy(row, svc)
+                return clients[key]
+
+            row = status_row(plan, svc, target, connect, cwd=cwd)
             rows.append(row)
     return {"command": "status", "project": plan.project, "services": rows,
             "healthy": all(r["healthy"] for r in rows)}
+
+
+def status_row(plan: Plan, svc: ServicePlan, target: TargetPlan, connect: Callable[[], Any], *,
+               cwd: str | Path | None = None) -> dict[str, Any]:
+    """One service in one environment: the tag in git, the workload, Flux, and whether they agree.
+    ``connect()`` gives the environment's ApiClient. Problems become ``errors``, never raise."""
+    row: dict[str, Any] = {"service": svc.name, "environment": target.environment,
+                           "namespace": target.namespace, "errors": []}
+    try:
+        state, head = gitops.current_state(plan, svc.name, target.environment, cwd=cwd)
+        row["git"] = {"tag": state.tag, "digest": state.digest, "commit": head}
+    except ForgeError as err:
+        row["git"] = None
+        row["errors"].append(f"git: {err.message}")
+    try:
+        api = connect()
+        row["workload"] = _workload_status(api, svc, target)
+        row["flux"] = flux.flux_status(api, target)
+    except ForgeError as err:
+        row.setdefault("workload", None)
+        row.setdefault("flux", None)
+        row["errors"].append(f"cluster: {err.message}")
+    row["healthy"] = _healthy(row, svc)
+    return row
 
 
 def _workload_status(api: Any, svc: ServicePlan, target: TargetPlan) -> dict[str, Any] | None:

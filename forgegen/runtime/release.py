@@ -36,7 +36,7 @@ from forgegen.errors import (ApprovalRequired, ClusterUnreachable, ForgeError, M
                              UsageError)
 from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime import deploy as deploy_mod
-from forgegen.runtime import flux, gitops, kube, migrate, registry, verify
+from forgegen.runtime import gitops, kube, migrate, registry, verify
 from forgegen.runtime.steps import dependency_order
 from forgegen.runtime.tags import SourceRevision, image_tags
 
@@ -308,26 +308,12 @@ def _gate(plan: Plan, stage: Stage, clients: dict, entry_stage: dict[str, Any], 
     rows: dict[str, Any] = {}
     entries = {e["service"]: e for e in entry_stage["services"]}
     for svc, target in stage.pairs:
-        row: dict[str, Any] = {"errors": []}
-        try:
-            state, head = gitops.current_state(plan, svc.name, target.environment, cwd=cwd)
-            row["git"] = {"tag": state.tag, "digest": state.digest, "commit": head}
-        except ForgeError as err:
-            row["git"] = None
-            row["errors"].append(f"git: {err.message}")
-        try:
-            api = clients[_client_key(target)]
-            row["workload"] = deploy_mod._workload_status(api, svc, target)
-            row["flux"] = flux.flux_status(api, target)
-        except ForgeError as err:
-            row.setdefault("workload", None)
-            row.setdefault("flux", None)
-            row["errors"].append(f"cluster: {err.message}")
+        row = deploy_mod.status_row(plan, svc, target, lambda target=target: clients[_client_key(target)], cwd=cwd)
         tag = pushed[svc.name].deploy_tag
         if row.get("git") and row["git"]["tag"] != tag:
             row["errors"].append(f"git: the GitOps repository now deploys {row['git']['tag']}, not {tag}")
         checks = entries[svc.name]["checks"]
-        rows[svc.name] = {"healthy": deploy_mod._healthy(row, svc), "verified": all(c["outcome"] == "passed" for c in checks),
+        rows[svc.name] = {"healthy": row["healthy"] and not row["errors"], "verified": all(c["outcome"] == "passed" for c in checks),
                           "checks": len(checks), "errors": row["errors"],
                           "running": (row.get("workload") or {}).get("image"),
                           "flux_ready": (row.get("flux") or {}).get("ready")}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import random
-import socket
 import threading
 import time
 import uuid
@@ -27,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
+
+from tests.ports import free_port
 
 from .resources import Registry, builtin_types
 from .server import Api
@@ -165,12 +166,6 @@ class Cluster:
         if self.log_reader is None:
             raise ApiError(400, "BadRequest", "this stand-in runs no kubelet")
         return self.log_reader(pod, container, previous)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
