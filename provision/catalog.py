@@ -72,8 +72,16 @@ class DatabaseState:
     object_totals: dict[tuple[str, str], int] = field(default_factory=dict)
     # (schema, kind, role) -> number of objects that role owns
     object_owned: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    # (schema, kind, grantee, privilege) -> number of objects granted
+    # (schema, kind, grantee, privilege) -> number of distinct objects granted (any grantor)
     object_grants: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    # (schema, kind, grantee, privilege) -> number of objects where the owner is a grantor
+    object_owner_grants: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    # (schema, kind, grantee, privilege, grantor) -> (schema, name) of the objects, for grants
+    # made by a role other than the object's owner (a REVOKE must run as that grantor)
+    object_grantors: dict[tuple[str, str, str, str, str], list[tuple[str, str]]] = field(default_factory=dict)
+    # (schema, grantee, privilege) -> grantors other than the schema owner
+    schema_grantors: dict[tuple[str, str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    schema_owner_grants: set[tuple[str, str, str]] = field(default_factory=set)  # granted by the owner
     # (owner role, schema, kind) -> {(grantee, privilege)}
     default_grants: dict[tuple[str, str, str], set[tuple[str, str]]] = field(
         default_factory=lambda: defaultdict(set))
@@ -136,8 +144,9 @@ def inspect_cluster(conn: Any) -> ClusterState:
 def inspect_database(conn: Any, name: str, *, tables: list[tuple[str, str]] = ()) -> DatabaseState:
     """Read one database's schemas, extensions, privileges and publications (5-7 queries)."""
     state = DatabaseState(name)
-    for nsp, owner, grantee, priv in _rows(conn, """
-        SELECT n.nspname, pg_get_userbyid(n.nspowner), pg_get_userbyid(a.grantee), a.privilege_type
+    for nsp, owner, grantee, priv, grantor in _rows(conn, """
+        SELECT n.nspname, pg_get_userbyid(n.nspowner), pg_get_userbyid(a.grantee), a.privilege_type,
+               CASE WHEN a.grantor <> n.nspowner THEN pg_get_userbyid(a.grantor) END
         FROM pg_namespace n
         LEFT JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
                ON a.grantee <> 0 AND a.grantee <> n.nspowner
@@ -145,17 +154,21 @@ def inspect_database(conn: Any, name: str, *, tables: list[tuple[str, str]] = ()
         state.schemas[nsp] = owner
         if grantee is not None:
             state.schema_grants[nsp].add((grantee, priv))
+            if grantor is not None:
+                state.schema_grantors[(nsp, grantee, priv)].add(grantor)
+            else:
+                state.schema_owner_grants.add((nsp, grantee, priv))
     state.extensions = dict(_rows(conn, """
         SELECT e.extname, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"""))
     objects = """
         WITH objs AS (
-          SELECT c.oid, c.relnamespace AS nsp, c.relowner AS owner,
+          SELECT c.oid, c.relname::text AS name, c.relnamespace AS nsp, c.relowner AS owner,
                  CASE WHEN c.relkind = 'S' THEN 'sequence' ELSE 'table' END AS kind,
                  coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char",
                                                c.relowner)) AS acl
           FROM pg_class c WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
           UNION ALL
-          SELECT p.oid, p.pronamespace, p.proowner, 'function',
+          SELECT p.oid, p.proname::text, p.pronamespace, p.proowner, 'function',
                  coalesce(p.proacl, acldefault('f', p.proowner))
           FROM pg_proc p WHERE p.prokind IN ('f', 'a', 'w')
         ), mine AS (
@@ -166,11 +179,19 @@ def inspect_database(conn: Any, name: str, *, tables: list[tuple[str, str]] = ()
         SELECT nspname, kind, pg_get_userbyid(owner), count(*) FROM mine GROUP BY 1, 2, 3"""):
         state.object_totals[(nsp, kind)] = state.object_totals.get((nsp, kind), 0) + count
         state.object_owned[(nsp, kind, owner)] = count
-    for nsp, kind, grantee, priv, count in _rows(conn, objects + """
-        SELECT m.nspname, m.kind, pg_get_userbyid(a.grantee), a.privilege_type, count(*)
+    # Distinct objects, not ACL entries: one privilege granted by two grantors is one object.
+    # Grants made by a role other than the owner are listed by object (a REVOKE must run as them).
+    for nsp, kind, grantee, priv, count, by_owner, foreign in _rows(conn, objects + """
+        SELECT m.nspname, m.kind, pg_get_userbyid(a.grantee), a.privilege_type, count(DISTINCT m.oid),
+               count(DISTINCT m.oid) FILTER (WHERE a.grantor = m.owner),
+               array_agg(ARRAY[pg_get_userbyid(a.grantor), m.name] ORDER BY m.name)
+                 FILTER (WHERE a.grantor <> m.owner)
         FROM mine m, aclexplode(m.acl) a
         WHERE a.grantee <> 0 AND a.grantee <> m.owner GROUP BY 1, 2, 3, 4"""):
         state.object_grants[(nsp, kind, grantee, priv)] = count
+        state.object_owner_grants[(nsp, kind, grantee, priv)] = by_owner
+        for grantor, obj in foreign or ():
+            state.object_grantors.setdefault((nsp, kind, grantee, priv, grantor), []).append((nsp, obj))
     for owner, nsp, objtype, grantee, priv in _rows(conn, """
         SELECT pg_get_userbyid(d.defaclrole), n.nspname, d.defaclobjtype,
                pg_get_userbyid(a.grantee), a.privilege_type

@@ -267,148 +267,241 @@ def pending_object_schemas(db: Database, structure: Planner) -> set[str]:
 
 # -- one database: privileges --------------------------------------------------------------------
 
+OBJECT_KINDS = ("table", "sequence", "function")
+
+
+@dataclass(frozen=True)
+class Acting:
+    """Who runs the statements: a superuser can act as any grantor (``SET ROLE``)."""
+
+    admin: str = ""
+    superuser: bool = True
+
+
+@dataclass
+class _Grants:
+    """What every privilege step of one database needs to see."""
+
+    db: Database
+    state: DatabaseState
+    info: DatabaseInfo | None
+    acting: Acting
+    out: Planner
+    new_objects_in: set[str]
+
+    @property
+    def scope(self) -> str:
+        return self.db.name
+
+    @property
+    def db_owner(self) -> str | None:
+        # The configured owner: apply changes the owner before it plans the grants (issue 13.11).
+        return self.db.owner or (self.info.owner if self.info else None)
+
+    def configured(self, role: str, schema: str | None) -> Grant | None:
+        return next((g for g in self.db.grants if g.role == role and g.schema_ == schema), None)
+
+    def prunes(self, role: str, schema: str | None) -> bool:
+        grant = self.configured(role, schema)
+        return grant.prune if grant else (self.db.prune or any(g.prune for g in self.db.grants if g.role == role))
+
+
+def _privileges_of(grant: Grant, kind: str) -> tuple[str, ...]:
+    return {"table": grant.tables, "sequence": grant.sequences, "function": grant.functions}[kind]
+
+
 def plan_grants(db: Database, state: DatabaseState, info: DatabaseInfo | None,
-                new_objects_in: set[str] = frozenset()) -> Planner:
+                new_objects_in: set[str] = frozenset(), acting: Acting = Acting()) -> Planner:
     """Database, schema, object and default privileges, and (drift) every grant not configured.
 
     ``new_objects_in``: schemas where extensions created by this run will have added functions
     the snapshot cannot show yet (only used by ``plan``; ``apply`` re-reads the catalogue after
     creating extensions, so it grants on exactly what exists).
     """
-    sql = _sql()
-    out = Planner()
-    scope = db.name
-    by_role_schema: dict[tuple[str, str | None], Grant] = {(g.role, g.schema_): g for g in db.grants}
-    roles_pruned = {g.role for g in db.grants if g.prune}
+    ctx = _Grants(db, state, info, acting, Planner(), set(new_objects_in))
+    _plan_database_privileges(ctx)
+    for g in db.grants:
+        if g.schema_ is not None:
+            _plan_schema_grant(ctx, g)
+    _drift_schema_grants(ctx)
+    _drift_object_grants(ctx)
+    _drift_default_grants(ctx)
+    return ctx.out
 
-    # Database privileges: the union over a role's grant entries.
-    db_privs: dict[str, list[str]] = {}
+
+def _plan_database_privileges(ctx: _Grants) -> None:
+    sql, db, out = _sql(), ctx.db, ctx.out
+    db_privs: dict[str, list[str]] = {}  # the union over a role's grant entries
     for g in db.grants:
         db_privs.setdefault(g.role, [])
         db_privs[g.role] += [p for p in g.database_privileges if p not in db_privs[g.role]]
-    have_db = info.grants if info else frozenset()
-    db_owner = info.owner if info else db.owner
+    have_db = ctx.info.grants if ctx.info else frozenset()
     for role, privs in db_privs.items():
         missing = [p for p in privs if (role, p) not in have_db]
-        if missing and role != db_owner:
-            out.add(scope, "grants", "grant", f"database {_q(db.name)} to {_q(role)}",
+        if missing and role != ctx.db_owner:
+            out.add(ctx.scope, "grants", "grant", f"database {_q(db.name)} to {_q(role)}",
                     sql.SQL("GRANT {} ON DATABASE {} TO {}").format(_keywords(missing), _ident(db.name), _ident(role)))
     for grantee, priv in sorted(have_db):
         if grantee.startswith("pg_") or priv in db_privs.get(grantee, ()):
             continue
-        pruned = grantee in roles_pruned or db.prune
-        out.drift(scope, f"database {_q(db.name)}", f"{_q(grantee)} has {priv}", pruned)
+        pruned = db.prune or any(g.prune for g in db.grants if g.role == grantee)
+        out.drift(ctx.scope, f"database {_q(db.name)}", f"{_q(grantee)} has {priv}", pruned)
         if pruned:
-            out.add(scope, "grants", "revoke", f"database {_q(db.name)} from {_q(grantee)}",
+            out.add(ctx.scope, "grants", "revoke", f"database {_q(db.name)} from {_q(grantee)}",
                     sql.SQL("REVOKE {} ON DATABASE {} FROM {}").format(_keywords([priv]), _ident(db.name), _ident(grantee)),
                     reason="prune: not in the config")
 
-    for g in db.grants:
-        if g.schema_ is None:
+
+def _schema_owner_role(ctx: _Grants, schema: str) -> str | None:
+    owner_cfg = schema_owner(ctx.db, schema) if any(s.name == schema for s in ctx.db.schemas) else None
+    owner = owner_cfg or ctx.state.schemas.get(schema)
+    return ctx.db_owner if owner == "pg_database_owner" else owner  # PostgreSQL 15's public schema
+
+
+def _plan_schema_grant(ctx: _Grants, g: Grant) -> None:
+    sql, out, schema = _sql(), ctx.out, g.schema_
+    owner = _schema_owner_role(ctx, schema)
+    if schema not in ctx.state.schemas and not any(s.name == schema for s in ctx.db.schemas):
+        out.errors.append(f"database {_q(ctx.db.name)}: the grant to {_q(g.role)} names schema {_q(schema)}, "
+                          "which neither exists nor is listed under 'schemas'; add it there")
+        return
+    have = ctx.state.schema_grants.get(schema, set())
+    missing = [p for p in g.schema_privileges if (g.role, p) not in have]
+    if missing and g.role != owner:
+        out.add(ctx.scope, "grants", "grant", f"schema {_q(schema)} to {_q(g.role)}",
+                sql.SQL("GRANT {} ON SCHEMA {} TO {}").format(_keywords(missing), _ident(schema), _ident(g.role)))
+    for kind in OBJECT_KINDS:
+        privs = _privileges_of(g, kind)
+        total = ctx.state.object_totals.get((schema, kind), 0)
+        owned = ctx.state.object_owned.get((schema, kind, g.role), 0)
+        missing = [p for p in privs
+                   if total - owned - ctx.state.object_grants.get((schema, kind, g.role, p), 0) > 0
+                   or (kind == "function" and schema in ctx.new_objects_in)]
+        if missing:
+            out.add(ctx.scope, "grants", "grant", f"all {KIND_KEYWORD[kind].lower()} in {_q(schema)} to {_q(g.role)}",
+                    sql.SQL("GRANT {} ON ALL {} IN SCHEMA {} TO {}").format(
+                        _keywords(missing), sql.SQL(KIND_KEYWORD[kind]), _ident(schema), _ident(g.role)))
+    if g.future:
+        _plan_default_privileges(ctx, g, owner)
+
+
+def _plan_default_privileges(ctx: _Grants, g: Grant, schema_owner_role: str | None) -> None:
+    sql, out, schema = _sql(), ctx.out, g.schema_
+    owners = list(g.future_owners) if g.future_owners is not None else (
+        [schema_owner_role] if schema_owner_role else [])
+    if not owners and (g.tables or g.sequences or g.functions):
+        out.warnings.append(f"database {_q(ctx.db.name)}: future objects in {_q(schema)} get no privileges for "
+                            f"{_q(g.role)}: the schema has no owner in the config; set future_owners")
+    for owner in owners:
+        if owner == g.role:
             continue
-        schema = g.schema_
-        owner_now = state.schemas.get(schema)
-        owner_cfg = schema_owner(db, schema) if any(s.name == schema for s in db.schemas) else None
-        schema_owner_role = owner_cfg or owner_now
-        if schema_owner_role == "pg_database_owner":  # PostgreSQL 15's public schema
-            schema_owner_role = db_owner
-        if schema not in state.schemas and not any(s.name == schema for s in db.schemas):
-            out.errors.append(f"database {_q(db.name)}: the grant to {_q(g.role)} names schema {_q(schema)}, "
-                              "which neither exists nor is listed under 'schemas'; add it there")
-            continue
-        # schema privileges
-        have = state.schema_grants.get(schema, set())
-        missing = [p for p in g.schema_privileges if (g.role, p) not in have]
-        if missing and g.role != schema_owner_role:
-            out.add(scope, "grants", "grant", f"schema {_q(schema)} to {_q(g.role)}",
-                    sql.SQL("GRANT {} ON SCHEMA {} TO {}").format(_keywords(missing), _ident(schema), _ident(g.role)))
-        # privileges on existing objects
-        for kind, privs in (("table", g.tables), ("sequence", g.sequences), ("function", g.functions)):
-            if not privs:
-                continue
-            total = state.object_totals.get((schema, kind), 0)
-            owned = state.object_owned.get((schema, kind, g.role), 0)
-            missing = [p for p in privs
-                       if total - owned - state.object_grants.get((schema, kind, g.role, p), 0) > 0
-                       or (kind == "function" and schema in new_objects_in)]
+        for kind in OBJECT_KINDS:
+            have = ctx.state.default_grants.get((owner, schema, kind), set())
+            missing = [p for p in _privileges_of(g, kind) if (g.role, p) not in have]
             if missing:
-                out.add(scope, "grants", "grant", f"all {KIND_KEYWORD[kind].lower()} in {_q(schema)} to {_q(g.role)}",
-                        sql.SQL("GRANT {} ON ALL {} IN SCHEMA {} TO {}").format(
-                            _keywords(missing), sql.SQL(KIND_KEYWORD[kind]), _ident(schema), _ident(g.role)))
-        # default privileges for objects created later
-        if g.future:
-            owners = list(g.future_owners) if g.future_owners is not None else (
-                [schema_owner_role] if schema_owner_role else [])
-            if not owners and (g.tables or g.sequences or g.functions):
-                out.warnings.append(f"database {_q(db.name)}: future objects in {_q(schema)} get no privileges for "
-                                    f"{_q(g.role)}: the schema has no owner in the config; set future_owners")
-            for owner in owners:
-                if owner == g.role:
-                    continue
-                for kind, privs in (("table", g.tables), ("sequence", g.sequences), ("function", g.functions)):
-                    have = state.default_grants.get((owner, schema, kind), set())
-                    missing = [p for p in privs if (g.role, p) not in have]
-                    if missing:
-                        out.add(scope, "grants", "default privileges",
-                                f"future {KIND_KEYWORD[kind].lower()} of {_q(owner)} in {_q(schema)} to {_q(g.role)}",
-                                sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT {} ON {} TO {}").format(
-                                    _ident(owner), _ident(schema), _keywords(missing), sql.SQL(KIND_KEYWORD[kind]),
-                                    _ident(g.role)))
+                out.add(ctx.scope, "grants", "default privileges",
+                        f"future {KIND_KEYWORD[kind].lower()} of {_q(owner)} in {_q(schema)} to {_q(g.role)}",
+                        sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT {} ON {} TO {}").format(
+                            _ident(owner), _ident(schema), _keywords(missing), sql.SQL(KIND_KEYWORD[kind]),
+                            _ident(g.role)))
 
-    # Drift: every grant in the database the config does not ask for.
-    def configured(role: str, schema: str) -> Grant | None:
-        return by_role_schema.get((role, schema))
 
-    def prunes(role: str, schema: str) -> bool:
-        grant = configured(role, schema)
-        return grant.prune if grant else (db.prune or role in roles_pruned)
+def _as_grantor(ctx: _Grants, grantor: str, statement: Any, what: str) -> Any | None:
+    """``statement`` run as ``grantor``: only the grantor of a privilege can revoke it.
 
+    PostgreSQL 15 accepts ``REVOKE … GRANTED BY`` only for the current user, and a superuser's
+    REVOKE acts as the object's owner, so the statement runs under ``SET LOCAL ROLE``.
+    None (with a warning) when the admin can act neither as the grantor nor as a superuser.
+    """
+    sql = _sql()
+    if grantor == ctx.acting.admin:
+        return statement
+    if not ctx.acting.superuser:
+        ctx.out.warnings.append(f"database {_q(ctx.db.name)}: cannot prune {what}: it was granted by "
+                                f"{_q(grantor)} and only that role (or a superuser) can revoke it; connect as "
+                                "a superuser or revoke it as that role")
+        return None
+    return sql.SQL("SET LOCAL ROLE {}; {}; RESET ROLE").format(_ident(grantor), statement)
+
+
+def _drift_schema_grants(ctx: _Grants) -> None:
+    sql, out, state = _sql(), ctx.out, ctx.state
     for schema in sorted(state.schema_grants):
         for grantee, priv in sorted(state.schema_grants[schema]):
-            grant = configured(grantee, schema)
+            grant = ctx.configured(grantee, schema)
             if grantee.startswith("pg_") or (grant and priv in grant.schema_privileges):
                 continue
-            pruned = prunes(grantee, schema)
-            out.drift(scope, f"schema {_q(schema)}", f"{_q(grantee)} has {priv}", pruned)
-            if pruned:
-                out.add(scope, "grants", "revoke", f"schema {_q(schema)} from {_q(grantee)}",
-                        sql.SQL("REVOKE {} ON SCHEMA {} FROM {}").format(_keywords([priv]), _ident(schema), _ident(grantee)),
-                        reason="prune: not in the config")
+            pruned = ctx.prunes(grantee, schema)
+            out.drift(ctx.scope, f"schema {_q(schema)}", f"{_q(grantee)} has {priv}", pruned)
+            if not pruned:
+                continue
+            target = f"schema {_q(schema)} from {_q(grantee)}"
+            revoke = sql.SQL("REVOKE {} ON SCHEMA {} FROM {}").format(_keywords([priv]), _ident(schema),
+                                                                       _ident(grantee))
+            for grantor in sorted(state.schema_grantors.get((schema, grantee, priv), ())):
+                statement = _as_grantor(ctx, grantor, revoke, f"{priv} on {target}")
+                if statement is not None:
+                    out.add(ctx.scope, "grants", "revoke", target, statement,
+                            reason=f"prune: not in the config (granted by {_q(grantor)})")
+            if (schema, grantee, priv) in state.schema_owner_grants:
+                out.add(ctx.scope, "grants", "revoke", target, revoke, reason="prune: not in the config")
+
+
+def _drift_object_grants(ctx: _Grants) -> None:
+    sql, out, state = _sql(), ctx.out, ctx.state
+    by_grantor: list[Change] = []  # run first: a grantor may itself lose its grant option
+    by_owner: list[Change] = []
     for (schema, kind, grantee, priv), count in sorted(state.object_grants.items()):
-        grant = configured(grantee, schema)
-        wanted = {"table": grant.tables, "sequence": grant.sequences, "function": grant.functions}[kind] if grant else ()
-        if grantee.startswith("pg_") or priv in wanted:
+        grant = ctx.configured(grantee, schema)
+        if grantee.startswith("pg_") or (grant and priv in _privileges_of(grant, kind)):
             continue
-        pruned = prunes(grantee, schema)
+        pruned = ctx.prunes(grantee, schema)
         plural = KIND_KEYWORD[kind].lower() if count != 1 else kind
-        out.drift(scope, f"schema {_q(schema)}", f"{_q(grantee)} has {priv} on {count} {plural}", pruned)
-        if pruned:
-            out.add(scope, "grants", "revoke", f"all {KIND_KEYWORD[kind].lower()} in {_q(schema)} from {_q(grantee)}",
-                    sql.SQL("REVOKE {} ON ALL {} IN SCHEMA {} FROM {}").format(
-                        _keywords([priv]), sql.SQL(KIND_KEYWORD[kind]), _ident(schema), _ident(grantee)),
-                    reason="prune: not in the config")
+        out.drift(ctx.scope, f"schema {_q(schema)}", f"{_q(grantee)} has {priv} on {count} {plural}", pruned)
+        if not pruned:
+            continue
+        target = f"all {KIND_KEYWORD[kind].lower()} in {_q(schema)} from {_q(grantee)}"
+        everything = sql.SQL("REVOKE {} ON ALL {} IN SCHEMA {} FROM {}").format(
+            _keywords([priv]), sql.SQL(KIND_KEYWORD[kind]), _ident(schema), _ident(grantee))
+        for (s, k, e, p, grantor), objects in sorted(state.object_grantors.items()):
+            if (s, k, e, p) != (schema, kind, grantee, priv):
+                continue
+            revoke = everything if kind == "function" else sql.SQL("REVOKE {} ON {} {} FROM {}").format(
+                _keywords([priv]), sql.SQL(kind.upper()), sql.SQL(", ").join(_ident(*o) for o in objects),
+                _ident(grantee))
+            statement = _as_grantor(ctx, grantor, revoke, f"{priv} on {target}")
+            if statement is not None:
+                by_grantor.append(Change(ctx.scope, "grants", "revoke", target, statement, statement,
+                                         f"prune: not in the config (granted by {_q(grantor)})"))
+        if state.object_owner_grants.get((schema, kind, grantee, priv), count):
+            by_owner.append(Change(ctx.scope, "grants", "revoke", target, everything, everything,
+                                   "prune: not in the config"))
+    out.changes += by_grantor + by_owner
+
+
+def _drift_default_grants(ctx: _Grants) -> None:
+    sql, out, state, db = _sql(), ctx.out, ctx.state, ctx.db
     for (owner, schema, kind), entries in sorted(state.default_grants.items()):
         for grantee, priv in sorted(entries):
-            grant = configured(grantee, schema)
+            grant = ctx.configured(grantee, schema)
             wanted: tuple[str, ...] = ()
             if grant and grant.future:
                 owners = grant.future_owners if grant.future_owners is not None else (
-                    schema_owner(db, schema), state.schemas.get(schema), db_owner)
+                    schema_owner(db, schema), state.schemas.get(schema), ctx.db_owner)
                 if owner in owners:
-                    wanted = {"table": grant.tables, "sequence": grant.sequences, "function": grant.functions}[kind]
+                    wanted = _privileges_of(grant, kind)
             if grantee.startswith("pg_") or priv in wanted:
                 continue
-            pruned = prunes(grantee, schema)
-            out.drift(scope, f"schema {_q(schema)}",
+            pruned = ctx.prunes(grantee, schema)
+            out.drift(ctx.scope, f"schema {_q(schema)}",
                       f"future {KIND_KEYWORD[kind].lower()} of {_q(owner)} give {_q(grantee)} {priv}", pruned)
             if pruned:
-                out.add(scope, "grants", "revoke default privileges",
+                out.add(ctx.scope, "grants", "revoke default privileges",
                         f"future {KIND_KEYWORD[kind].lower()} of {_q(owner)} in {_q(schema)} from {_q(grantee)}",
                         sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} REVOKE {} ON {} FROM {}").format(
                             _ident(owner), _ident(schema), _keywords([priv]), sql.SQL(KIND_KEYWORD[kind]),
                             _ident(grantee)),
                         reason="prune: not in the config")
-    return out
 
 
 # -- one database: CDC -------------------------------------------------------------------------

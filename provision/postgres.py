@@ -41,7 +41,7 @@ from forge_provision.catalog import (
     ClusterState, DatabaseInfo, DatabaseState, available_extensions, inspect_cluster, inspect_database,
 )
 from forge_provision.plan import (
-    Change, Finding, Planner, cdc_tables, pending_object_schemas, plan_cdc, plan_cluster, plan_grants,
+    Acting, Change, Finding, Planner, cdc_tables, pending_object_schemas, plan_cdc, plan_cluster, plan_grants,
     plan_structure,
 )
 from forge_provision.schema import Database, PostgresConfig
@@ -235,13 +235,17 @@ class DatabasePlan:
     planner: Planner
 
 
+def _acting(cluster: ClusterState) -> Acting:
+    return Acting(cluster.admin, cluster.admin_is_superuser)
+
+
 def _plan_database(db: Database, state: DatabaseState, info: DatabaseInfo | None,
                    cluster: ClusterState) -> Planner:
     out = Planner()
     structure = plan_structure(db, state)
     out.extend(structure)
     out.extend(plan_grants(db, state, info, pending_object_schemas(db, structure) if state.exists else
-                           {e.schema_ or "public" for e in db.extensions}))
+                           {e.schema_ or "public" for e in db.extensions}, _acting(cluster)))
     out.extend(plan_cdc(db, state, cluster))
     return out
 
@@ -396,7 +400,7 @@ def _apply_database(cfg: PostgresConfig, secrets: Secrets, db: Database, cluster
                 execute(conn, change)
             if structure.changes:
                 state = inspect_database(conn, db.name, tables=tables)
-            for change in plan_grants(db, state, database_info(conn, db.name)).changes:
+            for change in plan_grants(db, state, database_info(conn, db.name), acting=_acting(cluster)).changes:
                 execute(conn, change)
             cdc = plan_cdc(db, state, cluster)
             for change in cdc.changes:
