@@ -63,8 +63,12 @@ def _member_name(value: str) -> str:
 
 def _schema_name(value: str) -> str:
     _identifier(value)
+    if value == "information_schema":
+        raise ValueError(f"{value!r} is PostgreSQL's own schema (it is recreated on upgrade and its objects "
+                         "belong to the system); choose another schema name")
     if value.startswith("pg_"):
-        raise ValueError(f"{value!r}: schema names starting with 'pg_' are reserved; choose another name")
+        raise ValueError(f"{value!r}: schema names starting with 'pg_' (pg_catalog, pg_toast, ...) are "
+                         "reserved for PostgreSQL; choose another name")
     return value
 
 
@@ -427,11 +431,24 @@ def _parse(model: type[Model], data: Any, source: Any, name: str, references) ->
     except ValidationError as err:
         if source is None:
             raise ConfigError([locate(tuple(e["loc"]), e["msg"]) for e in err.errors()]) from err
-        raise ConfigError(problems_from_pydantic(source, err.errors())) from err
+        raise ConfigError(problems_from_pydantic(source, _union_errors(err.errors()))) from err
     problems = [locate(loc, msg) for loc, msg in references(cfg)]
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def _union_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Errors of a ``"all" | [tables]`` field, located at the field: the branch names dropped, and
+    the "should be 'all'" branch dropped when the list branch says what is wrong."""
+    def branch(part: Any) -> bool:
+        return isinstance(part, str) and (part.startswith("literal[") or part.startswith("tuple["))
+
+    cleaned = [{**e, "loc": tuple(p for p in e["loc"] if not branch(p)), "branched": any(map(branch, e["loc"]))}
+               for e in errors]
+    detailed = [e["loc"] for e in cleaned if e["branched"] and e["type"] != "literal_error"]
+    return [e for e in cleaned if not (e["branched"] and e["type"] == "literal_error"
+                                       and any(d[:len(e["loc"])] == e["loc"] for d in detailed))]
 
 
 def _source(path: str | Path):
