@@ -58,6 +58,7 @@ class ClusterState:
     memberships: set[tuple[str, str]] = field(default_factory=set)  # (member, group)
     databases: dict[str, DatabaseInfo] = field(default_factory=dict)
     slots: dict[str, SlotInfo] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)  # wal_level, max_replication_slots, ...
     queries: int = 0
 
 
@@ -137,7 +138,10 @@ def inspect_cluster(conn: Any) -> ClusterState:
     for name, db, plugin, kind in _rows(conn, """
         SELECT slot_name, database, plugin, slot_type FROM pg_replication_slots"""):
         state.slots[name] = SlotInfo(name, db, plugin, kind)
-    state.queries = 6
+    state.settings = dict(_rows(conn, """
+        SELECT name, setting FROM pg_settings
+        WHERE name IN ('wal_level', 'max_replication_slots', 'max_wal_senders')"""))
+    state.queries = 7
     return state
 
 

@@ -512,6 +512,29 @@ def cdc_tables(cdc: Cdc | None) -> list[tuple[str, str]]:
     return [(t.schema_, t.name) for t in cdc.tables]
 
 
+def cdc_settings_warnings(cfg: PostgresConfig, cluster: ClusterState) -> list[str]:
+    """What the server's settings will refuse: publications need wal_level = logical to be
+    decoded, each new slot a free one of max_replication_slots, each consumer a WAL sender."""
+    cdc = [db for db in cfg.databases if db.cdc]
+    if not cdc or not cluster.settings:
+        return []
+    out: list[str] = []
+    wal_level = cluster.settings.get("wal_level", "logical")
+    for db in cdc:
+        if wal_level != "logical":
+            out.append(f"database {_q(db.name)}: CDC needs wal_level = logical but the server has {wal_level!r}: "
+                       "set it (ALTER SYSTEM SET wal_level = logical) and restart the server"
+                       + ("; creating the replication slot fails until then" if db.cdc.slot else ""))
+    new_slots = [db.cdc.slot for db in cdc if db.cdc.slot and db.cdc.slot not in cluster.slots]
+    limit = int(cluster.settings.get("max_replication_slots", "0"))
+    if new_slots and len(cluster.slots) + len(new_slots) > limit:
+        out.append(f"max_replication_slots is {limit} and {len(cluster.slots)} slot(s) exist, so the new slot(s) "
+                   f"{', '.join(_q(s) for s in new_slots)} do not fit: raise it on the server and restart")
+    if int(cluster.settings.get("max_wal_senders", "0")) == 0:
+        out.append("max_wal_senders is 0: CDC consumers cannot stream changes; raise it on the server and restart")
+    return out
+
+
 def plan_cdc(db: Database, state: DatabaseState, cluster: ClusterState) -> Planner:
     """The publication (and, in its own phase, the logical replication slot)."""
     sql = _sql()

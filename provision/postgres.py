@@ -40,11 +40,12 @@ from forgegen.errors import ConfigError, Problem, ProvisionError
 from forge_provision.catalog import (
     ClusterState, DatabaseInfo, DatabaseState, available_extensions, inspect_cluster, inspect_database,
 )
+from forge_provision.failures import explain, explain_connect
 from forge_provision.plan import (
-    Acting, Change, Finding, Planner, cdc_tables, pending_object_schemas, plan_cdc, plan_cluster, plan_grants,
-    plan_structure,
+    Acting, Change, Finding, Planner, cdc_settings_warnings, cdc_tables, pending_object_schemas, plan_cdc,
+    plan_cluster, plan_grants, plan_structure,
 )
-from forge_provision.schema import Database, PostgresConfig
+from forge_provision.schema import Connection, Database, PostgresConfig
 
 log = logging.getLogger(__name__)
 
@@ -132,22 +133,61 @@ def redact(text: str, secrets: Secrets) -> str:
 
 # -- connections ------------------------------------------------------------------------------------
 
+REQUIRE_AUTH_LIBPQ = 160000  # libpq 16 added require_auth
+
+
+def connection_params(c: Connection) -> dict[str, Any]:
+    """libpq parameters for the admin connection and for password checks: TLS as configured
+    (verify-full by default) and, unless ``allow_insecure_auth``, SCRAM-SHA-256 only, so a server
+    (or anyone in between) cannot make libpq send a password in clear or as an MD5 hash."""
+    import psycopg
+
+    params: dict[str, Any] = {"host": c.host, "port": c.port, "connect_timeout": c.connect_timeout,
+                              "sslmode": c.tls.mode, "application_name": APPLICATION_NAME}
+    if c.tls.root_cert:
+        params["sslrootcert"] = c.tls.root_cert
+    if not c.allow_insecure_auth:
+        if psycopg.pq.version() < REQUIRE_AUTH_LIBPQ:
+            raise ProvisionError(
+                f"libpq {psycopg.pq.version()} cannot enforce SCRAM-SHA-256 authentication (require_auth "
+                "needs libpq 16 or later), so a server could ask for the password in clear",
+                hint="install psycopg[binary] (it bundles a recent libpq), or set "
+                     "connection.allow_insecure_auth: true for a server on this machine")
+        params["require_auth"] = "scram-sha-256"
+    return params
+
+
 def connect(cfg: PostgresConfig, secrets: Secrets, dbname: str | None = None, *, autocommit: bool = True):
     import psycopg
 
     c = cfg.connection
     dbname = dbname or c.dbname
     try:
-        return psycopg.connect(host=c.host, port=c.port, user=c.user, password=secrets.admin_password,
-                               dbname=dbname, sslmode=c.sslmode, connect_timeout=c.connect_timeout,
-                               application_name=APPLICATION_NAME, autocommit=autocommit)
+        return psycopg.connect(**connection_params(c), user=c.user, password=secrets.admin_password,
+                               dbname=dbname, autocommit=autocommit)
     except psycopg.Error as err:
         reason = redact(str(err).strip(), secrets).replace("\n", " ")
-        pw = f"${c.password_env}" if c.password_env else "the password (connection.password_env)"
+        found = explain_connect(reason, user=c.user, password_env=c.password_env, dbname=dbname,
+                                where=f"{c.host}:{c.port}")
+        condition = f" [{found.condition}]" if found.condition else ""
         raise ProvisionError(
-            f"cannot connect to PostgreSQL at {c.host}:{c.port} (database {dbname!r}) as {c.user!r}: {reason}",
-            hint=f"check that the server is running and reachable, connection.host/port/sslmode in the config, "
-                 f"and {pw}") from err
+            f"cannot connect to PostgreSQL at {c.host}:{c.port} (database {dbname!r}) as {c.user!r}: "
+            f"{reason}{condition}", hint=found.hint) from err
+
+
+def statement_error(where: str, doing: str, err: Any, secrets: Secrets, *, broken: bool = False,
+                    statement: str | None = None, rolled_back: bool = True) -> ProvisionError:
+    """A failed statement as a ProvisionError: the server's message, its SQLSTATE and what to do."""
+    text = redact(str(err).strip(), secrets)
+    found = explain(getattr(err, "sqlstate", None), text, broken=broken)
+    condition = f" [{found.condition}]" if found.condition else ""
+    if found.connection_lost:
+        message = f"{where}: the connection to PostgreSQL was lost during {doing}: {text}{condition}"
+    else:
+        message = f"{where}: {doing} failed: {text}{condition}"
+    if statement and not found.connection_lost:
+        message += f"\n  statement: {statement}"
+    return ProvisionError(message, hint=("that transaction was rolled back; " if rolled_back else "") + found.hint)
 
 
 # -- passwords -------------------------------------------------------------------------------------
@@ -185,10 +225,8 @@ def _login_works(cfg: PostgresConfig, role: str, password: str) -> bool | None:
     import psycopg
 
     c = cfg.connection
-    try:
-        psycopg.connect(host=c.host, port=c.port, user=role, password=password, dbname=c.dbname,
-                        sslmode=c.sslmode, connect_timeout=c.connect_timeout,
-                        application_name=APPLICATION_NAME).close()
+    try:  # the admin connection's TLS and SCRAM-only rules: a role's password is never sent in clear
+        psycopg.connect(**connection_params(c), user=role, password=password, dbname=c.dbname).close()
     except psycopg.Error as err:
         text = str(err)
         if "password authentication failed" in text or getattr(err, "sqlstate", None) == "28P01":
@@ -228,6 +266,9 @@ def passwords_to_set(cfg: PostgresConfig, cluster: ClusterState, secrets: Secret
 
 # -- the run -------------------------------------------------------------------------------------
 
+LOCK_KEY = int.from_bytes(b"forge-pv", "big")  # one advisory lock: one apply at a time per server
+
+
 @dataclass
 class DatabasePlan:
     db: Database
@@ -251,127 +292,175 @@ def _plan_database(db: Database, state: DatabaseState, info: DatabaseInfo | None
 
 
 def run(cfg: PostgresConfig, mode: Mode, *, rotate_passwords: bool = False, jobs: int = 4,
-        environ: Mapping[str, str] | None = None,
+        environ: Mapping[str, str] | None = None, lock_timeout: float = 0,
         on_change: Callable[[Change], None] | None = None) -> Outcome:
-    """Plan, apply or report drift for ``cfg`` (see the module docstring for the order)."""
-    import psycopg
+    """Plan, apply or report drift for ``cfg`` (see the module docstring for the order).
 
+    ``apply`` holds an advisory lock on the admin connection for the whole run: a second apply
+    against the same server waits up to ``lock_timeout`` seconds, then says who holds it.
+    """
     secrets = read_secrets(cfg, environ)
     c = cfg.connection
     outcome = Outcome(mode, f"{c.host}:{c.port}")
     with connect(cfg, secrets) as admin:
-        cluster = inspect_cluster(admin)
-        outcome.queries += cluster.queries
-        def read(db: Database) -> DatabasePlan:
-            if db.name not in cluster.databases:
-                state = DatabaseState.empty(db.name)
-            else:
-                with _lost_connection(db.name), connect(cfg, secrets, db.name) as conn:
-                    state = inspect_database(conn, db.name, tables=cdc_tables(db.cdc))
-            return DatabasePlan(db, state, _plan_database(db, state, cluster.databases.get(db.name), cluster))
-
-        # Database reads and password checks (PBKDF2, GIL released) overlap on one pool.
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            reads = [pool.submit(read, db) for db in cfg.databases]
-            to_set = passwords_to_set(cfg, cluster, secrets, rotate=rotate_passwords, warnings=outcome.warnings,
-                                      pool=pool)
-            db_plans = [f.result() for f in reads]
-        verifiers = {role: (_verifier(admin, role, secrets.passwords[role]), reason)
-                     for role, reason in to_set.items()}
-        plan = plan_cluster(cfg, cluster, verifiers)
-        missing_ext = sorted({e.name for p in db_plans for e in p.db.extensions
-                              if e.name not in p.state.extensions})
-        if missing_ext:
-            available = available_extensions(admin, missing_ext)
-            outcome.queries += 1
-            for name in missing_ext:
-                if name not in available:
-                    plan.errors.append(f"extension {name!r} is not available on the server; install the package "
-                                       "that provides it (e.g. postgresql-15-<name> or contrib) or remove it")
-        for p in db_plans:
-            plan.extend(p.planner)
-            outcome.queries += p.state.queries
-        order = {db.name: i for i, db in enumerate(cfg.databases)}
-        plan.changes.sort(key=lambda ch: (ch.scope != "", order.get(ch.scope, -1)))
-        outcome.warnings += plan.warnings
-        outcome.findings = plan.findings
+        if mode == "apply":
+            _lock(admin, lock_timeout, secrets)
+        cluster, db_plans, plan = _plan(cfg, admin, secrets, outcome, rotate_passwords=rotate_passwords, jobs=jobs)
         if plan.errors:
             raise ProvisionError("cannot provision: " + "; ".join(plan.errors), hint="nothing was changed")
         if mode != "apply":
             outcome.changes = plan.changes
             return outcome
+        executor = _Executor(secrets, outcome, on_change)
+        _apply_cluster(admin, plan, executor)
+        _apply_databases(cfg, secrets, db_plans, cluster, executor, jobs)
+    return outcome
 
-        lock = threading.Lock()
 
-        def execute(conn: Any, change: Change) -> None:
-            log.debug("%s: %s", change.scope or "cluster", change.shown.as_string(None))
-            try:
-                conn.execute(change.statement)
-            except psycopg.Error as err:
-                where = f"database {change.scope!r}" if change.scope else "cluster"
-                if conn.broken or isinstance(err, psycopg.OperationalError):
-                    raise ProvisionError(
-                        f"{where}: the connection to PostgreSQL was lost during {change.action} {change.target}: "
-                        f"{redact(str(err).strip(), secrets)}",
-                        hint="that transaction was rolled back; run apply again: it continues from what "
-                             "exists") from err
-                raise ProvisionError(
-                    f"{where}: {change.action} {change.target} failed: "
-                    f"{redact(str(err).strip(), secrets)}\n  statement: {change.shown.as_string(None)}",
-                    hint="earlier changes in this transaction were rolled back; fix the cause and run apply "
-                         "again (it continues from what exists)") from err
-            with lock:
-                outcome.changes.append(change)
-                outcome.statements += 1
-                if on_change:
-                    on_change(change)
+def _lock(admin: Any, timeout: float, secrets: Secrets) -> None:
+    """Take the run's advisory lock, waiting at most ``timeout`` seconds for another run."""
+    import psycopg
 
-        cluster_changes = [ch for ch in plan.changes if ch.phase == "roles"]
-        if cluster_changes:
-            with _lost_connection("cluster"), admin.transaction():
-                for change in cluster_changes:
-                    execute(admin, change)
-        for change in plan.changes:
-            if change.phase == "create-database":
-                with _lost_connection(change.scope):
-                    execute(admin, change)
+    if admin.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]:
+        return
+    if timeout > 0:
+        try:
+            admin.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(timeout * 1000)}ms",))
+            admin.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+            admin.execute("RESET lock_timeout")
+            return
+        except psycopg.errors.LockNotAvailable:
+            pass
+        except psycopg.Error as err:
+            raise statement_error("cluster", "waiting for the run lock", err, secrets) from err
+    holder = admin.execute("""
+        SELECT a.pid, coalesce(host(a.client_addr), 'local'), a.backend_start::timestamp(0)::text
+        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted
+          AND (l.classid::bigint << 32) | l.objid::bigint = %s""", (LOCK_KEY,)).fetchone()
+    who = f" (server pid {holder[0]}, from {holder[1]}, connected at {holder[2]})" if holder else ""
+    raise ProvisionError(
+        f"another forge-provision apply is in progress against {admin.info.host}:{admin.info.port}{who}; "
+        "nothing was changed",
+        hint="wait for it to finish and run apply again, or pass --lock-timeout SECONDS to wait for it")
 
+
+def _plan(cfg: PostgresConfig, admin: Any, secrets: Secrets, outcome: Outcome, *, rotate_passwords: bool,
+          jobs: int) -> tuple[ClusterState, list[DatabasePlan], Planner]:
+    """Read the cluster and every configured database (in parallel) and plan all of it."""
+    cluster = inspect_cluster(admin)
+    outcome.queries += cluster.queries
+
+    def read(db: Database) -> DatabasePlan:
+        if db.name not in cluster.databases:
+            state = DatabaseState.empty(db.name)
+        else:
+            with _statement_errors(db.name, "reading the catalogue", secrets), \
+                    connect(cfg, secrets, db.name) as conn:
+                state = inspect_database(conn, db.name, tables=cdc_tables(db.cdc))
+        return DatabasePlan(db, state, _plan_database(db, state, cluster.databases.get(db.name), cluster))
+
+    # Database reads and password checks (PBKDF2, GIL released) overlap on one pool.
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        reads = [pool.submit(read, db) for db in cfg.databases]
+        to_set = passwords_to_set(cfg, cluster, secrets, rotate=rotate_passwords, warnings=outcome.warnings,
+                                  pool=pool)
+        db_plans = [f.result() for f in reads]
+    verifiers = {role: (_verifier(admin, role, secrets.passwords[role]), reason) for role, reason in to_set.items()}
+    plan = plan_cluster(cfg, cluster, verifiers)
+    plan.warnings += cdc_settings_warnings(cfg, cluster)
+    _check_extensions(admin, db_plans, plan, outcome)
+    for p in db_plans:
+        plan.extend(p.planner)
+        outcome.queries += p.state.queries
+    order = {db.name: i for i, db in enumerate(cfg.databases)}
+    plan.changes.sort(key=lambda ch: (ch.scope != "", order.get(ch.scope, -1)))
+    outcome.warnings += plan.warnings
+    outcome.findings = plan.findings
+    return cluster, db_plans, plan
+
+
+def _check_extensions(admin: Any, db_plans: list[DatabasePlan], plan: Planner, outcome: Outcome) -> None:
+    missing = sorted({e.name for p in db_plans for e in p.db.extensions if e.name not in p.state.extensions})
+    if not missing:
+        return
+    available = available_extensions(admin, missing)
+    outcome.queries += 1
+    for name in missing:
+        if name not in available:
+            plan.errors.append(f"extension {name!r} is not available on the server; install the package "
+                               "that provides it (e.g. postgresql-15-<name> or contrib) or remove it")
+
+
+class _Executor:
+    """Runs one change on a connection, records it, and explains a failure by its SQLSTATE."""
+
+    def __init__(self, secrets: Secrets, outcome: Outcome, on_change: Callable[[Change], None] | None) -> None:
+        self.secrets, self.outcome, self.on_change = secrets, outcome, on_change
+        self.lock = threading.Lock()
+
+    def __call__(self, conn: Any, change: Change) -> None:
+        import psycopg
+
+        log.debug("%s: %s", change.scope or "cluster", change.shown.as_string(None))
+        try:
+            conn.execute(change.statement)
+        except psycopg.Error as err:
+            where = f"database {change.scope!r}" if change.scope else "cluster"
+            in_transaction = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+            raise statement_error(where, f"{change.action} {change.target}", err, self.secrets,
+                                  broken=conn.broken, statement=change.shown.as_string(None),
+                                  rolled_back=conn.broken or in_transaction) from err
+        with self.lock:
+            self.outcome.changes.append(change)
+            self.outcome.statements += 1
+            if self.on_change:
+                self.on_change(change)
+
+
+def _apply_cluster(admin: Any, plan: Planner, execute: _Executor) -> None:
+    cluster_changes = [ch for ch in plan.changes if ch.phase == "roles"]
+    if cluster_changes:
+        with _statement_errors("", "applying cluster changes", execute.secrets), admin.transaction():
+            for change in cluster_changes:
+                execute(admin, change)
+    for change in plan.changes:
+        if change.phase == "create-database":
+            execute(admin, change)
+
+
+def _apply_databases(cfg: PostgresConfig, secrets: Secrets, db_plans: list[DatabasePlan], cluster: ClusterState,
+                     execute: _Executor, jobs: int) -> None:
+    """Per-database changes, in parallel; their lines are reported in config order."""
     pending = [p for p in db_plans if any(ch.phase != "roles" for ch in p.planner.changes)]
     failures: list[ProvisionError] = []
 
-    def apply_one(p: DatabasePlan) -> list[Change]:
-        done: list[Change] = []
-
-        def ex(conn: Any, change: Change) -> None:
-            execute(conn, change)
-            done.append(change)
-
+    def apply_one(p: DatabasePlan) -> None:
         try:
-            _apply_database(cfg, secrets, p.db, cluster, ex)
+            _apply_database(cfg, secrets, p.db, cluster, execute)
         except ProvisionError as err:
             failures.append(err)
-        return done
 
-    # Per-database changes run in parallel; their lines are reported in config order.
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         list(pool.map(apply_one, pending))
+    order = {db.name: i for i, db in enumerate(cfg.databases)}
+    outcome = execute.outcome
     outcome.changes.sort(key=lambda ch: (ch.scope != "", order.get(ch.scope, -1)))
     if failures:
         raise ProvisionError("\n".join(str(f) for f in failures),
                              hint=f"{outcome.statements} statement(s) were applied before the failure; "
                                   "run apply again: it continues from what exists")
-    return outcome
 
 
 def _verifier(conn: Any, role: str, password: str) -> str:
     return conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
 
 
-class _lost_connection:
-    """Turn a dropped connection (server restart, killed backend) into a ProvisionError."""
+class _statement_errors:
+    """Turn a psycopg error outside one statement (a commit, a dropped connection) into a ProvisionError."""
 
-    def __init__(self, where: str) -> None:
-        self.where = where
+    def __init__(self, where: str, doing: str, secrets: Secrets) -> None:
+        self.where, self.doing, self.secrets = where, doing, secrets
 
     def __enter__(self) -> None:
         return None
@@ -379,11 +468,10 @@ class _lost_connection:
     def __exit__(self, kind: Any, err: Any, tb: Any) -> bool:
         import psycopg
 
-        if isinstance(err, psycopg.OperationalError):
+        if isinstance(err, psycopg.Error):
             where = f"database {self.where!r}" if self.where else "cluster"
-            raise ProvisionError(
-                f"{where}: the connection to PostgreSQL was lost while applying: {str(err).strip()}",
-                hint="that transaction was rolled back; run apply again: it continues from what exists") from err
+            raise statement_error(where, self.doing, err, self.secrets,
+                                  broken=isinstance(err, psycopg.OperationalError)) from err
         return False
 
 
@@ -391,7 +479,7 @@ def _apply_database(cfg: PostgresConfig, secrets: Secrets, db: Database, cluster
                     execute: Callable[[Any, Change], None]) -> None:
     from forge_provision.catalog import database_info
 
-    with _lost_connection(db.name), connect(cfg, secrets, db.name, autocommit=False) as conn:
+    with _statement_errors(db.name, "applying", secrets), connect(cfg, secrets, db.name, autocommit=False) as conn:
         tables = cdc_tables(db.cdc)
         with conn.transaction():
             state = inspect_database(conn, db.name, tables=tables)

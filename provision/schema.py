@@ -15,7 +15,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator,
+)
 
 from forgegen.errors import ConfigError, Problem
 from forgegen.schema import EnvVarName
@@ -25,7 +27,7 @@ NAMEDATALEN = 63  # PostgreSQL truncates longer identifiers silently: refuse the
 
 __all__ = [
     "AtticConfig", "Cache", "Cdc", "Connection", "Database", "Extension", "Grant",
-    "PostgresConfig", "Role", "Schema", "TableRef", "TokenSpec", "load_attic", "load_postgres",
+    "PostgresConfig", "Role", "Schema", "TableRef", "Tls", "TokenSpec", "load_attic", "load_postgres",
     "parse_attic", "parse_postgres",
 ]
 
@@ -183,16 +185,39 @@ class Model(BaseModel):
 
 # -- PostgreSQL ---------------------------------------------------------------------------------
 
+class Tls(Model):
+    """TLS to the server. ``verify-full`` (the default) checks the certificate and the host name.
+
+    ``prefer``/``allow`` are not offered: they fall back to plain text when the server (or anyone
+    in between) declines TLS. ``disable`` is for a server on loopback or a Unix socket.
+    """
+
+    mode: Literal["disable", "require", "verify-ca", "verify-full"] = "verify-full"
+    root_cert: str | None = None  # CA file; "system" for the system's CAs; unset: ~/.postgresql/root.crt
+
+
 class Connection(Model):
-    """How forge-provision reaches the server, as an administrator."""
+    """How forge-provision reaches the server, as an administrator (and checks role passwords)."""
 
     host: str = "localhost"
     port: int = Field(5432, ge=1, le=65535)
     user: Identifier = "postgres"
     password_env: EnvVar | None = None
-    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    tls: Tls = Tls()
+    # false (the default): only SCRAM-SHA-256 authentication (the password never crosses the wire);
+    # true: also md5, a cleartext password and trust, for a local server only.
+    allow_insecure_auth: bool = False
     dbname: Identifier = "postgres"
     connect_timeout: int = Field(5, ge=1, le=600)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_sslmode(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "sslmode" in data:
+            raise ValueError(f"'sslmode: {data['sslmode']}' is now written 'tls: {{mode: ...}}' (disable, require, "
+                             "verify-ca or verify-full, the default); prefer and allow are gone because they "
+                             "fall back to plain text")
+        return data
 
 
 class Role(Model):

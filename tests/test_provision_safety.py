@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from forge_provision.cli import main
+from tests.fixtures.postgres import start_cluster, stop_cluster
 
 
 def test_system_schemas_are_refused_with_their_location(tmp_path: Path, capsys):
@@ -38,3 +40,65 @@ databases:
     assert f"{path}:13:17: databases[0].grants[0].schema: 'pg_toast'" in err
     assert "databases[0].cdc.tables[0]" in err and "'information_schema'" in err
     assert "choose another" in err
+
+
+# -- server errors, classified by SQLSTATE (issue 13.13) ---------------------------------------------
+
+def write(tmp_path: Path, cfg: dict) -> Path:
+    path = tmp_path / "db.yaml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def replica_only_server():
+    """A second cluster whose settings cannot serve CDC: wal_level replica, no free slot, no senders."""
+    server = start_cluster({"wal_level": "replica", "max_replication_slots": "1", "max_wal_senders": "0"})
+    try:
+        server.query("SELECT pg_create_physical_replication_slot('standby')")  # the only free slot
+        yield server
+    finally:
+        stop_cluster(server)
+
+
+def cdc_config(server) -> dict:
+    return server.config(
+        [{"name": "cdc", "login": True, "replication": True, "password_env": "CDC_PASSWORD"}],
+        [{"name": "events", "cdc": {"role": "cdc", "publication": "events_pub", "slot": "events_slot"}}])
+
+
+@pytest.mark.postgres
+def test_plan_warns_and_apply_explains_when_the_server_cannot_serve_cdc(replica_only_server, tmp_path, capsys,
+                                                                         monkeypatch):
+    monkeypatch.setenv("PGADMIN_PASSWORD", replica_only_server.admin_password)
+    monkeypatch.setenv("CDC_PASSWORD", "cdc-pw")
+    path = write(tmp_path, cdc_config(replica_only_server))
+    assert main(["postgres", "plan", "--config", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: database \"events\": CDC needs wal_level = logical but the server has 'replica'" in err
+    assert "max_replication_slots is 1 and 1 slot(s) exist" in err and "max_wal_senders is 0" in err
+    assert main(["postgres", "apply", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "create replication slot \"events_slot\" failed" in err
+    assert "object_not_in_prerequisite_state" in err
+    assert "set wal_level = logical" in err and "restart" in err
+    assert "connection to PostgreSQL was lost" not in err
+
+
+@pytest.mark.postgres
+def test_connection_failures_say_what_was_refused_and_what_to_check(pg, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PGADMIN_PASSWORD", "not-the-password")
+    path = write(tmp_path, pg.config())
+    assert main(["postgres", "plan", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "password authentication failed" in err
+    assert "hint: the server rejected the password of user 'postgres': check $PGADMIN_PASSWORD" in err
+    assert "not-the-password" not in err
+
+    monkeypatch.setenv("PGADMIN_PASSWORD", pg.admin_password)
+    cfg = pg.config()
+    cfg["connection"]["dbname"] = "nope"
+    assert main(["postgres", "plan", "--config", str(write(tmp_path, cfg))]) == 1
+    err = capsys.readouterr().err
+    assert "database \"nope\" does not exist" in err
+    assert "hint: set connection.dbname to a database that exists" in err
