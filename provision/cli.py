@@ -1,7 +1,7 @@
 """``forge-provision``: PostgreSQL and Attic from YAML, with a plan.
 
     forge-provision postgres plan  --config db.yaml [--json] [--check]
-    forge-provision postgres apply --config db.yaml [--json] [--rotate-passwords]
+    forge-provision postgres apply --config db.yaml [--json] [--rotate-passwords] [--lock-timeout S]
     forge-provision postgres drift --config db.yaml [--json] [--check]
     forge-provision attic plan|apply --config attic.yaml [--json]
 
@@ -75,12 +75,15 @@ def postgres_plan(config: str, as_json: bool, check: bool, jobs: int) -> int:
 @JSON
 @JOBS
 @click.option("--rotate-passwords", is_flag=True, help="Set every configured password, even working ones.")
-def postgres_apply(config: str, as_json: bool, jobs: int, rotate_passwords: bool) -> int:
+@click.option("--lock-timeout", default=0.0, show_default=True, type=click.FloatRange(0, 86400),
+              help="Seconds to wait for another apply against the same server to finish.")
+def postgres_apply(config: str, as_json: bool, jobs: int, rotate_passwords: bool, lock_timeout: float) -> int:
     """Run only what is needed to make the server match the config."""
     from forge_provision import postgres as pg, report, schema
 
     started = time.monotonic()
     outcome = pg.run(schema.load_postgres(config), "apply", rotate_passwords=rotate_passwords, jobs=jobs,
+                     lock_timeout=lock_timeout,
                      on_change=lambda ch: click.echo(f"apply: {report.change_line(ch)}", err=True))
     _warn(outcome.warnings)
     _json(outcome.to_json()) if as_json else click.echo(report.postgres_applied(outcome, time.monotonic() - started),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,3 +106,53 @@ def test_connection_failures_say_what_was_refused_and_what_to_check(pg, tmp_path
     err = capsys.readouterr().err
     assert "database \"nope\" does not exist" in err
     assert "hint: set connection.dbname to a database that exists" in err
+
+
+# -- one apply at a time (issue 13.14) -----------------------------------------------------------
+
+def start_apply(path: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "forge_provision.cli", "postgres", "apply", "--config", str(path),
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+
+
+def wait_for(pg, query: str) -> None:
+    deadline = time.monotonic() + 60
+    while not pg.query(query):
+        assert time.monotonic() < deadline, f"never true: {query}"
+        time.sleep(0.05)
+
+
+@pytest.mark.postgres
+def test_a_second_apply_says_another_is_in_progress_or_waits_for_it(pg, tmp_path, monkeypatch):
+    monkeypatch.setenv("APP_PASSWORD", "app-pw")
+    cfg = pg.config([{"name": "app", "login": True, "password_env": "APP_PASSWORD", "connection_limit": 20}],
+                    [{"name": "app", "owner": "app"}])
+    path = write(tmp_path, cfg)
+    assert main(["postgres", "apply", "--config", str(path)]) == 0
+    pg.query("ALTER ROLE app CONNECTION LIMIT 3")
+    blocker = pg.connect(autocommit=False)
+    try:
+        blocker.execute("ALTER ROLE app CONNECTION LIMIT 4")  # holds the role's row: the first apply waits
+        first = start_apply(path)
+        wait_for(pg, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'forge-provision' "
+                     "AND wait_event_type = 'Lock' AND wait_event <> 'advisory'")
+        (holder,) = pg.query("SELECT pid FROM pg_stat_activity WHERE application_name = 'forge-provision'")[0]
+
+        second = start_apply(path)
+        out, err = second.communicate(timeout=60)
+        assert second.returncode == 1, err
+        assert "another forge-provision apply is in progress" in err and f"server pid {holder}" in err
+        assert "--lock-timeout" in err and "Traceback" not in err
+
+        third = start_apply(path, "--lock-timeout", "120")
+        wait_for(pg, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'forge-provision' "
+                     "AND wait_event = 'advisory'")
+    finally:
+        blocker.rollback()
+        blocker.close()
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    out, err = third.communicate(timeout=60)
+    assert third.returncode == 0, err
+    assert "no changes" in out
+    assert pg.query("SELECT rolconnlimit FROM pg_roles WHERE rolname = 'app'") == [(20,)]
