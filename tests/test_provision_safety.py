@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -156,3 +158,119 @@ def test_a_second_apply_says_another_is_in_progress_or_waits_for_it(pg, tmp_path
     assert third.returncode == 0, err
     assert "no changes" in out
     assert pg.query("SELECT rolconnlimit FROM pg_roles WHERE rolname = 'app'") == [(20,)]
+
+
+# -- TLS and authentication: no password in clear (issue 12.4) -----------------------------------------
+
+class CleartextPasswordServer:
+    """A fake PostgreSQL server that declines TLS and asks for the password in clear.
+
+    It speaks the start of the real protocol: SSLRequest / GSSENCRequest answered 'N', then the
+    StartupMessage answered with AuthenticationCleartextPassword; whatever the client sends next
+    is kept in ``received``.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.received = bytearray()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _read(self, conn: socket.socket, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError
+            data += chunk
+        self.received += data
+        return data
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    while True:
+                        length = int.from_bytes(self._read(conn, 4), "big")
+                        body = self._read(conn, length - 4)
+                        if body[:4] in (b"\x04\xd2\x16\x2f", b"\x04\xd2\x16\x30"):  # SSLRequest, GSSENCRequest
+                            conn.sendall(b"N")
+                            continue
+                        break
+                    conn.sendall(b"R" + (8).to_bytes(4, "big") + (3).to_bytes(4, "big"))
+                    kind = self._read(conn, 1)
+                    length = int.from_bytes(self._read(conn, 4), "big")
+                    self._read(conn, length - 4)
+                    if kind == b"p":
+                        conn.sendall(b"E" + (5).to_bytes(4, "big") + b"\x00")
+                except (ConnectionError, OSError):
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def cleartext_server():
+    server = CleartextPasswordServer()
+    yield server
+    server.close()
+
+
+SECRET = "admin-secret-never-in-clear"
+
+
+def fake_config(server: CleartextPasswordServer, **connection) -> dict:
+    return {"version": 1, "connection": {"host": "127.0.0.1", "port": server.port, "password_env": "PGADMIN_PASSWORD",
+                                         **connection}}
+
+
+def test_default_connection_requires_tls_and_never_sends_the_password(cleartext_server, tmp_path, capsys,
+                                                                       monkeypatch):
+    monkeypatch.setenv("PGADMIN_PASSWORD", SECRET)
+    assert main(["postgres", "plan", "--config", str(write(tmp_path, fake_config(cleartext_server)))]) == 1
+    err = capsys.readouterr().err
+    assert "server does not support SSL" in err
+    assert "hint: the server does not offer TLS" in err and "tls.mode: disable" in err
+    assert SECRET.encode() not in cleartext_server.received
+    assert b"user\x00" not in cleartext_server.received  # not even the startup message went out
+
+
+def test_without_tls_only_scram_is_accepted_and_the_password_stays_home(cleartext_server, tmp_path, capsys,
+                                                                          monkeypatch):
+    monkeypatch.setenv("PGADMIN_PASSWORD", SECRET)
+    cfg = fake_config(cleartext_server, tls={"mode": "disable"})
+    assert main(["postgres", "plan", "--config", str(write(tmp_path, cfg))]) == 1
+    err = capsys.readouterr().err
+    assert "server requested a cleartext password" in err
+    assert "the password was not sent" in err and "allow_insecure_auth: true" in err
+    assert SECRET.encode() not in cleartext_server.received
+
+
+def test_role_password_checks_follow_the_same_rules(cleartext_server, monkeypatch):
+    from forge_provision.postgres import _login_works
+    from forge_provision.schema import parse_postgres
+
+    cfg = parse_postgres(fake_config(cleartext_server, tls={"mode": "disable"}))
+    assert _login_works(cfg, "app", "role-secret-never-in-clear") is None  # cannot tell: left unchanged
+    assert b"role-secret-never-in-clear" not in cleartext_server.received
+
+
+def test_allow_insecure_auth_is_the_explicit_way_to_send_a_cleartext_password(cleartext_server, tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setenv("PGADMIN_PASSWORD", SECRET)
+    cfg = fake_config(cleartext_server, tls={"mode": "disable"}, allow_insecure_auth=True)
+    assert main(["postgres", "plan", "--config", str(write(tmp_path, cfg))]) == 1
+    assert SECRET.encode() in cleartext_server.received  # the fake server does capture what is sent
+
+
+def test_secrets_do_not_show_in_repr():
+    from forge_provision.postgres import Secrets
+
+    secrets = Secrets("admin-pw", {"app": "app-pw"})
+    assert "admin-pw" not in repr(secrets) and "app-pw" not in repr(secrets)
