@@ -10,7 +10,7 @@ privilege, not one per table.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 KINDS = ("table", "sequence", "function")
@@ -30,6 +30,9 @@ class RoleState:
     connection_limit: int
     verifier: str | None  # the stored password hash; None when unset or unreadable
     verifier_readable: bool
+    valid_until: float | None = None  # seconds since the epoch; None: no expiry (NULL or infinity)
+    expired: bool = False  # VALID UNTIL has passed: the password no longer logs in
+    search_path: tuple[str, ...] | None = None  # the role's own setting (ALTER ROLE … SET); None: unset
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class DatabaseInfo:
     collate: str
     ctype: str
     grants: frozenset[tuple[str, str]]  # (grantee, privilege), owner and PUBLIC left out
+    connection_limit: int = -1
+    allow_connections: bool = True
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,11 @@ class DatabaseState:
     # (owner role, schema, kind) -> {(grantee, privilege)}
     default_grants: dict[tuple[str, str, str], set[tuple[str, str]]] = field(
         default_factory=lambda: defaultdict(set))
+    # PUBLIC's privileges: schema -> {privilege}; (schema, kind, privilege) -> number of objects
+    public_schema_grants: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    public_object_grants: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    # tables whose UPDATE/DELETE cannot be published: no primary key and no replica identity
+    tables_without_identity: set[tuple[str, str]] = field(default_factory=set)
     publications: dict[str, bool] = field(default_factory=dict)  # name -> FOR ALL TABLES
     publication_tables: dict[str, set[tuple[str, str]]] = field(default_factory=lambda: defaultdict(set))
     tables: set[tuple[str, str]] = field(default_factory=set)  # (schema, table) asked about
@@ -113,19 +123,27 @@ def inspect_cluster(conn: Any) -> ClusterState:
     # Only a superuser can read pg_authid, where the password verifiers are.
     source = "pg_authid" if state.admin_is_superuser else "pg_roles"
     roles = _rows(conn, sql.SQL("""
-        SELECT rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin,
-               rolreplication, rolbypassrls, rolconnlimit, rolpassword
-        FROM {} WHERE rolname NOT LIKE 'pg\\_%'""").format(sql.Identifier("pg_catalog", source)))
-    for (name, sup, inh, crole, cdb, login, repl, bypass, limit, pw) in roles:
+        SELECT r.rolname, r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.rolcanlogin,
+               r.rolreplication, r.rolbypassrls, r.rolconnlimit, r.rolpassword,
+               CASE WHEN r.rolvaliduntil IS NULL OR r.rolvaliduntil = 'infinity' THEN NULL
+                    ELSE extract(epoch FROM r.rolvaliduntil)::float8 END,
+               coalesce(r.rolvaliduntil < now(), false),
+               (SELECT substr(c, length('search_path=') + 1)
+                FROM pg_db_role_setting s, unnest(s.setconfig) c
+                WHERE s.setrole = r.oid AND s.setdatabase = 0 AND c LIKE 'search\\_path=%')
+        FROM {} r WHERE r.rolname NOT LIKE 'pg\\_%'""").format(sql.Identifier("pg_catalog", source)))
+    for (name, sup, inh, crole, cdb, login, repl, bypass, limit, pw, until, expired, path) in roles:
         readable = state.admin_is_superuser
         state.roles[name] = RoleState(name, sup, inh, crole, cdb, login, repl, bypass, limit,
-                                      pw if readable else None, readable)
+                                      pw if readable else None, readable, until, expired,
+                                      None if path is None else split_search_path(path))
     state.memberships = {(m, g) for m, g in _rows(conn, """
         SELECT pg_get_userbyid(member), pg_get_userbyid(roleid) FROM pg_auth_members""")}
-    for name, owner, enc, coll, ctype in _rows(conn, """
-        SELECT datname, pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype
+    for name, owner, enc, coll, ctype, limit, allow in _rows(conn, """
+        SELECT datname, pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype,
+               datconnlimit, datallowconn
         FROM pg_database"""):
-        state.databases[name] = DatabaseInfo(name, owner, enc, coll, ctype, frozenset())
+        state.databases[name] = DatabaseInfo(name, owner, enc, coll, ctype, frozenset(), limit, allow)
     grants: dict[str, set[tuple[str, str]]] = defaultdict(set)
     for name, grantee, priv in _rows(conn, """
         SELECT d.datname, pg_get_userbyid(a.grantee), a.privilege_type
@@ -133,8 +151,7 @@ def inspect_cluster(conn: Any) -> ClusterState:
         WHERE a.grantee <> 0 AND a.grantee <> d.datdba"""):
         grants[name].add((grantee, priv))
     for name, info in list(state.databases.items()):
-        state.databases[name] = DatabaseInfo(info.name, info.owner, info.encoding, info.collate,
-                                             info.ctype, frozenset(grants.get(name, ())))
+        state.databases[name] = replace(info, grants=frozenset(grants.get(name, ())))
     for name, db, plugin, kind in _rows(conn, """
         SELECT slot_name, database, plugin, slot_type FROM pg_replication_slots"""):
         state.slots[name] = SlotInfo(name, db, plugin, kind)
@@ -145,25 +162,66 @@ def inspect_cluster(conn: Any) -> ClusterState:
     return state
 
 
-def inspect_database(conn: Any, name: str, *, tables: list[tuple[str, str]] = ()) -> DatabaseState:
-    """Read one database's schemas, extensions, privileges and publications (5-7 queries)."""
+def split_search_path(text: str) -> tuple[str, ...]:
+    """A search_path as PostgreSQL stores it (``app, "$user", "Odd Name"``) as its names."""
+    names: list[str] = []
+    i = 0
+    while i < len(text):
+        while i < len(text) and text[i] in " ,":
+            i += 1
+        if i >= len(text):
+            break
+        if text[i] == '"':
+            j, name = i + 1, ""
+            while j < len(text):
+                if text[j] == '"' and text[j + 1:j + 2] == '"':
+                    name, j = name + '"', j + 2
+                elif text[j] == '"':
+                    break
+                else:
+                    name, j = name + text[j], j + 1
+            names.append(name)
+            i = j + 1
+        else:
+            j = text.find(",", i)
+            j = len(text) if j < 0 else j
+            names.append(text[i:j].strip())
+            i = j
+    return tuple(names)
+
+
+def inspect_database(conn: Any, name: str, *, tables: list[tuple[str, str]] = (),
+                     cdc: bool = False) -> DatabaseState:
+    """Read one database's schemas, extensions, privileges and publications (6-8 queries)."""
     state = DatabaseState(name)
-    for nsp, owner, grantee, priv, grantor in _rows(conn, """
+    _read_schemas(conn, state)
+    state.extensions = dict(_rows(conn, """
+        SELECT e.extname, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"""))
+    _read_object_privileges(conn, state)
+    _read_publications(conn, state, tables, cdc)
+    return state
+
+
+def _read_schemas(conn: Any, state: DatabaseState) -> None:
+    for nsp, owner, grantee, priv, grantor, public in _rows(conn, """
         SELECT n.nspname, pg_get_userbyid(n.nspowner), pg_get_userbyid(a.grantee), a.privilege_type,
-               CASE WHEN a.grantor <> n.nspowner THEN pg_get_userbyid(a.grantor) END
+               CASE WHEN a.grantor <> n.nspowner THEN pg_get_userbyid(a.grantor) END, a.grantee = 0
         FROM pg_namespace n
         LEFT JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
-               ON a.grantee <> 0 AND a.grantee <> n.nspowner
+               ON a.grantee <> n.nspowner
         WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"""):
         state.schemas[nsp] = owner
-        if grantee is not None:
+        if public:
+            state.public_schema_grants[nsp].add(priv)
+        elif grantee is not None:
             state.schema_grants[nsp].add((grantee, priv))
             if grantor is not None:
                 state.schema_grantors[(nsp, grantee, priv)].add(grantor)
             else:
                 state.schema_owner_grants.add((nsp, grantee, priv))
-    state.extensions = dict(_rows(conn, """
-        SELECT e.extname, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"""))
+
+
+def _read_object_privileges(conn: Any, state: DatabaseState) -> None:
     objects = """
         WITH objs AS (
           SELECT c.oid, c.relname::text AS name, c.relnamespace AS nsp, c.relowner AS owner,
@@ -185,13 +243,16 @@ def inspect_database(conn: Any, name: str, *, tables: list[tuple[str, str]] = ()
         state.object_owned[(nsp, kind, owner)] = count
     # Distinct objects, not ACL entries: one privilege granted by two grantors is one object.
     # Grants made by a role other than the owner are listed by object (a REVOKE must run as them).
-    for nsp, kind, grantee, priv, count, by_owner, foreign in _rows(conn, objects + """
+    for nsp, kind, grantee, priv, count, by_owner, foreign, public in _rows(conn, objects + """
         SELECT m.nspname, m.kind, pg_get_userbyid(a.grantee), a.privilege_type, count(DISTINCT m.oid),
                count(DISTINCT m.oid) FILTER (WHERE a.grantor = m.owner),
                array_agg(ARRAY[pg_get_userbyid(a.grantor), m.name] ORDER BY m.name)
-                 FILTER (WHERE a.grantor <> m.owner)
+                 FILTER (WHERE a.grantor <> m.owner), a.grantee = 0
         FROM mine m, aclexplode(m.acl) a
-        WHERE a.grantee <> 0 AND a.grantee <> m.owner GROUP BY 1, 2, 3, 4"""):
+        WHERE a.grantee <> m.owner GROUP BY 1, 2, 3, 4, 8"""):
+        if public:
+            state.public_object_grants[(nsp, kind, priv)] = count
+            continue
         state.object_grants[(nsp, kind, grantee, priv)] = count
         state.object_owner_grants[(nsp, kind, grantee, priv)] = by_owner
         for grantor, obj in foreign or ():
@@ -203,6 +264,9 @@ def inspect_database(conn: Any, name: str, *, tables: list[tuple[str, str]] = ()
              aclexplode(d.defaclacl) a
         WHERE d.defaclobjtype IN ('r', 'S', 'f') AND a.grantee <> 0 AND a.grantee <> d.defaclrole"""):
         state.default_grants[(owner, nsp, DEFAULT_ACL_KIND[objtype])].add((grantee, priv))
+
+
+def _read_publications(conn: Any, state: DatabaseState, tables: list[tuple[str, str]], cdc: bool) -> None:
     for pub, alltables, nsp, rel in _rows(conn, """
         SELECT p.pubname, p.puballtables, n.nspname, c.relname
         FROM pg_publication p
@@ -219,7 +283,13 @@ def inspect_database(conn: Any, name: str, *, tables: list[tuple[str, str]] = ()
             JOIN unnest(%s::text[], %s::text[]) AS want(s, t) ON want.s = n.nspname AND want.t = c.relname
             WHERE c.relkind IN ('r', 'p')""", ([s for s, _ in tables], [t for _, t in tables]))}
         state.queries += 1
-    return state
+    if cdc:
+        state.tables_without_identity = {(s, t) for s, t in _rows(conn, """
+            SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p') AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
+              AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS (
+                     SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))""")}
+        state.queries += 1
 
 
 def available_extensions(conn: Any, names: list[str]) -> set[str]:
@@ -231,13 +301,13 @@ def database_info(conn: Any, name: str) -> DatabaseInfo | None:
     """One pg_database row with its grants (owner and PUBLIC left out)."""
     rows = _rows(conn, """
         SELECT pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datcollate, d.datctype,
-               pg_get_userbyid(a.grantee), a.privilege_type
+               d.datconnlimit, d.datallowconn, pg_get_userbyid(a.grantee), a.privilege_type
         FROM pg_database d
         LEFT JOIN LATERAL aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
                ON a.grantee <> 0 AND a.grantee <> d.datdba
         WHERE d.datname = %s""", (name,))
     if not rows:
         return None
-    owner, enc, coll, ctype = rows[0][:4]
+    owner, enc, coll, ctype, limit, allow = rows[0][:6]
     grants = frozenset((g, p) for *_, g, p in rows if g is not None)
-    return DatabaseInfo(name, owner, enc, coll, ctype, grants)
+    return DatabaseInfo(name, owner, enc, coll, ctype, grants, limit, allow)

@@ -11,6 +11,7 @@ planned when the catalogue shows it is needed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,13 +105,26 @@ def plan_cluster(cfg: PostgresConfig, cluster: ClusterState, passwords: dict[str
     ``passwords`` maps a role name to (verifier, reason) for each role whose password must be
     set this run; the verifier is computed by the caller (libpq's SCRAM) and never shown.
     """
-    sql = _sql()
     out = Planner()
+    _plan_roles(cfg, cluster, passwords, out)
+    _plan_memberships(cfg, cluster, out)
+    for db in cfg.databases:
+        _plan_database_settings(db, cluster.databases.get(db.name), out)
+    return out
+
+
+def _plan_roles(cfg: PostgresConfig, cluster: ClusterState, passwords: dict[str, tuple[str, str]],
+                out: Planner) -> None:
+    sql = _sql()
     creates: list[Change] = []
     alters: list[Change] = []
     for role in cfg.roles:
         current = cluster.roles.get(role.name)
         password = passwords.get(role.name)
+        name = _ident(role.name)
+        if _expiry(role.valid_until) is not None and _expiry(role.valid_until) < time.time():
+            out.warnings.append(f"role {_q(role.name)}: valid_until {role.valid_until} is in the past, so its "
+                                "password does not log in; set a later time or 'infinity'")
         if current is None:
             opts = _create_options(role)
             statement, shown = opts, list(opts)
@@ -118,21 +132,37 @@ def plan_cluster(cfg: PostgresConfig, cluster: ClusterState, passwords: dict[str
                 statement = opts + [sql.SQL("PASSWORD {}").format(sql.Literal(password[0]))]
                 shown = opts + [sql.SQL("PASSWORD '***'")]
             creates.append(Change(CLUSTER, "roles", "create role", _q(role.name),
-                                  sql.SQL("CREATE ROLE {} WITH {}").format(_ident(role.name), sql.SQL(" ").join(statement)),
-                                  sql.SQL("CREATE ROLE {} WITH {}").format(_ident(role.name), sql.SQL(" ").join(shown))))
-            continue
-        opts = _alter_options(role, current, cfg, out)
-        if opts:
-            alters.append(Change(CLUSTER, "roles", "alter role", _q(role.name),
-                                 sql.SQL("ALTER ROLE {} WITH {}").format(_ident(role.name), sql.SQL(" ").join(opts)),
-                                 sql.SQL("ALTER ROLE {} WITH {}").format(_ident(role.name), sql.SQL(" ").join(opts)),
-                                 "attributes differ from the config"))
-        if password:
-            alters.append(Change(CLUSTER, "roles", "set password", _q(role.name),
-                                 sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(_ident(role.name), sql.Literal(password[0])),
-                                 sql.SQL("ALTER ROLE {} WITH PASSWORD '***'").format(_ident(role.name)),
-                                 password[1]))
+                                  sql.SQL("CREATE ROLE {} WITH {}").format(name, sql.SQL(" ").join(statement)),
+                                  sql.SQL("CREATE ROLE {} WITH {}").format(name, sql.SQL(" ").join(shown))))
+        else:
+            opts = _alter_options(role, current, cfg, out)
+            if opts:
+                statement = sql.SQL("ALTER ROLE {} WITH {}").format(name, sql.SQL(" ").join(opts))
+                alters.append(Change(CLUSTER, "roles", "alter role", _q(role.name), statement, statement,
+                                     "attributes differ from the config"))
+            if password:
+                alters.append(Change(CLUSTER, "roles", "set password", _q(role.name),
+                                     sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(name, sql.Literal(password[0])),
+                                     sql.SQL("ALTER ROLE {} WITH PASSWORD '***'").format(name), password[1]))
+        have_path = current.search_path if current else None
+        if (have_path or ()) != role.search_path:
+            statement = sql.SQL("ALTER ROLE {} RESET search_path").format(name) if not role.search_path else \
+                sql.SQL("ALTER ROLE {} SET search_path TO {}").format(
+                    name, sql.SQL(", ").join(_ident(p) for p in role.search_path))
+            alters.append(Change(CLUSTER, "roles", "set search_path", _q(role.name), statement, statement,
+                                 f"search_path is {', '.join(have_path)}" if have_path else ""))
     out.changes += creates + alters
+
+
+def _expiry(valid_until: str) -> float | None:
+    """Seconds since the epoch, or None for infinity."""
+    from datetime import datetime
+
+    return None if valid_until == "infinity" else datetime.fromisoformat(valid_until).timestamp()
+
+
+def _plan_memberships(cfg: PostgresConfig, cluster: ClusterState, out: Planner) -> None:
+    sql = _sql()
     for role in cfg.roles:
         for group in role.member_of:
             if (role.name, group) not in cluster.memberships:
@@ -145,31 +175,46 @@ def plan_cluster(cfg: PostgresConfig, cluster: ClusterState, passwords: dict[str
                     out.add(CLUSTER, "roles", "revoke membership", f"{_q(role.name)} in {_q(group)}",
                             sql.SQL("REVOKE {} FROM {}").format(_ident(group), _ident(role.name)),
                             reason="prune: not in member_of")
-    for db in cfg.databases:
-        info = cluster.databases.get(db.name)
-        if info is None:
-            parts = [sql.SQL("CREATE DATABASE {}").format(_ident(db.name))]
-            if db.owner:
-                parts.append(sql.SQL("OWNER {}").format(_ident(db.owner)))
-            parts.append(sql.SQL("TEMPLATE template0 ENCODING {}").format(sql.Literal(db.encoding)))
-            if db.locale:
-                parts.append(sql.SQL("LOCALE {}").format(sql.Literal(db.locale)))
-            statement = sql.SQL(" ").join(parts)
-            out.add(db.name, "create-database", "create database", _q(db.name), statement)
-            continue
-        if db.owner and info.owner != db.owner:
-            out.add(CLUSTER, "roles", "alter database owner", _q(db.name),
-                    sql.SQL("ALTER DATABASE {} OWNER TO {}").format(_ident(db.name), _ident(db.owner)),
-                    reason=f"owned by {_q(info.owner)}")
-        if _norm_encoding(info.encoding) != _norm_encoding(db.encoding):
-            out.warnings.append(f"database {_q(db.name)} has encoding {info.encoding} but the config says "
-                                f"{db.encoding}; PostgreSQL cannot change it in place: change the config "
-                                "or dump, recreate and restore the database")
-        if db.locale and (info.collate != db.locale or info.ctype != db.locale):
-            out.warnings.append(f"database {_q(db.name)} has locale {info.collate}/{info.ctype} but the config "
-                                f"says {db.locale}; PostgreSQL cannot change it in place: change the config "
-                                "or dump, recreate and restore the database")
-    return out
+    # Members of a managed role hold its privileges: report the ones the config does not make.
+    configured = {(r.name, g) for r in cfg.roles for g in r.member_of}
+    managed = {r.name for r in cfg.roles}
+    for member, group in sorted(cluster.memberships):
+        if group in managed and (member, group) not in configured and member != cluster.admin:
+            out.drift(CLUSTER, f"role {_q(group)}", f"{_q(member)} is a member of it (and has its privileges)", False)
+
+
+def _plan_database_settings(db: Database, info: DatabaseInfo | None, out: Planner) -> None:
+    sql = _sql()
+    settings = []
+    if (info.allow_connections if info else True) != db.allow_connections:
+        settings.append(sql.SQL("ALLOW_CONNECTIONS {}").format(sql.SQL("true" if db.allow_connections else "false")))
+    if (info.connection_limit if info else -1) != db.connection_limit:
+        settings.append(sql.SQL("CONNECTION LIMIT {}").format(sql.Literal(db.connection_limit)))
+    if info is None:
+        parts = [sql.SQL("CREATE DATABASE {}").format(_ident(db.name))]
+        if db.owner:
+            parts.append(sql.SQL("OWNER {}").format(_ident(db.owner)))
+        parts.append(sql.SQL("TEMPLATE template0 ENCODING {}").format(sql.Literal(db.encoding)))
+        if db.locale:
+            parts.append(sql.SQL("LOCALE {}").format(sql.Literal(db.locale)))
+        out.add(db.name, "create-database", "create database", _q(db.name), sql.SQL(" ").join(parts + settings))
+        return
+    if db.owner and info.owner != db.owner:
+        out.add(CLUSTER, "roles", "alter database owner", _q(db.name),
+                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(_ident(db.name), _ident(db.owner)),
+                reason=f"owned by {_q(info.owner)}")
+    if settings:
+        out.add(CLUSTER, "roles", "alter database", _q(db.name),
+                sql.SQL("ALTER DATABASE {} WITH {}").format(_ident(db.name), sql.SQL(" ").join(settings)),
+                reason="connection settings differ from the config")
+    if _norm_encoding(info.encoding) != _norm_encoding(db.encoding):
+        out.warnings.append(f"database {_q(db.name)} has encoding {info.encoding} but the config says "
+                            f"{db.encoding}; PostgreSQL cannot change it in place: change the config "
+                            "or dump, recreate and restore the database")
+    if db.locale and (info.collate != db.locale or info.ctype != db.locale):
+        out.warnings.append(f"database {_q(db.name)} has locale {info.collate}/{info.ctype} but the config "
+                            f"says {db.locale}; PostgreSQL cannot change it in place: change the config "
+                            "or dump, recreate and restore the database")
 
 
 def _norm_encoding(value: str) -> str:
@@ -185,6 +230,8 @@ def _create_options(role: Role) -> list[Any]:
         value = getattr(role, name)
         if value is not None and value != default:
             opts.append(sql.SQL(yes if value else no))
+    if role.valid_until != "infinity":
+        opts.append(sql.SQL("VALID UNTIL {}").format(sql.Literal(role.valid_until)))
     return opts
 
 
@@ -206,6 +253,10 @@ def _alter_options(role: Role, current: Any, cfg: PostgresConfig, out: Planner) 
             out.drift(CLUSTER, target, f"has {yes if have else no}, which the config does not set", role.prune)
             if role.prune:
                 opts.append(sql.SQL(yes if default else no))
+    want_until = _expiry(role.valid_until)
+    if (want_until is None) != (current.valid_until is None) or (
+            want_until is not None and abs(want_until - current.valid_until) > 0.001):
+        opts.append(sql.SQL("VALID UNTIL {}").format(sql.Literal(role.valid_until)))
     if current.superuser:
         can_prune = role.prune and role.name != cfg.connection.user
         out.drift(CLUSTER, target, "has SUPERUSER, which the config does not set", can_prune)
@@ -326,6 +377,7 @@ def plan_grants(db: Database, state: DatabaseState, info: DatabaseInfo | None,
     _drift_schema_grants(ctx)
     _drift_object_grants(ctx)
     _drift_default_grants(ctx)
+    _drift_public_grants(ctx)
     return ctx.out
 
 
@@ -504,6 +556,34 @@ def _drift_default_grants(ctx: _Grants) -> None:
                         reason="prune: not in the config")
 
 
+# What PUBLIC holds on its own in PostgreSQL 15: USAGE on schema public, EXECUTE on functions.
+PUBLIC_DEFAULTS = {("schema", "public", "USAGE"), ("function", None, "EXECUTE")}
+
+
+def _drift_public_grants(ctx: _Grants) -> None:
+    """Report (never prune) what PUBLIC, that is every role, may do in the schemas the config manages."""
+    managed = {s.name for s in ctx.db.schemas} | {g.schema_ for g in ctx.db.grants if g.schema_}
+    for schema in sorted(managed):
+        for priv in sorted(ctx.state.public_schema_grants.get(schema, ())):
+            if ("schema", schema, priv) not in PUBLIC_DEFAULTS:
+                ctx.out.drift(ctx.scope, f"schema {_q(schema)}", f"PUBLIC has {priv}", False)
+    for (schema, kind, priv), count in sorted(ctx.state.public_object_grants.items()):
+        if schema in managed and (kind, None, priv) not in PUBLIC_DEFAULTS:
+            plural = KIND_KEYWORD[kind].lower() if count != 1 else kind
+            ctx.out.drift(ctx.scope, f"schema {_q(schema)}", f"PUBLIC has {priv} on {count} {plural}", False)
+
+
+def drift_publications(db: Database, state: DatabaseState) -> Planner:
+    """Publications in a managed database that the config does not declare (reported only)."""
+    out = Planner()
+    for pub in sorted(state.publications):
+        if db.cdc is None or pub != db.cdc.publication:
+            n = len(state.publication_tables.get(pub, ()))
+            what = "FOR ALL TABLES" if state.publications[pub] else f"publishes {n} table{'s' if n != 1 else ''}"
+            out.drift(db.name, f"publication {_q(pub)}", f"{what}, is not in the config", False)
+    return out
+
+
 # -- one database: CDC -------------------------------------------------------------------------
 
 def cdc_tables(cdc: Cdc | None) -> list[tuple[str, str]]:
@@ -550,6 +630,11 @@ def plan_cdc(db: Database, state: DatabaseState, cluster: ClusterState) -> Plann
         if (schema, table) not in state.tables:
             out.warnings.append(f"database {_q(db.name)}: table {_q(schema)}.{_q(table)} for publication {_q(pub)} "
                                 "does not exist yet; it is added by the next apply after it is created")
+    for schema, table in sorted(state.tables_without_identity):
+        if want_all or (schema, table) in wanted:
+            out.warnings.append(f"database {_q(db.name)}: table {_q(schema)}.{_q(table)} has no primary key or "
+                                f"replica identity; publication {_q(pub)} publishes it, so its UPDATEs and DELETEs "
+                                "will fail: add a primary key or ALTER TABLE … REPLICA IDENTITY FULL")
 
     def create() -> None:
         statement = sql.SQL("CREATE PUBLICATION {}").format(_ident(pub))

@@ -42,8 +42,8 @@ from forge_provision.catalog import (
 )
 from forge_provision.failures import explain, explain_connect
 from forge_provision.plan import (
-    Acting, Change, Finding, Planner, cdc_settings_warnings, cdc_tables, pending_object_schemas, plan_cdc,
-    plan_cluster, plan_grants, plan_structure,
+    Acting, Change, Finding, Planner, _q, cdc_settings_warnings, cdc_tables, drift_publications,
+    pending_object_schemas, plan_cdc, plan_cluster, plan_grants, plan_structure,
 )
 from forge_provision.schema import Connection, Database, PostgresConfig
 
@@ -248,6 +248,8 @@ def passwords_to_set(cfg: PostgresConfig, cluster: ClusterState, secrets: Secret
             return role.name, "new role", None
         if rotate:
             return role.name, "--rotate-passwords", None
+        if current.expired and not current.verifier_readable:
+            return role.name, "VALID UNTIL has passed, so logging in cannot check the password", None
         ok = verifier_matches(current.verifier, role.name, password) if current.verifier_readable else None
         if ok is False and not password.isascii():
             ok = None  # our SASLprep is close, not exact: let the server decide
@@ -274,6 +276,19 @@ class DatabasePlan:
     db: Database
     state: DatabaseState
     planner: Planner
+    readable: bool = True  # False: ALLOW_CONNECTIONS false, its contents were not read
+
+
+def _unreadable(db: Database, info: DatabaseInfo) -> DatabasePlan:
+    """A database that does not accept connections: apply enables them first when the config says so."""
+    planner = Planner()
+    if db.allow_connections:
+        planner.warnings.append(f"database {_q(db.name)} does not accept connections (ALLOW_CONNECTIONS false): "
+                                "apply enables them, then applies its contents, which this plan cannot show")
+    elif db.extensions or db.schemas or db.grants or db.cdc:
+        planner.warnings.append(f"database {_q(db.name)}: allow_connections is false, so its extensions, schemas, "
+                                "grants and CDC are not managed")
+    return DatabasePlan(db, DatabaseState(db.name), planner, readable=False)
 
 
 def _acting(cluster: ClusterState) -> Acting:
@@ -288,6 +303,7 @@ def _plan_database(db: Database, state: DatabaseState, info: DatabaseInfo | None
     out.extend(plan_grants(db, state, info, pending_object_schemas(db, structure) if state.exists else
                            {e.schema_ or "public" for e in db.extensions}, _acting(cluster)))
     out.extend(plan_cdc(db, state, cluster))
+    out.extend(drift_publications(db, state))
     return out
 
 
@@ -352,13 +368,16 @@ def _plan(cfg: PostgresConfig, admin: Any, secrets: Secrets, outcome: Outcome, *
     outcome.queries += cluster.queries
 
     def read(db: Database) -> DatabasePlan:
-        if db.name not in cluster.databases:
+        info = cluster.databases.get(db.name)
+        if info is None:
             state = DatabaseState.empty(db.name)
+        elif not (info.allow_connections and db.allow_connections):
+            return _unreadable(db, info)
         else:
             with _statement_errors(db.name, "reading the catalogue", secrets), \
                     connect(cfg, secrets, db.name) as conn:
-                state = inspect_database(conn, db.name, tables=cdc_tables(db.cdc))
-        return DatabasePlan(db, state, _plan_database(db, state, cluster.databases.get(db.name), cluster))
+                state = inspect_database(conn, db.name, tables=cdc_tables(db.cdc), cdc=db.cdc is not None)
+        return DatabasePlan(db, state, _plan_database(db, state, info, cluster))
 
     # Database reads and password checks (PBKDF2, GIL released) overlap on one pool.
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -432,7 +451,8 @@ def _apply_cluster(admin: Any, plan: Planner, execute: _Executor) -> None:
 def _apply_databases(cfg: PostgresConfig, secrets: Secrets, db_plans: list[DatabasePlan], cluster: ClusterState,
                      execute: _Executor, jobs: int) -> None:
     """Per-database changes, in parallel; their lines are reported in config order."""
-    pending = [p for p in db_plans if any(ch.phase != "roles" for ch in p.planner.changes)]
+    pending = [p for p in db_plans if p.db.allow_connections
+               and (not p.readable or any(ch.phase != "roles" for ch in p.planner.changes))]
     failures: list[ProvisionError] = []
 
     def apply_one(p: DatabasePlan) -> None:
@@ -482,12 +502,12 @@ def _apply_database(cfg: PostgresConfig, secrets: Secrets, db: Database, cluster
     with _statement_errors(db.name, "applying", secrets), connect(cfg, secrets, db.name, autocommit=False) as conn:
         tables = cdc_tables(db.cdc)
         with conn.transaction():
-            state = inspect_database(conn, db.name, tables=tables)
+            state = inspect_database(conn, db.name, tables=tables, cdc=db.cdc is not None)
             structure = plan_structure(db, state)
             for change in structure.changes:
                 execute(conn, change)
             if structure.changes:
-                state = inspect_database(conn, db.name, tables=tables)
+                state = inspect_database(conn, db.name, tables=tables, cdc=db.cdc is not None)
             for change in plan_grants(db, state, database_info(conn, db.name), acting=_acting(cluster)).changes:
                 execute(conn, change)
             cdc = plan_cdc(db, state, cluster)

@@ -130,6 +130,24 @@ def _duration(value: Any) -> int:
     return seconds
 
 
+def _valid_until(value: Any) -> Any:
+    """``infinity`` or a timestamp with a time zone, kept as ISO 8601 in UTC."""
+    from datetime import datetime, timezone
+
+    if isinstance(value, str) and value.strip().lower() == "infinity":
+        return "infinity"
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{value!r} is not a timestamp; write e.g. '2030-01-01T00:00:00Z' or 'infinity'") from None
+    if not isinstance(value, datetime):
+        raise ValueError("must be 'infinity' or a timestamp such as '2030-01-01T00:00:00Z'")
+    if value.tzinfo is None:
+        raise ValueError(f"{value.isoformat()!r} has no time zone; add one, e.g. 'Z' for UTC")
+    return value.astimezone(timezone.utc).isoformat()
+
+
 def _cache_name(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9\-_+]{0,49}", value):
         raise ValueError(f"{value!r} is not an Attic cache name; use up to 50 letters, digits, '-', '_' "
@@ -157,6 +175,7 @@ SchemaName = Annotated[str, AfterValidator(_schema_name)]
 EnvVar = EnvVarName  # the same rule as deploy.yaml's credential variables
 SlotName = Annotated[str, AfterValidator(_slot_name)]
 Duration = Annotated[int, BeforeValidator(_duration)]
+ValidUntil = Annotated[str, BeforeValidator(_valid_until)]
 CacheName = Annotated[str, AfterValidator(_cache_name)]
 CachePattern = Annotated[str, AfterValidator(_cache_pattern)]
 Endpoint = Annotated[str, AfterValidator(_endpoint)]
@@ -233,6 +252,8 @@ class Role(Model):
     replication: bool | None = None
     bypassrls: bool | None = None
     inherit: bool | None = None
+    valid_until: ValidUntil = "infinity"  # when the password stops working (Terraform's default too)
+    search_path: tuple[Identifier, ...] = ()  # the role's own search_path; () = none (the server's)
     prune: bool = False
 
 
@@ -295,6 +316,8 @@ class Database(Model):
     schemas: tuple[Schema, ...] = ()
     grants: tuple[Grant, ...] = ()
     cdc: Cdc | None = None
+    connection_limit: int = Field(-1, ge=-1)  # -1: no limit
+    allow_connections: bool = True  # false: nothing inside the database is managed
     prune: bool = False
 
 
