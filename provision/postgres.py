@@ -4,7 +4,8 @@ The order of a run:
 
 1. Read every password variable the config names. A missing one fails here, before any
    connection is made, naming the variable and the role (never a value).
-2. Connect as the admin, read the cluster (roles, memberships, databases, slots) and, in
+2. Connect as the admin (TLS ``verify-full`` and SCRAM-SHA-256 only unless the config allows
+   less); ``apply`` takes the run's advisory lock there, so two applies never interleave. Read the cluster (roles, memberships, databases, slots) and, in
    parallel, every configured database that exists. Plan everything; stop on any error.
 3. ``apply`` only: cluster changes (roles, attributes, passwords, memberships, database owners)
    in one transaction; then each ``CREATE DATABASE`` on its own (it cannot run in a
@@ -14,6 +15,7 @@ The order of a run:
    replication slot (which must not run in a transaction that wrote).
 
 Because each step is planned from the catalogue, a run that dies anywhere converges on the next.
+A failed statement is explained by its SQLSTATE (``forge_provision.failures``).
 
 Passwords are set as SCRAM verifiers computed by libpq (the cleartext never reaches the server
 or its logs) and sent as ``sql.Literal``; every displayed statement shows ``'***'`` instead. A
