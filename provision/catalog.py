@@ -45,6 +45,9 @@ class DatabaseInfo:
     grants: frozenset[tuple[str, str]]  # (grantee, privilege), owner and PUBLIC left out
     connection_limit: int = -1
     allow_connections: bool = True
+    # (grantee, privilege, grantor) for grants made by a role other than the owner
+    foreign_grants: frozenset[tuple[str, str, str]] = frozenset()
+    owner_grants: frozenset[tuple[str, str]] = frozenset()  # (grantee, privilege) granted by the owner
 
 
 @dataclass(frozen=True)
@@ -145,13 +148,22 @@ def inspect_cluster(conn: Any) -> ClusterState:
         FROM pg_database"""):
         state.databases[name] = DatabaseInfo(name, owner, enc, coll, ctype, frozenset(), limit, allow)
     grants: dict[str, set[tuple[str, str]]] = defaultdict(set)
-    for name, grantee, priv in _rows(conn, """
-        SELECT d.datname, pg_get_userbyid(a.grantee), a.privilege_type
+    foreign: dict[str, set[tuple[str, str, str]]] = defaultdict(set)
+    by_owner: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for name, grantee, priv, grantor in _rows(conn, """
+        SELECT d.datname, pg_get_userbyid(a.grantee), a.privilege_type,
+               CASE WHEN a.grantor <> d.datdba THEN pg_get_userbyid(a.grantor) END
         FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
         WHERE a.grantee <> 0 AND a.grantee <> d.datdba"""):
         grants[name].add((grantee, priv))
+        if grantor is not None:
+            foreign[name].add((grantee, priv, grantor))
+        else:
+            by_owner[name].add((grantee, priv))
     for name, info in list(state.databases.items()):
-        state.databases[name] = replace(info, grants=frozenset(grants.get(name, ())))
+        state.databases[name] = replace(info, grants=frozenset(grants.get(name, ())),
+                                        foreign_grants=frozenset(foreign.get(name, ())),
+                                        owner_grants=frozenset(by_owner.get(name, ())))
     for name, db, plugin, kind in _rows(conn, """
         SELECT slot_name, database, plugin, slot_type FROM pg_replication_slots"""):
         state.slots[name] = SlotInfo(name, db, plugin, kind)
@@ -301,7 +313,9 @@ def database_info(conn: Any, name: str) -> DatabaseInfo | None:
     """One pg_database row with its grants (owner and PUBLIC left out)."""
     rows = _rows(conn, """
         SELECT pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datcollate, d.datctype,
-               d.datconnlimit, d.datallowconn, pg_get_userbyid(a.grantee), a.privilege_type
+               d.datconnlimit, d.datallowconn,
+               CASE WHEN a.grantor <> d.datdba THEN pg_get_userbyid(a.grantor) END,
+               pg_get_userbyid(a.grantee), a.privilege_type
         FROM pg_database d
         LEFT JOIN LATERAL aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
                ON a.grantee <> 0 AND a.grantee <> d.datdba
@@ -310,4 +324,6 @@ def database_info(conn: Any, name: str) -> DatabaseInfo | None:
         return None
     owner, enc, coll, ctype, limit, allow = rows[0][:6]
     grants = frozenset((g, p) for *_, g, p in rows if g is not None)
-    return DatabaseInfo(name, owner, enc, coll, ctype, grants, limit, allow)
+    foreign = frozenset((g, p, grantor) for *_, grantor, g, p in rows if g is not None and grantor is not None)
+    by_owner = frozenset((g, p) for *_, grantor, g, p in rows if g is not None and grantor is None)
+    return DatabaseInfo(name, owner, enc, coll, ctype, grants, limit, allow, foreign, by_owner)

@@ -398,10 +398,19 @@ def _plan_database_privileges(ctx: _Grants) -> None:
             continue
         pruned = db.prune or any(g.prune for g in db.grants if g.role == grantee)
         out.drift(ctx.scope, f"database {_q(db.name)}", f"{_q(grantee)} has {priv}", pruned)
-        if pruned:
-            out.add(ctx.scope, "grants", "revoke", f"database {_q(db.name)} from {_q(grantee)}",
-                    sql.SQL("REVOKE {} ON DATABASE {} FROM {}").format(_keywords([priv]), _ident(db.name), _ident(grantee)),
-                    reason="prune: not in the config")
+        if not pruned:
+            continue
+        target = f"database {_q(db.name)} from {_q(grantee)}"
+        revoke = sql.SQL("REVOKE {} ON DATABASE {} FROM {}").format(_keywords([priv]), _ident(db.name),
+                                                                     _ident(grantee))
+        foreign = sorted(g for e, p, g in ctx.info.foreign_grants if (e, p) == (grantee, priv))
+        for grantor in foreign:
+            statement = _as_grantor(ctx, grantor, revoke, f"{priv} on {target}")
+            if statement is not None:
+                out.add(ctx.scope, "grants", "revoke", target, statement,
+                        reason=f"prune: not in the config (granted by {_q(grantor)})")
+        if not foreign or (grantee, priv) in ctx.info.owner_grants:
+            out.add(ctx.scope, "grants", "revoke", target, revoke, reason="prune: not in the config")
 
 
 def _schema_owner_role(ctx: _Grants, schema: str) -> str | None:

@@ -51,6 +51,8 @@ def test_prune_revokes_a_grant_made_by_another_grantor_once(pg):
     as_grantor(pg, "helper", "GRANT DELETE, TRUNCATE ON app.t1 TO shop_app")
     as_grantor(pg, "helper", "GRANT UPDATE ON SEQUENCE app.s1 TO shop_app")
     as_grantor(pg, "helper", "GRANT CREATE ON SCHEMA app TO shop_app")
+    owner_exec(pg, "GRANT TEMPORARY ON DATABASE shop TO helper WITH GRANT OPTION")
+    as_grantor(pg, "helper", "GRANT TEMPORARY ON DATABASE shop TO shop_app")
     owner_exec(pg, "GRANT DELETE ON app.t1 TO shop_app")  # the same privilege from the owner as well
 
     first = apply(cfg)
@@ -59,8 +61,9 @@ def test_prune_revokes_a_grant_made_by_another_grantor_once(pg):
                     "has_table_privilege('shop_app', 'app.t1', 'TRUNCATE'), "
                     "has_sequence_privilege('shop_app', 'app.s1', 'UPDATE'), "
                     "has_schema_privilege('shop_app', 'app', 'CREATE'), "
-                    "has_table_privilege('shop_app', 'app.t1', 'SELECT')", dbname="shop") \
-        == [(False, False, False, False, True)]
+                    "has_table_privilege('shop_app', 'app.t1', 'SELECT'), "
+                    "'shop_app=T/helper' = ANY(datacl::text[]) FROM pg_database WHERE datname = 'shop'",
+                    dbname="shop") == [(False, False, False, False, True, False)]
     second = apply(cfg)
     assert second.statements == 0, [c.shown.as_string(None) for c in second.changes]
     # helper keeps what it was given: it is not a configured role and nothing prunes it.
