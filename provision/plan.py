@@ -346,8 +346,9 @@ class _Grants:
 
     @property
     def db_owner(self) -> str | None:
-        # The configured owner: apply changes the owner before it plans the grants (issue 13.11).
-        return self.db.owner or (self.info.owner if self.info else None)
+        # The configured owner: apply changes the owner before it plans the grants (issue 13.11);
+        # a database this run creates without an owner belongs to the admin.
+        return self.db.owner or (self.info.owner if self.info else self.acting.admin or None)
 
     def configured(self, role: str, schema: str | None) -> Grant | None:
         return next((g for g in self.db.grants if g.role == role and g.schema_ == schema), None)

@@ -454,7 +454,7 @@ def _apply_databases(cfg: PostgresConfig, secrets: Secrets, db_plans: list[Datab
                      execute: _Executor, jobs: int) -> None:
     """Per-database changes, in parallel; their lines are reported in config order."""
     pending = [p for p in db_plans if p.db.allow_connections
-               and (not p.readable or any(ch.phase != "roles" for ch in p.planner.changes))]
+               and (not p.readable or not p.state.exists or any(ch.phase != "roles" for ch in p.planner.changes))]
     failures: list[ProvisionError] = []
 
     def apply_one(p: DatabasePlan) -> None:
