@@ -68,7 +68,7 @@ from yaml.events import (
     SequenceStartEvent,
 )
 
-from forgegen.errors import EXIT_USAGE, GitOpsError
+from forgegen.errors import GitOpsError, GitOpsFileError
 
 TAG_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 DIGEST_RE = re.compile(r"\A[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[A-Za-z0-9=_-]{32,}\Z")
@@ -84,12 +84,6 @@ _PARSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _RESOLVER = yaml.resolver.Resolver()
 
 Field = Literal["newTag", "digest", "image", "tag", "name"]
-
-
-class GitOpsFileError(GitOpsError):
-    """The GitOps file is valid YAML Forge must not edit, or not valid YAML (bad input: exit 2)."""
-
-    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True)
