@@ -216,3 +216,17 @@ def test_unsupported_places_are_named(text: str, place: str) -> None:
     message = str(err.value)
     assert place in message and "not supported" in message and "app.yaml:" in message
     assert "images[]" in message and "$imagepolicy" in message  # what is supported
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounded: aliases are never expanded
+
+
+def test_an_alias_bomb_beside_the_entry_is_read_without_expanding_it() -> None:
+    bomb = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]\n" for n in range(1, 12))
+    merges = "m0: &m0 {k0: v}\n" + "".join(f"m{n}: &m{n} {{<<: [*m{n - 1}, *m{n - 1}], k{n}: v}}\n" for n in range(1, 40))
+    before = f"{bomb}{merges}images:\n  - name: {IMG}\n    newTag: v1\n"
+    result = edit_images(before, IMG, tag=NEW)  # 9**12 paths if expanded: this would never return
+    assert result.text == before.replace("newTag: v1", f"newTag: {NEW}")
+    assert read_image(result.text, IMG).tag == NEW
