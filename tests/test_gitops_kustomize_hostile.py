@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from forgegen.errors import EXIT_USAGE, GitOpsError, exit_code
 from forgegen.runtime.kustomize import edit_images, read_image
@@ -39,7 +41,7 @@ def images(text: str) -> dict[str, dict]:
     return {e["name"]: {k: v for k, v in e.items() if k != "name"} for e in doc["images"]}
 
 
-def assert_idempotent(text: str, **kw: str) -> None:
+def assert_idempotent(text: str, **kw: str | None) -> None:
     again = edit_images(text, IMG, **kw)
     assert again.text == text and not again.changed
 
@@ -230,3 +232,64 @@ def test_an_alias_bomb_beside_the_entry_is_read_without_expanding_it() -> None:
     result = edit_images(before, IMG, tag=NEW)  # 9**12 paths if expanded: this would never return
     assert result.text == before.replace("newTag: v1", f"newTag: {NEW}")
     assert read_image(result.text, IMG).tag == NEW
+
+
+# ---------------------------------------------------------------------------------------------
+# Property: random images lists sharing values through anchors, aliases and merge keys
+
+
+@st.composite
+def shared_images_lists(draw: st.DrawFn) -> str:
+    """Three entries (ours among them) whose newTag/digest are plain, anchored, aliases of
+    earlier anchors, merged from earlier entries, or missing; block or flow; plus another user."""
+    names = draw(st.permutations([IMG, WORKER, "localhost:5000/shop/side"]))
+    lines, scalars, maps = ["images:"], [], []
+    for i, name in enumerate(names):
+        pairs = [f"name: {name}"]
+        if maps and draw(st.booleans()):
+            pairs.insert(draw(st.integers(0, 1)), f"<<: *{draw(st.sampled_from(maps))}")
+        kind = draw(st.sampled_from(["plain", "anchor", "alias", "missing"]))
+        if kind == "plain":
+            pairs.append(f"newTag: v{i}")
+        elif kind == "anchor":
+            scalars.append(f"t{i}")
+            pairs.append(f"newTag: &t{i} v{i}")
+        elif kind == "alias" and scalars:
+            pairs.append(f"newTag: *{draw(st.sampled_from(scalars))}")
+        if draw(st.booleans()):
+            pairs.insert(draw(st.integers(0, len(pairs))), f"digest: {DIGEST2 if i % 2 else DIGEST}")
+        anchor = f"&e{i} " if draw(st.booleans()) else ""
+        if anchor:
+            maps.append(f"e{i}")
+        if draw(st.booleans()):
+            lines.append(f"  - {anchor}{{{', '.join(pairs)}}}")
+        else:
+            lines.append(f"  - {anchor}\n    " + "\n    ".join(pairs) if anchor else "  - " + "\n    ".join(pairs))
+    if scalars and draw(st.booleans()):
+        lines.append(f"commonAnnotations: {{pinned: *{draw(st.sampled_from(scalars))}}}")
+    return "\n".join(lines) + "\n"
+
+
+def loaded(text: str) -> tuple[dict, object]:
+    """Each entry as the loader reads it, an empty or null newTag/digest read as unset (as kustomize does)."""
+    doc = yaml.safe_load(text)
+    entries = {e["name"]: {k: v for k, v in e.items() if k != "name" and v not in ("", None)} for e in doc["images"]}
+    return entries, doc.get("commonAnnotations")
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=shared_images_lists(), tag=st.sampled_from([None, NEW]), digest=st.sampled_from([None, DIGEST2]))
+def test_property_shared_values_move_only_our_image(text: str, tag: str | None, digest: str | None) -> None:
+    if tag is None and digest is None:
+        tag = NEW
+    result = edit_images(text, IMG, tag=tag, digest=digest)
+    (before, labels), (after, labels_after) = loaded(text), loaded(result.text)
+    assert labels_after == labels
+    assert {n: e for n, e in after.items() if n != IMG} == {n: e for n, e in before.items() if n != IMG}
+    expected = dict(before[IMG], **({"newTag": tag} if tag else {}))
+    expected.pop("digest", None)
+    expected.update({"digest": digest} if digest else {})
+    assert after[IMG] == expected
+    state = read_image(result.text, IMG)
+    assert (state.tag, state.digest) == (expected.get("newTag"), expected.get("digest"))
+    assert_idempotent(result.text, **({"tag": tag} if tag else {}), **({"digest": digest} if digest else {}))

@@ -723,6 +723,9 @@ class _EntrySite(_Site):
             return
         if pair[1].parent is not self.entry:  # read through a merge key: override it
             p.insert(self.entry, key, '""')
+        elif any(key in self.doc.eff(m) for m in self.entry.merges):  # removing it would uncover a merged one
+            self._set(p, key, pair, "")
+            return
         else:
             if not pair[1].alias:
                 p.reanchor(pair[1].node, pair[1])
@@ -896,8 +899,12 @@ class _Plan:
         return True
 
     def pin(self, entry: _Node, key: str, pair: tuple[_Slot, _Slot] | None) -> None:
-        """Mappings merging ``entry`` that read ``key`` from it get the old value as their own key."""
+        """Mappings merging ``entry`` that read ``key`` from it get the old value as their own key
+        (``""`` when there was none: kustomize reads an empty ``newTag``/``digest`` as unset)."""
         if pair is None:
+            for other in self.doc.mergers(entry):
+                if id(other) not in self.allowed and key not in self.doc.eff(other):
+                    self.insert(other, key, '""')
             return
         node = pair[1].node
         own = self.doc.text[node.vstart:node.end]
@@ -966,6 +973,10 @@ def _compare(before: _File, after: _File, a: _Node, b: _Node, fields: set, scala
         ex, ey = before.eff(x), after.eff(y)
         for k in ex.keys() | ey.keys():
             if k not in ex or k not in ey:
+                present = (ex.get(k) or ey.get(k))[1].node  # type: ignore[index]
+                if k in ("newTag", "digest") and present.kind == "s" and present.tag in (_NULL, _STR) \
+                        and not (present.value and present.tag == _STR):
+                    continue  # an empty or null newTag/digest is no newTag/digest to kustomize
                 if (id(y), k) not in fields:
                     raise after.error(y.start, f"the edit for {after.image} would also change the key {k} of "
                                       "this mapping", "write the shared value out at each place, then deploy again")
