@@ -5,6 +5,7 @@ change, the edit is idempotent, and kustomize renders exactly the deployed image
 from __future__ import annotations
 
 import difflib
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -30,6 +31,8 @@ CASES = {
     "flux-guide-flux-kustomization.yaml": [PODINFO],
     "flux-guide-kustomization.yaml": [PODINFO],
     "flux-guide-deployment-marker.yaml": [PODINFO],
+    "kustomize-transformerconfigs-images/kustomization.yaml": [
+        "crd-image", "my-app", "my-mysql", "docker", "new-crd-image", "new-app-1", "prod-mysql", "my-docker2"],
 }
 NO_DIGEST_FIELD = {"flux-guide-helmrelease.yaml", "flux-guide-flux-kustomization.yaml"}
 PAIRS = [(f, i) for f, images in sorted(CASES.items()) for i in images]
@@ -37,7 +40,7 @@ PAIRS = [(f, i) for f, images in sorted(CASES.items()) for i in images]
 
 def test_corpus_files_all_have_a_source() -> None:
     sources = (CORPUS / "SOURCES.md").read_text()
-    files = sorted(p.name for p in CORPUS.glob("*.yaml"))
+    files = sorted(p.relative_to(CORPUS).as_posix() for p in CORPUS.rglob("*.yaml"))
     assert files and all(f"`{name}`" in sources for name in files)
     assert set(CASES) <= set(files)
 
@@ -143,3 +146,39 @@ def test_corpus_render_changes_exactly_the_deployed_image(tmp_path: Path, kustom
     assert containers[0]["image"] == rendered
     containers[0]["image"] = before[0]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert after == before  # nothing else changed
+
+
+def rendered_images(directory: Path) -> dict[tuple, str]:
+    out: dict[tuple, str] = {}
+
+    def walk(value: object, path: tuple) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, (*path, k))
+        elif isinstance(value, list):
+            for n, v in enumerate(value):
+                walk(v, (*path, n))
+        elif path and path[-1] == "image":
+            out[path] = str(value)
+    for n, doc in enumerate(kustomize(directory)):
+        walk(doc, (n,))
+    return out
+
+
+def test_corpus_render_of_a_multi_image_kustomization_changes_only_the_deployed_one(tmp_path: Path) -> None:
+    source = CORPUS / "kustomize-transformerconfigs-images"
+    shutil.copytree(source, tmp_path / "before")
+    before = rendered_images(tmp_path / "before")
+    for n, (image, expected_old, expected_new) in enumerate([
+            ("docker", "my-docker2@sha256:25a0d4", "my-docker2:v9"),  # a digest-only entry deployed by tag
+            ("my-app", "new-app-1:MYNEWTAG-1", f"new-app-1:MYNEWTAG-1@{DIGEST}")]):
+        work = tmp_path / f"after{n}"
+        shutil.copytree(source, work)
+        text = (source / "kustomization.yaml").read_text()
+        edited = edit_images(text, image, **({"tag": "v9"} if image == "docker" else {"digest": DIGEST}))
+        (work / "kustomization.yaml").write_text(edited.text)
+        after = rendered_images(work)
+        changed = {p for p in before if before[p] != after.get(p)}
+        assert changed and after.keys() == before.keys()
+        assert {before[p] for p in changed} == {expected_old} and {after[p] for p in changed} == {expected_new}
+        assert all(before[p] != expected_old for p in before.keys() - changed)  # every use of it moved
