@@ -293,3 +293,19 @@ def test_property_shared_values_move_only_our_image(text: str, tag: str | None, 
     state = read_image(result.text, IMG)
     assert (state.tag, state.digest) == (expected.get("newTag"), expected.get("digest"))
     assert_idempotent(result.text, **({"tag": tag} if tag else {}), **({"digest": digest} if digest else {}))
+
+
+def test_a_merge_chain_deeper_than_python_recursion_is_read() -> None:
+    chain = "m0: &m0 {k: v}\n" + "".join(f"m{n}: &m{n} {{<<: *m{n - 1}}}\n" for n in range(1, 3000))
+    before = f"{chain}images:\n  - <<: *m2999\n    name: {IMG}\n    newTag: v1\n"
+    assert read_image(before, IMG).tag == "v1"
+    assert edit_images(before, IMG, tag=NEW).text == before.replace("newTag: v1", f"newTag: {NEW}")
+
+
+def test_a_merge_bomb_is_refused_with_its_location() -> None:
+    bomb = "m0: &m0 {k0: v}\n" + "".join(
+        f"m{n}: &m{n} {{<<: [*m{n - 1}], k{n}: v}}\n" for n in range(1, 3000))
+    before = f"{bomb}images:\n  - name: {IMG}\n    newTag: v1\n"
+    with pytest.raises(GitOpsError, match=r"k.yaml:\d+:\d+: merge keys .* too many keys") as err:
+        edit_images(before, IMG, tag=NEW, source="k.yaml")
+    assert exit_code(err.value) == EXIT_USAGE

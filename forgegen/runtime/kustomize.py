@@ -82,6 +82,7 @@ _NULL = "tag:yaml.org,2002:null"
 _MERGE = "tag:yaml.org,2002:merge"
 _PARSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _RESOLVER = yaml.resolver.Resolver()
+_MAX_MERGED = 1_000_000  # keys gathered through merge keys, beyond 20 per character of the file
 
 Field = Literal["newTag", "digest", "image", "tag", "name"]
 
@@ -394,6 +395,7 @@ class _File:
         self.parsed: dict[int, tuple[list[_Node], list[_Slot]]] = {}
         self.whole: tuple[list[_Node], list[_Slot]] | None = None
         self.effs: dict[int, dict[str, tuple[_Slot, _Slot]]] = {}
+        self.work = 0  # keys gathered through merge keys so far (a merge bomb stops here)
         self.found: set[str] = set()
         self._relevant: list[int] | None = like._relevant if like is not None else None
         first = text[: text.find("\n") + 1 or len(text)]
@@ -450,20 +452,33 @@ class _File:
         return self._relevant
 
     def eff(self, mapping: _Node) -> dict[str, tuple[_Slot, _Slot]]:
-        """The mapping's keys as the loader reads them: merged keys, overridden by its own (last wins)."""
-        key = id(mapping)
-        if key in self.effs:
-            return self.effs[key]
-        self.effs[key] = {}  # a merge cycle reads as nothing
-        out: dict[str, tuple[_Slot, _Slot]] = {}
-        for merged in reversed(mapping.merges):
-            out.update(self.eff(merged))
-        for k, v in mapping.pairs:
-            name = _key(k)
-            if name is not None and k.node.tag != _MERGE:
-                out[name] = (k, v)
-        self.effs[key] = out
-        return out
+        """The mapping's keys as the loader reads them: merged keys, overridden by its own (last
+        wins). Iterative, each mapping once; a merge cycle reads as nothing; bounded work."""
+        if id(mapping) in self.effs:
+            return self.effs[id(mapping)]
+        stack, pending = [(mapping, False)], set()
+        while stack:
+            node, ready = stack.pop()
+            if id(node) in self.effs:
+                continue
+            if not ready:
+                pending.add(id(node))
+                stack.append((node, True))
+                stack.extend((m, False) for m in node.merges if id(m) not in self.effs and id(m) not in pending)
+                continue
+            out: dict[str, tuple[_Slot, _Slot]] = {}
+            for merged in reversed(node.merges):
+                out.update(self.effs.get(id(merged), {}))
+            for k, v in node.pairs:
+                name = _key(k)
+                if name is not None and k.node.tag != _MERGE:
+                    out[name] = (k, v)
+            self.work += len(out)
+            if self.work > _MAX_MERGED + 20 * len(self.text):
+                raise self.error(node.start, "merge keys (<<) here expand to too many keys to read safely",
+                                 "write the mappings out, then deploy again")
+            self.effs[id(node)] = out
+        return self.effs[id(mapping)]
 
     def duplicate(self, mapping: _Node, only: str | None = None) -> _Slot | None:
         """The second occurrence of a key in the mapping's own keys (of ``only``, when given)."""
