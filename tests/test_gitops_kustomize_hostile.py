@@ -309,3 +309,10 @@ def test_a_merge_bomb_is_refused_with_its_location() -> None:
     with pytest.raises(GitOpsError, match=r"k.yaml:\d+:\d+: merge keys .* too many keys") as err:
         edit_images(before, IMG, tag=NEW, source="k.yaml")
     assert exit_code(err.value) == EXIT_USAGE
+
+
+def test_nesting_beyond_the_parser_limit_is_refused_with_its_location() -> None:
+    before = "deep: " + "[" * 5000 + "]" * 5000 + f"\nimages:\n- name: {IMG}\n  newTag: v1\n"
+    with pytest.raises(GitOpsError, match=r"cannot edit k.yaml:1:\d+: not valid YAML \(exceeded maximum nesting depth\)") as err:
+        edit_images(before, IMG, tag=NEW, source="k.yaml")
+    assert exit_code(err.value) == EXIT_USAGE

@@ -76,7 +76,6 @@ _SETTER_RE = re.compile(r'#\s*\{\s*"\$imagepolicy"\s*:\s*"([^"\\]*)"\s*\}[ \t]*$
 # Words some YAML 1.1 readers (sigs.k8s.io/yaml, which kustomize uses) turn into booleans or null.
 _SPECIAL_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", ""}
 _PLAIN_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_./@:+=-]*\Z")
-_DOC_START_RE = re.compile(r"^---(?=[ \t\r\n]|\Z)", re.M)
 _STR = "tag:yaml.org,2002:str"
 _NULL = "tag:yaml.org,2002:null"
 _MERGE = "tag:yaml.org,2002:merge"
@@ -254,8 +253,12 @@ def _chunks(text: str) -> list[tuple[int, int]]:
     """The file cut before every ``---`` line (with the directives that precede it)."""
     starts = [0]
     directives = text.startswith("%") or "\n%" in text
-    for m in _DOC_START_RE.finditer(text):
-        at = m.start()
+    found = text.find("\n---")
+    while found >= 0:
+        at = found + 1
+        found = text.find("\n---", at)
+        if text[at + 3:at + 4] not in ("", " ", "\t", "\r", "\n"):
+            continue  # ``----`` or ``---x``: content, not a document marker
         while directives and at > 0:  # ``%YAML`` / ``%TAG`` lines belong to the document that follows
             prev = text.rfind("\n", 0, at - 1) + 1
             if not text.startswith("%", prev):
@@ -445,11 +448,26 @@ class _File:
         if everything or self.whole is not None:
             return list(range(len(self.chunks)))
         if self._relevant is None:
-            starts = [s for s, _ in self.chunks]
             # The image's name, not a longer name it begins (``…/svc7`` in ``…/svc70``).
-            found = re.finditer(re.escape(self.image) + r"(?![A-Za-z0-9_./-])|\\", self.text)
-            self._relevant = sorted({bisect.bisect_right(starts, m.start()) - 1 for m in found})
+            name = re.compile(re.escape(self.image) + r"(?![A-Za-z0-9_./-])")
+            self._relevant = sorted({i for needle in (name, "\\") for i in self._chunks_with(needle)})
         return self._relevant
+
+    def _chunks_with(self, needle: "str | re.Pattern[str]") -> Iterator[int]:
+        """The documents ``needle`` occurs in (one search per hit, skipping to the next document)."""
+        starts = [s for s, _ in self.chunks]
+        pos = 0
+        while True:
+            if isinstance(needle, str):
+                pos = self.text.find(needle, pos)
+            else:
+                m = needle.search(self.text, pos)
+                pos = m.start() if m else -1
+            if pos < 0:
+                return
+            i = bisect.bisect_right(starts, pos) - 1
+            yield i
+            pos = self.chunks[i][1]
 
     def eff(self, mapping: _Node) -> dict[str, tuple[_Slot, _Slot]]:
         """The mapping's keys as the loader reads them: merged keys, overridden by its own (last
