@@ -118,6 +118,13 @@ class GitOpsError(ForgeError):
     """Editing, committing or pushing the GitOps repository failed."""
 
 
+class GitOpsFileError(GitOpsError):
+    """A GitOps file Forge must not edit as it is: not valid YAML, or ambiguous (a duplicate key,
+    an image listed twice, a shared entry). Bad input: exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+
 class ReconcileError(ForgeError):
     """Flux did not apply our revision (not Ready, or timed out)."""
 

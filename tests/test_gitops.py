@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from forgegen.errors import GitOpsError, UsageError
+from forgegen.errors import GitOpsError, UsageError, exit_code
 from forgegen.plan import Plan
 from forgegen.runtime import gitops
 from forgegen.runtime.gitops import GitOpsRepo, GitOpsResult, apply_tag
@@ -507,3 +507,39 @@ def test_example_template_renders_every_overlay() -> None:
             (container,) = deployment["spec"]["template"]["spec"]["containers"]
             assert container["name"] == service
             assert container["image"] == f"localhost:5000/shop/{service}:{INITIAL_TAG}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile but valid overlays (issue 11): the deploy changes only our image, or refuses (exit 2)
+
+
+def test_deploy_with_a_tag_shared_by_anchor_keeps_the_other_image(tmp_path: Path) -> None:
+    template = tmp_path / "template"
+    d = write_overlay(template, "staging", "api")
+    (d / "kustomization.yaml").write_text((d / "kustomization.yaml").read_text().replace(
+        f"newTag: {INITIAL_TAG}\n", f"newTag: &t {INITIAL_TAG}\n  - name: localhost:5000/shop/worker\n    newTag: *t\n"))
+    remote = seed_remote(template, tmp_path / "gitops.git")
+    plan = plan_for(SHOP_DEPLOY_YAML.read_text(), remote)
+    result = apply_tag(plan, "api", "staging", tag="amd64-8888888", source_commit="8888888", cache=tmp_path / "c")
+    assert result.commit and result.rendered_image == f"{IMG}:amd64-8888888"
+    text = remote_file(remote, API)
+    assert "newTag: amd64-8888888\n  - name: localhost:5000/shop/worker\n    newTag: &t amd64-0000000\n" in text
+    assert gitops.current_tag(plan, "api", "staging", cache=tmp_path / "c") == "amd64-8888888"
+
+
+def test_deploy_refuses_a_duplicate_key_with_its_location_and_exit_2(tmp_path: Path) -> None:
+    template = tmp_path / "template"
+    d = write_overlay(template, "staging", "api")
+    (d / "kustomization.yaml").write_text((d / "kustomization.yaml").read_text() + "    newTag: amd64-1111111\n")
+    remote = seed_remote(template, tmp_path / "gitops.git")
+    plan = plan_for(SHOP_DEPLOY_YAML.read_text(), remote)
+    for call in (lambda: apply_tag(plan, "api", "staging", tag="amd64-8888888", source_commit="8888888",
+                                   cache=tmp_path / "c"),
+                 lambda: gitops.current_tag(plan, "api", "staging", cache=tmp_path / "c")):
+        with pytest.raises(GitOpsError) as err:
+            call()
+        assert f"cannot edit {API}:10:5: the images entry for {IMG} sets newTag twice" in str(err.value)
+        assert exit_code(err.value) == 2
+    assert commit_count(remote) == 1
+    # The ledger never reports a tag kustomize would not use: the unreadable commit has none.
+    assert [e.tag for e in gitops.history(plan, "api", "staging", cache=tmp_path / "c")] == [None]

@@ -86,7 +86,8 @@ LAYOUTS = {
         f"    newTag: {NEW}\n...\n"),
     "anchor-on-value": (
         f"resources: [deployment.yaml]\nimages:\n  - name: {IMG}\n    newTag: &t v1\n  - name: sidecar\n    newTag: *t\n",
-        f"resources: [deployment.yaml]\nimages:\n  - name: {IMG}\n    newTag: &t {NEW}\n  - name: sidecar\n    newTag: *t\n"),
+        # the sidecar keeps v1: the anchor moves to its alias (issue 11: a shared anchor moved another image)
+        f"resources: [deployment.yaml]\nimages:\n  - name: {IMG}\n    newTag: {NEW}\n  - name: sidecar\n    newTag: &t v1\n"),
     "alias-value": (
         f"commonAnnotations: {{example/tag: &t v1}}\nresources: [deployment.yaml]\nimages:\n  - name: {IMG}\n    newTag: *t\n  - name: sidecar\n    newTag: *t\n",
         f"commonAnnotations: {{example/tag: &t v1}}\nresources: [deployment.yaml]\nimages:\n  - name: {IMG}\n    newTag: {NEW}\n  - name: sidecar\n    newTag: *t\n"),
