@@ -41,7 +41,7 @@ SYSTEMS = ("x86_64-linux", "aarch64-linux", "armv7l-linux", "i686-linux", "riscv
 
 
 def _dns_label(value: str) -> str:
-    if len(value) > 63 or not _DNS_LABEL.match(value):
+    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a DNS-1123 label; use 1-63 lowercase letters, digits and '-', "
             "starting with a letter and ending with a letter or digit (e.g. 'api', 'web-frontend')")
@@ -49,7 +49,7 @@ def _dns_label(value: str) -> str:
 
 
 def _dns_subdomain(value: str) -> str:
-    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid Kubernetes object name; use lowercase "
                          "letters, digits, '-' and '.' (e.g. 'flux-system')")
     return value
@@ -57,21 +57,21 @@ def _dns_subdomain(value: str) -> str:
 
 def _nix_attr_path(value: str) -> str:
     parts = value.split(".")
-    if not all(_NIX_ATTR.match(p) for p in parts):
+    if not all(_NIX_ATTR.fullmatch(p) for p in parts):
         raise ValueError(f"{value!r} is not a flake attribute path; use names like "
                          "'api-image' or 'images.api' (letters, digits, '_', '-', \"'\", joined by '.')")
     return value
 
 
 def _env_var(value: str) -> str:
-    if not _ENV_VAR.match(value):
+    if not _ENV_VAR.fullmatch(value):
         raise ValueError(f"{value!r} is not an environment variable name (e.g. 'GHCR_TOKEN'); name the "
                          "variable that holds the secret, never the secret itself")
     return value
 
 
 def _host(value: str) -> str:
-    if not _HOST.match(value):
+    if not _HOST.fullmatch(value):
         raise ValueError(f"{value!r} is not a registry host; use host or host:port, without "
                          "a scheme or path (e.g. 'ghcr.io', 'localhost:5000')")
     return value
@@ -89,7 +89,7 @@ def _duration(value: Any) -> float:
         raise ValueError("a duration must be seconds or a string like '90s', '5m', '1h30m'")
     if isinstance(value, (int, float)):
         seconds = float(value)
-    elif isinstance(value, str) and _DURATION.match(value):
+    elif isinstance(value, str) and _DURATION.fullmatch(value):
         seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value))
     else:
         raise ValueError(f"{value!r} is not a duration; use seconds or a string like '90s', '5m', '1h30m'")
@@ -166,7 +166,7 @@ class Registry(Model):
 
 
 def _repo_path(value: str) -> str:
-    if not _REPO_PATH.match(value):
+    if not _REPO_PATH.fullmatch(value):
         raise ValueError(f"{value!r} is not a registry repository path; use lowercase letters, "
                          "digits, '.', '_', '-' and '/' (e.g. 'acme' or 'acme/team')")
     return value

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from forgegen.errors import ConfigError
 from forgegen.schema import json_schema, load_config, parse_config
@@ -176,3 +177,19 @@ def test_a_gitops_url_with_a_token_is_refused() -> None:
     assert "ghp_secret" not in lines[0]
     assert parse_config(MINIMAL.replace("gitops: {repo: ../gitops}",
                                         "gitops: {repo: 'https://github.com/acme/gitops.git'}")).gitops.repo
+
+
+@pytest.mark.parametrize("field, value", [
+    ("project", "shop\n"), ("registry.host", "ghcr.io\n"), ("registry.organization", "acme\n"),
+    ("registry.credentials.username_env", "USER\n"), ("services.api.image.package", "api-image\n"),
+    ("flux.namespace", "flux-system\n"), ("environments.0.name", "staging\n"),
+])
+def test_a_trailing_newline_does_not_pass_a_name_rule(field: str, value: str) -> None:
+    doc = yaml.safe_load(MINIMAL)
+    node = doc
+    *parents, last = (int(p) if p.isdigit() else p for p in field.split("."))
+    for part in parents:
+        node = node[part] if isinstance(node, list) else node.setdefault(part, {})
+    node[last] = value
+    shown = field.replace(".0.", "[0].")
+    assert any(shown in line for line in problems(yaml.safe_dump(doc, default_style='"'))), field
