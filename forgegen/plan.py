@@ -1,7 +1,7 @@
 """The JSON plan: everything the runtime needs, resolved, in one versioned document.
 
 The generator writes one plan per service (``plans/<service>.json``) and one for the project
-(``plans/project.json``); the flake apps pass its store path with ``--plan``. The runtime reads
+(``plans/_project.json``); the flake apps pass its store path with ``--plan``. The runtime reads
 nothing else from the Nix side, so ``forge deploy --plan plan.json api`` works the same outside
 Nix. This module imports only ``schema`` and ``errors``.
 """
@@ -19,6 +19,9 @@ from forgegen.errors import ConfigError, UsageError
 
 PLAN_VERSION = 1
 GENERATOR = "forgegen"
+# The product-wide settings, next to the service plans. Service names are DNS labels, which never
+# start with "_", so no service plan can take this name.
+PROJECT_FILE = "_project.json"
 
 
 class PlanModel(BaseModel):
@@ -189,7 +192,7 @@ class Plan(PlanModel):
     def to_json(self) -> str:
         return json_document(self.model_dump(mode="json", by_alias=True))
 
-    def fragment_json(self, name: str, base: str = "project.json") -> str:
+    def fragment_json(self, name: str, base: str = PROJECT_FILE) -> str:
         """One service's plan as a fragment: its ``services`` entry, plus the file (next to it)
         holding the product-wide settings. :func:`load_plan` and ``forge.lib.apps.mergePlans``
         join the two, so the repository does not repeat those settings once per service."""

@@ -399,7 +399,7 @@ let
     # Inputs
     `index`: service name → `{ plan; environments; }`. `project`, `environments`: for the
     product-wide apps. `order`: the services in deploy.yaml's order. `projectPlan`: the
-    product-wide settings (`plans/project.json`). `runtime`: the package with the `forge` and
+    product-wide settings (`plans/_project.json`). `runtime`: the package with the `forge` and
     `forgegen` commands.
 
     # Type

@@ -165,3 +165,25 @@ def test_a_broken_service_file_reports_every_problem_in_one_evaluation(tmp_path:
     assert "2 errors" in message
     assert 'type: must be one of "rust", "python", "go", "node" or "generic", got "cobol"' in message
     assert "tools: must be a list, got an integer: 5" in message
+
+
+@pytest.mark.nix
+def test_a_service_named_project_keeps_its_own_plan(tmp_path: Path) -> None:
+    config = parse_config("""\
+version: 1
+project: shop
+registry: {host: ghcr.io}
+gitops: {repo: ../gitops}
+environments: [{name: prod}]
+services: {project: {type: go}, api: {}}
+""")
+    files = render.render(config)
+    plans = sorted(p for p in files if "/plans/" in p)
+    assert len(plans) == 3, plans  # one per service and the product-wide settings
+    got = _eval_generated(files, tmp_path, "project")
+    assert got["service"]["name"] == "project" and got["service"]["type"] == "go"
+    assert {"deploy:project", "deploy:api", "release"} <= set(got["apps"])
+    assert Plan.model_validate_json(got["servicePlan"]) == build_plan(config, ["project"])
+    assert Plan.model_validate_json(got["wholePlan"]) == build_plan(config)
+    from forgegen.plan import load_plan
+    assert load_plan(tmp_path / "nix/forge/plans/project.json") == build_plan(config, ["project"])
