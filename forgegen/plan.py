@@ -327,9 +327,7 @@ def build_plan(config: schema.Config, services: list[str] | None = None) -> Plan
     )
 
 
-def load_plan(path: str | Path) -> Plan:
-    """Read a plan file written by ``forgegen sync`` (exit 2 with a clear message otherwise)."""
-    path = Path(path)
+def _read_document(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -339,15 +337,53 @@ def load_plan(path: str | Path) -> Plan:
         raise ConfigError(f"{path}: cannot read the plan: {err}") from err
     if not isinstance(data, dict) or data.get("generator") != GENERATOR:
         raise ConfigError(f"{path}: not a Forge plan (no \"generator\": \"forgegen\")")
-    base = data.pop("base", None)
-    if base is not None:  # a per-service fragment: the product-wide settings live next to it
-        common = load_plan(path.parent / str(base))
-        data = {**common.model_dump(mode="json", by_alias=True), **data,
-                "services": list(data.get("services") or [])}
+    return data
+
+
+def _services_of(path: Path, data: dict[str, Any]) -> list[Any]:
+    services = data.get("services", [])
+    if not isinstance(services, list):
+        raise ConfigError(f"{path}: services: must be a list", hint="regenerate it with `forgegen sync`")
+    return services
+
+
+def _joined(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """A plan document with its ``base`` (the product-wide settings) and ``parts`` (further
+    fragments whose services are appended, in order) read in. Relative names are relative to
+    ``path``'s directory; ``forge.lib.apps.mergePlans`` writes store paths. The files are read
+    as they are, so every value arrives exactly as ``forgegen sync`` wrote it."""
+    base, parts = data.pop("base", None), data.pop("parts", None)
+    services = _services_of(path, data)
+    if base is not None:
+        base_path = path.parent / str(base)
+        common = _read_document(base_path)
+        common.pop("base", None)
+        common.pop("parts", None)
+        data = {**common, **data, "services": _services_of(base_path, common) + services}
+    if parts is not None:
+        if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
+            raise ConfigError(f"{path}: parts: must be a list of plan files", hint="regenerate it with `forgegen sync`")
+        for part in parts:
+            part_path = path.parent / part
+            doc = _read_document(part_path)
+            _check_version(part_path, doc)
+            data["services"] = list(data.get("services") or []) + _services_of(part_path, doc)
+    return data
+
+
+def _check_version(path: Path, data: dict[str, Any]) -> None:
     version = data.get("plan_version")
     if version != PLAN_VERSION:
         raise ConfigError(f"{path}: plan version {version!r} is not supported by this forge (it reads {PLAN_VERSION})",
                           hint="run `forgegen sync` with the same Forge version as the runtime")
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read a plan file written by ``forgegen sync`` or ``forge.lib.apps.mergePlans`` (exit 2
+    with a clear message otherwise)."""
+    path = Path(path)
+    data = _joined(path, _read_document(path))
+    _check_version(path, data)
     try:
         return Plan.model_validate(data)
     except ValidationError as err:

@@ -7,9 +7,11 @@ This module imports only ``errors`` and ``yamlsource`` from the package.
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections.abc import Mapping
+from fractions import Fraction
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -33,7 +35,8 @@ _HOST = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?$")
 _REPO_PATH = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)(ms|s|m|h)\s*)+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_UNITS = {"ms": Fraction(1, 1000), "s": Fraction(1), "m": Fraction(60), "h": Fraction(3600)}
+_MAX_SECONDS = 10**9  # about 31 years: beyond it a value is a typo, and floats stop being exact
 NIX_KEYWORDS = frozenset({"if", "then", "else", "assert", "with", "let", "in", "rec", "inherit", "or"})
 
 SYSTEMS = ("x86_64-linux", "aarch64-linux", "armv7l-linux", "i686-linux", "riscv64-linux",
@@ -88,14 +91,22 @@ def _duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("a duration must be seconds or a string like '90s', '5m', '1h30m'")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        # exact arithmetic, so '1.1h' is 3960.0 and not 3960.0000000000005
+        exact = Fraction(value) if isinstance(value, int) or math.isfinite(value) else None
     elif isinstance(value, str) and _DURATION.fullmatch(value):
-        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value))
+        exact = sum((Fraction(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value)), Fraction(0))
     else:
         raise ValueError(f"{value!r} is not a duration; use seconds or a string like '90s', '5m', '1h30m'")
-    if seconds <= 0:
+    if exact is None or exact > _MAX_SECONDS:
+        raise ValueError(f"{_short(value)} is not a usable duration; use at most {_MAX_SECONDS} seconds")
+    if exact <= 0:
         raise ValueError(f"{value!r} must be a positive duration")
-    return seconds
+    return float(exact)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _pattern(*allowed: str):

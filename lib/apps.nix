@@ -444,11 +444,13 @@ let
 
   /**
     A JSON plan file made of `base` with the `services` of every plan in `plans` appended, in
-    order. Lazy: nothing is read until the result is used.
+    order. The plan files are not re-encoded (Nix would print floats with 6 significant digits):
+    the result names them by store path (`base`, `parts`) and the Forge runtime (`load_plan`)
+    reads each one as `forgegen sync` wrote it. Lazy: nothing is read until the result is used.
 
     # Inputs
     `name`: the store file's name. `base`: a plan file, or the plan as an attrset (its
-    `services` are kept first).
+    `services` are kept first; numbers in an attrset are written as Nix prints them).
     `plans`: plan files whose services are appended.
 
     # Type
@@ -464,12 +466,13 @@ let
   */
   mergePlans = { name, base, plans }:
     let
-      read = file: builtins.fromJSON (builtins.readFile file);
-      first = builtins.removeAttrs (if builtins.isAttrs base then base else read base) [ "base" ];
+      baseFile = if builtins.isAttrs base then builtins.toFile "base-${name}" (builtins.toJSON base) else base;
     in
-    builtins.toFile name (builtins.toJSON (first // {
-      services = first.services ++ builtins.concatMap (p: (read p).services) plans;
-    }));
+    builtins.toFile name (builtins.toJSON {
+      generator = "forgegen";
+      base = "${baseFile}";
+      parts = map (p: "${p}") plans;
+    });
 in
 {
   inherit escapeShellArg escapeShellArgs getPackage mkApp mkForgeApp mkDevApp serviceAppNames validateService loadService serviceAppEntries projectAppEntries mkTableApp mkProject mergePlans;

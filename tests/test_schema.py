@@ -51,6 +51,15 @@ def test_durations_accept_seconds_and_units() -> None:
     assert (r.deadline, r.readiness_grace, r.scheduling_grace) == (5400.0, 90.0, 0.5)
 
 
+def test_durations_with_units_are_exact_and_finite() -> None:
+    config = parse_config(MINIMAL.replace("api: {}", "api: {rollout: {deadline: 0.1m, readiness_grace: 1.1h, scheduling_grace: 0.3s}}"))
+    r = config.services["api"].rollout
+    assert (r.deadline, r.readiness_grace, r.scheduling_grace) == (6.0, 3960.0, 0.3)
+    for bad in (".inf", "1e400", "1" + "0" * 400, "100000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000h"):
+        lines = problems(MINIMAL.replace("api: {}", f"api: {{rollout: {{deadline: {bad}}}}}"))
+        assert any("services.api.rollout.deadline" in line and "duration" in line for line in lines), (bad, lines)
+
+
 def test_models_are_frozen() -> None:
     config = parse_config(MINIMAL)
     with pytest.raises(Exception):
