@@ -3,7 +3,7 @@
 The generator writes one plan per service (``plans/<service>.json``) and one for the project
 (``plans/_project.json``); the flake apps pass its store path with ``--plan``. The runtime reads
 nothing else from the Nix side, so ``forge deploy --plan plan.json api`` works the same outside
-Nix. This module imports only ``schema`` and ``errors``.
+Nix. This module imports only ``schema``, ``pattern`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from forgegen import schema
+from forgegen import pattern, schema
 from forgegen.errors import ConfigError, UsageError
 
 PLAN_VERSION = 1
@@ -73,7 +73,7 @@ class GitOpsPlan(PlanModel):
     branch: str
     path: str
     file: str
-    commit_message: str
+    commit_message: schema.CommitPattern
     push_attempts: int
 
 
@@ -226,13 +226,9 @@ def json_document(document: dict[str, Any], *, depth: int = 1) -> str:
 # Building plans from a Config (pure)
 
 
-def _fill(pattern: str, **values: str) -> str:
-    return pattern.format(**values)
-
-
 def image_repository(config: schema.Config, name: str) -> str:
     svc = config.services[name]
-    image_name = svc.image.name or _fill(config.registry.image_name, project=config.project, service=name)
+    image_name = svc.image.name or pattern.fill(config.registry.image_name, {"project": config.project, "service": name})
     parts = [config.registry.host]
     if config.registry.organization:
         parts.append(config.registry.organization)
@@ -241,12 +237,12 @@ def image_repository(config: schema.Config, name: str) -> str:
 
 
 def _target(config: schema.Config, name: str, env: schema.Environment, index: int) -> TargetPlan:
-    cluster = env.cluster or env.name
-    names = dict(project=config.project, service=name, environment=env.name, cluster=cluster)
+    names = schema.name_values(config, name, env)
+    cluster = names["cluster"]
     flux = config.flux
     over = env.flux or schema.FluxOverride()
     source = over.source or flux.source
-    kustomizations = over.kustomizations or flux.kustomizations
+    kustomizations = [text for _, text in schema.kustomizations_of(config, env)]
     envs = [e.name for e in config.environments]
     promotion_from = env.promotion.from_ or (envs[index - 1] if index > 0 else None)
     return TargetPlan(
@@ -254,11 +250,11 @@ def _target(config: schema.Config, name: str, env: schema.Environment, index: in
         cluster=cluster,
         kube_context=env.kube_context,
         kubeconfig=env.kubeconfig,
-        namespace=_fill(env.namespace, **names),
+        namespace=pattern.fill(env.namespace, names),
         gitops=GitOpsPlan(
             repo=config.gitops.repo,
             branch=config.gitops.branch,
-            path=_fill(config.gitops.path, **names),
+            path=pattern.fill(config.gitops.path, names),
             file=config.gitops.file,
             commit_message=config.gitops.commit_message,
             push_attempts=config.gitops.push_attempts,
@@ -267,7 +263,7 @@ def _target(config: schema.Config, name: str, env: schema.Environment, index: in
             namespace=over.namespace or flux.namespace,
             source_kind=source.kind,
             source_name=source.name,
-            kustomizations=tuple(_fill(k, **names) for k in kustomizations),
+            kustomizations=tuple(pattern.fill(k, names) for k in kustomizations),
             timeout=over.timeout or flux.timeout,
         ),
         promotion=PromotionPlan(

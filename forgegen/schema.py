@@ -2,14 +2,13 @@
 
 Pydantic models, ``extra="forbid"`` and frozen. Constraints live in reusable ``Annotated`` types.
 :func:`load_config` reads a file and reports every problem at once, located by line and column.
-This module imports only ``errors`` and ``yamlsource`` from the package.
+This module imports only ``errors``, ``pattern`` and ``yamlsource`` from the package.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import string
 from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path, PurePosixPath
@@ -18,9 +17,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.json_schema import WithJsonSchema
 
+from forgegen import pattern
 from forgegen.errors import ConfigError, Problem
 from forgegen.yamlsource import Source, load_file, load_text, problems_from_pydantic
 
+Loc = tuple[str | int, ...]
 SCHEMA_VERSION = 1
 DEFAULT_FILE = "deploy.yaml"
 
@@ -111,15 +112,7 @@ def _short(value: Any) -> str:
 
 def _pattern(*allowed: str):
     def check(value: str) -> str:
-        try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
-        except ValueError as err:
-            raise ValueError(f"{value!r} is not a valid pattern ({err}); write literal braces as '{{{{' and '}}}}'") from None
-        unknown = sorted({f for f in fields if f not in allowed})
-        if unknown:
-            raise ValueError(
-                f"unknown placeholder {', '.join('{' + u + '}' for u in unknown)} in {value!r}; "
-                f"available: {', '.join('{' + a + '}' for a in allowed)}")
+        pattern.parse(value, allowed)  # ValueError with the message for deploy.yaml
         return value
     return check
 
@@ -142,9 +135,12 @@ System = Literal["x86_64-linux", "aarch64-linux", "armv7l-linux", "i686-linux", 
 Argv = Annotated[tuple[str, ...], Field(min_length=1)]
 
 NAME_FIELDS = ("project", "service", "environment", "cluster")
+IMAGE_FIELDS = ("project", "service")
+COMMIT_FIELDS = (*NAME_FIELDS, "tag", "image", "source_commit")
 PathPattern = Annotated[str, AfterValidator(_pattern(*NAME_FIELDS)), AfterValidator(_relpath)]
 NamePattern = Annotated[str, AfterValidator(_pattern(*NAME_FIELDS))]
-CommitPattern = Annotated[str, AfterValidator(_pattern(*NAME_FIELDS, "tag", "image", "source_commit"))]
+ImagePattern = Annotated[str, AfterValidator(_pattern(*IMAGE_FIELDS))]
+CommitPattern = Annotated[str, AfterValidator(_pattern(*COMMIT_FIELDS))]
 
 
 class Model(BaseModel):
@@ -170,7 +166,7 @@ class Registry(Model):
     host: RegistryHost = Field(description="registry host[:port], e.g. ghcr.io")
     organization: Annotated[str, AfterValidator(lambda v: _repo_path(v))] | None = Field(
         None, description="path prefix under the host (organization or user), e.g. acme")
-    image_name: NamePattern = Field("{service}", description="image name pattern; {project}, {service}")
+    image_name: ImagePattern = Field("{service}", description="image name pattern; {project}, {service}")
     insecure: bool = Field(False, description="plain HTTP / no TLS verification (local registries only)")
     credentials: Credentials = Credentials()
     push_attempts: int = Field(5, ge=1, le=20, description="attempts for transient push failures")
@@ -226,8 +222,8 @@ class FluxSource(Model):
 class Flux(Model):
     namespace: ObjectName = "flux-system"
     source: FluxSource = FluxSource()
-    kustomizations: tuple[Annotated[str, AfterValidator(_pattern(*NAME_FIELDS))], ...] = Field(
-        ("flux-system",), min_length=1, description="Kustomization names; {environment} {cluster} {project}")
+    kustomizations: tuple[NamePattern, ...] = Field(
+        ("flux-system",), min_length=1, description="Kustomization names; {environment} {cluster} {project} {service}")
     timeout: Duration = 300.0
 
 
@@ -236,7 +232,7 @@ class FluxOverride(Model):
 
     namespace: ObjectName | None = None
     source: FluxSource | None = None
-    kustomizations: tuple[str, ...] | None = None
+    kustomizations: tuple[NamePattern, ...] | None = None
     timeout: Duration | None = None
 
 
@@ -262,7 +258,8 @@ WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
 
 class Image(Model):
     package: NixAttrPath | None = Field(None, description="flake package attribute of the image (default: <service>-image)")
-    name: str | None = Field(None, description="registry image name (default: registry.image_name)")
+    name: Annotated[str, AfterValidator(lambda v: _repo_path(v))] | None = Field(
+        None, description="registry image name (default: registry.image_name)")
 
 
 class Workload(Model):
@@ -398,6 +395,59 @@ def reference_problems(config: Config) -> list[tuple[tuple[str | int, ...], str]
     return out
 
 
+def name_values(config: Config, service: str, env: Environment) -> dict[str, str]:
+    """What the name placeholders of ``service`` in ``env`` are filled with."""
+    return {"project": config.project, "service": service, "environment": env.name,
+            "cluster": env.cluster or env.name}
+
+
+def kustomizations_of(config: Config, env: Environment) -> tuple[tuple[Loc, str], ...]:
+    """The Kustomization patterns that apply to ``env``, with where each is configured."""
+    own = env.flux.kustomizations if env.flux else None
+    if own:
+        i = config.environments.index(env)
+        return tuple((("environments", i, "flux", "kustomizations", j), k) for j, k in enumerate(own))
+    return tuple((("flux", "kustomizations", j), k) for j, k in enumerate(config.flux.kustomizations))
+
+
+def _image_rule(value: str, config: Config) -> str:
+    _repo_path(value)
+    reference = "/".join(p for p in (config.registry.host, config.registry.organization, value) if p)
+    if len(reference) > 255:
+        raise ValueError(f"the image reference {reference[:60]!r}... is longer than 255 characters; shorten it")
+    return value
+
+
+def rendered_name_problems(config: Config) -> list[tuple[Loc, str]]:
+    """Every filled-in pattern checked as the name it becomes (namespace: a DNS-1123 label;
+    Kustomization: a Kubernetes object name; image: a registry repository path; GitOps path: a
+    relative path), so `forgegen check` refuses what would break later. One problem per field."""
+    out: dict[Loc, str] = {}
+
+    def check(loc: Loc, text: str, values: dict[str, str], rule, what: str) -> None:
+        if loc in out:
+            return
+        name = pattern.fill(text, values)
+        try:
+            rule(name)
+        except ValueError as err:
+            out[loc] = f"renders to {name!r} for {what}: {err}"
+
+    for sname, svc in config.services.items():
+        if svc.image.name is None:
+            check(("registry", "image_name"), config.registry.image_name,
+                  {"project": config.project, "service": sname}, lambda v: _image_rule(v, config), f"service {sname!r}")
+        for env in config.service_environments(sname):
+            i = config.environments.index(env)
+            values = name_values(config, sname, env)
+            what = f"service {sname!r} in {env.name!r}"
+            check(("environments", i, "namespace"), env.namespace, values, _dns_label, what)
+            check(("gitops", "path"), config.gitops.path, values, _relpath, what)
+            for loc, text in kustomizations_of(config, env):
+                check(loc, text, values, _dns_subdomain, what)
+    return list(out.items())
+
+
 def _dependency_cycle(config: Config) -> list[str] | None:
     state: dict[str, int] = {}
     stack: list[str] = []
@@ -426,6 +476,36 @@ def _dependency_cycle(config: Config) -> list[str] | None:
     return None
 
 
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text(value: str, loc: Loc, problems: list[tuple[Loc, str]], what: str = "") -> str:
+    """``value`` with JSON-style surrogate pairs (``"\\ud83d\\ude00"``) joined into the character
+    they encode; a NUL or a lone surrogate is a problem (no file, plan or Nix string can hold it)."""
+    if "\0" in value:
+        problems.append((loc, what + "contains a NUL character (\\0), which a plan and a Nix string cannot carry; remove it"))
+    if _SURROGATE.search(value):
+        value = _SURROGATE_PAIR.sub(lambda m: m.group().encode("utf-16", "surrogatepass").decode("utf-16"), value)
+        lone = _SURROGATE.search(value)
+        if lone:
+            problems.append((loc, what + f"contains a lone UTF-16 surrogate (\\u{ord(lone.group()):04x}), which is not text; "
+                                  "write the character itself, or both halves of its \\u pair"))
+    return value
+
+
+def clean_text(data: Any, loc: Loc, problems: list[tuple[Loc, str]]) -> Any:
+    """Every string (keys too) of parsed YAML checked with :func:`_text`."""
+    if isinstance(data, str):
+        return _text(data, loc, problems)
+    if isinstance(data, dict):
+        return {(_text(k, loc, problems, "a key ") if isinstance(k, str) else k): clean_text(v, loc + (k,), problems)
+                for k, v in data.items()}
+    if isinstance(data, list):
+        return [clean_text(v, loc + (i,), problems) for i, v in enumerate(data)]
+    return data
+
+
 def validate(source: Source) -> Config:
     """Validate parsed YAML; raise :class:`ConfigError` listing every problem."""
     data = source.data
@@ -437,13 +517,17 @@ def validate(source: Source) -> Config:
     if version is not None and version != SCHEMA_VERSION:
         raise ConfigError([source.problem(("version",), f"unsupported version {version!r}; this forgegen reads version {SCHEMA_VERSION}")])
     problems = list(source.problems)
+    text_problems: list[tuple[Loc, str]] = []
+    data = clean_text(data, (), text_problems)
+    problems += [source.problem(loc, msg) for loc, msg in text_problems]
     try:
         config = Config.model_validate(data)
     except ValidationError as err:
         problems += problems_from_pydantic(source, err.errors())
         config = None
-    if config is not None:
+    if config is not None and not text_problems:
         problems += [source.problem(loc, msg) for loc, msg in reference_problems(config)]
+        problems += [source.problem(loc, msg) for loc, msg in rendered_name_problems(config)]
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.column or 0, p.path))
         raise ConfigError(problems)
