@@ -8,8 +8,25 @@
 let
   fn = name: "forge.lib.apps.${name}";
 
+  # Characters ShellCheck (run by nixpkgs' writeShellApplication) flags inside '…' or "…":
+  # `$`, the backquote and `\` (SC2016, SC1003), control characters (SC1017) and the Unicode
+  # quotes it takes for typos (SC1111, SC1112).
+  controlChars = map (h: builtins.fromJSON "\"\\u00${h}\"") [
+    "01" "02" "03" "04" "05" "06" "07" "08" "09" "0a" "0b" "0c" "0d" "0e" "0f"
+    "10" "11" "12" "13" "14" "15" "16" "17" "18" "19" "1a" "1b" "1c" "1d" "1e" "1f" "7f"
+  ];
+  controlEscapes = map (h: "\\x${h}") [
+    "01" "02" "03" "04" "05" "06" "07" "08" "09" "0a" "0b" "0c" "0d" "0e" "0f"
+    "10" "11" "12" "13" "14" "15" "16" "17" "18" "19" "1a" "1b" "1c" "1d" "1e" "1f" "7f"
+  ];
+  shellcheckFlagged = [ "$" "`" "\\" "‘" "’" "“" "”" "″" "‶" ] ++ controlChars;
+
   /**
-    Quote a string for POSIX shells: `'…'` with embedded quotes written `'\''`.
+    Quote a string for bash so that it is one word, exactly the string, and passes ShellCheck
+    (which nixpkgs' `writeShellApplication` runs): `'…'` with embedded quotes written `'\''`;
+    or, when the string holds what ShellCheck flags in quotes (`$`, a backquote, a backslash,
+    a control character, a Unicode quote), ANSI-C `$'…'` with `\`, `'` and control characters
+    escaped.
 
     # Inputs
     `s`: the string (or anything `toString` accepts).
@@ -23,9 +40,19 @@ let
     ```nix
     escapeShellArg "it's"
     => "'it'\\''s'"
+
+    escapeShellArg "$HOME/`x`'\n"
+    => "$'$HOME/`x`\\'\\x0a'"
     ```
   */
-  escapeShellArg = s: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] (toString s) + "'";
+  escapeShellArg = s:
+    let
+      str = toString s;
+      flagged = builtins.replaceStrings shellcheckFlagged (map (_: "") shellcheckFlagged) str != str;
+    in
+    if flagged
+    then "$'" + builtins.replaceStrings ([ "\\" "'" ] ++ controlChars) ([ "\\\\" "\\'" ] ++ controlEscapes) str + "'"
+    else "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] str + "'";
 
   /**
     Quote every element of a list for the shell and join with spaces.
@@ -134,6 +161,9 @@ let
     A development app (`test:S`, `lint:S`, `fmt:S`, `fmt-check:S`): runs `command` in the
     service's directory (relative to where `nix run` is called: the repository root), with the
     service type's tools on PATH. A `null` command makes an app that explains how to set one.
+    The command is data, not script text: the app runs `bash -c COMMAND' "$@"'`, so it means
+    what it means at a prompt (`pytest $PYTEST_ARGS` splits the variable) and the app's own
+    script passes ShellCheck whatever the command holds.
 
     # Inputs
     `command`: a shell command, or `null`. `path`: the service's directory. `tools`: dotted
@@ -165,7 +195,7 @@ let
             exit 2
           fi
           cd ${escapeShellArg path}
-          ${command} "$@"
+          exec "$BASH" -c ${escapeShellArg "${command} \"$@\""} ${escapeShellArg name} "$@"
         '';
     };
 

@@ -28,8 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import NIX_CONFIG
+from tests.strategies import nix_text, tricky_text
 
 pytestmark = pytest.mark.nix
 
@@ -322,6 +325,25 @@ def test_escape_string_round_trips_through_nix(tmp_path: Path) -> None:
     proc = run(["nix-instantiate", "--eval", "--strict", "--json", str(source)])
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == TRICKY
+
+
+SHELL_TRICKY = ["", "it's", "$HOME", "${x}", "`id`", "a\\", "\\'", "'\\", "$(id)", "!x", "a b\nc\td", "*", "~",
+                "\"$@\"", "é→✓", "-n", "x'$y'z", "\\$"]
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(nix_text, tricky_text), min_size=1, max_size=20))
+@example(SHELL_TRICKY)
+@example(["\u2018"])  # found by this test: ShellCheck's SC1112 flags a Unicode quote inside '…'
+@example(["\r"])  # found by this test: SC1017, a literal carriage return
+def test_escape_shell_arg_is_one_exact_word_and_passes_shellcheck(values: list[str]) -> None:
+    quoted = nix_eval_json(f"map (import {LIB}).apps.escapeShellArg (builtins.fromJSON {nix_str(json.dumps(values))})")
+    script = "#!/bin/bash\nset -o errexit\nset -o nounset\nset -o pipefail\n\n" + "".join(
+        f"printf '%s\\0' {q}\n" for q in quoted)  # type: ignore[union-attr]
+    lint = subprocess.run(["shellcheck", "-"], input=script, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+    out = subprocess.run(["bash", "-c", script], capture_output=True, check=True).stdout.decode("utf-8")
+    assert out.split("\0")[:-1] == values
 
 
 # ---------------------------------------------------------------------------------------------
