@@ -435,7 +435,24 @@ PINNED_ERRORS = {
         "forge.lib.errors.mkError: `where` must be a string, got an integer: 1; for example forge.lib.errors.mkError {",
     'forge.lib.errorReporter.report { where = "x"; value = 1; problems = [ "oops" ]; }':
         "forge.lib.errorReporter.report: `problems` must be a list of problems",
+    # A throw inside the offending value must not hide Forge's own message.
+    'forge.lib.performance.parseSize { a = throw "inner"; b = 1; }':
+        "forge.lib.performance.parseSize: expected a number of bytes or a string such as \"500 MiB\", "
+        "got an attribute set: { a = «error»; b = 1; }",
+    'forge.lib.performance.parseSize "10000000 TiB"':
+        'forge.lib.performance.parseSize: "10000000 TiB" is over the largest budget, 1125899906842624 bytes (1024 TiB)',
+    'forge.lib.attic.nixConfig { endpoint = "https://user:s3cret@a.example"; cache = "main"; '
+    'publicKey = "main:6cOPPNt4YAWzp1Mau/LTxHxmtfk4vYcK2O0GWBsUf7g="; }':
+        "forge.lib.attic.nixConfig: 1 error: error: endpoint: must not carry credentials",
 }
+
+
+def test_an_attic_endpoint_secret_is_never_echoed() -> None:
+    expr = ('forge.lib.attic.nixConfig { endpoint = "https://user:s3cret@a.example/?token=t0ken"; cache = "main"; '
+            'publicKey = "main:6cOPPNt4YAWzp1Mau/LTxHxmtfk4vYcK2O0GWBsUf7g="; }')
+    p = run(["nix-instantiate", "--eval", "--strict", "-E", f"let forge.lib = import {LIB}; in {expr}"])
+    assert p.returncode != 0 and "must not carry credentials" in p.stderr
+    assert "s3cret" not in p.stderr and "t0ken" not in p.stderr
 
 
 def test_throw_messages_name_function_value_and_fix() -> None:
