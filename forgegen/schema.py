@@ -220,7 +220,7 @@ class FluxSource(Model):
 
 
 class Flux(Model):
-    namespace: ObjectName = "flux-system"
+    namespace: DnsLabel = Field("flux-system", description="namespace of the Flux objects (a DNS-1123 label)")
     source: FluxSource = FluxSource()
     kustomizations: tuple[NamePattern, ...] = Field(
         ("flux-system",), min_length=1, description="Kustomization names; {environment} {cluster} {project} {service}")
@@ -230,7 +230,7 @@ class Flux(Model):
 class FluxOverride(Model):
     """Per-environment Flux settings; unset fields inherit the top-level ``flux``."""
 
-    namespace: ObjectName | None = None
+    namespace: DnsLabel | None = None
     source: FluxSource | None = None
     kustomizations: tuple[NamePattern, ...] | None = None
     timeout: Duration | None = None

@@ -53,6 +53,9 @@ BAD = {
                            "environments[0].namespace", "label"),
     "field-selector-injection": ("services:", 'flux: {kustomizations: ["apps,metadata.name=x"]}\nservices:',
                                  "flux.kustomizations[0]", "Kubernetes object name"),
+    "flux-namespace-not-a-label": ("services:", 'flux: {namespace: "flux.system"}\nservices:', "flux.namespace", "label"),
+    "env-flux-namespace-not-a-label": ("  - name: prod", '  - name: prod\n    flux: {namespace: "a.b"}',
+                                       "environments[0].flux.namespace", "label"),
     "kustomization-newline": ("services:", 'flux: {kustomizations: ["apps-{environment}\\n"]}\nservices:',
                               "flux.kustomizations[0]", "Kubernetes object name"),
 }
