@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 _NAME = re.compile(r"[a-z][a-z_]*")
 _SHOWN = 40  # characters of an offending placeholder shown in a message
@@ -35,7 +36,11 @@ def _choices(allowed: Iterable[str]) -> str:
 def parse(text: str, allowed: Iterable[str]) -> tuple[Segment, ...]:
     """The segments of ``text``; :class:`ValueError` (a message for deploy.yaml) if it is not a
     pattern over ``allowed``."""
-    allowed = tuple(allowed)
+    return _parse(text, tuple(allowed))
+
+
+@lru_cache(maxsize=4096)  # a 500-service project fills the same few patterns thousands of times
+def _parse(text: str, allowed: tuple[str, ...]) -> tuple[Segment, ...]:
     segments: list[Segment] = []
     literal: list[str] = []
     i = 0

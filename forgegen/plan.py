@@ -242,7 +242,7 @@ def _target(config: schema.Config, name: str, env: schema.Environment, index: in
     flux = config.flux
     over = env.flux or schema.FluxOverride()
     source = over.source or flux.source
-    kustomizations = [text for _, text in schema.kustomizations_of(config, env)]
+    kustomizations = [text for _, text in schema.kustomizations_of(config, index)]
     envs = [e.name for e in config.environments]
     promotion_from = env.promotion.from_ or (envs[index - 1] if index > 0 else None)
     return TargetPlan(

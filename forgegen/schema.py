@@ -401,12 +401,12 @@ def name_values(config: Config, service: str, env: Environment) -> dict[str, str
             "cluster": env.cluster or env.name}
 
 
-def kustomizations_of(config: Config, env: Environment) -> tuple[tuple[Loc, str], ...]:
-    """The Kustomization patterns that apply to ``env``, with where each is configured."""
+def kustomizations_of(config: Config, index: int) -> tuple[tuple[Loc, str], ...]:
+    """The Kustomization patterns that apply to ``environments[index]``, with where each is set."""
+    env = config.environments[index]
     own = env.flux.kustomizations if env.flux else None
     if own:
-        i = config.environments.index(env)
-        return tuple((("environments", i, "flux", "kustomizations", j), k) for j, k in enumerate(own))
+        return tuple((("environments", index, "flux", "kustomizations", j), k) for j, k in enumerate(own))
     return tuple((("flux", "kustomizations", j), k) for j, k in enumerate(config.flux.kustomizations))
 
 
@@ -423,28 +423,30 @@ def rendered_name_problems(config: Config) -> list[tuple[Loc, str]]:
     Kustomization: a Kubernetes object name; image: a registry repository path; GitOps path: a
     relative path), so `forgegen check` refuses what would break later. One problem per field."""
     out: dict[Loc, str] = {}
+    kustomizations = [kustomizations_of(config, i) for i in range(len(config.environments))]
 
-    def check(loc: Loc, text: str, values: dict[str, str], rule, what: str) -> None:
+    def check(loc: Loc, text: str, values: dict[str, str], rule, env: str | None = None) -> None:
         if loc in out:
             return
         name = pattern.fill(text, values)
         try:
             rule(name)
         except ValueError as err:
+            what = f"service {values['service']!r}" + (f" in {env!r}" if env else "")
             out[loc] = f"renders to {name!r} for {what}: {err}"
 
     for sname, svc in config.services.items():
         if svc.image.name is None:
             check(("registry", "image_name"), config.registry.image_name,
-                  {"project": config.project, "service": sname}, lambda v: _image_rule(v, config), f"service {sname!r}")
-        for env in config.service_environments(sname):
-            i = config.environments.index(env)
+                  {"project": config.project, "service": sname}, lambda v: _image_rule(v, config))
+        for i, env in enumerate(config.environments):
+            if svc.environments is not None and env.name not in svc.environments:
+                continue
             values = name_values(config, sname, env)
-            what = f"service {sname!r} in {env.name!r}"
-            check(("environments", i, "namespace"), env.namespace, values, _dns_label, what)
-            check(("gitops", "path"), config.gitops.path, values, _relpath, what)
-            for loc, text in kustomizations_of(config, env):
-                check(loc, text, values, _dns_subdomain, what)
+            check(("environments", i, "namespace"), env.namespace, values, _dns_label, env.name)
+            check(("gitops", "path"), config.gitops.path, values, _relpath, env.name)
+            for loc, text in kustomizations[i]:
+                check(loc, text, values, _dns_subdomain, env.name)
     return list(out.items())
 
 
