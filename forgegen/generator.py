@@ -35,7 +35,11 @@ def sync(config_path: Path, *, root: Path | None = None, dry_run: bool = False) 
 
 
 def check(config_path: Path) -> schema.Config:
-    return schema.load_config(config_path)
+    """Validate ``deploy.yaml`` and render it in memory, so that check fails on whatever sync
+    would fail on (the schema already checks every rendered name; this catches the rest)."""
+    config = schema.load_config(config_path)
+    writer.encoded(render.render(config))
+    return config
 
 
 @dataclass(frozen=True)

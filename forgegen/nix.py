@@ -73,7 +73,7 @@ def nix_ident(name: str) -> NixText:
     """An attribute name: bare when it is a plain identifier, quoted otherwise (keywords too)."""
     if not isinstance(name, str):
         raise RenderError(f"nix_ident expects a string, got {type(name).__name__}: {name!r}")
-    if _IDENT.match(name) and name not in KEYWORDS:
+    if _IDENT.fullmatch(name) and name not in KEYWORDS:
         return NixText(name)
     return nix_str(name)
 

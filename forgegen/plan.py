@@ -1,9 +1,9 @@
 """The JSON plan: everything the runtime needs, resolved, in one versioned document.
 
 The generator writes one plan per service (``plans/<service>.json``) and one for the project
-(``plans/project.json``); the flake apps pass its store path with ``--plan``. The runtime reads
+(``plans/_project.json``); the flake apps pass its store path with ``--plan``. The runtime reads
 nothing else from the Nix side, so ``forge deploy --plan plan.json api`` works the same outside
-Nix. This module imports only ``schema`` and ``errors``.
+Nix. This module imports only ``schema``, ``pattern`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from forgegen import schema
+from forgegen import pattern, schema
 from forgegen.errors import ConfigError, UsageError
 
 PLAN_VERSION = 1
 GENERATOR = "forgegen"
+# The product-wide settings, next to the service plans. Service names are DNS labels, which never
+# start with "_", so no service plan can take this name.
+PROJECT_FILE = "_project.json"
 
 
 class PlanModel(BaseModel):
@@ -70,7 +73,7 @@ class GitOpsPlan(PlanModel):
     branch: str
     path: str
     file: str
-    commit_message: str
+    commit_message: schema.CommitPattern
     push_attempts: int
 
 
@@ -189,7 +192,7 @@ class Plan(PlanModel):
     def to_json(self) -> str:
         return json_document(self.model_dump(mode="json", by_alias=True))
 
-    def fragment_json(self, name: str, base: str = "project.json") -> str:
+    def fragment_json(self, name: str, base: str = PROJECT_FILE) -> str:
         """One service's plan as a fragment: its ``services`` entry, plus the file (next to it)
         holding the product-wide settings. :func:`load_plan` and ``forge.lib.apps.mergePlans``
         join the two, so the repository does not repeat those settings once per service."""
@@ -223,13 +226,9 @@ def json_document(document: dict[str, Any], *, depth: int = 1) -> str:
 # Building plans from a Config (pure)
 
 
-def _fill(pattern: str, **values: str) -> str:
-    return pattern.format(**values)
-
-
 def image_repository(config: schema.Config, name: str) -> str:
     svc = config.services[name]
-    image_name = svc.image.name or _fill(config.registry.image_name, project=config.project, service=name)
+    image_name = svc.image.name or pattern.fill(config.registry.image_name, {"project": config.project, "service": name})
     parts = [config.registry.host]
     if config.registry.organization:
         parts.append(config.registry.organization)
@@ -238,12 +237,12 @@ def image_repository(config: schema.Config, name: str) -> str:
 
 
 def _target(config: schema.Config, name: str, env: schema.Environment, index: int) -> TargetPlan:
-    cluster = env.cluster or env.name
-    names = dict(project=config.project, service=name, environment=env.name, cluster=cluster)
+    names = schema.name_values(config, name, env)
+    cluster = names["cluster"]
     flux = config.flux
     over = env.flux or schema.FluxOverride()
     source = over.source or flux.source
-    kustomizations = over.kustomizations or flux.kustomizations
+    kustomizations = [text for _, text in schema.kustomizations_of(config, index)]
     envs = [e.name for e in config.environments]
     promotion_from = env.promotion.from_ or (envs[index - 1] if index > 0 else None)
     return TargetPlan(
@@ -251,11 +250,11 @@ def _target(config: schema.Config, name: str, env: schema.Environment, index: in
         cluster=cluster,
         kube_context=env.kube_context,
         kubeconfig=env.kubeconfig,
-        namespace=_fill(env.namespace, **names),
+        namespace=pattern.fill(env.namespace, names),
         gitops=GitOpsPlan(
             repo=config.gitops.repo,
             branch=config.gitops.branch,
-            path=_fill(config.gitops.path, **names),
+            path=pattern.fill(config.gitops.path, names),
             file=config.gitops.file,
             commit_message=config.gitops.commit_message,
             push_attempts=config.gitops.push_attempts,
@@ -264,7 +263,7 @@ def _target(config: schema.Config, name: str, env: schema.Environment, index: in
             namespace=over.namespace or flux.namespace,
             source_kind=source.kind,
             source_name=source.name,
-            kustomizations=tuple(_fill(k, **names) for k in kustomizations),
+            kustomizations=tuple(pattern.fill(k, names) for k in kustomizations),
             timeout=over.timeout or flux.timeout,
         ),
         promotion=PromotionPlan(
@@ -324,9 +323,7 @@ def build_plan(config: schema.Config, services: list[str] | None = None) -> Plan
     )
 
 
-def load_plan(path: str | Path) -> Plan:
-    """Read a plan file written by ``forgegen sync`` (exit 2 with a clear message otherwise)."""
-    path = Path(path)
+def _read_document(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -336,15 +333,53 @@ def load_plan(path: str | Path) -> Plan:
         raise ConfigError(f"{path}: cannot read the plan: {err}") from err
     if not isinstance(data, dict) or data.get("generator") != GENERATOR:
         raise ConfigError(f"{path}: not a Forge plan (no \"generator\": \"forgegen\")")
-    base = data.pop("base", None)
-    if base is not None:  # a per-service fragment: the product-wide settings live next to it
-        common = load_plan(path.parent / str(base))
-        data = {**common.model_dump(mode="json", by_alias=True), **data,
-                "services": list(data.get("services") or [])}
+    return data
+
+
+def _services_of(path: Path, data: dict[str, Any]) -> list[Any]:
+    services = data.get("services", [])
+    if not isinstance(services, list):
+        raise ConfigError(f"{path}: services: must be a list", hint="regenerate it with `forgegen sync`")
+    return services
+
+
+def _joined(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """A plan document with its ``base`` (the product-wide settings) and ``parts`` (further
+    fragments whose services are appended, in order) read in. Relative names are relative to
+    ``path``'s directory; ``forge.lib.apps.mergePlans`` writes store paths. The files are read
+    as they are, so every value arrives exactly as ``forgegen sync`` wrote it."""
+    base, parts = data.pop("base", None), data.pop("parts", None)
+    services = _services_of(path, data)
+    if base is not None:
+        base_path = path.parent / str(base)
+        common = _read_document(base_path)
+        common.pop("base", None)
+        common.pop("parts", None)
+        data = {**common, **data, "services": _services_of(base_path, common) + services}
+    if parts is not None:
+        if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
+            raise ConfigError(f"{path}: parts: must be a list of plan files", hint="regenerate it with `forgegen sync`")
+        for part in parts:
+            part_path = path.parent / part
+            doc = _read_document(part_path)
+            _check_version(part_path, doc)
+            data["services"] = list(data.get("services") or []) + _services_of(part_path, doc)
+    return data
+
+
+def _check_version(path: Path, data: dict[str, Any]) -> None:
     version = data.get("plan_version")
     if version != PLAN_VERSION:
         raise ConfigError(f"{path}: plan version {version!r} is not supported by this forge (it reads {PLAN_VERSION})",
                           hint="run `forgegen sync` with the same Forge version as the runtime")
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read a plan file written by ``forgegen sync`` or ``forge.lib.apps.mergePlans`` (exit 2
+    with a clear message otherwise)."""
+    path = Path(path)
+    data = _joined(path, _read_document(path))
+    _check_version(path, data)
     try:
         return Plan.model_validate(data)
     except ValidationError as err:

@@ -2,23 +2,26 @@
 
 Pydantic models, ``extra="forbid"`` and frozen. Constraints live in reusable ``Annotated`` types.
 :func:`load_config` reads a file and reports every problem at once, located by line and column.
-This module imports only ``errors`` and ``yamlsource`` from the package.
+This module imports only ``errors``, ``pattern`` and ``yamlsource`` from the package.
 """
 
 from __future__ import annotations
 
+import math
 import re
-import string
 from collections.abc import Mapping
+from fractions import Fraction
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.json_schema import WithJsonSchema
 
+from forgegen import pattern
 from forgegen.errors import ConfigError, Problem
 from forgegen.yamlsource import Source, load_file, load_text, problems_from_pydantic
 
+Loc = tuple[str | int, ...]
 SCHEMA_VERSION = 1
 DEFAULT_FILE = "deploy.yaml"
 
@@ -33,7 +36,8 @@ _HOST = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?$")
 _REPO_PATH = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)(ms|s|m|h)\s*)+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_UNITS = {"ms": Fraction(1, 1000), "s": Fraction(1), "m": Fraction(60), "h": Fraction(3600)}
+_MAX_SECONDS = 10**9  # about 31 years: beyond it a value is a typo, and floats stop being exact
 NIX_KEYWORDS = frozenset({"if", "then", "else", "assert", "with", "let", "in", "rec", "inherit", "or"})
 
 SYSTEMS = ("x86_64-linux", "aarch64-linux", "armv7l-linux", "i686-linux", "riscv64-linux",
@@ -41,7 +45,7 @@ SYSTEMS = ("x86_64-linux", "aarch64-linux", "armv7l-linux", "i686-linux", "riscv
 
 
 def _dns_label(value: str) -> str:
-    if len(value) > 63 or not _DNS_LABEL.match(value):
+    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a DNS-1123 label; use 1-63 lowercase letters, digits and '-', "
             "starting with a letter and ending with a letter or digit (e.g. 'api', 'web-frontend')")
@@ -49,7 +53,7 @@ def _dns_label(value: str) -> str:
 
 
 def _dns_subdomain(value: str) -> str:
-    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid Kubernetes object name; use lowercase "
                          "letters, digits, '-' and '.' (e.g. 'flux-system')")
     return value
@@ -57,21 +61,21 @@ def _dns_subdomain(value: str) -> str:
 
 def _nix_attr_path(value: str) -> str:
     parts = value.split(".")
-    if not all(_NIX_ATTR.match(p) for p in parts):
+    if not all(_NIX_ATTR.fullmatch(p) for p in parts):
         raise ValueError(f"{value!r} is not a flake attribute path; use names like "
                          "'api-image' or 'images.api' (letters, digits, '_', '-', \"'\", joined by '.')")
     return value
 
 
 def _env_var(value: str) -> str:
-    if not _ENV_VAR.match(value):
+    if not _ENV_VAR.fullmatch(value):
         raise ValueError(f"{value!r} is not an environment variable name (e.g. 'GHCR_TOKEN'); name the "
                          "variable that holds the secret, never the secret itself")
     return value
 
 
 def _host(value: str) -> str:
-    if not _HOST.match(value):
+    if not _HOST.fullmatch(value):
         raise ValueError(f"{value!r} is not a registry host; use host or host:port, without "
                          "a scheme or path (e.g. 'ghcr.io', 'localhost:5000')")
     return value
@@ -88,27 +92,27 @@ def _duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("a duration must be seconds or a string like '90s', '5m', '1h30m'")
     if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str) and _DURATION.match(value):
-        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value))
+        # exact arithmetic, so '1.1h' is 3960.0 and not 3960.0000000000005
+        exact = Fraction(value) if isinstance(value, int) or math.isfinite(value) else None
+    elif isinstance(value, str) and _DURATION.fullmatch(value):
+        exact = sum((Fraction(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value)), Fraction(0))
     else:
         raise ValueError(f"{value!r} is not a duration; use seconds or a string like '90s', '5m', '1h30m'")
-    if seconds <= 0:
+    if exact is None or exact > _MAX_SECONDS:
+        raise ValueError(f"{_short(value)} is not a usable duration; use at most {_MAX_SECONDS} seconds")
+    if exact <= 0:
         raise ValueError(f"{value!r} must be a positive duration")
-    return seconds
+    return float(exact)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _pattern(*allowed: str):
     def check(value: str) -> str:
-        try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
-        except ValueError as err:
-            raise ValueError(f"{value!r} is not a valid pattern ({err}); write literal braces as '{{{{' and '}}}}'") from None
-        unknown = sorted({f for f in fields if f not in allowed})
-        if unknown:
-            raise ValueError(
-                f"unknown placeholder {', '.join('{' + u + '}' for u in unknown)} in {value!r}; "
-                f"available: {', '.join('{' + a + '}' for a in allowed)}")
+        pattern.parse(value, allowed)  # ValueError with the message for deploy.yaml
         return value
     return check
 
@@ -131,9 +135,12 @@ System = Literal["x86_64-linux", "aarch64-linux", "armv7l-linux", "i686-linux", 
 Argv = Annotated[tuple[str, ...], Field(min_length=1)]
 
 NAME_FIELDS = ("project", "service", "environment", "cluster")
+IMAGE_FIELDS = ("project", "service")
+COMMIT_FIELDS = (*NAME_FIELDS, "tag", "image", "source_commit")
 PathPattern = Annotated[str, AfterValidator(_pattern(*NAME_FIELDS)), AfterValidator(_relpath)]
 NamePattern = Annotated[str, AfterValidator(_pattern(*NAME_FIELDS))]
-CommitPattern = Annotated[str, AfterValidator(_pattern(*NAME_FIELDS, "tag", "image", "source_commit"))]
+ImagePattern = Annotated[str, AfterValidator(_pattern(*IMAGE_FIELDS))]
+CommitPattern = Annotated[str, AfterValidator(_pattern(*COMMIT_FIELDS))]
 
 
 class Model(BaseModel):
@@ -159,14 +166,14 @@ class Registry(Model):
     host: RegistryHost = Field(description="registry host[:port], e.g. ghcr.io")
     organization: Annotated[str, AfterValidator(lambda v: _repo_path(v))] | None = Field(
         None, description="path prefix under the host (organization or user), e.g. acme")
-    image_name: NamePattern = Field("{service}", description="image name pattern; {project}, {service}")
+    image_name: ImagePattern = Field("{service}", description="image name pattern; {project}, {service}")
     insecure: bool = Field(False, description="plain HTTP / no TLS verification (local registries only)")
     credentials: Credentials = Credentials()
     push_attempts: int = Field(5, ge=1, le=20, description="attempts for transient push failures")
 
 
 def _repo_path(value: str) -> str:
-    if not _REPO_PATH.match(value):
+    if not _REPO_PATH.fullmatch(value):
         raise ValueError(f"{value!r} is not a registry repository path; use lowercase letters, "
                          "digits, '.', '_', '-' and '/' (e.g. 'acme' or 'acme/team')")
     return value
@@ -213,19 +220,19 @@ class FluxSource(Model):
 
 
 class Flux(Model):
-    namespace: ObjectName = "flux-system"
+    namespace: DnsLabel = Field("flux-system", description="namespace of the Flux objects (a DNS-1123 label)")
     source: FluxSource = FluxSource()
-    kustomizations: tuple[Annotated[str, AfterValidator(_pattern(*NAME_FIELDS))], ...] = Field(
-        ("flux-system",), min_length=1, description="Kustomization names; {environment} {cluster} {project}")
+    kustomizations: tuple[NamePattern, ...] = Field(
+        ("flux-system",), min_length=1, description="Kustomization names; {environment} {cluster} {project} {service}")
     timeout: Duration = 300.0
 
 
 class FluxOverride(Model):
     """Per-environment Flux settings; unset fields inherit the top-level ``flux``."""
 
-    namespace: ObjectName | None = None
+    namespace: DnsLabel | None = None
     source: FluxSource | None = None
-    kustomizations: tuple[str, ...] | None = None
+    kustomizations: tuple[NamePattern, ...] | None = None
     timeout: Duration | None = None
 
 
@@ -251,7 +258,8 @@ WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
 
 class Image(Model):
     package: NixAttrPath | None = Field(None, description="flake package attribute of the image (default: <service>-image)")
-    name: str | None = Field(None, description="registry image name (default: registry.image_name)")
+    name: Annotated[str, AfterValidator(lambda v: _repo_path(v))] | None = Field(
+        None, description="registry image name (default: registry.image_name)")
 
 
 class Workload(Model):
@@ -387,6 +395,61 @@ def reference_problems(config: Config) -> list[tuple[tuple[str | int, ...], str]
     return out
 
 
+def name_values(config: Config, service: str, env: Environment) -> dict[str, str]:
+    """What the name placeholders of ``service`` in ``env`` are filled with."""
+    return {"project": config.project, "service": service, "environment": env.name,
+            "cluster": env.cluster or env.name}
+
+
+def kustomizations_of(config: Config, index: int) -> tuple[tuple[Loc, str], ...]:
+    """The Kustomization patterns that apply to ``environments[index]``, with where each is set."""
+    env = config.environments[index]
+    own = env.flux.kustomizations if env.flux else None
+    if own:
+        return tuple((("environments", index, "flux", "kustomizations", j), k) for j, k in enumerate(own))
+    return tuple((("flux", "kustomizations", j), k) for j, k in enumerate(config.flux.kustomizations))
+
+
+def _image_rule(value: str, config: Config) -> str:
+    _repo_path(value)
+    reference = "/".join(p for p in (config.registry.host, config.registry.organization, value) if p)
+    if len(reference) > 255:
+        raise ValueError(f"the image reference {reference[:60]!r}... is longer than 255 characters; shorten it")
+    return value
+
+
+def rendered_name_problems(config: Config) -> list[tuple[Loc, str]]:
+    """Every filled-in pattern checked as the name it becomes (namespace: a DNS-1123 label;
+    Kustomization: a Kubernetes object name; image: a registry repository path; GitOps path: a
+    relative path), so `forgegen check` refuses what would break later. One problem per field."""
+    out: dict[Loc, str] = {}
+    kustomizations = [kustomizations_of(config, i) for i in range(len(config.environments))]
+
+    def check(loc: Loc, text: str, values: dict[str, str], rule, env: str | None = None) -> None:
+        if loc in out:
+            return
+        name = pattern.fill(text, values)
+        try:
+            rule(name)
+        except ValueError as err:
+            what = f"service {values['service']!r}" + (f" in {env!r}" if env else "")
+            out[loc] = f"renders to {name!r} for {what}: {err}"
+
+    for sname, svc in config.services.items():
+        if svc.image.name is None:
+            check(("registry", "image_name"), config.registry.image_name,
+                  {"project": config.project, "service": sname}, lambda v: _image_rule(v, config))
+        for i, env in enumerate(config.environments):
+            if svc.environments is not None and env.name not in svc.environments:
+                continue
+            values = name_values(config, sname, env)
+            check(("environments", i, "namespace"), env.namespace, values, _dns_label, env.name)
+            check(("gitops", "path"), config.gitops.path, values, _relpath, env.name)
+            for loc, text in kustomizations[i]:
+                check(loc, text, values, _dns_subdomain, env.name)
+    return list(out.items())
+
+
 def _dependency_cycle(config: Config) -> list[str] | None:
     state: dict[str, int] = {}
     stack: list[str] = []
@@ -415,6 +478,36 @@ def _dependency_cycle(config: Config) -> list[str] | None:
     return None
 
 
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text(value: str, loc: Loc, problems: list[tuple[Loc, str]], what: str = "") -> str:
+    """``value`` with JSON-style surrogate pairs (``"\\ud83d\\ude00"``) joined into the character
+    they encode; a NUL or a lone surrogate is a problem (no file, plan or Nix string can hold it)."""
+    if "\0" in value:
+        problems.append((loc, what + "contains a NUL character (\\0), which a plan and a Nix string cannot carry; remove it"))
+    if _SURROGATE.search(value):
+        value = _SURROGATE_PAIR.sub(lambda m: m.group().encode("utf-16", "surrogatepass").decode("utf-16"), value)
+        lone = _SURROGATE.search(value)
+        if lone:
+            problems.append((loc, what + f"contains a lone UTF-16 surrogate (\\u{ord(lone.group()):04x}), which is not text; "
+                                  "write the character itself, or both halves of its \\u pair"))
+    return value
+
+
+def clean_text(data: Any, loc: Loc, problems: list[tuple[Loc, str]]) -> Any:
+    """Every string (keys too) of parsed YAML checked with :func:`_text`."""
+    if isinstance(data, str):
+        return _text(data, loc, problems)
+    if isinstance(data, dict):
+        return {(_text(k, loc, problems, "a key ") if isinstance(k, str) else k): clean_text(v, loc + (k,), problems)
+                for k, v in data.items()}
+    if isinstance(data, list):
+        return [clean_text(v, loc + (i,), problems) for i, v in enumerate(data)]
+    return data
+
+
 def validate(source: Source) -> Config:
     """Validate parsed YAML; raise :class:`ConfigError` listing every problem."""
     data = source.data
@@ -426,13 +519,17 @@ def validate(source: Source) -> Config:
     if version is not None and version != SCHEMA_VERSION:
         raise ConfigError([source.problem(("version",), f"unsupported version {version!r}; this forgegen reads version {SCHEMA_VERSION}")])
     problems = list(source.problems)
+    text_problems: list[tuple[Loc, str]] = []
+    data = clean_text(data, (), text_problems)
+    problems += [source.problem(loc, msg) for loc, msg in text_problems]
     try:
         config = Config.model_validate(data)
     except ValidationError as err:
         problems += problems_from_pydantic(source, err.errors())
         config = None
-    if config is not None:
+    if config is not None and not text_problems:
         problems += [source.problem(loc, msg) for loc, msg in reference_problems(config)]
+        problems += [source.problem(loc, msg) for loc, msg in rendered_name_problems(config)]
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.column or 0, p.path))
         raise ConfigError(problems)

@@ -1,12 +1,14 @@
 """Write rendered files: one verb per file, ``create`` / ``identical`` / ``overwrite`` / ``remove``.
 
 Only files forgegen generated are ever removed. ``dry_run`` writes nothing; so does ``check``,
-which the CLI turns into exit code 1 when anything would change. Writes are atomic (temp file and
-rename), and nothing is written when any path is unsafe, so a failed sync leaves no half state.
+which the CLI turns into exit code 1 when anything would change. Every file is staged (a temp
+file next to it) before any is moved into place, and nothing is written when any path is unsafe
+or any text cannot be encoded, so a failed sync leaves no half state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -45,11 +47,23 @@ class Outcome:
                 "summary": {v: self.count(v) for v in VERBS}}
 
 
+def encoded(files: Mapping[str, str]) -> dict[str, bytes]:
+    """The files as UTF-8 bytes, or :class:`RenderError` naming the first that cannot be."""
+    out = {}
+    for rel, text in files.items():
+        try:
+            out[rel] = text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise RenderError(f"cannot write {rel}: its text is not valid UTF-8 ({err.reason}); nothing was written") from err
+    return out
+
+
 def plan_changes(root: Path, files: Mapping[str, str], managed_dir: str,
                  is_generated: Callable[[Path], bool]) -> list[Change]:
     """Compare rendered ``files`` with what is on disk under ``root``."""
+    data = encoded(files)
     changes: list[Change] = []
-    for rel, text in sorted(files.items()):
+    for rel in sorted(files):
         _check_inside(root, rel)
         target = root / rel
         try:
@@ -57,9 +71,9 @@ def plan_changes(root: Path, files: Mapping[str, str], managed_dir: str,
         except FileNotFoundError:
             changes.append(Change("create", rel))
             continue
-        except IsADirectoryError as err:
-            raise RenderError(f"cannot write {rel}: a directory is in the way; move it aside") from err
-        changes.append(Change("identical" if current == text.encode("utf-8") else "overwrite", rel))
+        except (IsADirectoryError, NotADirectoryError) as err:
+            raise RenderError(f"cannot write {rel}: a directory or file is in the way; move it aside") from err
+        changes.append(Change("identical" if current == data[rel] else "overwrite", rel))
     managed = root / managed_dir
     if managed.is_dir():
         for path in sorted(managed.rglob("*")):
@@ -70,12 +84,29 @@ def plan_changes(root: Path, files: Mapping[str, str], managed_dir: str,
 
 
 def apply_changes(root: Path, files: Mapping[str, str], changes: list[Change]) -> None:
+    """Stage every new file next to its target first, then move them all into place: a failure
+    while staging (disk full, a bad path) leaves every file as it was."""
+    data = encoded(files)
+    staged: list[tuple[str, Path]] = []
+    made: list[Path] = []
+    try:
+        for change in changes:
+            if change.verb in ("create", "overwrite"):
+                target = root / change.path
+                made += _make_parents(target.parent, root)
+                staged.append((_stage(target, data[change.path]), target))
+    except BaseException:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        for directory in reversed(made):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
+    for tmp, target in staged:
+        os.replace(tmp, target)
     for change in changes:
-        target = root / change.path
-        if change.verb in ("create", "overwrite"):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(target, files[change.path])
-        elif change.verb == "remove":
+        if change.verb == "remove":
+            target = root / change.path
             target.unlink(missing_ok=True)
             _prune_empty_dirs(target.parent, root)
 
@@ -94,16 +125,27 @@ def _check_inside(root: Path, rel: str) -> None:
         raise RenderError(f"refusing to write {rel!r}: outside the repository")
 
 
-def _atomic_write(target: Path, text: str) -> None:
+def _make_parents(directory: Path, root: Path) -> list[Path]:
+    """Create ``directory`` and its missing parents; return the ones created, outermost first."""
+    missing = []
+    while directory != root and not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for d in reversed(missing):
+        d.mkdir()
+    return list(reversed(missing))
+
+
+def _stage(target: Path, data: bytes) -> str:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return tmp
 
 
 def _prune_empty_dirs(directory: Path, root: Path) -> None:

@@ -8,8 +8,25 @@
 let
   fn = name: "forge.lib.apps.${name}";
 
+  # Characters ShellCheck (run by nixpkgs' writeShellApplication) flags inside '…' or "…":
+  # `$`, the backquote and `\` (SC2016, SC1003), control characters (SC1017) and the Unicode
+  # quotes it takes for typos (SC1111, SC1112).
+  controlChars = map (h: builtins.fromJSON "\"\\u00${h}\"") [
+    "01" "02" "03" "04" "05" "06" "07" "08" "09" "0a" "0b" "0c" "0d" "0e" "0f"
+    "10" "11" "12" "13" "14" "15" "16" "17" "18" "19" "1a" "1b" "1c" "1d" "1e" "1f" "7f"
+  ];
+  controlEscapes = map (h: "\\x${h}") [
+    "01" "02" "03" "04" "05" "06" "07" "08" "09" "0a" "0b" "0c" "0d" "0e" "0f"
+    "10" "11" "12" "13" "14" "15" "16" "17" "18" "19" "1a" "1b" "1c" "1d" "1e" "1f" "7f"
+  ];
+  shellcheckFlagged = [ "$" "`" "\\" "‘" "’" "“" "”" "″" "‶" ] ++ controlChars;
+
   /**
-    Quote a string for POSIX shells: `'…'` with embedded quotes written `'\''`.
+    Quote a string for bash so that it is one word, exactly the string, and passes ShellCheck
+    (which nixpkgs' `writeShellApplication` runs): `'…'` with embedded quotes written `'\''`;
+    or, when the string holds what ShellCheck flags in quotes (`$`, a backquote, a backslash,
+    a control character, a Unicode quote), ANSI-C `$'…'` with `\`, `'` and control characters
+    escaped.
 
     # Inputs
     `s`: the string (or anything `toString` accepts).
@@ -23,9 +40,19 @@ let
     ```nix
     escapeShellArg "it's"
     => "'it'\\''s'"
+
+    escapeShellArg "$HOME/`x`'\n"
+    => "$'$HOME/`x`\\'\\x0a'"
     ```
   */
-  escapeShellArg = s: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] (toString s) + "'";
+  escapeShellArg = s:
+    let
+      str = toString s;
+      flagged = builtins.replaceStrings shellcheckFlagged (map (_: "") shellcheckFlagged) str != str;
+    in
+    if flagged
+    then "$'" + builtins.replaceStrings ([ "\\" "'" ] ++ controlChars) ([ "\\\\" "\\'" ] ++ controlEscapes) str + "'"
+    else "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] str + "'";
 
   /**
     Quote every element of a list for the shell and join with spaces.
@@ -134,6 +161,9 @@ let
     A development app (`test:S`, `lint:S`, `fmt:S`, `fmt-check:S`): runs `command` in the
     service's directory (relative to where `nix run` is called: the repository root), with the
     service type's tools on PATH. A `null` command makes an app that explains how to set one.
+    The command is data, not script text: the app runs `bash -c COMMAND' "$@"'`, so it means
+    what it means at a prompt (`pytest $PYTEST_ARGS` splits the variable) and the app's own
+    script passes ShellCheck whatever the command holds.
 
     # Inputs
     `command`: a shell command, or `null`. `path`: the service's directory. `tools`: dotted
@@ -165,7 +195,7 @@ let
             exit 2
           fi
           cd ${escapeShellArg path}
-          ${command} "$@"
+          exec "$BASH" -c ${escapeShellArg "${command} \"$@\""} ${escapeShellArg name} "$@"
         '';
     };
 
@@ -399,7 +429,7 @@ let
     # Inputs
     `index`: service name → `{ plan; environments; }`. `project`, `environments`: for the
     product-wide apps. `order`: the services in deploy.yaml's order. `projectPlan`: the
-    product-wide settings (`plans/project.json`). `runtime`: the package with the `forge` and
+    product-wide settings (`plans/_project.json`). `runtime`: the package with the `forge` and
     `forgegen` commands.
 
     # Type
@@ -444,11 +474,13 @@ let
 
   /**
     A JSON plan file made of `base` with the `services` of every plan in `plans` appended, in
-    order. Lazy: nothing is read until the result is used.
+    order. The plan files are not re-encoded (Nix would print floats with 6 significant digits):
+    the result names them by store path (`base`, `parts`) and the Forge runtime (`load_plan`)
+    reads each one as `forgegen sync` wrote it. Lazy: nothing is read until the result is used.
 
     # Inputs
     `name`: the store file's name. `base`: a plan file, or the plan as an attrset (its
-    `services` are kept first).
+    `services` are kept first; numbers in an attrset are written as Nix prints them).
     `plans`: plan files whose services are appended.
 
     # Type
@@ -464,12 +496,13 @@ let
   */
   mergePlans = { name, base, plans }:
     let
-      read = file: builtins.fromJSON (builtins.readFile file);
-      first = builtins.removeAttrs (if builtins.isAttrs base then base else read base) [ "base" ];
+      baseFile = if builtins.isAttrs base then builtins.toFile "base-${name}" (builtins.toJSON base) else base;
     in
-    builtins.toFile name (builtins.toJSON (first // {
-      services = first.services ++ builtins.concatMap (p: (read p).services) plans;
-    }));
+    builtins.toFile name (builtins.toJSON {
+      generator = "forgegen";
+      base = "${baseFile}";
+      parts = map (p: "${p}") plans;
+    });
 in
 {
   inherit escapeShellArg escapeShellArgs getPackage mkApp mkForgeApp mkDevApp serviceAppNames validateService loadService serviceAppEntries projectAppEntries mkTableApp mkProject mergePlans;

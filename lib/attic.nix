@@ -4,7 +4,8 @@
   Every function takes the same cache description `{ endpoint; cache; publicKey; }`:
 
   - `endpoint`: the Attic server URL, `http://` or `https://`, optionally with a path prefix; a
-    trailing `/` is ignored.
+    trailing `/` is ignored. No user-info (`https://user:token@…`), query or fragment: the URL
+    ends up in `nixConfig` and the world-readable store (tokens go in a netrc file).
   - `cache`: the cache name (Attic's rule: a letter or digit, then up to 49 letters, digits, `-`,
     `_` or `+`).
   - `publicKey`: the cache's signing key as Nix expects it, `<name>:<base64 of 32 bytes>`
@@ -101,7 +102,12 @@ let
         optional = [ ];
       }
       ++ (
-        if cfg ? endpoint then
+        if cfg ? endpoint && isString cfg.endpoint && match "[A-Za-z][-A-Za-z0-9+.]*://[^/]*@.*" cfg.endpoint != null then
+          # Never echo the value: it holds a secret.
+          r.error [ "endpoint" ] "must not carry credentials (user-info before @): they would be written into nixConfig and the world-readable Nix store; remove them and give the token to Nix in a netrc file (netrc-file in nix.conf)"
+        else if cfg ? endpoint && isString cfg.endpoint && match "[^?#]*[?#].*" cfg.endpoint != null then
+          r.error [ "endpoint" ] "must not have a query or a fragment (? or #): the cache URL is <endpoint>/<cache>; put a token in a netrc file, never in the URL"
+        else if cfg ? endpoint then
           r.checkMatch [ "endpoint" ] endpointRe "an http:// or https:// URL such as \"https://attic.example.com\"" cfg.endpoint
           ++ r.warnIf (
             isString cfg.endpoint && match "http://.*" cfg.endpoint != null

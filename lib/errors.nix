@@ -47,14 +47,35 @@ let
     string = "a string";
   };
 
+  # What `show` prints at most: list elements and attributes per level, characters of a string,
+  # characters in all. A pkgs-sized set stays a short line.
+  showItems = 8;
+  showChars = 200;
+  showTotal = 1000;
+
+  # Whether forcing `value` (to weak head normal form) succeeds; a `throw` or a failed
+  # `assert` inside a value shown in a message must not replace the message.
+  forces = value: (builtins.tryEval (builtins.seq value true)).success;
+  orError = value: f: if forces value then f value else "«error»";
+
+  truncate =
+    limit: text:
+    if builtins.stringLength text <= limit then text else builtins.substring 0 (limit - 1) text + "…";
+
+  firstItems = list: builtins.genList (builtins.elemAt list) (if length list < showItems then length list else showItems);
+
+  more = n: noun: if n <= showItems then "" else " … (${toString n} ${noun})";
+
   # `show` with an explicit depth; levels below 0 are elided.
-  showDepth =
+  showDepth = depth: value: orError value (showForced depth);
+
+  showForced =
     depth: value:
     let
       type = typeOf value;
     in
     if type == "string" then
-      errors.escapeString value
+      truncate showChars (errors.escapeString value)
     else if type == "null" then
       "null"
     else if type == "bool" then
@@ -72,21 +93,30 @@ let
         else if depth < 0 then
           "[ … ]"
         else
-          "[ " + concatStringsSep " " (map (showDepth (depth - 1)) value) + " ]"
+          "[ "
+          + concatStringsSep " " (map (showDepth (depth - 1)) (firstItems value))
+          + more (length value) "elements"
+          + " ]"
       )
     else if type == "set" then
       (
-        if value.type or null == "derivation" then
-          "«derivation ${value.name or "?"}»"
-        else if value == { } then
+        let
+          names = attrNames value;
+          kind = builtins.tryEval (value.type or null);
+          name = builtins.tryEval (toString (value.name or "?"));
+        in
+        if kind.success && kind.value == "derivation" then
+          "«derivation ${if name.success then name.value else "?"}»"
+        else if names == [ ] then
           "{ }"
         else if depth < 0 then
           "{ … }"
         else
           "{ "
           + concatStringsSep " " (
-            map (n: "${errors.showAttrName n} = ${showDepth (depth - 1) value.${n}};") (attrNames value)
+            map (n: "${errors.showAttrName n} = ${showDepth (depth - 1) value.${n}};") (firstItems names)
           )
+          + more (length names) "attributes"
           + " }"
       )
     else
@@ -198,8 +228,10 @@ let
     /**
       Render any value as short, readable Nix-like text for an error message. Strings are quoted
       with `escapeString`; lists and attribute sets are shown three levels deep (deeper levels
-      become `[ … ]` and `{ … }`); functions show as `«lambda»` and derivations as
-      `«derivation NAME»`. Never forces more of the value than it prints.
+      become `[ … ]` and `{ … }`), at most 8 elements or attributes per level (then the count);
+      functions show as `«lambda»` and derivations as `«derivation NAME»`; a value that throws
+      when forced shows as `«error»`. Never forces more of the value than it prints, and never
+      more than 1000 characters long, so a `pkgs`-sized set stays a short line.
 
       # Inputs
 
@@ -222,10 +254,13 @@ let
 
       forge.lib.errors.show { a = { b = { c = { d = 1; }; }; }; }
       => "{ a = { b = { c = { … }; }; }; }"
+
+      forge.lib.errors.show { a = throw "x"; b = builtins.genList (i: i) 100; }
+      => "{ a = «error»; b = [ 0 1 2 3 4 5 6 7 … (100 elements) ]; }"
       ```
       :::
     */
-    show = showDepth 2;
+    show = value: truncate showTotal (showDepth 2 value);
 
     /**
       Describe the type of a value in words, for messages such as "expected a string, got an

@@ -8,9 +8,13 @@
 
   Two lock nodes are copies of the same input when their locked source is the same repository:
   same type and, case-insensitively, owner and repository for `github`/`gitlab`/`sourcehut`; the
-  same URL without its query for `git`/`hg`/`tarball`/`file`; the same `path` for `path`. Your
-  own flake's direct inputs are never reported (two root inputs of one repository, say
-  `nixpkgs` and `nixpkgs-stable`, are deliberate); only the copies that other inputs bring in.
+  same URL without its query for `git`/`hg`; for `tarball`/`file`, the repository the URL names
+  (GitHub archives, FlakeHub, the NixOS channels are nixpkgs), else the URL the flake asked for
+  (`original`) without its query, so two versions of one source are copies; the same `path` for
+  `path`. Your own flake's direct inputs are never reported (two root inputs of one repository,
+  say `nixpkgs` and `nixpkgs-stable`, are deliberate); only the copies that other inputs bring in,
+  and never one pinned to an exact revision on purpose (`original.rev`, as NixOS/nix pins its
+  `nixpkgs-23-11` and `nixpkgs-regression`).
   The copy to follow is the one your flake names directly (preferring an input named like the
   lock node), else the one nearest the root.
 */
@@ -48,17 +52,46 @@ let
     in
     if m == null then url else head m;
 
-  # A stable identity for the repository a lock node comes from, or null when unknown.
+  # The repository a tarball URL comes from, when the URL says: GitHub archives, FlakeHub
+  # releases, and the NixOS channels (which are nixpkgs).
+  tarballRepository =
+    url:
+    let
+      github = match "https?://(codeload[.])?github[.]com/([^/]+)/([^/]+)/(archive|tar[.]gz|legacy[.]tar[.]gz)/.*" url;
+      flakehub = match "https?://(api[.])?flakehub[.]com/f/(pinned/)?([^/]+)/([^/]+)/.*" url;
+      channel = match "https?://(channels[.]nixos[.]org|releases[.]nixos[.]org/nixos|nixos[.]org/channels)/.*" url;
+    in
+    if github != null then
+      "github:${lowerCase (builtins.elemAt github 1)}/${lowerCase (builtins.elemAt github 2)}"
+    else if flakehub != null then
+      "flakehub:${lowerCase (builtins.elemAt flakehub 2)}/${lowerCase (builtins.elemAt flakehub 3)}"
+    else if channel != null then
+      "github:nixos/nixpkgs"
+    else
+      null;
+
+  # A stable identity for the repository a lock node comes from, or null when unknown. A tarball
+  # or file is identified by what the flake asked for (`original`), not by the URL of the one
+  # version locked, so two versions of one source are seen as copies.
   sourceOf =
     node:
     let
       l = node.locked or null;
       t = if isAttrs l then l.type or null else null;
+      o = node.original or { };
+      url = if isAttrs o && isString (o.url or null) then o.url else l.url;
     in
     if t == "github" || t == "gitlab" || t == "sourcehut" then
       "${t}:${lowerCase (l.owner or "")}/${lowerCase (l.repo or "")}"
       + (if l ? host then "@${lowerCase l.host}" else "")
-    else if elem t [ "git" "hg" "mercurial" "tarball" "file" ] && l ? url then
+    else if (t == "tarball" || t == "file") && l ? url then
+      (
+        let
+          repo = tarballRepository url;
+        in
+        if repo != null then repo else "${t}:${withoutQuery url}"
+      )
+    else if elem t [ "git" "hg" "mercurial" ] && l ? url then
       "${t}:${withoutQuery l.url}"
     else if t == "path" && l ? path then
       "path:${l.path}"
@@ -66,6 +99,23 @@ let
       "indirect:${l.id}"
     else
       null;
+
+  # A deliberate pin: the flake that declared the input asked for one exact revision
+  # (`github:NixOS/nixpkgs/<rev>`, `?rev=`, a GitHub archive of a commit), as NixOS/nix pins
+  # `nixpkgs-23-11` and `nixpkgs-regression` next to its `nixpkgs`. Such a copy is on purpose:
+  # it is never reported, nor suggested as the one to follow.
+  pinned =
+    node:
+    let
+      o = node.original or { };
+      url = if isAttrs o then o.url or "" else "";
+    in
+    isAttrs o
+    && (
+      o ? rev
+      || (isString url && match ".*[?&]rev=[0-9a-f]{40}.*" url != null)
+      || (isString url && match "https?://(codeload[.])?github[.]com/[^/]+/[^/]+/(archive|tar[.]gz)/[0-9a-f]{40}([.]tar[.]gz)?" url != null)
+    );
 
   readLockAt =
     where: lock:
@@ -139,10 +189,12 @@ let
           byDepth = sort (
             a: b:
             let
+              pa = pinned nodes.${a};
+              pb = pinned nodes.${b};
               la = length reach.${a};
               lb = length reach.${b};
             in
-            la < lb || (la == lb && a < b)
+            (!pa && pb) || (pa == pb && (la < lb || (la == lb && a < b)))
           ) members;
         in
         if named != [ ] then
@@ -160,7 +212,7 @@ let
           canon = canonicalOf source;
           members = groups.${source};
           bad = filter (
-            e: e.parent != rootName && e.target != canon.node && elem e.target members
+            e: e.parent != rootName && e.target != canon.node && elem e.target members && !(pinned nodes.${e.target})
           ) allEdges;
         in
         map (

@@ -23,7 +23,6 @@ let
   inherit (builtins)
     concatStringsSep
     elem
-    floor
     fromJSON
     head
     isAttrs
@@ -46,6 +45,19 @@ let
     TiB = 1024 * 1024 * 1024 * 1024;
   };
   unitNames = [ "B" "kB" "KB" "MB" "GB" "TB" "KiB" "MiB" "GiB" "TiB" ];
+  # The largest budget (1024 TiB): far beyond any closure, far below 64-bit overflow.
+  maxBytes = 1024 * units.TiB;
+
+  # `digits` (at most 6) after the decimal point, times `perUnit`, rounded down: exact integer
+  # arithmetic (10^6 * 1 TiB fits in 64 bits), so "1.1 GB" is 1100000000, not one byte less.
+  fractionBytes =
+    digits: perUnit:
+    let
+      chars = builtins.genList (i: builtins.substring i 1 digits) (builtins.stringLength digits);
+      numerator = builtins.foldl' (n: c: n * 10 + fromJSON c) 0 chars;
+      denominator = builtins.foldl' (n: _: n * 10) 1 chars;
+    in
+    numerator * perUnit / denominator;
 
   parseSizeAt =
     where: size:
@@ -61,26 +73,36 @@ let
             "a size is a number of bytes (524288000) or a string such as \"500 MiB\", \"1.5 GB\"; units: ${lib.errors.showChoices unitNames}"
           ];
         };
-      m = match "[[:space:]]*(0|[1-9][0-9]*)(\\.[0-9]+)?[[:space:]]*([A-Za-z]*)[[:space:]]*" size;
-      number = fromJSON ((head m) + (if builtins.elemAt m 1 == null then "" else builtins.elemAt m 1));
+      m = match "[[:space:]]*(0|[1-9][0-9]{0,15})(\\.[0-9]{1,6})?[[:space:]]*([A-Za-z]*)[[:space:]]*" size;
+      whole = fromJSON (head m);
+      fraction = builtins.elemAt m 1;
       unit = builtins.elemAt m 2;
+      perUnit = units.${if unit == "" then "B" else unit};
+      # Compared before multiplying, so nothing can overflow.
+      tooBig = whole > maxBytes / perUnit || (whole == maxBytes / perUnit && fraction != null && match "[.]0*" fraction == null);
+      tooBigMessage = "${show size} is over the largest budget, ${toString maxBytes} bytes (1024 TiB)";
     in
     if isInt size then
-      (if size >= 0 then size else fail "a size cannot be negative, got ${toString size}")
+      (if size < 0 then fail "a size cannot be negative, got ${toString size}"
+       else if size > maxBytes then fail tooBigMessage
+       else size)
     else if !isString size then
       fail "expected a number of bytes or a string such as \"500 MiB\", got ${describe size}: ${show size}"
     else if m == null then
-      fail "cannot read ${show size} as a size"
+      fail (if match "[[:space:]]*[0-9]{17,}.*" size != null then tooBigMessage else "cannot read ${show size} as a size")
     else if unit != "" && !(elem unit unitNames) then
       fail "unknown unit ${show unit} in ${show size}"
+    else if tooBig then
+      fail tooBigMessage
     else
-      floor (number * units.${if unit == "" then "B" else unit});
+      whole * perUnit + (if fraction == null then 0 else fractionBytes (builtins.substring 1 6 fraction) perUnit);
 
   performance = {
     /**
       A size in bytes from a number of bytes or a string with an optional unit: decimal units
       `kB`/`KB`, `MB`, `GB`, `TB` (powers of 1000) and binary units `KiB`, `MiB`, `GiB`, `TiB`
-      (powers of 1024). Fractions are rounded down to whole bytes.
+      (powers of 1024). Fractions are rounded down to whole bytes. At most 1024 TiB: a larger
+      size is refused (it would overflow Nix's 64-bit integers).
 
       # Inputs
 
@@ -103,6 +125,9 @@ let
 
       forge.lib.performance.parseSize "5 megabytes"
       => error: forge.lib.performance.parseSize: unknown unit "megabytes" in "5 megabytes" [bad-size]
+
+      forge.lib.performance.parseSize "10000000 TiB"
+      => error: forge.lib.performance.parseSize: "10000000 TiB" is over the largest budget, 1125899906842624 bytes (1024 TiB) [bad-size]
       ```
       :::
     */

@@ -142,3 +142,22 @@ def test_push_app_pushes_the_nix_built_image_with_verified_tags(shop: Flake, reg
     inspect = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{registry.host}/shop/api:amd64-{sha}"],
                              capture_output=True, text=True, check=True)
     assert json.loads(inspect.stdout)["Digest"] == report["deploy_digest"]
+
+
+def test_dev_apps_pass_shellcheck_and_run_the_command_as_written(shop: Flake) -> None:
+    """The stand-in's writeShellApplication runs ShellCheck as nixpkgs does: a path with `$`,
+    backquotes and quotes, and a command relying on word splitting, still build and run as typed."""
+    odd = "services/$web `x` it's"
+    (shop.dir / odd).mkdir(parents=True)
+    deploy = shop.dir / "deploy.yaml"
+    deploy.write_text(deploy.read_text().replace(
+        "    type: node\n", "    type: generic\n    dev:\n      test: \"printf '<%s>' $ARGS\"\n"
+                           "      fmt: \"echo \\\"$(basename \\\"$PWD\\\")\\\" | tr a-z A-Z\"\n").replace(
+        "    path: services/web\n", f"    path: \"{odd}\"\n"))
+    assert forgegen("sync", cwd=shop.dir).returncode == 0
+    shop.commit("odd dev apps")
+    proc = shop.run_app("test:web", "c d", env={"ARGS": "a b"})
+    assert proc.stdout == "<a><b><c d>"
+    assert shop.run_app("fmt:web").stdout == "$WEB `X` IT'S\n"
+    missing = shop.run_app("lint:web", check=False)
+    assert missing.returncode == 2 and "services.web.dev.lint" in missing.stderr

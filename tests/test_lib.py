@@ -28,8 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import NIX_CONFIG
+from tests.strategies import nix_text, tricky_text
 
 pytestmark = pytest.mark.nix
 
@@ -324,6 +327,25 @@ def test_escape_string_round_trips_through_nix(tmp_path: Path) -> None:
     assert json.loads(proc.stdout) == TRICKY
 
 
+SHELL_TRICKY = ["", "it's", "$HOME", "${x}", "`id`", "a\\", "\\'", "'\\", "$(id)", "!x", "a b\nc\td", "*", "~",
+                "\"$@\"", "é→✓", "-n", "x'$y'z", "\\$"]
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(nix_text, tricky_text), min_size=1, max_size=20))
+@example(SHELL_TRICKY)
+@example(["\u2018"])  # found by this test: ShellCheck's SC1112 flags a Unicode quote inside '…'
+@example(["\r"])  # found by this test: SC1017, a literal carriage return
+def test_escape_shell_arg_is_one_exact_word_and_passes_shellcheck(values: list[str]) -> None:
+    quoted = nix_eval_json(f"map (import {LIB}).apps.escapeShellArg (builtins.fromJSON {nix_str(json.dumps(values))})")
+    script = "#!/bin/bash\nset -o errexit\nset -o nounset\nset -o pipefail\n\n" + "".join(
+        f"printf '%s\\0' {q}\n" for q in quoted)  # type: ignore[union-attr]
+    lint = subprocess.run(["shellcheck", "-"], input=script, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+    out = subprocess.run(["bash", "-c", script], capture_output=True, check=True).stdout.decode("utf-8")
+    assert out.split("\0")[:-1] == values
+
+
 # ---------------------------------------------------------------------------------------------
 # Check builders, built for real
 
@@ -413,7 +435,24 @@ PINNED_ERRORS = {
         "forge.lib.errors.mkError: `where` must be a string, got an integer: 1; for example forge.lib.errors.mkError {",
     'forge.lib.errorReporter.report { where = "x"; value = 1; problems = [ "oops" ]; }':
         "forge.lib.errorReporter.report: `problems` must be a list of problems",
+    # A throw inside the offending value must not hide Forge's own message.
+    'forge.lib.performance.parseSize { a = throw "inner"; b = 1; }':
+        "forge.lib.performance.parseSize: expected a number of bytes or a string such as \"500 MiB\", "
+        "got an attribute set: { a = «error»; b = 1; }",
+    'forge.lib.performance.parseSize "10000000 TiB"':
+        'forge.lib.performance.parseSize: "10000000 TiB" is over the largest budget, 1125899906842624 bytes (1024 TiB)',
+    'forge.lib.attic.nixConfig { endpoint = "https://user:s3cret@a.example"; cache = "main"; '
+    'publicKey = "main:6cOPPNt4YAWzp1Mau/LTxHxmtfk4vYcK2O0GWBsUf7g="; }':
+        "forge.lib.attic.nixConfig: 1 error: error: endpoint: must not carry credentials",
 }
+
+
+def test_an_attic_endpoint_secret_is_never_echoed() -> None:
+    expr = ('forge.lib.attic.nixConfig { endpoint = "https://user:s3cret@a.example/?token=t0ken"; cache = "main"; '
+            'publicKey = "main:6cOPPNt4YAWzp1Mau/LTxHxmtfk4vYcK2O0GWBsUf7g="; }')
+    p = run(["nix-instantiate", "--eval", "--strict", "-E", f"let forge.lib = import {LIB}; in {expr}"])
+    assert p.returncode != 0 and "must not carry credentials" in p.stderr
+    assert "s3cret" not in p.stderr and "t0ken" not in p.stderr
 
 
 def test_throw_messages_name_function_value_and_fix() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from forgegen.errors import RenderError
@@ -31,6 +31,7 @@ def test_nix_indented_str_round_trips_through_real_nix(values: list[str]) -> Non
 
 @NIX_SETTINGS
 @given(st.lists(st.tuples(any_nix_string, any_nix_string), min_size=1, max_size=6, unique_by=lambda t: t[0]))
+@example([("A\n", "x")])  # found by this test on a random draw: `$` matched before the newline
 def test_nix_ident_round_trips_as_attribute_names(pairs: list[tuple[str, str]]) -> None:
     expr = "{ " + " ".join(f"{nix_ident(k)} = {nix_str(v)};" for k, v in pairs) + " }"
     assert nix_eval(expr) == dict(pairs)
@@ -53,6 +54,11 @@ def test_nix_ident_quotes_keywords_and_odd_names() -> None:
         assert nix_ident(keyword) == f'"{keyword}"'
     assert nix_eval("{ " + " ".join(f"{nix_ident(k)} = 1;" for k in ("or", "in", "x-y", "1a")) + " }") == {
         "or": 1, "in": 1, "x-y": 1, "1a": 1}
+
+
+def test_nix_ident_quotes_a_name_with_a_trailing_newline() -> None:
+    assert nix_ident("A\n") == '"A\\n"'
+    assert nix_eval("{ " + nix_ident("A\n") + " = 1; }") == {"A\n": 1}
 
 
 def test_nix_attrpath_escapes_each_component() -> None:

@@ -48,7 +48,7 @@ def test_plan_version_and_origin_are_checked(tmp_path: Path) -> None:
 
 
 def test_unknown_service_and_environment_say_what_exists() -> None:
-    plan = load_plan(SHOP / "nix" / "forge" / "plans" / "project.json")
+    plan = load_plan(SHOP / "nix" / "forge" / "plans" / "_project.json")
     with pytest.raises(UsageError, match="unknown service 'nope'"):
         plan.service("nope")
     whole = build_plan(load_config(SHOP / "deploy.yaml"))

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from forgegen import render
 from forgegen.errors import RenderError
-from forgegen.plan import Plan, build_plan
+from forgegen.plan import build_plan, load_plan
 from forgegen.schema import load_config, parse_config
 from tests.contract import expected_app_names
 from tests.fixtures.nixenv import ROOT, nix_eval
@@ -93,8 +93,8 @@ def _eval_generated(files: dict[str, str], tmp: Path, service: str) -> dict:
       in {{
         service = builtins.removeAttrs svc [ "plan" ];
         planIsFile = builtins.pathExists svc.plan;
-        servicePlan = builtins.readFile project.plans.{json.dumps(service)};
-        wholePlan = builtins.readFile project.plans."";
+        servicePlan = toString project.plans.{json.dumps(service)};
+        wholePlan = toString project.plans."";
         apps = builtins.mapAttrs (n: a: a.meta.description) project.apps;
         types = builtins.mapAttrs (n: a: a.type) project.apps;
       }}"""
@@ -115,8 +115,8 @@ def test_generated_nix_evaluates_to_the_configured_values(case: str, tmp_path: P
         assert got["service"]["image"]["package"] == (svc.image.package or f"{name}-image")
         assert got["planIsFile"] is True
         # The plan an app passes to forge is complete: it loads, and it is the generator's own.
-        assert Plan.model_validate_json(got["servicePlan"]) == build_plan(config, [name])
-        assert Plan.model_validate_json(got["wholePlan"]) == build_plan(config)
+        assert load_plan(got["servicePlan"]) == build_plan(config, [name])
+        assert load_plan(got["wholePlan"]) == build_plan(config)
         assert set(got["apps"]) == names
         assert all(isinstance(d, str) and d for d in got["apps"].values())
         envs = [e.name for e in config.service_environments(name)]
@@ -165,3 +165,49 @@ def test_a_broken_service_file_reports_every_problem_in_one_evaluation(tmp_path:
     assert "2 errors" in message
     assert 'type: must be one of "rust", "python", "go", "node" or "generic", got "cobol"' in message
     assert "tools: must be a list, got an integer: 5" in message
+
+
+@pytest.mark.nix
+def test_a_service_named_project_keeps_its_own_plan(tmp_path: Path) -> None:
+    config = parse_config("""\
+version: 1
+project: shop
+registry: {host: ghcr.io}
+gitops: {repo: ../gitops}
+environments: [{name: prod}]
+services: {project: {type: go}, api: {}}
+""")
+    files = render.render(config)
+    plans = sorted(p for p in files if "/plans/" in p)
+    assert len(plans) == 3, plans  # one per service and the product-wide settings
+    got = _eval_generated(files, tmp_path, "project")
+    assert got["service"]["name"] == "project" and got["service"]["type"] == "go"
+    assert {"deploy:project", "deploy:api", "release"} <= set(got["apps"])
+    assert load_plan(got["servicePlan"]) == build_plan(config, ["project"])
+    assert load_plan(got["wholePlan"]) == build_plan(config)
+    assert load_plan(tmp_path / "nix/forge/plans/project.json") == build_plan(config, ["project"])
+
+
+_seconds = st.floats(min_value=0.001, max_value=1e9, allow_nan=False, allow_infinity=False)
+
+
+@pytest.mark.nix
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(grace=_seconds, deadline=_seconds, timeout=_seconds, restarts=st.integers(0, 100),
+       attempts=st.integers(1, 20), status=st.integers(100, 599))
+@example(grace=1234567.891, deadline=86400.123456789, timeout=0.1 + 0.2, restarts=100, attempts=20, status=599)
+def test_numbers_arrive_exactly_through_nix(grace: float, deadline: float, timeout: float, restarts: int,
+                                            attempts: int, status: int, tmp_path_factory) -> None:
+    doc = {"version": 1, "project": "shop", "registry": {"host": "ghcr.io", "push_attempts": attempts},
+           "gitops": {"repo": "../gitops"}, "flux": {"timeout": timeout},
+           "environments": [{"name": "prod"}],
+           "services": {"api": {"rollout": {"readiness_grace": grace, "deadline": deadline,
+                                            "restarts_tolerated": restarts},
+                                "migrations": [{"name": "m", "command": ["x"], "timeout": grace}],
+                                "verify": [{"name": "v", "http": {"url": "http://x", "expect_status": status}}]}}}
+    config = parse_config(yaml.safe_dump(doc))
+    assert config.services["api"].rollout.readiness_grace == grace
+    got = _eval_generated(render.render(config), tmp_path_factory.mktemp("numbers"), "api")
+    assert load_plan(got["servicePlan"]) == build_plan(config, ["api"])
+    assert load_plan(got["wholePlan"]) == build_plan(config)
+    assert load_plan(got["servicePlan"]).services[0].rollout.readiness_grace == grace

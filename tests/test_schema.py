@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from forgegen.errors import ConfigError
 from forgegen.schema import json_schema, load_config, parse_config
@@ -48,6 +49,15 @@ def test_durations_accept_seconds_and_units() -> None:
     config = parse_config(MINIMAL.replace("api: {}", "api: {rollout: {deadline: 1h30m, readiness_grace: 90, scheduling_grace: 500ms}}"))
     r = config.services["api"].rollout
     assert (r.deadline, r.readiness_grace, r.scheduling_grace) == (5400.0, 90.0, 0.5)
+
+
+def test_durations_with_units_are_exact_and_finite() -> None:
+    config = parse_config(MINIMAL.replace("api: {}", "api: {rollout: {deadline: 0.1m, readiness_grace: 1.1h, scheduling_grace: 0.3s}}"))
+    r = config.services["api"].rollout
+    assert (r.deadline, r.readiness_grace, r.scheduling_grace) == (6.0, 3960.0, 0.3)
+    for bad in (".inf", "1e400", "1" + "0" * 400, "100000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000h"):
+        lines = problems(MINIMAL.replace("api: {}", f"api: {{rollout: {{deadline: {bad}}}}}"))
+        assert any("services.api.rollout.deadline" in line and "duration" in line for line in lines), (bad, lines)
 
 
 def test_models_are_frozen() -> None:
@@ -176,3 +186,19 @@ def test_a_gitops_url_with_a_token_is_refused() -> None:
     assert "ghp_secret" not in lines[0]
     assert parse_config(MINIMAL.replace("gitops: {repo: ../gitops}",
                                         "gitops: {repo: 'https://github.com/acme/gitops.git'}")).gitops.repo
+
+
+@pytest.mark.parametrize("field, value", [
+    ("project", "shop\n"), ("registry.host", "ghcr.io\n"), ("registry.organization", "acme\n"),
+    ("registry.credentials.username_env", "USER\n"), ("services.api.image.package", "api-image\n"),
+    ("flux.namespace", "flux-system\n"), ("environments.0.name", "staging\n"),
+])
+def test_a_trailing_newline_does_not_pass_a_name_rule(field: str, value: str) -> None:
+    doc = yaml.safe_load(MINIMAL)
+    node = doc
+    *parents, last = (int(p) if p.isdigit() else p for p in field.split("."))
+    for part in parents:
+        node = node[part] if isinstance(node, list) else node.setdefault(part, {})
+    node[last] = value
+    shown = field.replace(".0.", "[0].")
+    assert any(shown in line for line in problems(yaml.safe_dump(doc, default_style='"'))), field

@@ -132,3 +132,17 @@ def test_init_rejects_a_bad_project_name(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "DNS-1123" in proc.stderr
     assert list(tmp_path.iterdir()) == [tmp_path / "home"] or not any(tmp_path.glob("deploy.yaml"))
+
+
+def test_a_file_that_cannot_be_written_leaves_every_file_as_it_was(tmp_path: Path) -> None:
+    from forgegen import render, writer
+    from forgegen.errors import RenderError
+    files = {"nix/forge/a.nix": f"{render.GENERATED_MARK}\nnew a\n", "nix/forge/b.nix": "bad \udc80 text\n",
+             "nix/forge/c/d.nix": f"{render.GENERATED_MARK}\nnew d\n"}
+    (tmp_path / "nix/forge").mkdir(parents=True)
+    (tmp_path / "nix/forge/a.nix").write_text(f"{render.GENERATED_MARK}\nold a\n")
+    before = snapshot(tmp_path)
+    with pytest.raises(RenderError, match="b.nix"):
+        writer.write(tmp_path, files, "nix/forge", render.is_generated)
+    assert snapshot(tmp_path) == before
+    assert sorted(p.name for p in (tmp_path / "nix/forge").iterdir()) == ["a.nix"]  # no temp files left

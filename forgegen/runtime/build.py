@@ -159,7 +159,7 @@ def nix_builders(env: Mapping[str, str] | None = None) -> Builders:
 
 
 def installable(flake: str, system: str, package: str) -> str:
-    attr = package if _SIMPLE_ATTR.match(package) else json.dumps(package)
+    attr = package if _SIMPLE_ATTR.fullmatch(package) else json.dumps(package)
     return f"{flake}#packages.{system}.{attr}"
 
 

@@ -113,7 +113,7 @@ def revision_sha(revision: str | None) -> str | None:
     else:
         if "/" in rev:
             rev = rev.rsplit("/", 1)[1]
-    return rev if _HEX.match(rev) else None
+    return rev if _HEX.fullmatch(rev) else None
 
 
 def git_revision(branch: str, sha: str) -> str:

@@ -58,7 +58,7 @@ from typing import Any
 
 import yaml
 
-from forgegen import process
+from forgegen import pattern, process
 from forgegen.errors import CommandError, GitOpsError, ToolMissing
 from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime.kustomize import (
@@ -405,9 +405,9 @@ def manifest_path(target: TargetPlan) -> str:
 def commit_message(plan: Plan, service: ServicePlan, target: TargetPlan, *, tag: str | None,
                    digest: str | None, source_commit: str) -> str:
     ref = join_reference(service.image.repository, tag, digest)
-    return target.gitops.commit_message.format(
-        project=plan.project, service=service.name, environment=target.environment,
-        cluster=target.cluster, tag=tag or digest or "", image=ref, source_commit=source_commit)
+    return pattern.fill(target.gitops.commit_message, {
+        "project": plan.project, "service": service.name, "environment": target.environment,
+        "cluster": target.cluster, "tag": tag or digest or "", "image": ref, "source_commit": source_commit})
 
 
 def apply_tag(plan: Plan, service: str, environment: str, *, tag: str | None, digest: str | None = None,

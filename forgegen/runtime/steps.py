@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from forgegen import pattern
 from forgegen.errors import UsageError
 from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime.tags import ImageTags, SourceRevision, image_tags
@@ -75,9 +76,9 @@ def _gitops_steps(service: ServicePlan, target: TargetPlan, tag: str, revision: 
                   project: str) -> list[Step]:
     g = target.gitops
     manifest = f"{g.path}/{g.file}" if g.path not in ("", ".") else g.file
-    message = g.commit_message.format(project=project, service=service.name, environment=target.environment,
-                                      cluster=target.cluster, tag=tag, image=image_ref(service.image.repository, tag),
-                                      source_commit=revision.sha7)
+    message = pattern.fill(g.commit_message, {
+        "project": project, "service": service.name, "environment": target.environment, "cluster": target.cluster,
+        "tag": tag, "image": image_ref(service.image.repository, tag), "source_commit": revision.sha7})
     return [
         Step("gitops-edit", f"set {service.image.repository} newTag: {tag} in {manifest}",
              {"repo": g.repo, "branch": g.branch, "file": manifest, "image": service.image.repository, "tag": tag}),

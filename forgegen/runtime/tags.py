@@ -60,7 +60,7 @@ def source_revision(cwd: str | Path = ".", env: Mapping[str, str] | None = None,
     for var in ("RELEASE_GIT_SHA", "GIT_SHA"):
         value = env.get(var, "").strip().lower()
         if value:
-            if not _SHA.match(value):
+            if not _SHA.fullmatch(value):
                 raise UsageError(
                     f"{var}={value!r} is not a git commit hash (7 to 40 hex digits)",
                     hint=f"unset {var} or set it to the output of `git rev-parse HEAD`",

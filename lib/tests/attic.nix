@@ -179,4 +179,24 @@ in
     expr = fails (a.nixSettings (main // { endpoint = "attic.example.com"; }));
     expected = true;
   };
+
+  # Credentials or a query in the endpoint would be written into nixConfig (and the store).
+  problems-endpoint-credentials-query-fragment = {
+    expr = map (e: map show (a.problems (main // { endpoint = e; }))) [
+      "https://user:s3cret@attic.example.com"
+      "https://tok3n@attic.example.com/prefix"
+      "https://attic.example.com/?token=s3cret"
+      "https://attic.example.com/prefix#frag"
+    ];
+    expected = [
+      [ "endpoint: error: must not carry credentials (user-info before @): they would be written into nixConfig and the world-readable Nix store; remove them and give the token to Nix in a netrc file (netrc-file in nix.conf)" ]
+      [ "endpoint: error: must not carry credentials (user-info before @): they would be written into nixConfig and the world-readable Nix store; remove them and give the token to Nix in a netrc file (netrc-file in nix.conf)" ]
+      [ "endpoint: error: must not have a query or a fragment (? or #): the cache URL is <endpoint>/<cache>; put a token in a netrc file, never in the URL" ]
+      [ "endpoint: error: must not have a query or a fragment (? or #): the cache URL is <endpoint>/<cache>; put a token in a netrc file, never in the URL" ]
+    ];
+  };
+  nixConfig-refuses-credentials = {
+    expr = fails (a.nixConfig (main // { endpoint = "https://user:s3cret@attic.example.com"; }));
+    expected = true;
+  };
 }

@@ -268,4 +268,31 @@ in
     expr = fails (e.assertType "f" "port" "int" "80");
     expected = true;
   };
+
+  # show forces what it prints only, and survives a throw inside.
+  show-survives-throw = {
+    expr = e.show { a = throw "boom"; b = [ 1 (throw "bang") ]; c.d = assert false; 1; };
+    expected = "{ a = «error»; b = [ 1 «error» ]; c = { d = «error»; }; }";
+  };
+  show-big-set-is-bounded = {
+    expr =
+      let
+        big = builtins.listToAttrs (builtins.genList (i: { name = "a${toString (10000 + i)}"; value = { x = i; y = [ i i ]; }; }) 20000);
+        text = e.show big;
+      in
+      [ (builtins.stringLength text <= 1000) (builtins.match ".*20000 attributes.*" text != null) ];
+    expected = [ true true ];
+  };
+  show-big-list-and-long-string-are-bounded = {
+    expr =
+      let
+        long = builtins.concatStringsSep "" (builtins.genList (_: "x") 5000);
+      in
+      [
+        (builtins.stringLength (e.show (builtins.genList (i: i) 100000)) <= 1000)
+        (builtins.stringLength (e.show long) <= 1000)
+        (builtins.match ".*100000 elements.*" (e.show (builtins.genList (i: i) 100000)) != null)
+      ];
+    expected = [ true true true ];
+  };
 }

@@ -304,4 +304,58 @@ in
     ];
     expected = [ true true true ];
   };
+
+  # Tarball inputs are identified by their source, not the locked URL of one version.
+  sourceOf-tarballs-by-source = {
+    expr = map f.sourceOf [
+      {
+        locked = { type = "tarball"; url = "https://releases.nixos.org/nixos/26.05/nixos-26.05.9592.21a67dc47014/nixexprs.tar.xz"; };
+        original = { type = "tarball"; url = "https://channels.nixos.org/nixos-26.05/nixexprs.tar.xz"; };
+      }
+      { locked = { type = "tarball"; url = "https://github.com/NixOS/nixpkgs/archive/0123456789abcdef0123456789abcdef01234567.tar.gz"; }; }
+      { locked = { type = "tarball"; url = "https://api.flakehub.com/f/pinned/NixOS/nixpkgs/0.2311.554738%2Brev-abc/018c/source.tar.gz?rev=abc"; };
+        original = { type = "tarball"; url = "https://flakehub.com/f/NixOS/nixpkgs/0.2311.*.tar.gz"; }; }
+      { locked = { type = "tarball"; url = "https://example.com/downloads/tool-1.2.tar.gz?x=1"; };
+        original = { type = "tarball"; url = "https://example.com/downloads/tool-latest.tar.gz"; }; }
+    ];
+    expected = [
+      "github:nixos/nixpkgs"
+      "github:nixos/nixpkgs"
+      "flakehub:nixos/nixpkgs"
+      "tarball:https://example.com/downloads/tool-latest.tar.gz"
+    ];
+  };
+  duplicates-tarball-versions-of-one-source = {
+    expr = suggestions (mkLock {
+      root.inputs = { nixpkgs = "nixpkgs"; tool = "tool"; };
+      nixpkgs = {
+        locked = { type = "tarball"; url = "https://releases.nixos.org/nixos/26.05/nixos-26.05.1.aaaaaaaaaaaa/nixexprs.tar.xz"; };
+        original = { type = "tarball"; url = "https://channels.nixos.org/nixos-26.05/nixexprs.tar.xz"; };
+      };
+      tool = gh "acme" "tool" "b" // { inputs.nixpkgs = "nixpkgs_2"; };
+      nixpkgs_2 = {
+        locked = { type = "tarball"; url = "https://releases.nixos.org/nixos/26.05/nixos-26.05.2.bbbbbbbbbbbb/nixexprs.tar.xz"; };
+        original = { type = "tarball"; url = "https://channels.nixos.org/nixos-26.05/nixexprs.tar.xz"; };
+      };
+    });
+    expected = [ "inputs.tool.inputs.nixpkgs.follows = \"nixpkgs\";" ];
+  };
+  # NixOS/nix as an input: its own nixpkgs should follow yours, but its nixpkgs-23-11 and
+  # nixpkgs-regression pin exact revisions on purpose (`original.rev`) and are not reported.
+  duplicates-deliberate-pins-are-not-reported = {
+    expr = suggestions (mkLock {
+      root.inputs = { nixpkgs = "nixpkgs"; nix = "nix"; };
+      nixpkgs = gh "NixOS" "nixpkgs" "a";
+      nix = gh "NixOS" "nix" "n" // {
+        inputs = { nixpkgs = "nixpkgs_2"; nixpkgs-23-11 = "nixpkgs-23-11"; nixpkgs-regression = "nixpkgs-regression"; };
+      };
+      nixpkgs_2 = {
+        locked = { type = "tarball"; url = "https://releases.nixos.org/nixos/26.05/nixos-26.05.9592.21a67dc47014/nixexprs.tar.xz"; };
+        original = { type = "tarball"; url = "https://channels.nixos.org/nixos-26.05/nixexprs.tar.xz"; };
+      };
+      nixpkgs-23-11 = gh "NixOS" "nixpkgs" "a62e" // { original = { type = "github"; owner = "NixOS"; repo = "nixpkgs"; rev = "a62e6edd6d5e1fa0329b8653c801147986f8d446"; }; };
+      nixpkgs-regression = gh "NixOS" "nixpkgs" "215d" // { original = { type = "github"; owner = "NixOS"; repo = "nixpkgs"; rev = "215d4d0fd80ca5163643b03a33fde804a29cc1e2"; }; };
+    });
+    expected = [ "inputs.nix.inputs.nixpkgs.follows = \"nixpkgs\";" ];
+  };
 }

@@ -133,4 +133,18 @@ in
     ];
     expected = [ true true true true true true ];
   };
+
+  # Sizes beyond the bound are refused instead of wrapping around to a negative budget.
+  parseSize-bounded = {
+    expr = [
+      (perf.parseSize "1024 TiB")
+      (fails (perf.parseSize "1025 TiB"))
+      (fails (perf.parseSize "10000000 TiB"))
+      (fails (perf.parseSize "1024.5 TiB"))
+      (fails (perf.parseSize "99999999999999999999999"))
+      (fails (perf.parseSize 1125899906842625))
+      (perf.parseSize "0.5 TiB")
+    ];
+    expected = [ 1125899906842624 true true true true true 549755813888 ];
+  };
 }

@@ -25,24 +25,46 @@ let
     '' ];
   };
 
-  # writeShellApplication: bash with errexit/nounset/pipefail and runtimeInputs on PATH.
-  # (The real one also runs shellcheck; the stand-in does not.)
-  writeShellApplication = { name, text, runtimeInputs ? [ ], ... }: derivation {
-    inherit system name text;
-    builder = sh;
-    pathPrefix = binPath runtimeInputs;
-    args = [ "-c" ''
-      set -e
-      /bin/mkdir -p "$out/bin"
-      f="$out/bin/$name"
-      {
-        printf '%s\n' '#!/bin/bash' 'set -o errexit' 'set -o nounset' 'set -o pipefail'
-        if [ -n "$pathPrefix" ]; then printf 'export PATH=%s:"$PATH"\n' "$pathPrefix"; fi
-        printf '%s\n' "$text"
-      } > "$f"
-      /bin/chmod +x "$f"
-    '' ];
-  };
+  # Quote for the shell (what nixpkgs' lib.escapeShellArg does for non-trivial strings).
+  quote = s: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] s + "'";
+
+  # writeShellApplication as nixpkgs writes and checks it (trivial-builders: the script text
+  # byte for byte, then `bash -n -O extglob` and ShellCheck on it, with excludeShellChecks and
+  # extraShellCheckFlags). ShellCheck is the host's (Debian package `shellcheck`); without it
+  # the build fails, as it would not be the check nixpkgs makes.
+  writeShellApplication =
+    { name, text, runtimeInputs ? [ ], excludeShellChecks ? [ ], extraShellCheckFlags ? [ ]
+    , bashOptions ? [ "errexit" "nounset" "pipefail" ], ... }:
+    let
+      script = "#!/bin/bash\n"
+        + builtins.concatStringsSep "\n" (map (o: "set -o ${o}") bashOptions) + "\n"
+        + (if runtimeInputs == [ ] then "" else "\nexport PATH=\"${binPath runtimeInputs}:$PATH\"\n")
+        + "\n" + text + "\n";
+      excludeFlags = if excludeShellChecks == [ ] then [ ] else [ "--exclude" (builtins.concatStringsSep "," excludeShellChecks) ];
+      flags = builtins.concatStringsSep " " (map quote (excludeFlags ++ extraShellCheckFlags));
+    in
+    derivation {
+      inherit system name script;
+      builder = sh;
+      passAsFile = [ "script" ];
+      args = [ "-c" ''
+        set -e
+        /bin/mkdir -p "$out/bin"
+        target="$out/bin/$name"
+        /bin/cat "$scriptPath" > "$target"
+        /bin/chmod +x "$target"
+        /bin/bash -n -O extglob "$target"
+        shellcheck=
+        for dir in /usr/local/bin /usr/bin /bin; do
+          if [ -x "$dir/shellcheck" ]; then shellcheck="$dir/shellcheck"; break; fi
+        done
+        if [ -z "$shellcheck" ]; then
+          echo "nixpkgs stand-in: shellcheck is not installed; writeShellApplication runs it (apt-get install shellcheck, or bash .ci/setup)" >&2
+          exit 1
+        fi
+        "$shellcheck" ${flags} "$target"
+      '' ];
+    };
 
   # runCommand name env script: like nixpkgs' (bash, with the host's coreutils/awk on PATH).
   runCommand = name: env: script: derivation ({

@@ -16,5 +16,5 @@ forge.lib.apps.mkProject {
   environments = [ "staging" "production" ];
   # deploy.yaml's order, which release follows (after depends_on).
   order = [ "api" "web" ];
-  projectPlan = ./plans/project.json;
+  projectPlan = ./plans/_project.json;
 }

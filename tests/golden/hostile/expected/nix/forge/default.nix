@@ -15,5 +15,5 @@ forge.lib.apps.mkProject {
   environments = [ "staging" ];
   # deploy.yaml's order, which release follows (after depends_on).
   order = [ "in" ];
-  projectPlan = ./plans/project.json;
+  projectPlan = ./plans/_project.json;
 }
