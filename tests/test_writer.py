@@ -132,3 +132,22 @@ def test_init_rejects_a_bad_project_name(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "DNS-1123" in proc.stderr
     assert list(tmp_path.iterdir()) == [tmp_path / "home"] or not any(tmp_path.glob("deploy.yaml"))
+
+
+def test_init_writes_the_given_flake_urls_and_says_to_commit(tmp_path: Path) -> None:
+    proc = forgegen("init", "--project", "shop", "--forge-url", "git+file:///srv/forge",
+                    "--nixpkgs-url", "path:/srv/nixpkgs", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    flake = (tmp_path / "flake.nix").read_text()
+    assert 'forge.url = "git+file:///srv/forge";' in flake
+    assert 'nixpkgs.url = "path:/srv/nixpkgs";' in flake
+    assert "git init -q && git add -A && nix flake lock && git commit" in proc.stderr
+    first = (tmp_path / "deploy.yaml").read_text().splitlines()[0]
+    assert first.startswith("# yaml-language-server: $schema=https://")
+
+
+def test_init_refuses_a_url_that_is_not_a_flake_reference(tmp_path: Path) -> None:
+    proc = forgegen("init", "--forge-url", '/srv/forge"; evil', cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--forge-url '/srv/forge\"; evil' is not a flake reference" in proc.stderr
+    assert not (tmp_path / "deploy.yaml").exists()
