@@ -49,15 +49,22 @@ def sync(config_path: Path, dry_run: bool, check: bool, json_output: bool) -> No
         raise ChangesPending("nix/forge is out of date with deploy.yaml", hint="run `forgegen sync` and commit the result")
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 @cli.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @CONFIG_OPTION
-@click.option("--json", "json_output", is_flag=True, help="print the validated configuration as JSON")
-def check(config_path: Path, json_output: bool) -> None:
-    """Validate deploy.yaml and report every problem at once."""
-    config = generator.check(config_path)
+@click.option("--json", "json_output", is_flag=True,
+              help="print the validated configuration as JSON (or the located errors)")
+def check(file: Path | None, config_path: Path, json_output: bool) -> None:
+    """Validate FILE (default: deploy.yaml) and report every problem at once."""
+    config = generator.check(file or config_path)
     if json_output:
         console.emit_json(config.model_dump(mode="json", by_alias=True))
-    console.say(f"{config_path}: ok ({len(config.services)} services, {len(config.environments)} environments)")
+    console.say(f"{file or config_path}: ok ({plural(len(config.services), 'service')}, "
+                f"{plural(len(config.environments), 'environment')})")
 
 
 @cli.command("schema")

@@ -431,7 +431,7 @@ def validate(source: Source) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as err:
-        problems += problems_from_pydantic(source, err.errors())
+        problems += problems_from_pydantic(source, err.errors(), model=Config)
         config = None
     if config is not None:
         problems += [source.problem(loc, msg) for loc, msg in reference_problems(config)]

@@ -427,7 +427,7 @@ def _parse(model: type[Model], data: Any, source: Any, name: str, references) ->
     except ValidationError as err:
         if source is None:
             raise ConfigError([locate(tuple(e["loc"]), e["msg"]) for e in err.errors()]) from err
-        raise ConfigError(problems_from_pydantic(source, err.errors())) from err
+        raise ConfigError(problems_from_pydantic(source, err.errors(), model=model)) from err
     problems = [locate(loc, msg) for loc, msg in references(cfg)]
     if problems:
         raise ConfigError(problems)
