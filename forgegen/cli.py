@@ -53,7 +53,7 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-@cli.command()
+@cli.command(short_help="Validate deploy.yaml (or FILE); report every problem")
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @CONFIG_OPTION
 @click.option("--json", "json_output", is_flag=True,
@@ -73,7 +73,7 @@ def schema_cmd() -> None:
     click.echo(json.dumps(schema.json_schema(), indent=2, sort_keys=True))
 
 
-@cli.command()
+@cli.command(short_help="Start a project: deploy.yaml, flake.nix, nix/forge")
 @click.option("--project", help="project name (default: the directory's name)")
 @click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True)
 @click.option("--forge-url", default=generator.DEFAULT_FORGE_URL, show_default=True, metavar="FLAKEREF",

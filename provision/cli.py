@@ -15,14 +15,13 @@ until a command runs.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from collections.abc import Sequence
 
 import click
 
-from forgegen.console import run_cli
+from forgegen.console import run_cli, setup_logging
 from forgegen.errors import EXIT_FAILED, EXIT_OK
 
 CONFIG = click.option("--config", "-c", "config", required=True, envvar="FORGE_PROVISION_CONFIG",
@@ -43,14 +42,14 @@ def _warn(lines: Sequence[str]) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--verbose", "-v", is_flag=True, help="Log debug detail to stderr.")
-def cli(verbose: bool) -> None:
+@click.option("--verbose", "-v", count=True, help="More logging on stderr (-vv for debug).")
+@click.version_option(package_name="forge-deploy", prog_name="forge-provision")
+def cli(verbose: int) -> None:
     """Provision PostgreSQL databases and Attic caches from YAML, idempotently, with a plan."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(verbose)
 
 
-@cli.group()
+@cli.group(short_help="Databases, roles, extensions, schemas, grants, CDC")
 def postgres() -> None:
     """Databases, roles, extensions, schemas, grants and CDC publications."""
 
@@ -88,7 +87,7 @@ def postgres_apply(config: str, as_json: bool, jobs: int, rotate_passwords: bool
     return EXIT_OK
 
 
-@postgres.command("drift")
+@postgres.command("drift", short_help="Report grants and attributes the config lacks")
 @CONFIG
 @JSON
 @CHECK
@@ -108,7 +107,7 @@ def attic() -> None:
     """Attic binary caches and access tokens."""
 
 
-@attic.command("plan")
+@attic.command("plan", short_help="Show cache and token changes; change nothing")
 @CONFIG
 @JSON
 @CHECK
@@ -121,7 +120,7 @@ def attic_plan(config: str, as_json: bool, check: bool) -> int:
     return EXIT_FAILED if check and outcome.changes else EXIT_OK
 
 
-@attic.command("apply")
+@attic.command("apply", short_help="Create and configure caches, mint tokens")
 @CONFIG
 @JSON
 def attic_apply(config: str, as_json: bool) -> int:
