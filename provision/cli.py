@@ -4,6 +4,7 @@
     forge-provision postgres apply --config db.yaml [--json] [--rotate-passwords]
     forge-provision postgres drift --config db.yaml [--json] [--check]
     forge-provision attic plan|apply --config attic.yaml [--json]
+    forge-provision schema postgres|attic
 
 Results go to stdout (the plan, the drift report, the apply summary, or one JSON document with
 ``--json``); progress and warnings go to stderr. Exit codes come from ``forgegen.errors``:
@@ -129,6 +130,16 @@ def attic_apply(config: str, as_json: bool) -> int:
 
     outcome = at.run_attic(schema.load_attic(config), "apply")
     _json(outcome.to_json()) if as_json else click.echo(report.attic(outcome, applied=True), nl=False)
+    return EXIT_OK
+
+
+@cli.command("schema", short_help="Print the JSON Schema of a configuration")
+@click.argument("kind", type=click.Choice(["postgres", "attic"]))
+def schema_cmd(kind: str) -> int:
+    """Print the JSON Schema of a postgres or attic configuration (for editor completion)."""
+    from forge_provision import schema
+
+    click.echo(json.dumps(schema.json_schema(kind), indent=2, sort_keys=True))
     return EXIT_OK
 
 
