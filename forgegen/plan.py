@@ -19,6 +19,8 @@ from forgegen.errors import ConfigError, UsageError
 
 PLAN_VERSION = 1
 GENERATOR = "forgegen"
+# The product-wide settings, next to the service plans.
+PROJECT_FILE = "project.json"
 
 
 class PlanModel(BaseModel):
@@ -355,13 +357,13 @@ def load_plan(path: str | Path) -> Plan:
 # ---------------------------------------------------------------------------------------------
 # Finding the plans from a checkout (``forge deploy api`` without ``--plan``)
 
-PROJECT_PLAN = "project"
+PLANS_DIR = "nix/forge/plans"
 
 
 def plan_relpath(service: str | None) -> str:
     """Where ``forgegen sync`` writes a plan, relative to the repository root (the one place that
     says so for the runtime; ``None``: the product-wide plan)."""
-    return f"nix/forge/plans/{service or PROJECT_PLAN}.json"
+    return f"{PLANS_DIR}/{service}.json" if service else f"{PLANS_DIR}/{PROJECT_FILE}"
 
 
 def find_root(start: str | Path | None = None) -> Path:
@@ -394,4 +396,4 @@ def find_plan(service: str | None, start: str | Path | None = None) -> Plan:
 def service_names(root: Path) -> list[str]:
     """The services with a plan under ``root`` (what shell completion offers)."""
     directory = (root / plan_relpath(None)).parent
-    return sorted(p.stem for p in directory.glob("*.json") if p.stem != PROJECT_PLAN)
+    return sorted(p.stem for p in directory.glob("*.json") if p.name != PROJECT_FILE)

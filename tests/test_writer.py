@@ -180,3 +180,12 @@ def test_json_on_a_usage_error_is_json_too(tmp_path: Path) -> None:
     proc = forgegen("sync", "--json", "--no-such-option", cwd=tmp_path)
     assert proc.returncode == 2
     assert json.loads(proc.stdout)["error"]["kind"] == "UsageError"
+
+
+def test_init_and_readme_agree_on_what_a_relative_gitops_repo_is_relative_to() -> None:
+    from forgegen import generator
+
+    deploy = generator.init_files("shop")["deploy.yaml"]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "relative to where you run the apps (the repository root)" in deploy
+    assert "A relative `gitops.repo` path is relative to where you run the app (the repository root)" in readme
