@@ -201,7 +201,7 @@ let
 
   /**
     The names of a service's apps, in the contract's order: `build:S`, `push:S`, `deploy:S`
-    (first environment), `deploy:S:E`, `rollout:S:E`, `rollback:S:E` per environment,
+    (first environment), `deploy:S:E`, `rollout:S:E`, `rollback:S:E`, `reconcile:S:E`, `migrate:S:E` per environment,
     `status:S`, `release:S`, and the development apps `test:S`, `lint:S`, `fmt:S`, `fmt-check:S`.
 
     # Inputs
@@ -215,13 +215,13 @@ let
     # Examples
     ```nix
     serviceAppNames "api" [ "prod" ]
-    => [ "build:api" "push:api" "deploy:api" "deploy:api:prod" "rollout:api:prod" "rollback:api:prod" "status:api" "release:api" "test:api" "lint:api" "fmt:api" "fmt-check:api" ]
+    => [ "build:api" "push:api" "deploy:api" "deploy:api:prod" "rollout:api:prod" "rollback:api:prod" "reconcile:api:prod" "migrate:api:prod" "status:api" "release:api" "test:api" "lint:api" "fmt:api" "fmt-check:api" ]
     ```
   */
   serviceAppNames = name: environments:
     [ "build:${name}" "push:${name}" ]
     ++ (if environments == [ ] then [ ] else [ "deploy:${name}" ])
-    ++ builtins.concatMap (e: [ "deploy:${name}:${e}" "rollout:${name}:${e}" "rollback:${name}:${e}" ]) environments
+    ++ builtins.concatMap (e: [ "deploy:${name}:${e}" "rollout:${name}:${e}" "rollback:${name}:${e}" "reconcile:${name}:${e}" "migrate:${name}:${e}" ]) environments
     ++ [ "status:${name}" "release:${name}" "test:${name}" "lint:${name}" "fmt:${name}" "fmt-check:${name}" ];
 
   /**
@@ -316,6 +316,8 @@ let
         { name = "deploy:${n}:${env}"; value = deployEntry env; }
         { name = "rollout:${n}:${env}"; value = forgeEntry "Watch the rollout of ${n} in ${env}" [ "rollout" "${n}:${env}" ]; }
         { name = "rollback:${n}:${env}"; value = forgeEntry "Roll ${n} in ${env} back to its previous image" [ "rollback" "${n}:${env}" ]; }
+        { name = "reconcile:${n}:${env}"; value = forgeEntry "Reconcile Flux for ${n} in ${env} to the GitOps head" [ "reconcile" "${n}:${env}" ]; }
+        { name = "migrate:${n}:${env}"; value = forgeEntry "Run the migrations of ${n} in ${env} (Kubernetes Jobs)" [ "migrate" "${n}:${env}" ]; }
       ];
       through = if envs == [ ] then "no environment" else builtins.concatStringsSep " then " envs;
     in
@@ -332,7 +334,7 @@ let
     );
 
   /**
-    The table entries of the product-wide apps: `release`, `status` and `forge:sync`.
+    The table entries of the product-wide apps: `release`, `status`, `reconcile:E` per environment and `forge:sync`.
 
     # Inputs
     `project`: the project name. `environments`: all environments, in promotion order.
@@ -348,7 +350,9 @@ let
     => "Release every service of shop through staging then production"
     ```
   */
-  projectAppEntries = { project, environments }: {
+  projectAppEntries = { project, environments }: builtins.listToAttrs (map
+    (e: { name = "reconcile:${e}"; value = { kind = "forge"; args = [ "reconcile" e ]; description = "Reconcile Flux in ${e} to the GitOps head (every service of ${project} there)"; }; })
+    environments) // {
     release = { kind = "forge"; args = [ "release" ]; description = "Release every service of ${project} through ${builtins.concatStringsSep " then " environments}"; };
     status = { kind = "forge"; args = [ "status" ]; description = "Show what runs where for every service of ${project}"; };
     "forge:sync" = { kind = "generator"; args = [ "sync" ]; description = "Regenerate nix/forge from deploy.yaml (forgegen sync)"; };
@@ -440,7 +444,7 @@ let
     # Examples
     ```nix
     builtins.attrNames (mkProject { pkgs = { writeShellApplication = a: { outPath = "out-${a.name}"; }; }; runtime = "forge"; index = { }; project = "p"; environments = [ "prod" ]; order = [ ]; projectPlan = builtins.toFile "p.json" "{\"registry\": {\"host\": \"r\"}, \"services\": []}"; }).apps
-    => [ "forge:sync" "release" "status" ]
+    => [ "forge:sync" "reconcile:prod" "release" "status" ]
     ```
   */
   mkProject = { pkgs, runtime, index, project, environments, order, projectPlan }:

@@ -14,5 +14,7 @@ def expected_app_names(config: Config) -> set[str]:
         if envs:
             names.add(f"deploy:{name}")
         for env in envs:
-            names |= {f"deploy:{name}:{env}", f"rollout:{name}:{env}", f"rollback:{name}:{env}"}
+            names |= {f"deploy:{name}:{env}", f"rollout:{name}:{env}", f"rollback:{name}:{env}",
+                      f"reconcile:{name}:{env}", f"migrate:{name}:{env}"}
+    names |= {f"reconcile:{e.name}" for e in config.environments}
     return names

@@ -91,7 +91,8 @@ def test_flake_show_lists_every_contract_app(shop: Flake) -> None:
     expected = expected_app_names(load_config(shop.dir / "deploy.yaml"))
     assert set(apps) == expected
     for name in ("build:api", "push:api", "deploy:api", "deploy:api:staging", "deploy:api:production",
-                 "rollout:api:production", "rollback:api:staging", "status:api", "release:api",
+                 "rollout:api:production", "rollback:api:staging", "reconcile:api:staging", "migrate:api:production",
+                 "reconcile:staging", "status:api", "release:api",
                  "test:api", "lint:api", "fmt:api", "fmt-check:api", "release", "status", "forge:sync"):
         assert name in apps, name
 

@@ -182,6 +182,10 @@ def _report(run: Callable[[], dict[str, Any]], json_output: bool) -> None:
         console.say(f"forge release {doc['target']}: {doc['outcome']} ({', '.join(doc['environments'])}; "
                     + ", ".join(f"{s}:{ref.rpartition(':')[2]}" for s, ref in doc["images"].items()) + ")")
         return
+    if doc["command"] == "reconcile":
+        console.say(f"forge reconcile {doc['target']}: {doc['outcome']} ("
+                    + ", ".join(r["result"]["revision"] or r["commit"] for r in doc["reconciles"]) + ")")
+        return
     console.say(f"forge {doc['command']} {doc['service']}:{doc['environment']}: {doc['outcome']}"
                 + (f" ({doc['image']})" if doc.get("image") else ""))
 
@@ -268,6 +272,59 @@ def release(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir
     _report(lambda: release_mod.run_release(plan, [s.name for s in services] if service else None, envs,
                                             revision=revision, yes=yes, ask=ask, flake=str(source_dir),
                                             say=console.say), json_output)
+
+
+@cli.command(short_help="Reconcile Flux to the GitOps head (or --revision) and wait")
+@_common
+@click.option("--revision", metavar="SHA", help="wait for this GitOps commit (default: the branch head)")
+@click.option("--timeout", type=float, metavar="SECONDS", help="override flux.timeout")
+@_target_argument("target", "[SERVICE:]ENVIRONMENT")
+def reconcile(plan_path: Path | None, json_output: bool, dry_run: bool, revision: str | None,
+              timeout: float | None, target: str) -> None:
+    """Ask Flux to apply the GitOps branch head (or --revision) in ENVIRONMENT and wait until every
+    Kustomization has: the objects of every service deployed there, or of SERVICE only. The same
+    pinned reconcile, evidence and exit codes as inside `forge deploy`."""
+    from forgegen.runtime import ops
+
+    plan = _load(plan_path, target if ":" in target else None)
+    env, groups = ops.reconcile_targets(plan, target)
+    if dry_run:
+        steps = [stepmod._reconcile_step(t.model_copy(update={"flux": t.flux.model_copy(update={"kustomizations": ks})}))
+                 for t, ks in groups]
+        print_steps("reconcile", target, steps, json_output, {"environment": env, "revision": revision or "head"})
+        return
+    _report(lambda: ops.run_reconcile(plan, target, revision=revision, timeout=timeout, say=console.say), json_output)
+
+
+@cli.command(short_help="Run SERVICE's migrations in ENVIRONMENT as Kubernetes Jobs")
+@_common
+@_revision_options
+@click.option("--tag", metavar="TAG", help="the image tag to migrate with (default: <arch>-<sha7> of --source)")
+@_target_argument("target", "SERVICE:ENVIRONMENT")
+def migrate(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
+            tag: str | None, target: str) -> None:
+    """Run SERVICE's migrations in ENVIRONMENT, as `forge release` does before the GitOps commit:
+    one Job per migration and tag; a Job that already succeeded is not run again."""
+    from forgegen.runtime import ops
+    from forgegen.runtime.tags import image_tags
+
+    plan = _load(plan_path, target)
+    svc, tgt = stepmod.split_target(target, plan, need_env=True)
+    assert tgt is not None
+    tag = tag or image_tags(_revision(source_dir, allow_dirty).sha7, svc.image.architectures).deploy_tag
+    if dry_run:
+        jobs = ops.migration_jobs(plan, svc, tgt, tag)
+        steps = [stepmod.Step("migrate", f"create {j['metadata']['namespace']}/Job/{j['metadata']['name']} "
+                                         f"(skipped if it already succeeded) and wait", {"job": j}) for j in jobs]
+        print_steps("migrate", f"{svc.name}:{tgt.environment}", steps, json_output,
+                    {"service": svc.name, "environment": tgt.environment, "tag": tag})
+        if not json_output:
+            import json as _json
+
+            for j in jobs:
+                click.echo(_json.dumps(j, indent=2))
+        return
+    _report(lambda: ops.run_migrate(plan, svc, tgt, tag=tag, say=console.say), json_output)
 
 
 def _environments(plan: Plan, spec: str | None) -> list[str]:
