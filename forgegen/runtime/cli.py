@@ -254,10 +254,21 @@ def status(plan_path: Path | None, json_output: bool, dry_run: bool, environment
 @click.option("--environments", "environments", metavar="ENV[,ENV…]",
               help="only these environments (taken in promotion order)")
 @click.option("--yes", "-y", is_flag=True, help="approve every environment that requires approval")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="services deployed at once per environment (depends_on order kept)")
+@click.option("--lock-timeout", type=click.FloatRange(0), default=0.0, show_default=True, metavar="SECONDS",
+              help="wait this long for another release's lock (a Kubernetes Lease) before exiting 2")
+@click.option("--resume", "resume", is_flag=False, flag_value="last", default=None, metavar="[REPORT.json]",
+              help="continue a failed release from its report (default: the last one Forge kept), skipping what is done")
 @_target_argument("service", "[SERVICE]", required=False)
 def release(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
-            environments: str | None, yes: bool, service: str | None) -> None:
-    """Every service (or SERVICE), environment by environment, with migrations and gates."""
+            environments: str | None, yes: bool, concurrency: int, lock_timeout: float, resume: str | None,
+            service: str | None) -> None:
+    """Every service (or SERVICE), environment by environment, with migrations and gates.
+
+    Independent services of an environment run in parallel (--concurrency); a Kubernetes Lease
+    per product and environment keeps two releases apart (--lock-timeout); --resume continues a
+    failed release."""
     plan = _load(plan_path, service)
     services = [stepmod.split_target(service, plan)[0]] if service else list(plan.services)
     envs = _environments(plan, environments)
@@ -269,9 +280,12 @@ def release(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir
     from forgegen.runtime import release as release_mod
 
     ask = (lambda q: click.confirm(q, default=False, err=True)) if sys.stdin.isatty() else None
+    options = release_mod.Options(concurrency=concurrency, lock_timeout=lock_timeout)
+    if resume is not None:
+        options.resume, options.resume_from = release_mod.load_resume(plan, resume)
     _report(lambda: release_mod.run_release(plan, [s.name for s in services] if service else None, envs,
                                             revision=revision, yes=yes, ask=ask, flake=str(source_dir),
-                                            say=console.say), json_output)
+                                            say=console.say, options=options), json_output)
 
 
 @cli.command(short_help="Reconcile Flux to the GitOps head (or --revision) and wait")

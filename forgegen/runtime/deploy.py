@@ -76,16 +76,19 @@ def _step(report: dict[str, Any], name: str, fn: Callable[[], Any]) -> Any:
 
 def _roll(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, *, tag: str, source_commit: str,
           report: dict[str, Any], prefix: str, say: Say, cwd: str | Path | None,
-          digest: str | None = None) -> rollout_mod.RolloutResult:
+          digest: str | None = None,
+          accept: Callable[[str], Callable[[str], bool]] | None = None) -> rollout_mod.RolloutResult:
     """GitOps edit → reconcile → rollout for one tag (pinned to ``digest`` when given); each
-    result lands in ``report``."""
+    result lands in ``report``. ``accept(our_commit)`` may give the reconcile a test for later
+    commits that contain ours (parallel deploys to one environment)."""
     g = _step(report, f"{prefix}gitops", lambda: gitops.apply_tag(
         plan, svc.name, target.environment, tag=tag, digest=digest, source_commit=source_commit, cwd=cwd))
     report[f"{prefix}gitops"] = g.to_json()
     say(f"gitops: {'committed ' + g.commit[:7] if g.commit else 'already at ' + tag + ' (no commit)'}"
         f" in {g.repo} {g.branch}:{g.file}")
     rec = _step(report, f"{prefix}reconcile", lambda: flux.reconcile(
-        api, target.flux, commit=g.revision, branch=target.gitops.branch, progress=lambda m: say(f"flux: {m}")))
+        api, target.flux, commit=g.revision, branch=target.gitops.branch, progress=lambda m: say(f"flux: {m}"),
+        accept=accept(g.revision) if accept else None))
     report[f"{prefix}reconcile"] = rec.to_json()
     say(f"flux: applied {rec.revision}")
     expected = _image(svc, tag) + (f"@{digest}" if digest else "")

@@ -17,6 +17,19 @@ The order, as Kargo and Skaffold users expect it:
 4. **Gate** after each environment: every service of it healthy (git, workload and Flux agree, as
    ``forge status`` judges) and verified, before the next environment starts.
 
+Independent services of one environment run in parallel, at most ``concurrency`` (``--concurrency``,
+default 4) at a time: a service starts once the services it ``depends_on`` succeeded there. The
+first failure starts nothing new; the running services finish (or roll back), and the report
+lists the services in dependency order whatever order they finished in.
+
+Before pushing, the release takes one Kubernetes ``Lease`` per product and environment
+(:mod:`forgegen.runtime.lock`); another release waits ``--lock-timeout`` seconds or exits 2 naming
+the holder. The report is kept under the state directory (``$FORGE_STATE_DIR``, else
+``$XDG_STATE_HOME/forge``, else ``~/.local/state/forge``: ``releases/<project>.json``);
+``--resume [REPORT.json]`` continues a failed release of the same source commit, services and
+environments, skipping what the report says is done (pushes, environments whose gate passed,
+services that succeeded, migrations that succeeded, a deploy that succeeded) — ``skipped`` lists them.
+
 The first failure stops the release. The report (``--json``) says where — ``failed`` is
 ``{environment, service, step}`` with step one of ``preflight``, ``push``, ``migrate:<name>``,
 ``deploy:<gitops|reconcile|rollout>``, ``check:<name>``, ``gate`` — and lists in ``not_done``
@@ -25,9 +38,13 @@ every step that did not run. :class:`ReleaseFailed` carries that report (exit 1)
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -36,7 +53,7 @@ from forgegen.errors import (ApprovalRequired, ClusterUnreachable, ForgeError, M
                              UsageError)
 from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime import deploy as deploy_mod
-from forgegen.runtime import gitops, kube, migrate, registry, verify
+from forgegen.runtime import gitops, kube, lock, migrate, registry, verify
 from forgegen.runtime.steps import dependency_order
 from forgegen.runtime.tags import SourceRevision, image_tags
 
@@ -145,33 +162,93 @@ def _check_promotion(plan: Plan, stages: list[Stage], revision: SourceRevision, 
                     hint=f"release {source} first, e.g. `forge release --environments {source},{stage.environment}`")
 
 
+@dataclass
+class Options:
+    """How a release runs: parallelism, the lock, and the report it resumes (``--resume``)."""
+
+    concurrency: int = 4
+    lock_timeout: float = 0.0
+    lock_duration: int = lock.DURATION
+    resume: dict[str, Any] | None = None
+    resume_from: str | None = None
+    state_dir: Path | None = None
+
+
+def state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where Forge keeps the last report of each product's release (for ``--resume``)."""
+    env = os.environ if environ is None else environ
+    if env.get("FORGE_STATE_DIR"):
+        return Path(env["FORGE_STATE_DIR"])
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "forge"
+
+
+def last_report_path(project: str, directory: Path | None = None) -> Path:
+    return (directory or state_dir()) / "releases" / f"{project}.json"
+
+
+def _save(report: dict[str, Any], options: Options) -> None:
+    path = last_report_path(report["project"], options.state_dir)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+    except OSError as err:
+        log.warning("could not keep the release report in %s: %s", path, err)
+
+
+def load_resume(plan: Plan, spec: str, options_dir: Path | None = None) -> tuple[dict[str, Any], str]:
+    """The report ``--resume [REPORT.json]`` names (default: the last one Forge kept)."""
+    path = Path(spec) if spec not in ("", "last") else last_report_path(plan.project, options_dir)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"--resume: no release report at {path}",
+                         hint="pass the report of the failed release (`forge release --json > report.json`), "
+                              "or run the release without --resume") from None
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--resume: cannot read the release report {path}: {err}") from err
+    if not isinstance(doc, dict) or doc.get("command") != "release" or doc.get("project") != plan.project:
+        raise UsageError(f"--resume: {path} is not a release report of {plan.project}")
+    if doc.get("outcome") != "failed":
+        raise UsageError(f"--resume: the release in {path} did not fail (outcome {doc.get('outcome')!r}); "
+                         "nothing to resume", hint="run the release without --resume")
+    return doc, str(path)
+
+
+def _check_resume(prev: dict[str, Any], report: dict[str, Any]) -> None:
+    for key in ("source_commit", "services", "environments"):
+        if prev.get(key) != report[key]:
+            raise UsageError(f"--resume: the failed release had {key} {prev.get(key)!r}, this one {report[key]!r}",
+                             hint="resume with the same source commit, services and --environments, "
+                                  "or run a new release without --resume")
+
+
 def run_release(plan: Plan, services: list[str] | None, environments: list[str], *, revision: SourceRevision,
                 yes: bool = False, ask: Ask | None = None, flake: str = ".", say: Say = log.info,
-                cwd: str | Path | None = None) -> dict[str, Any]:
+                cwd: str | Path | None = None, options: Options | None = None) -> dict[str, Any]:
     """``forge release [S] [--environments a,b]``: returns the report; raises :class:`ReleaseFailed`
     (report inside) when a step fails, :class:`ApprovalRequired` / ``UsageError`` / ``ConfigError``
-    (exit 2) when pre-flight refuses before anything changed."""
+    / :class:`~forgegen.runtime.lock.ReleaseLocked` (exit 2) when pre-flight refuses before anything
+    changed. The report is kept under the state directory for ``--resume``."""
+    opts = options or Options()
     try:
-        return _run(plan, services, environments, revision=revision, yes=yes, ask=ask, flake=flake, say=say, cwd=cwd)
+        report = _run(plan, services, environments, revision=revision, yes=yes, ask=ask, flake=flake, say=say,
+                      cwd=cwd, opts=opts)
     except ReleaseFailed as err:
+        _save(err.report, opts)
         for line in render_not_done(err.report):
             say(line)
         raise
+    _save(report, opts)
+    return report
 
 
-def _run(plan: Plan, services: list[str] | None, environments: list[str], *, revision: SourceRevision,
-         yes: bool, ask: Ask | None, flake: str, say: Say, cwd: str | Path | None) -> dict[str, Any]:
-    t0 = time.monotonic()
-    order, stages = plan_stages(plan, services, environments)
-    what = order[0].name if services and len(order) == 1 else f"{plan.project} ({', '.join(s.name for s in order)})"
-    report: dict[str, Any] = {
-        "command": "release", "target": services[0] if services and len(services) == 1 else plan.project,
-        "project": plan.project, "source_commit": revision.sha7,
-        "environments": [s.environment for s in stages], "services": [s.name for s in order],
-        "outcome": "running", "approvals": {}, "push": {}, "images": {}, "stages": [],
-        "failed": None, "not_done": [], "timings": {},
-    }
-    # -- 1. pre-flight: configuration errors exit 2 and unreachable clusters exit 1, both before any change
+def _preflight(plan: Plan, stages: list[Stage], order: list[ServicePlan], report: dict[str, Any], *,
+               revision: SourceRevision, yes: bool, ask: Ask | None, what: str, t0: float,
+               cwd: str | Path | None) -> dict[tuple[str | None, str | None], Any]:
+    """Configuration errors exit 2 and unreachable clusters exit 1, both before any change."""
     if ask is None:  # nobody to ask: say so first (the interactive question comes last, after the checks)
         report["approvals"] = _approve(stages, yes=yes, ask=None, what=what)
     connections = {}
@@ -189,58 +266,234 @@ def _run(plan: Plan, services: list[str] | None, environments: list[str], *, rev
     _check_promotion(plan, stages, revision, cwd)
     if ask is not None:
         report["approvals"] = _approve(stages, yes=yes, ask=ask, what=what)
-    say(f"release {what} at {revision.sha7}: {' → '.join(s.environment for s in stages)}")
+    return clients
 
-    # -- 2. push every image once
+
+def _take_locks(plan: Plan, stages: list[Stage], clients: dict, opts: Options, what: str,
+                say: Say) -> list[lock.Lease]:
+    """The Lease of every environment, in promotion order; all or none."""
+    holder = lock.identity()
+    leases: list[lock.Lease] = []
+    try:
+        for stage in stages:
+            target = stage.pairs[0][1]
+            leases.append(lock.acquire(clients[_client_key(target)], namespace=target.namespace,
+                                       name=lock.lease_name(plan.project, stage.environment), holder=holder,
+                                       what=what, wait=opts.lock_timeout, duration=opts.lock_duration, say=say))
+    except BaseException:
+        for lease in leases:
+            lease.release()
+        raise
+    return leases
+
+
+def _run(plan: Plan, services: list[str] | None, environments: list[str], *, revision: SourceRevision,
+         yes: bool, ask: Ask | None, flake: str, say: Say, cwd: str | Path | None, opts: Options) -> dict[str, Any]:
+    t0 = time.monotonic()
+    order, stages = plan_stages(plan, services, environments)
+    what = order[0].name if services and len(order) == 1 else f"{plan.project} ({', '.join(s.name for s in order)})"
+    report: dict[str, Any] = {
+        "command": "release", "target": services[0] if services and len(services) == 1 else plan.project,
+        "project": plan.project, "source_commit": revision.sha7,
+        "environments": [s.environment for s in stages], "services": [s.name for s in order],
+        "outcome": "running", "approvals": {}, "push": {}, "images": {}, "stages": [],
+        "failed": None, "not_done": [], "locks": [], "concurrency": opts.concurrency, "timings": {},
+    }
+    if opts.resume is not None:
+        _check_resume(opts.resume, report)
+        report["resumed_from"] = {"report": opts.resume_from, "failed": opts.resume.get("failed")}
+        report["skipped"] = []
+    clients = _preflight(plan, stages, order, report, revision=revision, yes=yes, ask=ask, what=what, t0=t0, cwd=cwd)
+    leases = _take_locks(plan, stages, clients, opts, f"{what} at {revision.sha7}", say)
+    report["locks"] = [lease.info for lease in leases]
+    renewer = lock.Renewer(leases)
+    try:
+        say(f"release {what} at {revision.sha7}: {' → '.join(s.environment for s in stages)}")
+        pushed = _push_all(plan, stages, order, report, revision=revision, flake=flake, say=say, t0=t0, opts=opts)
+        for si, stage in enumerate(stages):
+            _release_stage(plan, stages, si, order, report, clients=clients, pushed=pushed, revision=revision,
+                           say=say, cwd=cwd, t0=t0, opts=opts)
+        report["outcome"] = "success"
+        report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
+        return report
+    finally:
+        renewer.stop()
+        for lease in leases:
+            lease.info.setdefault("released_at", None)
+        if any(lease.lost for lease in leases):
+            report["lock_lost"] = [lease.lost for lease in leases if lease.lost]
+
+
+@dataclass(frozen=True)
+class DonePush:
+    """A push the resumed release did (from its report), standing in for a PushResult."""
+
+    doc: dict[str, Any]
+
+    @property
+    def deploy_tag(self) -> str:
+        return str(self.doc["deploy_tag"])
+
+    @property
+    def deploy_digest(self) -> str:
+        return str(self.doc["deploy_digest"])
+
+    @property
+    def deploy_reference(self) -> str:
+        return str(self.doc["deploy_reference"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.doc, "resumed": True}
+
+
+def _push_all(plan: Plan, stages: list[Stage], order: list[ServicePlan], report: dict[str, Any], *,
+              revision: SourceRevision, flake: str, say: Say, t0: float, opts: Options) -> dict[str, Any]:
+    """Push every image once (a resumed release keeps the pushes its report has)."""
     t_push = time.monotonic()
     pushed: dict[str, Any] = {}
+    done = (opts.resume or {}).get("push") or {}
     for svc in order:
-        try:
-            result = registry.run_push(plan, svc.name, revision=revision, flake=flake,
-                                       progress=lambda m, n=svc.name: say(f"{n}: push: {m}"))
-        except ForgeError as err:
-            _stop(report, stages, order, t0, where=("push", None, svc.name), err=err, push_done=False,
-                  pushed=set(pushed))
+        if svc.name in done:
+            result: Any = DonePush(done[svc.name])
+            report.setdefault("skipped", []).append({"environment": None, "service": svc.name, "steps": ["push"]})
+            say(f"{svc.name}: push: done by the resumed release ({result.deploy_tag}); skipped")
+        else:
+            try:
+                result = registry.run_push(plan, svc.name, revision=revision, flake=flake,
+                                           progress=lambda m, n=svc.name: say(f"{n}: push: {m}"))
+            except ForgeError as err:
+                _stop(report, stages, order, t0, where=("push", None, svc.name), err=err, push_done=False,
+                      pushed=set(pushed))
         pushed[svc.name] = result
         report["push"][svc.name] = result.to_json()
         report["images"][svc.name] = f"{svc.image.repository}:{result.deploy_tag}"
     report["timings"]["push_seconds"] = round(time.monotonic() - t_push, 3)
+    return pushed
 
-    # -- 3. environment by environment
-    for si, stage in enumerate(stages):
-        t_stage = time.monotonic()
-        entry_stage: dict[str, Any] = {"environment": stage.environment, "outcome": "running",
-                                       "approval": report["approvals"][stage.environment], "services": [], "gate": None}
-        report["stages"].append(entry_stage)
-        say(f"release: {stage.environment} ({si + 1}/{len(stages)}): {', '.join(s.name for s, _ in stage.pairs)}")
-        for pi, (svc, target) in enumerate(stage.pairs):
-            api = clients[_client_key(target)]
-            entry = _service_entry(svc, target, pushed[svc.name])
-            entry_stage["services"].append(entry)
-            step = _release_service(plan, svc, target, api, entry, pushed[svc.name].deploy_tag, revision, say, cwd)
-            if step is not None:
-                entry["outcome"] = "failed"
-                entry_stage["outcome"] = "failed"
-                entry_stage["gate"] = {"outcome": "not evaluated",
-                                       "reason": f"{svc.name} failed at {step[0]}"}
-                _stop(report, stages, order, t0, where=(step[0], stage.environment, svc.name), err=step[1],
-                      position=(si, pi, step[0]))
-            entry["outcome"] = "success"
-        gate = _gate(plan, stage, clients, entry_stage, pushed, cwd)
-        entry_stage["gate"] = gate
-        entry_stage["elapsed_seconds"] = round(time.monotonic() - t_stage, 3)
-        if gate["outcome"] != "passed":
-            entry_stage["outcome"] = "failed"
-            bad = next(s for s, row in gate["services"].items() if not (row["healthy"] and row["verified"]))
-            _stop(report, stages, order, t0, where=("gate", stage.environment, bad),
-                  err=ForgeError(f"the gate of {stage.environment} did not pass: {gate['reason']}",
-                                 hint=f"`forge status` shows what runs where; {stage.environment} is left as it is"),
-                  position=(si, len(stage.pairs), "gate"))
-        entry_stage["outcome"] = "success"
-        say(f"release: {stage.environment}: gate passed (every service healthy and verified)")
-    report["outcome"] = "success"
-    report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
-    return report
+
+def _release_stage(plan: Plan, stages: list[Stage], si: int, order: list[ServicePlan], report: dict[str, Any], *,
+                   clients: dict, pushed: dict[str, Any], revision: SourceRevision, say: Say,
+                   cwd: str | Path | None, t0: float, opts: Options) -> None:
+    """One environment: its services in parallel (``depends_on`` kept), then the gate."""
+    stage = stages[si]
+    t_stage = time.monotonic()
+    prev_stage = next((s for s in (opts.resume or {}).get("stages") or [] if s["environment"] == stage.environment),
+                      None)
+    if prev_stage is not None and prev_stage.get("outcome") == "success":
+        report["stages"].append({**prev_stage, "resumed": True})
+        report.setdefault("skipped", []).append({"environment": stage.environment, "service": None,
+                                  "steps": ["services", "gate"]})
+        say(f"release: {stage.environment}: done by the resumed release; skipped")
+        return
+    previous = {e["service"]: e for e in (prev_stage or {}).get("services") or []}
+    entry_stage: dict[str, Any] = {"environment": stage.environment, "outcome": "running",
+                                   "approval": report["approvals"][stage.environment], "services": [], "gate": None}
+    report["stages"].append(entry_stage)
+    say(f"release: {stage.environment} ({si + 1}/{len(stages)}): {', '.join(s.name for s, _ in stage.pairs)}")
+    entries, failures = _run_services(plan, stage, clients, pushed, revision, say, cwd, opts.concurrency, previous,
+                                      report)
+    entry_stage["services"] = [entries[s.name] for s, _ in stage.pairs if s.name in entries]
+    if failures:
+        first = next(f for s, _ in stage.pairs for f in failures if f[0].name == s.name)
+        entry_stage["outcome"] = "failed"
+        entry_stage["gate"] = {"outcome": "not evaluated", "reason": f"{first[0].name} failed at {first[1]}"}
+        if len(failures) > 1:
+            report["failures"] = [{"environment": stage.environment, "service": s.name, "step": st}
+                                  for s, _ in stage.pairs for (f, st, _e) in failures if f.name == s.name]
+        _stop(report, stages, order, t0, where=(first[1], stage.environment, first[0].name), err=first[2],
+              position=(si, {f[0].name: f[1] for f in failures}, set(entries)))
+    gate = _gate(plan, stage, clients, entry_stage, pushed, cwd)
+    entry_stage["gate"] = gate
+    entry_stage["elapsed_seconds"] = round(time.monotonic() - t_stage, 3)
+    if gate["outcome"] != "passed":
+        entry_stage["outcome"] = "failed"
+        bad = next(s for s, row in gate["services"].items() if not (row["healthy"] and row["verified"]))
+        _stop(report, stages, order, t0, where=("gate", stage.environment, bad),
+              err=ForgeError(f"the gate of {stage.environment} did not pass: {gate['reason']}",
+                             hint=f"`forge status` shows what runs where; {stage.environment} is left as it is"),
+              position=(si, {}, set(entries)), gate_failed=True)
+    entry_stage["outcome"] = "success"
+    say(f"release: {stage.environment}: gate passed (every service healthy and verified)")
+
+
+Failure = tuple[ServicePlan, str, ForgeError]
+
+
+def _run_services(plan: Plan, stage: Stage, clients: dict, pushed: dict[str, Any], revision: SourceRevision,
+                  say: Say, cwd: str | Path | None, concurrency: int, previous: dict[str, dict],
+                  report: dict[str, Any]) -> tuple[dict[str, dict], list[Failure]]:
+    """Start each service once its dependencies in this environment succeeded, at most
+    ``concurrency`` at a time; after the first failure start nothing new and let the running
+    ones finish (or roll back)."""
+    names = {s.name for s, _ in stage.pairs}
+    deps = {s.name: [d for d in s.depends_on if d in names] for s, _ in stage.pairs}
+    pending = list(stage.pairs)
+    entries: dict[str, dict] = {}
+    ok: set[str] = set()
+    failures: list[Failure] = []
+    accept = _descendant_test(cwd)
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="forge-release") as pool:
+        running: dict[Future, ServicePlan] = {}
+        while pending or running:
+            for svc, target in list(pending):
+                if failures or len(running) >= concurrency:
+                    break
+                if not all(d in ok for d in deps[svc.name]):
+                    continue
+                pending.remove((svc, target))
+                prev = previous.get(svc.name)
+                if prev is not None and prev.get("outcome") == "success":
+                    entries[svc.name] = {**prev, "resumed": True}
+                    report.setdefault("skipped", []).append({"environment": stage.environment, "service": svc.name,
+                                              "steps": service_steps(svc)})
+                    ok.add(svc.name)
+                    continue
+                entry = _service_entry(svc, target, pushed[svc.name])
+                entries[svc.name] = entry
+                running[pool.submit(_release_service, plan, svc, target, clients[_client_key(target)], entry,
+                                    pushed[svc.name].deploy_tag, revision, say, cwd, prev, accept, report)] = svc
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                svc = running.pop(fut)
+                step = fut.result()
+                entries[svc.name]["outcome"] = "failed" if step else "success"
+                if step:
+                    failures.append((svc, step[0], step[1]))
+                else:
+                    ok.add(svc.name)
+            if not running and not failures and pending and not any(
+                    all(d in ok for d in deps[s.name]) for s, _ in pending):
+                break  # cannot happen with a valid plan (dependencies come first)
+    return entries, failures
+
+
+def _descendant_test(cwd: str | Path | None) -> Callable[..., Callable[[str], bool]]:
+    """``accept(ours)(sha)``: does the GitOps commit Flux fetched contain ours (a parallel deploy
+    pushed on top of it)? Asked of the cached clone, fetched when it does not know ``sha``."""
+    memo: dict[tuple[str, str], bool] = {}
+    guard = threading.Lock()
+
+    def for_target(repo_spec: tuple[str, str]) -> Callable[[str], Callable[[str], bool]]:
+        def accept(ours: str) -> Callable[[str], bool]:
+            def test(sha: str) -> bool:
+                key = (ours, sha)
+                with guard:
+                    if key in memo:
+                        return memo[key]
+                repo = gitops.GitOpsRepo.open(repo_spec[0], repo_spec[1], cwd=cwd)
+                with repo.locked():
+                    if repo.git("cat-file", "-e", f"{sha}^{{commit}}", check=False, what="look up a commit").returncode:
+                        repo.fetch()
+                    res = repo.git("merge-base", "--is-ancestor", ours, sha, check=False,
+                                   what="check that Flux's commit contains ours")
+                with guard:
+                    memo[key] = res.returncode == 0
+                return memo[key]
+            return test
+        return accept
+    return for_target
 
 
 def _service_entry(svc: ServicePlan, target: TargetPlan, pushed: Any) -> dict[str, Any]:
@@ -250,13 +503,16 @@ def _service_entry(svc: ServicePlan, target: TargetPlan, pushed: Any) -> dict[st
             "migrations": [], "deploy": None, "checks": []}
 
 
-def _release_service(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, entry: dict[str, Any], tag: str,
-                     revision: SourceRevision, say: Say, cwd: str | Path | None) -> tuple[str, ForgeError] | None:
-    """Migrations, deploy, checks for one service in one environment; the failed step, or None."""
+def _migrations(svc: ServicePlan, target: TargetPlan, api: Any, entry: dict[str, Any], image: str, tag: str,
+                say: Say, prev: dict[str, Any] | None, skipped: list[str]) -> tuple[str, ForgeError] | None:
     where = f"{target.environment}/{svc.name}"
-    image = f"{svc.image.repository}:{tag}"
+    done = {m["name"]: m for m in (prev or {}).get("migrations") or [] if m.get("outcome") == "success"}
     for m in svc.migrations:
         step = f"migrate:{m.name}"
+        if m.name in done:
+            entry["migrations"].append({**done[m.name], "resumed": True})
+            skipped.append(step)
+            continue
         try:
             result = migrate.run_migration(api, service=svc.name, migration=m, namespace=target.namespace,
                                            image=m.image or image, tag=tag, progress=lambda msg: say(f"{where}: {msg}"))
@@ -275,11 +531,55 @@ def _release_service(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any,
                 hint=f"the report has the last log lines of {result.pod or 'its pod'}; "
                      f"`kubectl -n {target.namespace} logs job/{result.job}` shows them all; nothing was committed "
                      f"to the GitOps repository for {svc.name}")
+    return None
+
+
+def _release_service(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, entry: dict[str, Any], tag: str,
+                     revision: SourceRevision, say: Say, cwd: str | Path | None, prev: dict[str, Any] | None = None,
+                     accept: Callable[..., Any] | None = None,
+                     report: dict[str, Any] | None = None) -> tuple[str, ForgeError] | None:
+    """Migrations, deploy, checks for one service in one environment; the failed step, or None.
+    ``prev`` is this service's entry in a resumed release: what succeeded there is not done again."""
+    where = f"{target.environment}/{svc.name}"
+    image = f"{svc.image.repository}:{tag}"
+    skipped: list[str] = []
+    try:
+        failed = _migrations(svc, target, api, entry, image, tag, say, prev, skipped)
+        if failed is not None:
+            return failed
+        if prev is not None and (prev.get("deploy") or {}).get("outcome") == "success":
+            entry["deploy"] = {**prev["deploy"], "resumed": True}
+            skipped.append("deploy")
+            say(f"{where}: deploy: done by the resumed release; skipped")
+        else:
+            failed = _deploy(plan, svc, target, api, entry, tag, revision, say, cwd, accept)
+            if failed is not None:
+                return failed
+        for c in svc.verify:
+            result_c = verify.run_check(c, progress=lambda msg: say(f"{where}: {msg}"))
+            entry["checks"].append(result_c.to_json())
+            say(f"{where}: check {c.name}: {result_c.outcome}" + (f" ({result_c.last_error})" if not result_c.ok else ""))
+            if not result_c.ok:
+                try:
+                    verify.raise_for_check(result_c, service=svc.name, environment=target.environment)
+                except ForgeError as err:
+                    return f"check:{c.name}", err
+        return None
+    finally:
+        if skipped and report is not None:
+            report.setdefault("skipped", []).append({"environment": target.environment, "service": svc.name, "steps": skipped})
+
+
+def _deploy(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, entry: dict[str, Any], tag: str,
+            revision: SourceRevision, say: Say, cwd: str | Path | None,
+            accept: Callable[..., Any] | None) -> tuple[str, ForgeError] | None:
+    where = f"{target.environment}/{svc.name}"
     deploy: dict[str, Any] = {"outcome": "running", "timings": {}}
     entry["deploy"] = deploy
     try:
         rolled = deploy_mod._roll(plan, svc, target, api, tag=tag, source_commit=revision.sha7, report=deploy,
-                                  prefix="", say=lambda msg: say(f"{where}: {msg}"), cwd=cwd)
+                                  prefix="", say=lambda msg: say(f"{where}: {msg}"), cwd=cwd,
+                                  accept=accept((target.gitops.repo, target.gitops.branch)) if accept else None)
     except ForgeError as err:
         return f"deploy:{deploy.get('failed_step', 'gitops')}", err
     deploy["outcome"] = rolled.outcome
@@ -290,15 +590,6 @@ def _release_service(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any,
                                                revision, deploy, lambda msg: say(f"{where}: {msg}"), cwd)
         message = deploy_mod._rollout_message({**deploy, "service": svc.name, "environment": target.environment})
         return "deploy:rollout", RolloutFailed(message, hint=deploy_mod._rollout_hint(deploy))
-    for c in svc.verify:
-        result_c = verify.run_check(c, progress=lambda msg: say(f"{where}: {msg}"))
-        entry["checks"].append(result_c.to_json())
-        say(f"{where}: check {c.name}: {result_c.outcome}" + (f" ({result_c.last_error})" if not result_c.ok else ""))
-        if not result_c.ok:
-            try:
-                verify.raise_for_check(result_c, service=svc.name, environment=target.environment)
-            except ForgeError as err:
-                return f"check:{c.name}", err
     return None
 
 
@@ -324,8 +615,10 @@ def _gate(plan: Plan, stage: Stage, clients: dict, entry_stage: dict[str, Any], 
 
 def _stop(report: dict[str, Any], stages: list[Stage], order: list[ServicePlan], t0: float, *,
           where: tuple[str, str | None, str | None], err: ForgeError, push_done: bool = True,
-          pushed: set[str] | None = None, position: tuple[int, int, str] | None = None) -> NoReturn:
-    """Record where the release stopped and everything that did not run; raise :class:`ReleaseFailed`."""
+          pushed: set[str] | None = None, position: tuple[int, dict[str, str], set[str]] | None = None,
+          gate_failed: bool = False) -> NoReturn:
+    """Record where the release stopped and everything that did not run; raise :class:`ReleaseFailed`.
+    ``position`` is (stage index, failed service → step, services started in that stage)."""
     step, env, service = where
     report["outcome"] = "failed"
     report["failed"] = {"environment": env, "service": service, "step": step}
@@ -336,16 +629,17 @@ def _stop(report: dict[str, Any], stages: list[Stage], order: list[ServicePlan],
                      for s in order if s.name not in (pushed or set())]
     first_stage = 0
     if position is not None:
-        si, pi, failed_step = position
+        si, failed, started = position
         stage = stages[si]
-        if pi < len(stage.pairs):
-            steps = service_steps(stage.pairs[pi][0])
-            at = steps.index("deploy" if failed_step.startswith("deploy:") else failed_step)
-            if steps[at + 1:]:
-                not_done.append({"environment": stage.environment, "service": stage.pairs[pi][0].name,
-                                 "steps": steps[at + 1:]})
-            for svc, _ in stage.pairs[pi + 1:]:
-                not_done.append({"environment": stage.environment, "service": svc.name, "steps": service_steps(svc)})
+        for svc, _ in stage.pairs:
+            steps = service_steps(svc)
+            if svc.name in failed:
+                at = steps.index("deploy" if failed[svc.name].startswith("deploy:") else failed[svc.name])
+                if steps[at + 1:]:
+                    not_done.append({"environment": stage.environment, "service": svc.name, "steps": steps[at + 1:]})
+            elif svc.name not in started:
+                not_done.append({"environment": stage.environment, "service": svc.name, "steps": steps})
+        if not gate_failed:
             not_done.append({"environment": stage.environment, "service": None, "steps": ["gate"]})
         first_stage = si + 1
     for stage in stages[first_stage:]:
