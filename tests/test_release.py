@@ -10,6 +10,7 @@ and run Flux's ``apps-production`` Kustomization too.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import urllib.error
 import urllib.request
@@ -20,7 +21,7 @@ import pytest
 
 from tests.fixtures.health import Health
 from tests.fixtures.kube import Kube
-from tests.fixtures.nixenv import Flake
+from tests.fixtures.nixenv import Flake, tool_path
 from tests.fixtures.registry import Registry
 from tests.fixtures.shop import ShopCluster, start_shop_cluster
 from tests.kube_standin import completes, crash
@@ -245,3 +246,106 @@ def test_a_failed_rollout_rolls_back_and_stops_before_production(release_cluster
     assert c.running_image("api") == f"{c.image('api')}:amd64-0000000"
     assert {"environment": "staging", "service": "api", "steps": ["check:health"]} in report["not_done"]
     assert [s["environment"] for s in report["stages"]] == ["staging"] and health.hits == 0
+
+
+# -- the release lock (a Kubernetes Lease per product and environment) and --resume ----------------
+
+LEASE = "forge-release-shop-staging"
+
+
+def hold_lease(c: ShopCluster, holder: str, *, renewed: str = "now", duration: int = 30) -> None:
+    from datetime import datetime, timedelta, timezone
+    when = datetime.now(timezone.utc) - (timedelta(hours=1) if renewed == "an hour ago" else timedelta())
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    c.kube.standin.create("leases", {
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": LEASE, "namespace": "shop", "annotations": {"forge.dev/release": "shop by someone"}},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": duration, "acquireTime": stamp,
+                 "renewTime": stamp}})
+
+
+def lease(c: ShopCluster) -> dict | None:
+    return c.kube.standin.get("leases", "shop", LEASE)
+
+
+def test_a_release_exits_2_naming_the_holder_of_a_fresh_lease_and_takes_over_a_stale_one(
+        release_cluster: ShopCluster, tmp_path: Path) -> None:
+    c = release_cluster
+    tag = f"amd64-{head_sha(c)}"
+    env = {"FORGE_STATE_DIR": str(tmp_path / "state")}
+    hold_lease(c, "forge@elsewhere/1234/abcdef")
+    proc = c.run("release:api", "--environments", "staging", env=env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc.stderr
+    assert f"another release holds shop/Lease/{LEASE}: forge@elsewhere/1234/abcdef (shop by someone)" in proc.stderr
+    assert not registry_has(c, "api", tag)  # nothing pushed
+    c.kube.standin.delete("leases", "shop", LEASE)
+    hold_lease(c, "forge@crashed/99/000000", renewed="an hour ago")
+    proc = c.run("release:api", "--environments", "staging", "--json", env=env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    [taken] = json.loads(proc.stdout)["locks"]
+    assert taken["lease"] == f"shop/{LEASE}" and taken["taken_over_from"] == "forge@crashed/99/000000"
+    assert "lock: took over" in proc.stderr
+    spec = lease(c)["spec"]
+    assert spec["holderIdentity"] is None  # given back at the end
+    assert spec["leaseTransitions"] == 1
+
+
+def test_two_concurrent_releases_are_serialised_by_the_lease(release_cluster: ShopCluster, tmp_path: Path) -> None:
+    c = release_cluster
+    hold_lease(c, "forge@gate/1/000000")  # both releases start while the Lease is held, so both wait
+    procs = []
+    for i in range(2):
+        err = (tmp_path / f"release-{i}.err").open("w")
+        procs.append((subprocess.Popen(
+            ["nix", "run", ".#release", *c.shop.overrides(), "--", "--environments", "staging", "--json",
+             "--lock-timeout", "600"], cwd=c.shop.dir, env={**os.environ, "PATH": tool_path(), **c.env,
+                                                          "FORGE_STATE_DIR": str(tmp_path / f"state-{i}")},
+            stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True), tmp_path / f"release-{i}.err"))
+    c.kube.standin.wait_for(lambda _cl: all("is held by forge@gate/1/000000; waiting" in p.read_text()
+                                            for _, p in procs) or None, timeout=300)
+    c.kube.standin.delete("leases", "shop", LEASE)
+    reports = []
+    for proc, err in procs:
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.read_text()
+        reports.append(json.loads(out))
+    locks = sorted((r["locks"][0] for r in reports), key=lambda lk: lk["acquired_at"])
+    first, second = locks
+    assert first["released_at"] and first["released_at"] <= second["acquired_at"]  # never held together
+    assert second["waited_for"] in ("forge@gate/1/000000", first["holder"])
+    holders = {first["holder"], second["holder"]}
+    assert len(holders) == 2
+    assert {r["outcome"] for r in reports} == {"success"}
+
+
+def test_resume_finishes_a_release_that_failed_half_way(release_cluster: ShopCluster, health: Health,
+                                                        tmp_path: Path) -> None:
+    c = release_cluster
+    tag = f"amd64-{head_sha(c)}"
+    env = {"FORGE_STATE_DIR": str(tmp_path / "state")}
+    health.statuses = [503]  # api's check fails in staging: api deployed, web and production not done
+    failed = c.run("release", "--yes", "--json", env=env, stdin=subprocess.DEVNULL)
+    assert failed.returncode == 1, failed.stderr
+    assert json.loads(failed.stdout)["failed"] == {"environment": "staging", "service": "api", "step": "check:health"}
+    kept = tmp_path / "state" / "releases" / "shop.json"
+    assert json.loads(kept.read_text())["outcome"] == "failed"
+    commits = c.remote_log(API_KUSTOMIZATION.format(env="staging"))
+    health.statuses = [200]
+    health.hits = 0
+    proc = c.run("release", "--yes", "--json", "--resume", env=env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["outcome"] == "success" and report["resumed_from"]["report"] == str(kept)
+    assert report["resumed_from"]["failed"]["step"] == "check:health"
+    assert {"environment": None, "service": "api", "steps": ["push"]} in report["skipped"]
+    assert {"environment": "staging", "service": "api", "steps": ["migrate:schema", "deploy"]} in report["skipped"]
+    api = service_entry(report, "staging", "api")
+    assert api["deploy"]["resumed"] is True and api["checks"][0]["outcome"] == "passed"
+    assert service_entry(report, "staging", "web")["deploy"]["outcome"] == "success"
+    assert service_entry(report, "production", "api")["deploy"]["outcome"] == "success"
+    assert c.remote_log(API_KUSTOMIZATION.format(env="staging")) == commits  # staging api not committed again
+    assert c.running_image("web", PRODUCTION_NS) == f"{c.image('web')}:{tag}"
+    assert health.hits == 2  # the check re-run in staging, then production's
+    # a successful release leaves nothing to resume
+    again = c.run("release", "--yes", "--resume", env=env, stdin=subprocess.DEVNULL)
+    assert again.returncode == 2 and "did not fail" in again.stderr
