@@ -101,6 +101,29 @@ def request_token(now_ns: int | None = None) -> str:
 _HEX = re.compile(r"^[0-9a-f]{7,64}$")
 
 
+_TOKEN = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z$")
+
+
+def token_ns(token: str | None) -> int | None:
+    """A request token written as :func:`request_token` (or the Flux CLI) writes it, in ns; else None."""
+    m = _TOKEN.match(token or "")
+    if m is None:
+        return None
+    secs = int(datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp())
+    return secs * 1_000_000_000 + int((m.group(2) or "0").ljust(9, "0"))
+
+
+def handled_token(last_handled: str | None, ours: str | None) -> bool:
+    """Flux handled our request: ``lastHandledReconcileAt`` is our token, or a later one (another
+    deploy asked after us; the controller handles the latest request, which covers ours)."""
+    if ours is None or not last_handled:
+        return False
+    if last_handled == ours:
+        return True
+    a, b = token_ns(last_handled), token_ns(ours)
+    return a is not None and b is not None and a >= b
+
+
 def revision_sha(revision: str | None) -> str | None:
     """The commit in a Flux revision: ``main@sha1:<sha>``, ``<sha>`` or ``main/<sha>`` (Flux < 2.0)."""
     if not revision:
@@ -327,7 +350,7 @@ def assess(snap: FluxSnapshot, exp: Expectation) -> Verdict:
                         f"resume it: `flux resume kustomization {ks.name} -n {ns}`, then deploy again")
 
     if not source_ours:
-        handled = exp.source_token is not None and src.last_handled == exp.source_token and src.observed
+        handled = handled_token(src.last_handled, exp.source_token) and src.observed
         seen = src.revision or "no artifact yet"
         if handled and src.ready == "False":
             return fail(src, src.reason or "NotReady",
@@ -354,7 +377,7 @@ def assess(snap: FluxSnapshot, exp: Expectation) -> Verdict:
         if not ks.found:
             return fail(ks, "NotFound", f"Kustomization {ns}/{ks.name} was deleted while Forge waited for it",
                         _missing_hint("Kustomization"))
-        handled = ks.last_handled == exp.kustomization_token
+        handled = handled_token(ks.last_handled, exp.kustomization_token)
         if handled and ks.observed and ks.ready == "True" and exp.ours(ks.revision):
             continue
         if (handled and ks.observed and ks.ready == "False" and (ks.reason or "") not in TRANSIENT_REASONS
