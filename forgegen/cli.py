@@ -67,6 +67,41 @@ def check(file: Path | None, config_path: Path, json_output: bool) -> None:
                 f"{plural(len(config.environments), 'environment')})")
 
 
+@cli.command("import", short_help="Turn the old per-service deploy.yaml files into one deploy.yaml")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path),
+                metavar="OLD_DEPLOY_YAML...")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("deploy.yaml"),
+              show_default=True, help="where to write it ('-' for stdout)")
+@click.option("--force", is_flag=True, help="overwrite an existing output file")
+@click.option("--json", "json_output", is_flag=True, help="print one JSON report on stdout")
+def import_cmd(files: tuple[Path, ...], output: Path, force: bool, json_output: bool) -> None:
+    """Read the per-service files of the tool Forge replaces (service, registry, cache, manifests)
+    and write one deploy.yaml: what carried over as values, what needs a decision as `# DECIDE:`
+    comments next to a value that validates."""
+    from forgegen import importer
+
+    to_stdout = str(output) == "-"
+    if not to_stdout and output.exists() and not force:
+        raise click.UsageError(f"{output} exists; pass --force to overwrite it, or -o another file")
+    base = Path.cwd() if to_stdout else (output.parent if str(output.parent) else Path("."))
+    result = importer.run_import(list(files), base=base)
+    if to_stdout and not json_output:
+        click.echo(result.text, nl=False)
+    elif not to_stdout:
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(result.text, encoding="utf-8")
+        tmp.replace(output)
+    if json_output:
+        console.emit_json({"command": "import", "output": None if to_stdout else str(output),
+                           "text": result.text if to_stdout else None,
+                           "carried_over": result.carried, "decide": result.decide})
+    console.say(f"import: {len(files)} file(s) -> {'stdout' if to_stdout else output}: "
+                f"{len(result.carried)} value(s) carried over, {len(result.decide)} decision(s) "
+                "marked DECIDE")
+    for line in result.decide:
+        console.say(f"  DECIDE: {line}")
+
+
 @cli.command("schema")
 def schema_cmd() -> None:
     """Print the JSON Schema of deploy.yaml (for editor completion)."""

@@ -136,6 +136,15 @@ def attic_apply(config: str, as_json: bool) -> int:
     return EXIT_OK
 
 
+# `provision`: the verb of the tool Forge replaces, kept as an alias of `apply`.
+postgres.add_command(click.Command("provision", params=postgres_apply.params, callback=postgres_apply.callback,
+                                   help="Alias of `apply` (the name the tool Forge replaces used).",
+                                   short_help="Alias of apply"))
+attic.add_command(click.Command("provision", params=attic_apply.params, callback=attic_apply.callback,
+                                help="Alias of `apply` (the name the tool Forge replaces used).",
+                                short_help="Alias of apply"))
+
+
 @cli.command("schema", short_help="Print the JSON Schema of a configuration")
 @click.argument("kind", type=click.Choice(["postgres", "attic"]))
 def schema_cmd(kind: str) -> int:
