@@ -46,6 +46,7 @@ class AtticPlan(PlanModel):
     cache: str
     public_key: str | None
     token_env: str
+    token_secret: dict[str, Any] | None = None
 
 
 class ImagePlan(PlanModel):

@@ -181,11 +181,20 @@ def _repo_path(value: str) -> str:
     return value
 
 
+class SecretRef(Model):
+    namespace: DnsLabel
+    name: ObjectName
+    key: str = Field("token", description="the data key holding the token")
+    kube_context: str | None = Field(None, description="kubeconfig context (default: the current one)")
+
+
 class Attic(Model):
     endpoint: str = Field(description="Attic server URL, e.g. https://attic.example.com")
     cache: DnsLabel = Field(description="cache name")
     public_key: str | None = Field(None, description="the cache's public key (name:base64)")
     token_env: EnvVarName = Field("ATTIC_TOKEN", description="variable holding a push token")
+    token_secret: SecretRef | None = Field(
+        None, description="Kubernetes Secret holding the push token when the variable is not set")
 
 
 class BinaryCache(Model):

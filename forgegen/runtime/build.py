@@ -282,12 +282,15 @@ def push_closure(plan: Plan, paths: Sequence[str], *, progress: Progress | None 
                  env: Mapping[str, str] | None = None, timeout: float = DEFAULT_CACHE_TIMEOUT) -> CachePush | None:
     """Push the closure of ``paths`` to the plan's Attic cache or binary cache (None: neither set)."""
     say = progress or log.info
-    if plan.attic is not None:
+    from forgegen.runtime.attic_env import effective_attic
+
+    attic = effective_attic(plan.attic, {**os.environ, **(env or {})})
+    if attic is not None:
         if process.which("attic", env=env) is not None:
-            return _attic_push(plan.attic, paths, say, env, timeout)
+            return _attic_push(attic, paths, say, env, timeout)
         if not plan.binary_cache:
-            say(f"not pushing the closure to Attic cache {plan.attic.cache}: the `attic` client is not on PATH")
-            return CachePush("none", f"{plan.attic.endpoint} {plan.attic.cache}", 0, 0, 0.0,
+            say(f"not pushing the closure to Attic cache {attic.cache}: the `attic` client is not on PATH")
+            return CachePush("none", f"{attic.endpoint} {attic.cache}", 0, 0, 0.0,
                              skipped="the attic client is not on PATH (install attic-client)")
         say("the `attic` client is not on PATH; pushing with nix copy to the binary cache instead")
     if not plan.binary_cache:
@@ -315,11 +318,11 @@ def _nix_copy(url: str, paths: Sequence[str], say: Progress, env: Mapping[str, s
 
 def _attic_push(attic: AtticPlan, paths: Sequence[str], say: Progress, env: Mapping[str, str] | None,
                 timeout: float) -> CachePush:
-    """``attic push forge:<cache> paths`` with the token in a private, temporary client config."""
-    token = (env or os.environ).get(attic.token_env, "") or os.environ.get(attic.token_env, "")
-    if not token:
-        raise UsageError(f"cannot push to Attic cache {attic.cache}: {attic.token_env} is not set",
-                         hint=f"export {attic.token_env} with a token that may push to {attic.cache}")
+    """``attic push forge:<cache> paths`` with the token in a private, temporary client config
+    (token precedence: :mod:`forgegen.runtime.attic_env`)."""
+    from forgegen.runtime.attic_env import attic_token
+
+    token, source = attic_token(attic, {**os.environ, **(env or {})})
     start = time.monotonic()
     everything = closure(paths, env)
     target = f"{attic.endpoint.rstrip('/')}/{attic.cache}"
@@ -330,6 +333,16 @@ def _attic_push(attic: AtticPlan, paths: Sequence[str], say: Progress, env: Mapp
     if not missing:
         say(f"Attic cache {attic.cache} already has all {len(everything)} store paths")
         return CachePush("attic", target, len(everything), 0, time.monotonic() - start)
+    if token is None:  # ATTIC_SERVER_NAME: the user's own attic login
+        server = source.partition("=")[2]
+        say(f"pushing {len(missing)} of {len(everything)} store paths to Attic cache {attic.cache} (attic server {server})")
+        try:
+            process.run(["attic", "push", f"{server}:{attic.cache}", *missing], env=env, timeout=timeout,
+                        what=f"push the image closure to Attic cache {attic.cache}")
+        except CommandError as err:
+            raise BuildError(f"cannot push the image closure to Attic cache {attic.cache}: {_last_line(err.stderr)}",
+                             hint=f"check `attic login {server} …` may push to {attic.cache}") from err
+        return CachePush("attic", target, len(everything), len(missing), time.monotonic() - start)
     with tempfile.TemporaryDirectory(prefix="forge-attic-") as tmp:
         conf_dir = Path(tmp) / "attic"
         conf_dir.mkdir(mode=0o700)

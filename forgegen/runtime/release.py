@@ -277,7 +277,7 @@ def _take_locks(plan: Plan, stages: list[Stage], clients: dict, opts: Options, w
     try:
         for stage in stages:
             target = stage.pairs[0][1]
-            leases.append(lock.acquire(clients[_client_key(target)], namespace=target.namespace,
+            leases.append(lock.acquire(_own_client(target), namespace=target.namespace,
                                        name=lock.lease_name(plan.project, stage.environment), holder=holder,
                                        what=what, wait=opts.lock_timeout, duration=opts.lock_duration, say=say))
     except BaseException:
@@ -450,7 +450,8 @@ def _run_services(plan: Plan, stage: Stage, clients: dict, pushed: dict[str, Any
                     continue
                 entry = _service_entry(svc, target, pushed[svc.name])
                 entries[svc.name] = entry
-                running[pool.submit(_release_service, plan, svc, target, clients[_client_key(target)], entry,
+                # its own ApiClient: watch streams left half-read must not hand a connection to another thread
+                running[pool.submit(_release_service, plan, svc, target, _own_client(target), entry,
                                     pushed[svc.name].deploy_tag, revision, say, cwd, prev, accept, report)] = svc
             if not running:
                 break
@@ -467,6 +468,11 @@ def _run_services(plan: Plan, stage: Stage, clients: dict, pushed: dict[str, Any
                     all(d in ok for d in deps[s.name]) for s, _ in pending):
                 break  # cannot happen with a valid plan (dependencies come first)
     return entries, failures
+
+
+def _own_client(target: TargetPlan) -> Any:
+    """A Kubernetes ApiClient (connection pool) of its own, for one thread."""
+    return kube.client_for(kube.resolve(*_client_key(target)))
 
 
 def _descendant_test(cwd: str | Path | None) -> Callable[..., Callable[[str], bool]]:
