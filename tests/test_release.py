@@ -43,9 +43,18 @@ def migrations() -> bool:
 
 
 @pytest.fixture
+def independent() -> bool:
+    """Whether web drops its depends_on: [api] (so the two deploy in parallel)."""
+    return False
+
+
+@pytest.fixture
 def release_cluster(shop: Flake, registry: Registry, kube: Kube, tmp_path: Path, health: Health,
-                    migrations: bool) -> Iterator[ShopCluster]:
+                    migrations: bool, independent: bool) -> Iterator[ShopCluster]:
     def edit_deploy(text: str) -> str:
+        if independent:
+            assert "    depends_on: [api]\n" in text
+            text = text.replace("    depends_on: [api]\n", "")
         staging, _, production = text.partition("  - name: production\n")
         production = production.replace("    namespace: shop\n", f"    namespace: {PRODUCTION_NS}\n", 1)
         text = staging + "  - name: production\n" + production
@@ -349,3 +358,25 @@ def test_resume_finishes_a_release_that_failed_half_way(release_cluster: ShopClu
     # a successful release leaves nothing to resume
     again = c.run("release", "--yes", "--resume", env=env, stdin=subprocess.DEVNULL)
     assert again.returncode == 2 and "did not fail" in again.stderr
+
+
+@pytest.mark.parametrize("independent", [True])
+def test_independent_services_deploy_in_parallel_and_a_failure_lets_the_running_one_finish(
+        release_cluster: ShopCluster, tmp_path: Path) -> None:
+    c = release_cluster
+    tag = f"amd64-{head_sha(c)}"
+    c.kube.script(f"{c.image('web')}:{tag}", crash(exit_code=1, exit_logs=("web: cannot bind :8080",)))
+    proc = c.run("release", "--yes", "--json", "--concurrency", "2", env={"FORGE_STATE_DIR": str(tmp_path / "s")},
+                 stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["concurrency"] == 2
+    assert report["failed"] == {"environment": "staging", "service": "web", "step": "deploy:rollout"}
+    staging = report["stages"][0]
+    assert [e["service"] for e in staging["services"]] == ["api", "web"]  # dependency order, not finishing order
+    api = service_entry(report, "staging", "api")
+    assert api["outcome"] == "success" and api["checks"][0]["outcome"] == "passed"  # the running one finished
+    assert c.running_image("api") == f"{c.image('api')}:{tag}"
+    assert [s["environment"] for s in report["stages"]] == ["staging"]
+    assert {"environment": "production", "service": None, "steps": ["gate"]} in report["not_done"]
+    assert not any(d["service"] == "api" and d["environment"] == "staging" for d in report["not_done"])
