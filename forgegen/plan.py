@@ -46,7 +46,7 @@ class AtticPlan(PlanModel):
     cache: str
     public_key: str | None
     token_env: str
-    token_secret: dict[str, Any] | None = None
+    token_secret: dict[str, object] | None = None
 
 
 class ImagePlan(PlanModel):

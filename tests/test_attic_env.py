@@ -11,6 +11,7 @@ import pytest
 from forgegen.errors import UsageError
 from forgegen.plan import AtticPlan
 from forgegen.runtime.attic_env import attic_token, effective_attic
+from forgegen.runtime.ops import replaced
 from forgegen.schema import parse_config
 from tests.fixtures.kube import Kube
 
@@ -40,10 +41,10 @@ def test_token_from_the_variable_then_the_kubernetes_secret_then_the_server_name
                                     "data": {"token": base64.b64encode(b"from-secret\n").decode()}})
     token, source = attic_token(PLAN, {})
     assert (token, source) == ("from-secret", "Secret ci/attic-push key token")
-    wrong_key = PLAN.model_copy(update={"token_secret": {**PLAN.token_secret, "key": "push"}})
+    wrong_key = replaced(PLAN, token_secret={**PLAN.token_secret, "key": "push"})
     with pytest.raises(UsageError, match=r"Secret ci/attic-push has no key 'push' \(it has: token\)"):
         attic_token(wrong_key, {})
-    no_secret = PLAN.model_copy(update={"token_secret": None})
+    no_secret = replaced(PLAN, token_secret=None)
     assert attic_token(no_secret, {"ATTIC_SERVER_NAME": "acme"}) == (None, "ATTIC_SERVER_NAME=acme")
     with pytest.raises(UsageError, match="ATTIC_TOKEN is not set"):
         attic_token(no_secret, {})

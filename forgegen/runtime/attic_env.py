@@ -28,7 +28,9 @@ def effective_attic(attic: AtticPlan | None, env: Mapping[str, str]) -> AtticPla
             return AtticPlan(endpoint=url, cache=name, public_key=None, token_env="ATTIC_TOKEN", token_secret=None)
         return None
     update = {k: v for k, v in (("endpoint", url), ("cache", name)) if v}
-    return attic.model_copy(update=update) if update else attic
+    from forgegen.runtime.ops import replaced
+
+    return replaced(attic, **update) if update else attic
 
 
 def attic_token(attic: AtticPlan, env: Mapping[str, str]) -> tuple[str | None, str]:

@@ -303,7 +303,7 @@ def reconcile(plan_path: Path | None, json_output: bool, dry_run: bool, revision
     plan = _load(plan_path, target if ":" in target else None)
     env, groups = ops.reconcile_targets(plan, target)
     if dry_run:
-        steps = [stepmod._reconcile_step(t.model_copy(update={"flux": t.flux.model_copy(update={"kustomizations": ks})}))
+        steps = [stepmod._reconcile_step(ops.replaced(t, flux=ops.replaced(t.flux, kustomizations=ks)))
                  for t, ks in groups]
         print_steps("reconcile", target, steps, json_output, {"environment": env, "revision": revision or "head"})
         return

@@ -28,6 +28,15 @@ log = logging.getLogger(__name__)
 Say = Callable[[str], None]
 
 
+def replaced(record: Any, **changes: Any) -> Any:
+    """A plan record with ``changes`` (plan records are pydantic models or frozen dataclasses)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(record):
+        return dataclasses.replace(record, **changes)
+    return record.model_copy(update=changes)
+
+
 def reconcile_targets(plan: Plan, arg: str) -> tuple[str, list[tuple[TargetPlan, tuple[str, ...]]]]:
     """``E`` or ``S:E`` → the environment and, per Flux source, one target with the union of the
     Kustomizations to wait for (services sharing a source and cluster are reconciled once)."""
@@ -83,7 +92,7 @@ def run_reconcile(plan: Plan, arg: str, *, revision: str | None = None, timeout:
             commit = revision or gitops_head(target, cwd=cwd)
             say(f"reconcile: {env}: asking Flux to apply {commit[:7]} of {target.gitops.branch} "
                 f"({', '.join(kustomizations)})")
-            fplan = target.flux.model_copy(update={"kustomizations": kustomizations})
+            fplan = replaced(target.flux, kustomizations=kustomizations)
             entry: dict[str, Any] = {"cluster": target.cluster, "commit": commit, "kustomizations": list(kustomizations)}
             report["reconciles"].append(entry)
             try:
