@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from forgegen.errors import ForgeError, GitOpsError, PushError, RolloutFailed, UsageError
+from forgegen.errors import EXIT_PENDING, ForgeError, GitOpsError, PushError, RolloutFailed, UsageError
 from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime import flux, gitops, kube, registry
 from forgegen.runtime import rollout as rollout_mod
@@ -35,9 +35,12 @@ Say = Callable[[str], None]
 class DeployFailed(ForgeError):
     """A deploy, rollback or status step failed; ``report`` is the JSON document (exit 1)."""
 
-    def __init__(self, message: str, report: dict[str, Any], *, hint: str | None = None) -> None:
+    def __init__(self, message: str, report: dict[str, Any], *, hint: str | None = None,
+                 exit_code: int | None = None) -> None:
         super().__init__(message, hint=hint)
         self.report = report
+        if exit_code is not None:  # a pending OnDelete rollout exits 4, not 1
+            self.exit_code = exit_code
 
 
 def _image(service: ServicePlan, tag: str) -> str:
@@ -75,9 +78,11 @@ def _step(report: dict[str, Any], name: str, fn: Callable[[], Any]) -> Any:
 
 def _roll(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, *, tag: str, source_commit: str,
           report: dict[str, Any], prefix: str, say: Say, cwd: str | Path | None,
-          digest: str | None = None) -> rollout_mod.RolloutResult:
+          digest: str | None = None, expected_digest: str | None = None) -> rollout_mod.RolloutResult:
     """GitOps edit → reconcile → rollout for one tag (pinned to ``digest`` when given); each
-    result lands in ``report``."""
+    result lands in ``report``. ``expected_digest`` (the pushed digest) lets the rollout check
+    what runs by digest (an unchanged image under a sibling tag is the same image)."""
+    since = time.time()
     g = _step(report, f"{prefix}gitops", lambda: gitops.apply_tag(
         plan, svc.name, target.environment, tag=tag, digest=digest, source_commit=source_commit, cwd=cwd))
     report[f"{prefix}gitops"] = g.to_json()
@@ -90,6 +95,7 @@ def _roll(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, *, tag: st
     expected = _image(svc, tag) + (f"@{digest}" if digest else "")
     result = _step(report, f"{prefix}rollout", lambda: rollout_mod.watch_rollout(
         api, namespace=target.namespace, workload=svc.workload, expected_image=expected,
+        expected_digest=digest or expected_digest, since=since,
         policy=svc.rollout, progress=lambda m: say(f"rollout: {m}")))
     report[f"{prefix}rollout"] = result.to_json()
     if not result.ok:  # the evidence, for people: reason, pod, exit code, logs, Warning events
@@ -127,12 +133,12 @@ def run_deploy(plan: Plan, service: str, environment: str | None, *, revision: S
         api = kube.client_for(conn)
         result = _roll(plan, svc, target, api, tag=pushed.deploy_tag, source_commit=revision.sha7,
                        report=report, prefix="", say=say, cwd=cwd,
-                       digest=pushed.deploy_digest if pin_digest else None)
+                       digest=pushed.deploy_digest if pin_digest else None, expected_digest=pushed.deploy_digest)
         report["outcome"] = result.outcome
         if not result.ok:
             report["failed_step"] = "rollout"
             previous = report["gitops"].get("previous_tag")
-            if svc.rollout.rollback_on_failure:
+            if svc.rollout.rollback_on_failure and result.outcome != "pending-on-delete":  # never for OnDelete
                 _rollback_after_failure(plan, svc, target, api, previous, pushed.deploy_tag, revision, report, say, cwd)
     except ForgeError as err:
         report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
@@ -140,7 +146,8 @@ def run_deploy(plan: Plan, service: str, environment: str | None, *, revision: S
                            f"{err.message}", report, hint=err.hint) from err
     report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
     if report["outcome"] != "success":
-        raise DeployFailed(_rollout_message(report), report, hint=_rollout_hint(report))
+        raise DeployFailed(_rollout_message(report), report, hint=_rollout_hint(report),
+                           exit_code=EXIT_PENDING if report["outcome"] == "pending-on-delete" else None)
     return report
 
 
@@ -174,6 +181,9 @@ def _rollout_message(report: Mapping[str, Any]) -> str:
 
 def _rollout_hint(report: Mapping[str, Any]) -> str:
     r = report.get("rollout") or {}
+    if r.get("outcome") == "pending-on-delete":
+        return ("the workload uses the OnDelete update strategy: delete its pods to replace them "
+                "(nothing was rolled back)")
     if r.get("pod"):
         return (f"the report has the logs of {r['pod']} (--json for all of it); "
                 f"`kubectl -n {r['workload']['namespace']} describe pod {r['pod']}` shows more")
