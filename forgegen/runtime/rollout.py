@@ -162,6 +162,8 @@ def assess(snap: Snapshot, workload: WorkloadPlan, policy: RolloutPlan, expected
         workload.kind](w, snap)
     template_containers = (((w.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
     container = next((c for c in template_containers if c.get("name") == workload.container), None)
+    if container is None and snap.status_only and not template_containers:
+        container = {}  # a status-only reference object without a pod template
     if container is None:
         names = ", ".join(c.get("name", "?") for c in template_containers) or "none"
         return Status("failed", view.message, Failure(
@@ -384,33 +386,37 @@ def _statefulset_view(s: dict, snap: Snapshot) -> _View:
     replicas = spec.get("replicas", 1)
     partition = (strategy.get("rollingUpdate") or {}).get("partition", 0) or 0
     update_rev = st.get("updateRevision")
+    # updatedReplicas is omitted when 0; once the revisions agree, every current pod is updated.
+    updated = st.get("updatedReplicas", st.get("currentReplicas", 0) if st.get("currentRevision") == update_rev else 0)
     owned = [p for p in snap.pods.values() if _owned_by(p, {uid})]
     rev = lambda p: (p["metadata"].get("labels") or {}).get("controller-revision-hash")  # noqa: E731
     new_pods = [p for p in owned if update_rev and rev(p) == update_rev]
     old_pods = _active(p for p in owned if rev(p) != update_rev and _ordinal(p) >= partition)
     ready_new = [p for p in _active(new_pods) if _ready(p)]
     want_new = max(replicas - partition, 0)
-    progress = Progress(replicas, st.get("updatedReplicas", 0), len(ready_new), st.get("availableReplicas", 0), len(old_pods))
+    old = len(old_pods) if not snap.status_only else max(want_new - updated, 0)
+    progress = Progress(replicas, updated, len(ready_new), st.get("availableReplicas", 0), old)
     view = _View("", revision=update_rev, new_pods=new_pods, new_owner_uids={uid}, progress=progress)
     view.on_delete = strategy.get("type", "RollingUpdate") == "OnDelete"
     if not st.get("observedGeneration") or not _observed(s):
         view.message = "Waiting for statefulset spec update to be observed..."
         return view
     ready = st.get("readyReplicas", 0)
+    if snap.status_only:  # kubectl's judgement, plus pods beyond spec.replicas still there
+        waiting = not partition and (st.get("currentRevision") != update_rev or st.get("replicas", 0) > replicas)
+    else:
+        waiting = bool(old_pods) or len(ready_new) < want_new
     if ready < replicas:
         view.message = f"Waiting for {replicas - ready} pods to be ready..."
-    elif st.get("updatedReplicas", 0) < want_new:
-        view.message = (f"Waiting for partitioned roll out to finish: {st.get('updatedReplicas', 0)} out of "
-                        f"{want_new} new pods have been updated...")
-    elif (old_pods or len(ready_new) < want_new) if not snap.status_only else \
-            (not partition and st.get("currentRevision") != update_rev):
-        view.message = (f"waiting for statefulset rolling update to complete {len(ready_new)} pods at revision "
-                        f"{update_rev}...")
+    elif updated < want_new:
+        view.message = f"Waiting for partitioned roll out to finish: {updated} out of {want_new} new pods have been updated..."
+    elif waiting:
+        view.message = (f"waiting for statefulset rolling update to complete "
+                        f"{updated if snap.status_only else len(ready_new)} pods at revision {update_rev}...")
     else:
         view.done = True
-        view.message = (f"partitioned roll out complete: {st.get('updatedReplicas', 0)} new pods have been updated..."
-                        if partition else
-                        f"statefulset rolling update complete {st.get('updatedReplicas', 0)} pods at revision {update_rev}...")
+        view.message = (f"partitioned roll out complete: {updated} new pods have been updated..." if partition else
+                        f"statefulset rolling update complete {updated} pods at revision {update_rev}...")
     return view
 
 
@@ -463,7 +469,8 @@ def _daemonset_view(ds: dict, snap: Snapshot) -> _View:
     new_uids = {_id(p) for p in new_pods}
     old_pods = _active(p for p in owned if _id(p) not in new_uids)
     ready_new = [p for p in _active(new_pods) if _ready(p)]
-    progress = Progress(desired, st.get("updatedNumberScheduled", 0), len(ready_new), st.get("numberAvailable", 0), len(old_pods))
+    old = len(old_pods) if not snap.status_only else max(desired - st.get("updatedNumberScheduled", 0), 0)
+    progress = Progress(desired, st.get("updatedNumberScheduled", 0), len(ready_new), st.get("numberAvailable", 0), old)
     view = _View("", revision=revision, new_pods=new_pods, new_owner_uids={uid}, progress=progress)
     view.on_delete = (spec.get("updateStrategy") or {}).get("type", "RollingUpdate") == "OnDelete"
     if not _observed(ds):
@@ -477,8 +484,9 @@ def _daemonset_view(ds: dict, snap: Snapshot) -> _View:
         view.message = f'Waiting for daemon set "{name}" rollout to finish: {updated} out of {desired} new pods have been updated...'
     elif available < desired:
         view.message = f'Waiting for daemon set "{name}" rollout to finish: {available} of {desired} updated pods are available...'
-    elif (old_pods or len(ready_new) < desired) and not snap.status_only:
-        view.message = f'Waiting for daemon set "{name}" rollout to finish: {len(ready_new)} of {desired} updated pods are ready...'
+    elif (old_pods or len(ready_new) < desired) if not snap.status_only else st.get("numberReady", desired) < desired:
+        view.message = (f'Waiting for daemon set "{name}" rollout to finish: '
+                        f'{st.get("numberReady", 0) if snap.status_only else len(ready_new)} of {desired} updated pods are ready...')
     else:
         view.done = True
         view.message = f'daemon set "{name}" successfully rolled out'
