@@ -442,3 +442,36 @@ def test_a_daemonset_status_without_desired_count_is_not_done() -> None:
     ds["status"] = {"observedGeneration": 1, "currentNumberScheduled": 0, "numberMisscheduled": 0, "numberReady": 0}
     st = assess(ds_snapshot(ds, []), AGENT, POLICY, None, NOW)
     assert st.state == "progressing"
+
+
+# -- the one health predicate (forge status, the release gate) --------------------------------
+
+def test_health_of_a_pinned_image_compares_the_digest() -> None:
+    from forgegen.runtime import health
+
+    pinned = f"{V3}@{DIGEST}"
+    snap = d_snapshot(deployment(pinned), two_rss(pinned), settled(image=V3, image_id=f"{REPO}@{DIGEST}"))
+    assert health.healthy(health.judge(snap, API, POLICY, pinned, DIGEST, now=NOW))
+    snap = d_snapshot(deployment(pinned), two_rss(pinned), settled(image=V3, image_id=f"{REPO}@{OTHER_DIGEST}"))
+    assert not health.healthy(health.judge(snap, API, POLICY, pinned, DIGEST, now=NOW))
+
+
+def test_health_waits_for_old_replicas_pending_termination() -> None:
+    # updated == desired == ready == available, but a third (old) replica is still there
+    from forgegen.runtime import health
+
+    old = d_pod(f"api-{OLD}-t5v8n", OLD, [status_of(f"{REPO}:x86_64-badc0de")])
+    snap = d_snapshot(deployment(V3, total=3), two_rss(), settled() + [old])
+    st = health.judge(snap, API, POLICY, V3, now=NOW)
+    assert not health.healthy(st) and "1 old replicas are pending termination" in st.message
+
+
+def test_health_does_not_count_restarts_from_before_it_looked() -> None:
+    from forgegen.runtime import health
+
+    long_ago = {"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": ts(NOW - 3 * 86400)}}
+    snap = d_snapshot(deployment(V3), two_rss(), settled(restarts=5, last=long_ago))
+    assert health.healthy(health.judge(snap, API, POLICY, V3, now=NOW))
+    crashing_now = settled(restarts=5, ready=False, state={"waiting": {"reason": "CrashLoopBackOff"}}, last=long_ago)
+    snap = d_snapshot(deployment(V3, available=0), two_rss(), crashing_now)
+    assert not health.healthy(health.judge(snap, API, POLICY, V3, now=NOW))

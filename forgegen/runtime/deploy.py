@@ -24,7 +24,7 @@ from typing import Any
 
 from forgegen.errors import EXIT_PENDING, ForgeError, GitOpsError, PushError, RolloutFailed, UsageError
 from forgegen.plan import Plan, ServicePlan, TargetPlan
-from forgegen.runtime import flux, gitops, kube, registry
+from forgegen.runtime import flux, gitops, health, kube, registry
 from forgegen.runtime import rollout as rollout_mod
 from forgegen.runtime.tags import SourceRevision
 
@@ -280,56 +280,55 @@ def status_row(plan: Plan, svc: ServicePlan, target: TargetPlan, connect: Callab
         row["errors"].append(f"git: {err.message}")
     try:
         api = connect()
-        row["workload"] = _workload_status(api, svc, target)
+        row["workload"] = _workload_status(api, svc, target, row["git"])
         row["flux"] = flux.flux_status(api, target)
     except ForgeError as err:
         row.setdefault("workload", None)
         row.setdefault("flux", None)
         row["errors"].append(f"cluster: {err.message}")
-    row["healthy"] = _healthy(row, svc)
+    row["healthy"] = _healthy(row)
     return row
 
 
-def _workload_status(api: Any, svc: ServicePlan, target: TargetPlan) -> dict[str, Any] | None:
-    from kubernetes import client
+def _workload_status(api: Any, svc: ServicePlan, target: TargetPlan, git: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The workload's counts and image, and the one health judgement (:mod:`forgegen.runtime.health`)
+    for the image git deploys."""
     from kubernetes.client.exceptions import ApiException
 
-    apps = client.AppsV1Api(api)
-    read = {"Deployment": apps.read_namespaced_deployment, "StatefulSet": apps.read_namespaced_stateful_set,
-            "DaemonSet": apps.read_namespaced_daemon_set}[svc.workload.kind]
     try:
-        obj = read(svc.workload.name, target.namespace, _request_timeout=(5, 15)).to_dict()
+        snap = health.snapshot_now(api, target.namespace, svc.workload)
     except ApiException as err:
-        if err.status == 404:
-            return {"found": False}
         raise RolloutFailed(f"cannot read {target.namespace}/{svc.workload.kind}/{svc.workload.name}: "
                             f"HTTP {err.status} {err.reason}") from err
     except Exception as err:  # noqa: BLE001 - connection errors of every kind
         raise RolloutFailed(f"cannot reach the cluster for {target.environment}: {err}",
                             hint="check the kube context (`kubectl config current-context`)") from err
+    obj = snap.workload
+    if obj is None:
+        return {"found": False, "healthy": False}
+    tag, digest = (git or {}).get("tag"), (git or {}).get("digest")
+    expected = f"{_image(svc, tag)}{'@' + digest if digest else ''}" if tag else None
+    verdict = health.judge(snap, svc.workload, svc.rollout, expected, digest)
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
-    image = next((c.get("image") for c in containers if c.get("name") == svc.workload.container), None)
     if svc.workload.kind == "DaemonSet":
-        desired = status.get("desired_number_scheduled") or 0
-        counts = {"desired": desired, "updated": status.get("updated_number_scheduled") or 0,
-                  "ready": status.get("number_ready") or 0, "available": status.get("number_available") or 0}
+        counts = {"desired": status.get("desiredNumberScheduled") or 0, "updated": status.get("updatedNumberScheduled") or 0,
+                  "ready": status.get("numberReady") or 0, "available": status.get("numberAvailable") or 0}
     else:
         counts = {"desired": spec.get("replicas") if spec.get("replicas") is not None else 1,
-                  "updated": status.get("updated_replicas") or 0, "ready": status.get("ready_replicas") or 0,
-                  "available": status.get("available_replicas") or 0}
+                  "updated": status.get("updatedReplicas") or 0, "ready": status.get("readyReplicas") or 0,
+                  "available": status.get("availableReplicas") or 0}
     generation = (obj.get("metadata") or {}).get("generation")
-    return {"found": True, "image": image, **counts,
-            "observed": status.get("observed_generation") is not None and status.get("observed_generation") == generation}
+    return {"found": True, "image": verdict.image, **counts,
+            "observed": status.get("observedGeneration") is not None and status.get("observedGeneration") == generation,
+            "verdict": verdict.state, "healthy": health.healthy(verdict),
+            "message": verdict.failure.message if verdict.failure else verdict.message}
 
 
-def _healthy(row: Mapping[str, Any], svc: ServicePlan) -> bool:
+def _healthy(row: Mapping[str, Any]) -> bool:
     w, f, g = row.get("workload"), row.get("flux"), row.get("git")
     if row["errors"] or not w or not w.get("found") or not f or not g:
         return False
-    counts_ok = w["updated"] == w["desired"] == w["ready"] == w["available"] and w["observed"]
-    image_ok = g.get("tag") is None or (w.get("image") or "").endswith(f":{g['tag']}")
-    return bool(counts_ok and image_ok and f.get("ready"))
+    return bool(w["healthy"] and f.get("ready"))
 
 
 def render_status(doc: Mapping[str, Any]) -> str:

@@ -768,7 +768,8 @@ def _next_step(doc: Mapping[str, Any]) -> str:
 # The loop: list, watch, resume, re-list on 410
 
 
-def _selector(w: dict) -> str:
+def selector(w: dict) -> str:
+    """The workload's pod selector as a label-selector string (also its ReplicaSets' and revisions')."""
     sel = (w.get("spec") or {}).get("selector") or {}
     parts = [f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items())]
     for expr in sel.get("matchExpressions") or []:
@@ -776,6 +777,25 @@ def _selector(w: dict) -> str:
         parts.append({"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})",
                       "Exists": key, "DoesNotExist": f"!{key}"}.get(op, key))
     return ",".join(parts)
+
+
+def take_baseline(snap: Snapshot, since: float) -> None:
+    """Record the restart counts of the pods that were Ready before ``since`` (first sight only).
+
+    Their restarts happened before the rollout began (the pod has been serving since), so they
+    never count against it. A pod not Ready then - new, starting, crashing - counts all of its
+    restarts."""
+    for pod in snap.pods.values():
+        uid = pod["metadata"].get("uid")
+        if not uid or uid in snap.restart_baseline:
+            continue
+        st = pod.get("status") or {}
+        ready = next((c for c in st.get("conditions") or [] if c.get("type") == "Ready"), None)
+        since_ready = _time((ready or {}).get("lastTransitionTime")) if (ready or {}).get("status") == "True" else None
+        if since_ready is not None and since_ready < since:
+            snap.restart_baseline[uid] = {
+                cs.get("name") or "": cs.get("restartCount", 0) or 0
+                for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or [])}
 
 
 # What each kind needs listed, beside the workload, its pods and the events, before a verdict.
@@ -794,8 +814,8 @@ def watch_rollout(api: Any, *, namespace: str, workload: WorkloadPlan, expected_
 
     ``api`` is a ``kubernetes.client.ApiClient``. ``progress`` gets each new status line
     (kubectl's wording). ``expected_digest`` is the pushed image's digest (see :func:`assess`).
-    ``since`` (wall-clock, default: now) is when the rollout began: restarts of pods created
-    before it count only from the moment the watch first sees them. Returns a
+    ``since`` (wall-clock, default: now) is when the rollout began: restarts of pods already
+    Ready before it count only from the moment the watch first sees them. Returns a
     :class:`RolloutResult`; see the module docstring.
     """
     w = _Watch(api, namespace, workload, expected_image, expected_digest, policy,
@@ -871,7 +891,7 @@ class _Watch:
             for item in next_batch(self.out, wait):
                 self.consume(item)
             if self.snap.workload is not None and "pods" not in self.streams:
-                self.open_owned_streams(_selector(self.snap.workload))
+                self.open_owned_streams(selector(self.snap.workload))
 
     def end(self) -> float:
         if self.fixed_deadline is not None:
@@ -909,15 +929,8 @@ class _Watch:
                      "controllerrevisions, pods and events, get on pods/log)") from err
 
     def take_baseline(self) -> None:
-        """Restart counts of the pods that existed before the rollout began, at first sight."""
-        for pod in self.snap.pods.values():
-            uid = pod["metadata"].get("uid")
-            created = _time(pod["metadata"].get("creationTimestamp"))
-            if uid and uid not in self.snap.restart_baseline and created is not None and created < self.since:
-                st = pod.get("status") or {}
-                self.snap.restart_baseline[uid] = {
-                    cs.get("name") or "": cs.get("restartCount", 0) or 0
-                    for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or [])}
+        """Restart counts of the pods already settled before the rollout began, at first sight."""
+        take_baseline(self.snap, self.since)
 
     def open_owned_streams(self, sel: str) -> None:
         self.start("pods", self.core.list_namespaced_pod, label_selector=sel)
