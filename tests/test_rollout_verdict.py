@@ -379,6 +379,10 @@ def test_replica_failure_is_reported_before_the_progress_deadline() -> None:
     st = assess(d_snapshot(d, rss, []), API, POLICY, V3, NOW)
     assert (st.state, st.failure.reason, st.failure.message) == ("failed", "FailedCreate", SA_MISSING)
     assert any("ProgressDeadlineExceeded" in e for e in st.failure.evidence)
+    # The ReplicaSet not in view (not listed yet, or a status-only object): the Deployment's own
+    # ReplicaFailure condition names the cause.
+    st = assess(d_snapshot(d, [], []), API, POLICY, V3, NOW)
+    assert (st.failure.reason, st.failure.message) == ("FailedCreate", SA_MISSING)
 
 
 # -- OnDelete ---------------------------------------------------------------------------------

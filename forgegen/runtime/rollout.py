@@ -334,10 +334,11 @@ def _deployment_view(d: dict, snap: Snapshot) -> _View:
     progress = Progress(desired, st.get("updatedReplicas", 0), len(ready_new), st.get("availableReplicas", 0), len(old_pods))
     revision = (new_rs["metadata"].get("annotations") or {}).get(REVISION) if new_rs else None
     view = _View("", revision=revision, new_pods=new_pods, new_owner_uids=new_uids | {uid}, progress=progress)
-    # The new ReplicaSet cannot create pods; the Deployment mirrors it (FailedCreate) when the
-    # ReplicaSet is not in view.
+    # The new ReplicaSet cannot create pods. The Deployment mirrors a ReplicaSet's FailedCreate
+    # (an old one's too), so its own condition is read only when no new ReplicaSet is in view.
     conds = ((new_rs or {}).get("status") or {}).get("conditions") or []
-    conds = conds + [c for c in st.get("conditions") or [] if c.get("reason") == "FailedCreate"]
+    if new_rs is None:
+        conds = [c for c in st.get("conditions") or [] if c.get("reason") == "FailedCreate"]
     c = next((c for c in conds if c.get("type") == "ReplicaFailure" and c.get("status") == "True"), None)
     if c is not None:
         view.new_rs_failure = (Failure(c.get("reason") or "FailedCreate", c.get("message") or ""),
