@@ -13,7 +13,13 @@ Two pieces (STYLE.md point 31, after kubectl's ``rollout_status.go`` and kopf):
   re-lists on ``410 Gone``, and feeds one queue; the loop re-assesses after every batch and at
   the moment a grace window ends, and stops at the deadline.
 
-``watch_rollout`` returns a :class:`RolloutResult` for every outcome (success, failed, timeout)
+Judged on the new revision only: restarts since the rollout began (a pod Ready before it began
+keeps its old restarts out), terminal (evicted) pods only when their own status blames them,
+the running image by digest whenever one is known, the most specific failure reason first
+(others as ``evidence``). An OnDelete StatefulSet/DaemonSet whose pods still run the old
+template is ``pending-on-delete``: neither success nor failure, never rolled back (exit 4).
+
+``watch_rollout`` returns a :class:`RolloutResult` for every outcome (success, failed, timeout, pending-on-delete)
 and raises nothing for a failed rollout: the caller decides (``raise_for_outcome`` turns a
 result into :class:`~forgegen.errors.RolloutFailed` / :class:`~forgegen.errors.RolloutTimeout`).
 It raises :class:`~forgegen.errors.RolloutFailed` only when it cannot watch at all (RBAC
