@@ -58,8 +58,8 @@ from typing import Any
 
 import yaml
 
-from forgegen import process
-from forgegen.errors import CommandError, GitOpsError, ToolMissing
+from forgegen import process, yamlsource
+from forgegen.errors import CommandError, ConfigError, GitOpsError, ToolMissing
 from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime.kustomize import (
     ImageState,
@@ -554,12 +554,11 @@ def render_inputs(repo: GitOpsRepo, overlay: str) -> tuple[str, ...]:
         else:
             continue
         try:
-            documents = list(yaml.load_all(path.read_text(encoding="utf-8"),
-                                           Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
-        except (yaml.YAMLError, UnicodeDecodeError, OSError):
+            documents = yamlsource.compose_all(path.read_text(encoding="utf-8"), str(path))
+        except (ConfigError, UnicodeDecodeError, OSError):
             return ("",)
         for value in _strings(documents):
-            if "://" in value or "\n" in value or len(value) > 1024:
+            if "://" in value or "\n" in value or "\0" in value or len(value) > 1024:
                 continue
             candidate = (directory / value).resolve()
             if not candidate.exists():
@@ -573,15 +572,22 @@ def render_inputs(repo: GitOpsRepo, overlay: str) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-def _strings(value: object) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
+def _strings(roots: list[yaml.Node]) -> Iterator[str]:
+    """Every scalar value in the documents, each node once (an alias is its anchor's node, so an
+    alias bomb costs no more than its text)."""
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            yield node.value
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(value for _key, value in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
 
 
 def _inputs_changed(repo: GitOpsRepo, old: str, new: str, inputs: tuple[str, ...]) -> bool:

@@ -37,7 +37,8 @@ from typing import Literal
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from forgegen.errors import GitOpsError
+from forgegen import yamlsource
+from forgegen.errors import ConfigError, GitOpsError
 
 TAG_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 DIGEST_RE = re.compile(r"\A[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[A-Za-z0-9=_-]{32,}\Z")
@@ -203,13 +204,9 @@ class _Document:
             # The pure-Python loader: its marks are character offsets into ``text``. PyYAML refuses
             # tabs before a comment (``v1\t# note``), which other readers accept: it reads a copy
             # with tabs as spaces (same length, so every offset holds; names and tags have no tabs).
-            self.roots = [n for n in yaml.compose_all(text.replace("\t", " "), Loader=yaml.SafeLoader)
-                          if n is not None]
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-            problem = getattr(err, "problem", None) or str(err)
-            raise GitOpsError(f"cannot edit {where}: not valid YAML ({problem})",
+            self.roots = [n for n in yamlsource.compose_all(text.replace("\t", " "), source) if n is not None]
+        except ConfigError as err:  # not YAML, or past the limits (depth, size, aliases)
+            raise GitOpsError(f"cannot edit {err.problems[0] if err.problems else source}",
                               hint="fix the file in the GitOps repository, then deploy again") from err
         self.eol = "\r\n" if "\r\n" in text[: text.find("\n") + 1 or len(text)] else "\n"
 
