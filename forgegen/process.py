@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from forgegen import urls
 from forgegen.errors import CommandError, ToolMissing
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,12 @@ class Result:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every non-empty secret in ``text`` with ``***``."""
+    """Replace every non-empty secret in ``text`` with ``***``, then apply the one URL/token
+    redaction (:func:`forgegen.urls.redact`)."""
+    return urls.redact(_hide(text, secrets))
+
+
+def _hide(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, REDACTED)
@@ -106,16 +112,18 @@ def run(
             stderr=redact(errout, secrets),
             hint="check that the service it talks to answers, or raise the timeout",
         ) from err
-    result = Result(argv, proc.returncode, redact(proc.stdout, secrets), redact(proc.stderr, secrets))
+    # What the caller reads keeps its text (only ``secrets`` go); what an error shows is redacted.
+    result = Result(argv, proc.returncode, _hide(proc.stdout, secrets), _hide(proc.stderr, secrets))
     if check and proc.returncode != 0:
+        out, errout = urls.redact(result.stdout), urls.redact(result.stderr)
         raise CommandError(
             f"cannot {label}: `{shown}` exited with {proc.returncode}"
-            + (f"\n  stderr: {_tail(result.stderr)}" if result.stderr.strip() else "")
-            + (f"\n  stdout: {_tail(result.stdout)}" if result.stdout.strip() and not result.stderr.strip() else ""),
+            + (f"\n  stderr: {_tail(errout)}" if errout.strip() else "")
+            + (f"\n  stdout: {_tail(out)}" if out.strip() and not errout.strip() else ""),
             argv=argv,
             returncode=proc.returncode,
-            stdout=result.stdout,
-            stderr=result.stderr,
+            stdout=out,
+            stderr=errout,
         )
     return result
 

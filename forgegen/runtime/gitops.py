@@ -58,7 +58,7 @@ from typing import Any
 
 import yaml
 
-from forgegen import process, yamlsource
+from forgegen import process, urls, yamlsource
 from forgegen.errors import CommandError, ConfigError, GitOpsError, ToolMissing
 from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime.kustomize import (
@@ -164,9 +164,34 @@ def is_url(repo: str) -> bool:
     return "://" in repo or bool(_SCP_LIKE.match(repo))
 
 
+def check_credentials(repo: str, *, cwd: str | Path | None = None) -> None:
+    """Refuse (exit 2, before anything runs) a ``gitops.repo`` URL, or the ``origin`` of the
+    local working clone it names, that carries a credential (:mod:`forgegen.urls`)."""
+    if not is_url(repo):
+        path = (Path(cwd) if cwd is not None else Path.cwd()) / Path(repo).expanduser()
+        if not (path / ".git").exists():
+            return
+        res = _git(("remote", "get-url", "origin"), cwd=path, check=False, what="read the GitOps clone's remote")
+        _refuse_credentials(res.stdout.strip(), repo, clone=True)
+    else:
+        _refuse_credentials(repo, repo, clone=False)
+
+
+def _refuse_credentials(url: str, repo: str, *, clone: bool) -> None:
+    problem = urls.credential_problem(url)
+    if problem is None:
+        return
+    if clone:
+        problem = (f"the 'origin' remote of the working clone {repo} has a URL with a credential: {problem}; "
+                   f"fix it with `git -C {repo} remote set-url origin <the URL without it>`")
+    raise ConfigError.single("deploy.yaml", problem, path="gitops.repo")
+
+
 def resolve_remote(repo: str, *, cwd: str | Path | None = None) -> str:
-    """The URL Forge clones and pushes to for ``gitops.repo`` (see the module docstring)."""
+    """The URL Forge clones and pushes to for ``gitops.repo`` (see the module docstring). A URL
+    that carries a credential is refused (exit 2): git would put it in argv and ``.git/config``."""
     if is_url(repo):
+        _refuse_credentials(repo, repo, clone=False)
         return repo
     base = Path(cwd) if cwd is not None else Path.cwd()
     path = (base / Path(repo).expanduser()).resolve()
@@ -186,6 +211,7 @@ def resolve_remote(repo: str, *, cwd: str | Path | None = None) -> str:
                 f"cannot use the GitOps repository {repo}: it is a working clone with no 'origin' remote, and "
                 "Forge never commits into a checkout you work in",
                 hint="set gitops.repo to the remote's URL or to a bare repository")
+        _refuse_credentials(url, repo, clone=True)
         return url if is_url(url) else str((path / url).resolve())
     raise GitOpsError(f"cannot open the GitOps repository: {path} is not a git repository",
                       hint="point gitops.repo at a git URL or a (bare) repository")
