@@ -151,6 +151,34 @@ def spawn(
     return subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=stdout, stderr=stderr)
 
 
+def remove_stale_temp(parent: Path, prefix: str) -> None:
+    """Remove the temporary entries ``<prefix><pid>-…`` in ``parent`` whose process no longer
+    runs (left by a run that was killed); a running process's are left alone."""
+    try:
+        entries = [p for p in parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(prefix):].partition("-")[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        log.debug("removing %s, left by a run that was interrupted", entry)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
 STDOUT = subprocess.STDOUT

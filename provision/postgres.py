@@ -87,8 +87,8 @@ def change_json(change: Change) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Secrets:
-    admin_password: str | None
-    passwords: dict[str, str]  # role -> password
+    admin_password: str | None = field(repr=False)
+    passwords: dict[str, str] = field(repr=False)  # role -> password
 
     def values(self) -> list[str]:
         return [v for v in (self.admin_password, *self.passwords.values()) if v]

@@ -283,6 +283,7 @@ class GitOpsRepo:
 
     def fetch(self) -> str:
         """Clone (first time) or fetch the branch; return the remote branch head. Needs the lock."""
+        process.remove_stale_temp(self.workdir.parent, f"{self.workdir.name}.tmp-")  # a killed clone's
         if not (self.workdir / ".git").is_dir():
             self._clone()
         else:

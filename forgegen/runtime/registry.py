@@ -537,8 +537,9 @@ def oci_layout(image: BuiltImage, cache_dir: Path | None = None) -> OciImage:
     root = cache_dir or _cache_root()
     root.mkdir(parents=True, exist_ok=True)
     dest = root / Path(image.store_path).name
+    process.remove_stale_temp(root, ".tmp-")
     if not (dest / "index.json").is_file():
-        work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+        work = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=root))
         try:
             if image.kind == "stream":
                 _convert_stream(image.store_path, work)
