@@ -86,6 +86,7 @@ KNOWN = [
     "l0: &l0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10)),
     'version: []\nversion: "\\u0000"\n',  # found by benchmarks/yaml_fuzz.py: NUL in a path (overlay)
+    'version: "\\ud800"\n',  # found by benchmarks/yaml_fuzz.py: a lone surrogate in a path (overlay)
 ]
 
 
@@ -102,6 +103,7 @@ KNOWN = [
 @example(text=KNOWN[5])
 @example(text=KNOWN[6])
 @example(text=KNOWN[7])
+@example(text=KNOWN[8])
 def test_hostile_yaml_exits_0_or_2_within_bounds(worker: FuzzWorker, kind: str, text: str) -> None:
     check_one(worker, kind, text)
 

@@ -587,8 +587,11 @@ def render_inputs(repo: GitOpsRepo, overlay: str) -> tuple[str, ...]:
         for value in _strings(documents):
             if "://" in value or "\n" in value or "\0" in value or len(value) > 1024:
                 continue
-            candidate = (directory / value).resolve()
-            if not candidate.exists():
+            try:
+                candidate = (directory / value).resolve()
+                if not candidate.exists():
+                    continue
+            except (OSError, ValueError):  # not a path this system can name (a lone surrogate, ...)
                 continue
             if not candidate.is_relative_to(root):
                 return ("",)
