@@ -77,7 +77,7 @@ class Limits:
 #: deploy.yaml and the provisioning files: small, hand-written, no reason for deep tricks.
 OWN_FILES = Limits(max_bytes=256 * 1024, max_depth=64, max_nodes=200_000, max_aliases=1_000)
 #: GitOps manifests Forge reads but does not own: aliases are walked once, never expanded.
-GITOPS_FILES = Limits(max_bytes=4 * 1024 * 1024, max_depth=128, max_nodes=1_000_000, max_aliases=100_000)
+GITOPS_FILES = Limits(max_bytes=1024 * 1024, max_depth=128, max_nodes=1_000_000, max_aliases=100_000)
 
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
