@@ -315,6 +315,7 @@ class RegistryClient:
         self._authorization: dict[str, str] = {}  # scope -> Authorization header value
         self.requests = 0
         self.loopback = urls.is_loopback(host)
+        self._refuse_clear_credentials()  # before anything, skopeo included, could send them
 
     def _refuse_clear_credentials(self) -> None:
         """Credentials travel only over verified TLS, or to this machine."""
@@ -351,7 +352,6 @@ class RegistryClient:
             conn.close()
 
     def _base(self) -> str:
-        self._refuse_clear_credentials()
         if self._scheme is None:
             if not self.insecure:
                 self._scheme = "https"
