@@ -69,9 +69,11 @@ class Problem:
 
 
 class ConfigError(ForgeError):
-    """An input file is unreadable or invalid (exit code 2). Carries every problem at once."""
+    """An input file is unreadable or invalid (exit code 2). Carries every problem at once;
+    the message shows the first ``MAX_SHOWN`` of them (a generated file can have thousands)."""
 
     exit_code = EXIT_USAGE
+    MAX_SHOWN = 100
 
     def __init__(self, problems: Sequence[Problem] | str, *, hint: str | None = None) -> None:
         if isinstance(problems, str):
@@ -79,7 +81,10 @@ class ConfigError(ForgeError):
             text = problems
         else:
             self.problems = tuple(problems)
-            text = "\n".join(str(p) for p in self.problems)
+            text = "\n".join(str(p) for p in self.problems[:self.MAX_SHOWN])
+            if len(self.problems) > self.MAX_SHOWN:
+                text += (f"\n... and {len(self.problems) - self.MAX_SHOWN} more problems "
+                         "(fix these first, then check again)")
         super().__init__(text, hint=hint)
 
     @classmethod

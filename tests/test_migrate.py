@@ -113,3 +113,43 @@ def test_a_migration_that_does_not_finish_times_out(kube: Kube) -> None:
     result = migrate(kube, migration(timeout=0.5))
     assert result.outcome == "timeout" and result.reason == "Timeout"
     assert "did not finish within 0.5s" in result.message
+
+
+def test_an_api_that_is_gone_before_the_job_is_created_is_a_migration_failure(kube: Kube) -> None:
+    from forgegen.errors import MigrationFailed
+
+    api = kube.api()
+    kube.standin.stop()
+    with pytest.raises(MigrationFailed) as info:
+        run_migration(api, service="api", migration=migration(), namespace="default", image=IMAGE, tag=TAG)
+    assert "Kubernetes API" in str(info.value)
+
+
+def test_an_api_that_goes_away_mid_migration_fails_it_without_waiting_for_the_timeout(kube: Kube) -> None:
+    import threading
+    import time
+
+    from forgegen.errors import MigrationFailed
+
+    kube.script(IMAGE, ImageScript(logs=("api: migrating",)))  # never finishes
+    api = kube.api()
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(run_migration(api, service="api", migration=migration(timeout=3600), namespace="default",
+                                         image=IMAGE, tag=TAG))
+        except Exception as err:  # noqa: BLE001 - the test inspects it
+            outcome.append(err)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not kube.standin.list("pods", "default", label_selector=f"job-name=api-migrate-schema-{TAG}"):
+        assert time.monotonic() < deadline, "the migration pod never appeared"
+        time.sleep(0.02)
+    kube.standin.stop()
+    worker.join(300)  # a generous bound: before the fix it waited for the migration's hour
+    assert outcome, "run_migration did not return after the API went away"
+    assert isinstance(outcome[0], MigrationFailed), outcome
+    assert "Kubernetes API" in str(outcome[0])

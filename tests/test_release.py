@@ -244,3 +244,31 @@ def test_a_failed_rollout_rolls_back_and_stops_before_production(release_cluster
     assert c.running_image("api") == f"{c.image('api')}:amd64-0000000"
     assert {"environment": "staging", "service": "api", "steps": ["check:health"]} in report["not_done"]
     assert [s["environment"] for s in report["stages"]] == ["staging"] and health.hits == 0
+
+
+def test_the_api_going_away_mid_migration_is_exit_1_with_the_report(release_cluster: ShopCluster) -> None:
+    import threading
+    import time
+
+    from tests.kube_standin import ImageScript
+
+    c = release_cluster
+    tag = f"amd64-{head_sha(c)}"
+    c.kube.script(f"{c.image('api')}:{tag}", ImageScript(logs=("api: migrating",)))  # never finishes
+    done: list[subprocess.CompletedProcess[str]] = []
+    runner = threading.Thread(target=lambda: done.append(c.run("release", "--yes", "--json", stdin=subprocess.DEVNULL)),
+                              daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 600
+    while not any(j["metadata"]["name"].startswith("api-migrate-schema") for j in jobs(c, "shop")):
+        assert runner.is_alive() and time.monotonic() < deadline, done and done[0].stderr
+        time.sleep(0.05)
+    c.kube.standin.stop()
+    runner.join(600)
+    assert done, "forge release did not end after the API went away"
+    proc = done[0]
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["outcome"] == "failed"
+    assert report["failed"] == {"environment": "staging", "service": "api", "step": "migrate:schema"}
+    assert "Kubernetes API" in proc.stderr and "Traceback" not in proc.stderr

@@ -182,7 +182,7 @@ def test_a_gitops_url_with_a_token_is_refused() -> None:
     lines = problems(MINIMAL.replace("gitops: {repo: ../gitops}",
                                      "gitops: {repo: 'https://bot:ghp_secret@github.com/acme/gitops.git'}"))
     assert len(lines) == 1
-    assert lines[0].startswith("deploy.yaml:4:16: gitops.repo: the URL carries a password or token")
+    assert lines[0].startswith("deploy.yaml:4:16: gitops.repo: the URL https://***@github.com/acme/gitops.git carries")
     assert "ghp_secret" not in lines[0]
     assert parse_config(MINIMAL.replace("gitops: {repo: ../gitops}",
                                         "gitops: {repo: 'https://github.com/acme/gitops.git'}")).gitops.repo

@@ -54,6 +54,7 @@ def preflight(plan: Plan, service: str, environment: str | None) -> tuple[Servic
         raise UsageError(f"service {service!r} has no environment to deploy to",
                          hint="list environments under services.<name>.environments in deploy.yaml")
     target = svc.target(environment)
+    gitops.check_credentials(target.gitops.repo)  # exit 2 before a token reaches git's argv
     conn = kube.resolve(target.kubeconfig, target.kube_context)
     registry.resolve_credentials(plan.registry)  # raises UsageError for half-set credentials
     return svc, target, conn

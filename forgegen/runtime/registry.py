@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from forgegen import process
+from forgegen import process, urls
 from forgegen.errors import CommandError, PushError, ToolMissing, UsageError
 from forgegen.plan import Plan, RegistryPlan
 from forgegen.runtime.build import BuildResult, BuiltImage, run_build
@@ -314,6 +314,17 @@ class RegistryClient:
         self._scheme: str | None = None
         self._authorization: dict[str, str] = {}  # scope -> Authorization header value
         self.requests = 0
+        self.loopback = urls.is_loopback(host)
+        self._refuse_clear_credentials()  # before anything, skopeo included, could send them
+
+    def _refuse_clear_credentials(self) -> None:
+        """Credentials travel only over verified TLS, or to this machine."""
+        if self.insecure and self.credentials is not None and not self.loopback:
+            raise UsageError(
+                f"refusing to send registry credentials ({self.credentials.source}) to {self.host} with "
+                "registry.insecure: without verified TLS they could be read on the way; only loopback "
+                "registries may be insecure with credentials",
+                hint="give the registry a TLS certificate and set registry.insecure: false")
 
     # -- transport
 
@@ -372,6 +383,12 @@ class RegistryClient:
         if scope:
             query["scope"] = scope
         url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
+        realm_parts = urllib.parse.urlsplit(realm)
+        clear = realm_parts.scheme != "https" and not urls.is_loopback(realm_parts.netloc)
+        if clear and self.credentials:
+            raise PushError(f"the registry {self.host} asks for credentials at {urls.redact(realm)}, which is not "
+                            "https: refusing to send them in clear",
+                            hint="the registry's token service must use https")
         headers = {"Authorization": f"Basic {self.credentials.basic}"} if self.credentials else {}
         resp = self._send("GET", url, headers, None)
         if resp.status != 200:
@@ -520,8 +537,9 @@ def oci_layout(image: BuiltImage, cache_dir: Path | None = None) -> OciImage:
     root = cache_dir or _cache_root()
     root.mkdir(parents=True, exist_ok=True)
     dest = root / Path(image.store_path).name
+    process.remove_stale_temp(root, ".tmp-")
     if not (dest / "index.json").is_file():
-        work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+        work = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=root))
         try:
             if image.kind == "stream":
                 _convert_stream(image.store_path, work)
