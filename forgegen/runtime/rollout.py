@@ -54,6 +54,9 @@ DEFAULT_PROGRESS_DEADLINE = 600.0
 LOG_LINES = 50
 EVENT_LIMIT = 20
 REVISION = "deployment.kubernetes.io/revision"
+# The DaemonSet's template generation: kube-apiserver moves it only when spec.template changes, and
+# the controller labels new pods with it (pod-template-generation) and with the revision hash.
+TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
 
 State = Literal["progressing", "done", "failed"]
 
@@ -68,6 +71,7 @@ class Snapshot:
 
     workload: dict | None = None
     replicasets: dict[str, dict] = field(default_factory=dict)
+    controllerrevisions: dict[str, dict] = field(default_factory=dict)  # DaemonSets only
     pods: dict[str, dict] = field(default_factory=dict)
     events: dict[str, dict] = field(default_factory=dict)
 
@@ -335,28 +339,57 @@ def _statefulset_view(s: dict, snap: Snapshot) -> _View:
     return view
 
 
+def _daemonset_revision(ds: dict, snap: Snapshot) -> tuple[str | None, str | None]:
+    """(the current revision hash, the template generation) of a DaemonSet, where known.
+
+    As the controller decides (``util.IsPodUpdated``): a pod is new when its
+    ``controller-revision-hash`` is the hash of the ControllerRevision holding the current
+    template, or its ``pod-template-generation`` is the template-generation annotation (which,
+    unlike ``metadata.generation``, moves only when the template changes).
+    """
+    tgen = (ds["metadata"].get("annotations") or {}).get(TEMPLATE_GENERATION)
+    uid = ds["metadata"].get("uid")
+    template = (ds.get("spec") or {}).get("template") or {}
+    matching = []
+    for cr in snap.controllerrevisions.values():
+        data = (((cr.get("data") or {}).get("spec") or {}).get("template")) or {}
+        if _owned_by(cr, {uid}) and {k: v for k, v in data.items() if k != "$patch"} == template:
+            matching.append(cr)
+    best = max(matching, key=lambda cr: cr.get("revision") or 0, default=None)
+    hash_ = ((best or {}).get("metadata", {}).get("labels") or {}).get("controller-revision-hash") if best else None
+    return hash_, tgen
+
+
+def _daemonset_new_pods(ds: dict, owned: list[dict], snap: Snapshot) -> tuple[list[dict], str | None]:
+    hash_, tgen = _daemonset_revision(ds, snap)
+    labels = lambda p: p["metadata"].get("labels") or {}  # noqa: E731
+    if hash_ or tgen:
+        return [p for p in owned if (hash_ and labels(p).get("controller-revision-hash") == hash_)
+                or (tgen and labels(p).get("pod-template-generation") == tgen)], tgen or hash_
+    # Neither is known (no annotation, no ControllerRevisions seen): a pod is new when every
+    # template container runs in it with the template's image (injected sidecars do not matter).
+    st = ds.get("status") or {}
+    if not (_observed(ds) and "desiredNumberScheduled" in st
+            and st.get("updatedNumberScheduled", 0) >= st["desiredNumberScheduled"]):
+        return [], None
+    want = {c.get("name"): c.get("image") for c in (((ds.get("spec") or {}).get("template") or {}).get("spec") or {})
+            .get("containers") or []}
+    have = lambda p: {c.get("name"): c.get("image") for c in (p.get("spec") or {}).get("containers") or []}  # noqa: E731
+    return [p for p in owned if all(have(p).get(n) == i for n, i in want.items())], None
+
+
 def _daemonset_view(ds: dict, snap: Snapshot) -> _View:
     name = ds["metadata"]["name"]
     spec, st = ds.get("spec") or {}, ds.get("status") or {}
-    uid = ds["metadata"]["uid"]
-    gen = str(ds["metadata"].get("generation", 1))
+    uid = ds["metadata"].get("uid")
     owned = [p for p in snap.pods.values() if _owned_by(p, {uid})]
-    labels = lambda p: p["metadata"].get("labels") or {}  # noqa: E731
-    current = {labels(p).get("controller-revision-hash") for p in owned if labels(p).get("pod-template-generation") == gen}
-    current.discard(None)
+    new_pods, revision = _daemonset_new_pods(ds, owned, snap)
     desired = st.get("desiredNumberScheduled", 0)
-    if current:
-        new_pods = [p for p in owned if labels(p).get("controller-revision-hash") in current]
-    elif _observed(ds) and st.get("updatedNumberScheduled", 0) >= desired:
-        images = [c.get("image") for c in ((spec.get("template") or {}).get("spec") or {}).get("containers") or []]
-        new_pods = [p for p in owned if [c.get("image") for c in p["spec"].get("containers") or []] == images]
-    else:
-        new_pods = []
     new_uids = {p["metadata"]["uid"] for p in new_pods}
     old_pods = _active(p for p in owned if p["metadata"]["uid"] not in new_uids)
     ready_new = [p for p in _active(new_pods) if _ready(p)]
     progress = Progress(desired, st.get("updatedNumberScheduled", 0), len(ready_new), st.get("numberAvailable", 0), len(old_pods))
-    view = _View("", revision=gen, new_pods=new_pods, new_owner_uids={uid}, progress=progress)
+    view = _View("", revision=revision, new_pods=new_pods, new_owner_uids={uid}, progress=progress)
     if (spec.get("updateStrategy") or {}).get("type", "RollingUpdate") != "RollingUpdate":
         view.message = "rollout status is only available for RollingUpdate strategy type"
         view.failure = Failure("OnDeleteStrategy", f"daemon set {name} uses the OnDelete update strategy: its pods "
@@ -604,6 +637,10 @@ def _selector(w: dict) -> str:
     return ",".join(parts)
 
 
+# What each kind needs listed, beside the workload, its pods and the events, before a verdict.
+_OWNED: dict[str, set[str]] = {"Deployment": {"replicasets"}, "DaemonSet": {"controllerrevisions"}}
+
+
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -651,8 +688,7 @@ def watch_rollout(api: Any, *, namespace: str, workload: WorkloadPlan, expected_
     try:
         while True:
             # Judge only once every collection has been listed: a partial view must not pass.
-            needed = {"workload", "events"} | ({"pods"} | ({"replicasets"} if workload.kind == "Deployment" else set())
-                                                if "pods" in streams else set())
+            needed = {"workload", "events"} | ({"pods"} | _OWNED.get(workload.kind, set()) if "pods" in streams else set())
             now = time.time()
             if needed <= synced and (snap.workload is None or "pods" in streams):
                 status = assess(snap, workload, policy, expected_image, now)
@@ -709,6 +745,8 @@ def watch_rollout(api: Any, *, namespace: str, workload: WorkloadPlan, expected_
                 start("pods", core.list_namespaced_pod, label_selector=sel)
                 if workload.kind == "Deployment":
                     start("replicasets", apps.list_namespaced_replica_set, label_selector=sel)
+                elif workload.kind == "DaemonSet":  # the controller labels its revisions with the pods' labels
+                    start("controllerrevisions", apps.list_namespaced_controller_revision, label_selector=sel)
     finally:
         close_streams(streams.values(), stop)
 
