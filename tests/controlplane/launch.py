@@ -275,9 +275,17 @@ def _start_flux(plane: ControlPlane) -> None:
         wait(lambda: _http_ok(f"http://127.0.0.1:{port}/readyz"), name, plane=plane)
 
 
+# The kubelet's own time scales (crash-loop back-off, probe period, ...), as the stand-in's tests
+# use them (tests/fixtures/kube.py FAST); the real controllers keep theirs.
+KUBELET_TIMINGS = dict(backoff_base=0.1, backoff_cap=2.0, probe_period=0.1, scheduling_retry=0.2,
+                       pod_termination=0.05, container_start=0.02)
+
+
 def _start_kubelet(plane: ControlPlane, nodes: int) -> None:
+    timings = [f"--{k.replace('_', '-')}={v}" for k, v in KUBELET_TIMINGS.items()]
     plane.spawn("kubelet-sim", [sys.executable, "-m", "tests.kubelet_sim", "--kubeconfig", str(plane.kubeconfig),
-                                "--node", "sim", "--nodes", str(nodes)], {"PYTHONPATH": str(ROOT)})
+                                "--node", "sim", "--nodes", str(nodes), "--heartbeat", "5", *timings],
+                {"PYTHONPATH": str(ROOT)})
 
     def ready() -> bool:
         items = (plane.get("/api/v1/nodes") or {}).get("items") or []
