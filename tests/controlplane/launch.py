@@ -263,7 +263,7 @@ def _start_flux(plane: ControlPlane) -> None:
     health: dict[str, int] = {}
     for name in ("source-controller", "kustomize-controller"):
         health[name] = free_port()
-        argv = [str(plane.bin_dir / name), f"--kubeconfig={plane.kubeconfig}", "--enable-leader-election=false",
+        argv = [str(plane.bin_dir / name), "--enable-leader-election=false",
                 f"--metrics-addr=127.0.0.1:{free_port()}", f"--health-addr=127.0.0.1:{health[name]}",
                 "--events-addr=", "--log-level=info", "--requeue-dependency=1s"]
         if name == "source-controller":
