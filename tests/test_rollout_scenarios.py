@@ -15,7 +15,7 @@ import pytest
 
 from forgegen.plan import RolloutPlan, WorkloadPlan
 from forgegen.runtime.rollout import RolloutResult, watch_rollout
-from tests.fixtures.kube import Kube
+from tests.fixtures.kube import PLURAL, Kube
 from tests.kube_standin import (
     crash,
     create_container_error,
@@ -27,7 +27,6 @@ from tests.kube_standin import (
     ready,
     run_container_error,
     slow_start,
-    unschedulable,
 )
 
 pytestmark = pytest.mark.kube
@@ -59,6 +58,16 @@ def build(kube: Kube, kind: str, image: str = "app:1") -> None:
         kube.statefulset("web", image, replicas=2)
     else:
         kube.daemonset("web", image)
+
+
+def set_image(kube: Kube, kind: str, image: str, *, memory: str | None = None) -> None:
+    """What Flux applies: a new image (and, with ``memory``, a new memory request)."""
+    def edit(obj: dict) -> None:
+        c = obj["spec"]["template"]["spec"]["containers"][0]
+        c["image"] = image
+        if memory:
+            c["resources"] = {"requests": {"memory": memory}}
+    kube.edit(PLURAL[kind], "web", edit)
 
 
 def live(kube: Kube, image: str | None = None) -> list[dict]:
@@ -108,7 +117,7 @@ SCENARIOS = {
     "create-error": (create_container_error(), {"CreateContainerError"}),
     "run-error": (run_container_error(), {"RunContainerError"}),
     "oom": (oom_killed(after=0.1), {"OOMKilled"}),
-    "unschedulable": (unschedulable(), {"Unschedulable"}),
+    "unschedulable": (None, {"Unschedulable"}),  # a memory request no node has: the scheduler refuses it
     "readiness": (readiness_failing(), {"ReadinessProbeFailed"}),
 }
 
@@ -118,8 +127,9 @@ SCENARIOS = {
 def test_failure_is_reported_with_reason_pod_and_evidence(kube_any: Kube, kind: str, scenario: str) -> None:
     script, reasons = SCENARIOS[scenario]
     build(kube_any, kind)
-    kube_any.script("app:bad", script)
-    kube_any.set_image(kind, "web", "app:bad")
+    if script is not None:
+        kube_any.script("app:bad", script)
+    set_image(kube_any, kind, "app:bad", memory="1Ti" if scenario == "unschedulable" else None)
     result = watch(kube_any, kind, image="app:bad", pol=policy(readiness_grace=1.0, scheduling_grace=1.0))
     doc = result.to_json()
     assert doc["outcome"] == "failed" and doc["reason"] in reasons, doc
