@@ -69,7 +69,8 @@ def test_a_running_pod_has_the_status_and_events_of_a_kubelet(real_kube: RealKub
     assert cs["containerID"].startswith("containerd://") and "running" in cs["state"]
     reasons = {e["reason"]: e for e in events_of(real_kube, name)}
     assert {"Scheduled", "Pulling", "Pulled", "Created", "Started"} <= set(reasons)
-    assert reasons["Scheduled"]["source"]["component"] == "default-scheduler"
+    scheduled = reasons["Scheduled"]  # kube-scheduler records through events.k8s.io/v1
+    assert scheduled["reportingComponent"] == "default-scheduler" and scheduled["action"] == "Binding"
     started = reasons["Started"]
     assert started["source"] == {"component": "kubelet", "host": pod["spec"]["nodeName"]}
     assert started["involvedObject"]["fieldPath"] == "spec.containers{web}"

@@ -102,8 +102,8 @@ def run_container_error(message: str = 'exec: "/bin/server": stat /bin/server: n
     return ImageScript(run_error=message)
 
 
-def unschedulable(message: str = "0/1 nodes are available: 1 Insufficient memory. preemption: 0/1 nodes are "
-                  "available: 1 No preemption victims found for incoming pod.", *,
+def unschedulable(message: str = "0/1 nodes are available: 1 Insufficient memory. no new claims to deallocate, "
+                  "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.", *,
                   until: float | None = None, then: ImageScript | None = None) -> ImageScript:
     base = then or ImageScript()
     return replace(base, unschedulable=message, schedulable_after=until)
@@ -184,12 +184,12 @@ class Scheduler(Controller):
                 for r in _insufficient(store, pod, n):
                     short[r] = short.get(r, 0) + 1
             what = ", ".join(f"{k} Insufficient {r}" for r, k in sorted(short.items()))
-            reason = (f"0/{len(nodes)} nodes are available: {what}. preemption: 0/{len(nodes)} nodes are available: "
-                      f"{len(candidates)} No preemption victims found for incoming pod.")
+            reason = (f"0/{len(nodes)} nodes are available: {what}. no new claims to deallocate, preemption: "
+                      f"0/{len(nodes)} nodes are available: {len(candidates)} Preemption is not helpful for scheduling.")
         candidates = fitting
         if reason is None and not candidates:
             reason = (f"0/{len(nodes)} nodes are available: {len(nodes)} node(s) didn't match Pod's node "
-                      f"affinity/selector. preemption: 0/{len(nodes)} nodes are available: {len(nodes)} "
+                      f"affinity/selector. no new claims to deallocate, preemption: 0/{len(nodes)} nodes are available: {len(nodes)} "
                       "Preemption is not helpful for scheduling.")
         if reason is not None:
             def unsched(p: dict) -> None:
@@ -197,7 +197,7 @@ class Scheduler(Controller):
                 st["phase"] = "Pending"
                 _set_cond(st, "PodScheduled", "False", now, reason="Unschedulable", message=reason)
             store.mutate("pods", ns, name, unsched, subresource="status")
-            self.cluster.record_event(pod, "Warning", "FailedScheduling", reason, component=self.name)
+            self.cluster.record_event(pod, "Warning", "FailedScheduling", reason, component=self.name, action="Scheduling")
             self.enqueue(key, self.cluster.settings.scheduling_retry)
             return
         node = candidates[self._rr % len(candidates)]["metadata"]["name"]
@@ -210,7 +210,7 @@ class Scheduler(Controller):
             _set_cond(st, "PodScheduled", "True", now)
         store.mutate("pods", ns, name, bound, subresource="status")
         self.cluster.record_event(pod, "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {node}",
-                                  component=self.name)
+                                  component=self.name, action="Binding")
 
 
 _SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
