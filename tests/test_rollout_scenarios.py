@@ -9,14 +9,18 @@ asserts wall-clock time; every wait has a deadline well above the scripted timin
 
 from __future__ import annotations
 
+import contextlib
+import copy
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from forgegen.plan import RolloutPlan, WorkloadPlan
 from forgegen.runtime.rollout import RolloutResult, watch_rollout
-from tests.fixtures.kube import PLURAL, Kube
+from tests.fixtures.kube import PLURAL, Kube, wait_until
 from tests.kube_standin import (
+    Settings,
     crash,
     create_container_error,
     image_pull_error,
@@ -28,6 +32,7 @@ from tests.kube_standin import (
     run_container_error,
     slow_start,
 )
+from tests.kubelet_sim import KubeletSim
 
 pytestmark = pytest.mark.kube
 
@@ -156,30 +161,60 @@ def test_failure_is_reported_with_reason_pod_and_evidence(kube_any: Kube, kind: 
 # -- a DaemonSet whose generation and template generation differ -----------------------------
 
 
-def skewed_daemonset(kube: Kube) -> dict:
+def skewed_daemonset(kube: Kube, *, nodes: int = 1) -> dict:
     """A DaemonSet after a spec change that is not a template change: ``metadata.generation``
     moves, the template generation (and the pods' ``pod-template-generation``) does not."""
     kube.daemonset("web", "app:1")
     kube.edit("daemonsets", "web", lambda d: d["spec"].update(revisionHistoryLimit=5, minReadySeconds=0))
     kube.wait_settled("DaemonSet", "web")
     ds = kube.get("daemonsets", "web")
+    assert ds is not None and ds["status"]["desiredNumberScheduled"] == nodes
     assert ds is not None and ds["metadata"]["generation"] == 2
     assert ds["metadata"]["annotations"][TEMPLATE_GENERATION] == "1"
     assert {p["metadata"]["labels"]["pod-template-generation"] for p in live(kube)} == {"1"}
     return ds
 
 
+@contextlib.contextmanager
+def second_node(kube: Kube) -> Iterator[str]:
+    """One more node for the test: on the stand-in a Node object (its kubelet runs every node), on
+    the real control plane one more simulated kubelet, removed afterwards with what ran there."""
+    if kube.backend == "standin":
+        node = copy.deepcopy(kube.standin.get("nodes", None, "node-1"))
+        node["metadata"] = {"name": "node-2", "labels": {**node["metadata"]["labels"], "kubernetes.io/hostname": "node-2"}}
+        kube.standin.create("nodes", node)
+        yield "node-2"
+        return
+    from tests.controlplane.launch import KUBELET_TIMINGS
+
+    name = f"extra-{kube.namespace}"
+    sim = KubeletSim(kube.kubeconfig, [name], settings=Settings(**KUBELET_TIMINGS), heartbeat=5).start()
+    try:
+        yield name
+    finally:
+        for ds in kube.list("daemonsets"):  # what runs on the node goes before its kubelet does
+            kube.delete("daemonsets", ds["metadata"]["name"])
+        wait_until(lambda: not [p for p in kube.list("pods") if p["spec"].get("nodeName") == name], timeout=90, interval=0.2)
+        sim.stop()
+        kube.rest("DELETE", f"/api/v1/nodes/{name}")
+
+
 def test_daemonset_crash_after_a_non_template_change_is_caught(kube_any: Kube) -> None:
-    skewed_daemonset(kube_any)
-    kube_any.script("app:bad", crash(after=0.1, exit_code=7))
-    kube_any.set_image("DaemonSet", "web", "app:bad")
-    result = watch(kube_any, "DaemonSet", image="app:bad")
-    assert (result.outcome, result.exit_code) == ("failed", 7), result.to_json()
-    ds = kube_any.get("daemonsets", "web")
-    assert ds["metadata"]["generation"] == 3 and ds["metadata"]["annotations"][TEMPLATE_GENERATION] == "2"
-    new = live(kube_any, "app:bad")
-    assert result.pod in {p["metadata"]["name"] for p in new}
-    assert {p["metadata"]["labels"]["pod-template-generation"] for p in new} == {"2"}
+    """Two nodes, so the controller replaces one pod at a time and ``updatedNumberScheduled``
+    stays below ``desiredNumberScheduled`` while the first new pod crash-loops: the new pods must
+    be found by template generation (or revision hash), not by ``metadata.generation``."""
+    with second_node(kube_any):
+        skewed_daemonset(kube_any, nodes=2)
+        kube_any.script("app:bad", crash(after=0.1, exit_code=7))
+        kube_any.set_image("DaemonSet", "web", "app:bad")
+        result = watch(kube_any, "DaemonSet", image="app:bad")
+        assert (result.outcome, result.exit_code) == ("failed", 7), result.to_json()
+        ds = kube_any.get("daemonsets", "web")
+        assert ds["metadata"]["generation"] == 3 and ds["metadata"]["annotations"][TEMPLATE_GENERATION] == "2"
+        assert ds["status"]["desiredNumberScheduled"] == 2 and ds["status"]["updatedNumberScheduled"] == 1
+        new = live(kube_any, "app:bad")
+        assert result.pod in {p["metadata"]["name"] for p in new}
+        assert {p["metadata"]["labels"]["pod-template-generation"] for p in new} == {"2"}
 
 
 def test_daemonset_success_after_a_non_template_change(kube_any: Kube) -> None:
