@@ -68,7 +68,7 @@ class LogServer:
         ctx.verify_mode = ssl.CERT_NONE
         app = web.Application()
         app.router.add_get("/containerLogs/{ns}/{pod}/{container}", self._logs)
-        app.router.add_get("/healthz", lambda _: web.Response(text="ok"))
+        app.router.add_get("/healthz", self._healthz)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.address, 0, ssl_context=ctx)
@@ -80,6 +80,9 @@ class LogServer:
             await self._runner.cleanup()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok")
 
     async def _logs(self, request: web.Request) -> web.StreamResponse:
         ns, name, container = (request.match_info[k] for k in ("ns", "pod", "container"))

@@ -131,7 +131,9 @@ class SimCluster:
         return time.time()
 
     def record_event(self, obj: dict, type_: str, reason: str, message: str, *, component: str,
-                     host: str | None = None, field_path: str | None = None) -> None:
+                     host: str | None = None, field_path: str | None = None, action: str | None = None) -> None:
+        """As the stand-in's ``Cluster.record_event``, over the API (``action``: the
+        events.k8s.io shape, as kube-scheduler writes)."""
         meta = obj["metadata"]
         ns = meta.get("namespace") or "default"
         at = timestamp(self.now())
@@ -139,7 +141,9 @@ class SimCluster:
         known = self._events.get(key)
         if known is not None:
             self._events[key] = (known[0], known[1], known[2] + 1)
-            self.sim.writes.put("patch-event", ns, known[1], {"count": known[2] + 1, "lastTimestamp": at})
+            bump = ({"series": {"count": known[2] + 1, "lastObservedTime": timestamp(self.now(), precise=True)}}
+                    if action else {"count": known[2] + 1, "lastTimestamp": at})
+            self.sim.writes.put("patch-event", ns, known[1], bump)
             return
         name = f"{meta['name']}.{time.time_ns():x}"
         involved = {"kind": obj.get("kind", "Pod"), "namespace": ns, "name": meta["name"], "uid": meta["uid"],
@@ -147,11 +151,15 @@ class SimCluster:
         if field_path:
             involved["fieldPath"] = field_path
         self._events[key] = (ns, name, 1)
-        self.sim.writes.put("event", ns, {
-            "metadata": {"name": name, "namespace": ns}, "involvedObject": involved, "reason": reason,
-            "message": message, "type": type_, "source": {"component": component, **({"host": host} if host else {})},
-            "firstTimestamp": at, "lastTimestamp": at, "count": 1, "eventTime": None,
-            "reportingComponent": component, "reportingInstance": host or ""})
+        event = {"metadata": {"name": name, "namespace": ns}, "involvedObject": involved, "reason": reason,
+                 "message": message, "type": type_, "source": {"component": component, **({"host": host} if host else {})},
+                 "firstTimestamp": at, "lastTimestamp": at, "count": 1, "eventTime": None,
+                 "reportingComponent": component, "reportingInstance": host or ""}
+        if action:
+            event.update(source={}, firstTimestamp=None, lastTimestamp=None, action=action,
+                         eventTime=timestamp(self.now(), precise=True), reportingInstance=f"{component}-kubelet-sim")
+            del event["count"]
+        self.sim.writes.put("event", ns, event)
 
 
 def node_names(node: str, count: int) -> list[str]:
@@ -404,14 +412,14 @@ class KubeletSim:
         node = candidates[hash(meta["uid"]) % len(candidates)]
         self.writes.put("bind", meta["namespace"], meta["name"], node)
         self.cluster.record_event(pod, "Normal", "Scheduled", f"Successfully assigned {meta['namespace']}/{meta['name']} "
-                                  f"to {node}", component=SCHEDULER)
+                                  f"to {node}", component=SCHEDULER, action="Binding")
 
     def _unschedulable(self, pod: dict, message: str) -> None:
         meta = pod["metadata"]
         cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
                 "lastProbeTime": None, "lastTransitionTime": timestamp(time.time())}
         self.writes.put_status(meta["namespace"], meta["name"], meta["uid"], {"phase": "Pending", "conditions": [cond]})
-        self.cluster.record_event(pod, "Warning", "FailedScheduling", message, component=SCHEDULER)
+        self.cluster.record_event(pod, "Warning", "FailedScheduling", message, component=SCHEDULER, action="Scheduling")
         self.cluster.loop.call_later(self.settings.scheduling_retry, self._retry_bind, meta["namespace"], meta["name"])
 
     def _retry_bind(self, ns: str, name: str) -> None:

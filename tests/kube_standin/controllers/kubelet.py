@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ..cluster import Cluster, Controller
 from ..store import ApiError, Change, timestamp
@@ -101,8 +102,8 @@ def run_container_error(message: str = 'exec: "/bin/server": stat /bin/server: n
     return ImageScript(run_error=message)
 
 
-def unschedulable(message: str = "0/1 nodes are available: 1 Insufficient memory. preemption: 0/1 nodes are "
-                  "available: 1 No preemption victims found for incoming pod.", *,
+def unschedulable(message: str = "0/1 nodes are available: 1 Insufficient memory. no new claims to deallocate, "
+                  "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.", *,
                   until: float | None = None, then: ImageScript | None = None) -> ImageScript:
     base = then or ImageScript()
     return replace(base, unschedulable=message, schedulable_after=until)
@@ -176,9 +177,19 @@ class Scheduler(Controller):
         pinned = _pinned_node(pod)
         if pinned:
             candidates = [n for n in candidates if n["metadata"]["name"] == pinned]
+        fitting = [n for n in candidates if not _insufficient(store, pod, n)]
+        if reason is None and candidates and not fitting:
+            short: dict[str, int] = {}
+            for n in candidates:
+                for r in _insufficient(store, pod, n):
+                    short[r] = short.get(r, 0) + 1
+            what = ", ".join(f"{k} Insufficient {r}" for r, k in sorted(short.items()))
+            reason = (f"0/{len(nodes)} nodes are available: {what}. no new claims to deallocate, preemption: "
+                      f"0/{len(nodes)} nodes are available: {len(candidates)} Preemption is not helpful for scheduling.")
+        candidates = fitting
         if reason is None and not candidates:
             reason = (f"0/{len(nodes)} nodes are available: {len(nodes)} node(s) didn't match Pod's node "
-                      f"affinity/selector. preemption: 0/{len(nodes)} nodes are available: {len(nodes)} "
+                      f"affinity/selector. no new claims to deallocate, preemption: 0/{len(nodes)} nodes are available: {len(nodes)} "
                       "Preemption is not helpful for scheduling.")
         if reason is not None:
             def unsched(p: dict) -> None:
@@ -186,7 +197,7 @@ class Scheduler(Controller):
                 st["phase"] = "Pending"
                 _set_cond(st, "PodScheduled", "False", now, reason="Unschedulable", message=reason)
             store.mutate("pods", ns, name, unsched, subresource="status")
-            self.cluster.record_event(pod, "Warning", "FailedScheduling", reason, component=self.name)
+            self.cluster.record_event(pod, "Warning", "FailedScheduling", reason, component=self.name, action="Scheduling")
             self.enqueue(key, self.cluster.settings.scheduling_retry)
             return
         node = candidates[self._rr % len(candidates)]["metadata"]["name"]
@@ -199,7 +210,46 @@ class Scheduler(Controller):
             _set_cond(st, "PodScheduled", "True", now)
         store.mutate("pods", ns, name, bound, subresource="status")
         self.cluster.record_event(pod, "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {node}",
-                                  component=self.name)
+                                  component=self.name, action="Binding")
+
+
+_SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+           "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18, "m": 1e-3}
+
+
+def quantity(value: str | int | float) -> float:
+    """A Kubernetes resource quantity (``512Mi``, ``1Ti``, ``250m``, ``2``) as a number."""
+    text = str(value)
+    for suffix in sorted(_SUFFIX, key=len, reverse=True):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * _SUFFIX[suffix]
+    return float(text)
+
+
+def _requests(pod: dict) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for c in pod["spec"].get("containers") or []:
+        res = c.get("resources") or {}
+        for name, v in {**(res.get("limits") or {}), **(res.get("requests") or {})}.items():
+            total[name] = total.get(name, 0.0) + quantity(v)
+    return total
+
+
+def _insufficient(store: Any, pod: dict, node: dict) -> list[str]:
+    """The resources (``cpu``, ``memory``) ``node`` lacks for ``pod``, as the scheduler's
+    NodeResourcesFit plugin counts them: requests of the pods bound there against allocatable."""
+    want = _requests(pod)
+    if not want:
+        return []
+    name = node["metadata"]["name"]
+    used: dict[str, float] = {}
+    for other in store.list("pods"):
+        if other["spec"].get("nodeName") == name and (other.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+            for r, v in _requests(other).items():
+                used[r] = used.get(r, 0.0) + v
+    allocatable = (node.get("status") or {}).get("allocatable") or {}
+    return [r for r in ("cpu", "memory") if r in want and r in allocatable
+            and used.get(r, 0.0) + want[r] > quantity(allocatable[r])]
 
 
 def _pinned_node(pod: dict) -> str | None:
@@ -273,6 +323,9 @@ class PodRun:
     containers: dict[str, ContainerRun]
     terminating: bool = False
     restart_policy: str = "Always"
+    host_ip: str = "10.0.0.10"
+    pod_ip: str = "10.244.0.2"
+    qos: str = "BestEffort"
 
     @property
     def runs_to_completion(self) -> bool:
@@ -320,11 +373,19 @@ class Kubelet(Controller):
         for c in pod["spec"].get("containers") or []:
             containers[c["name"]] = ContainerRun(c["name"], c.get("image", ""), script_for(self.cluster, c.get("image", "")))
         run = PodRun(pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"], node, now, containers,
-                     restart_policy=pod["spec"].get("restartPolicy") or "Always")
+                     restart_policy=pod["spec"].get("restartPolicy") or "Always", host_ip=self._node_ip(node),
+                     pod_ip=f"10.244.0.{abs(hash(pod['metadata']['uid'])) % 250 + 2}", qos=_qos(pod))
         self.pods[run.uid] = run
         self._write(run)
         for c in containers.values():
             self._begin(run, c)
+
+    def _node_ip(self, node: str) -> str:
+        """The node's InternalIP, the pod's ``hostIP``."""
+        for a in ((self.cluster.store.find("nodes", None, node) or {}).get("status") or {}).get("addresses") or []:
+            if a.get("type") == "InternalIP":
+                return a["address"]
+        return "10.0.0.10"
 
     def _terminate(self, run: PodRun, pod: dict) -> None:
         run.terminating = True
@@ -534,10 +595,11 @@ class Kubelet(Controller):
         def fn(p: dict) -> None:
             st = p.setdefault("status", {})
             st["phase"] = phase
-            st["hostIP"] = "10.0.0.10"
-            st["podIP"] = f"10.244.0.{abs(hash(run.uid)) % 250 + 2}"
+            st["hostIP"], st["hostIPs"] = run.host_ip, [{"ip": run.host_ip}]
+            st["podIP"], st["podIPs"] = run.pod_ip, [{"ip": run.pod_ip}]
             st["startTime"] = timestamp(run.started)
-            st["qosClass"] = "BestEffort"
+            st.setdefault("qosClass", run.qos)  # the API server sets it at creation; it never changes
+            _set_cond(st, "PodReadyToStartContainers", "True", now)
             _set_cond(st, "PodScheduled", "True", now)
             _set_cond(st, "Initialized", "True", now)
             msg = f"containers with unready status: [{' '.join(unready)}]"
@@ -582,6 +644,16 @@ class Kubelet(Controller):
                 raise ApiError(400, "BadRequest", f'previous terminated container "{container}" in pod "{name}" not found')
             return list(done[-1].lines)
         return list(c.instances[-1].lines)
+
+
+def _qos(pod: dict) -> str:
+    """The pod's QoS class, as the API server computes it."""
+    resources = [c.get("resources") or {} for c in pod["spec"].get("containers") or []]
+    if not any(r.get("requests") or r.get("limits") for r in resources):
+        return "BestEffort"
+    guaranteed = all((r.get("limits") or {}).get(k) and (r.get("requests") or r.get("limits") or {}).get(k)
+                     == (r.get("limits") or {}).get(k) for r in resources for k in ("cpu", "memory"))
+    return "Guaranteed" if guaranteed else "Burstable"
 
 
 def _dur(seconds: float) -> str:
