@@ -51,7 +51,10 @@ class NotBuilt(RuntimeError):
 
 
 def built_bin_dir() -> Path | None:
-    """The bin directory of the built control plane for the pinned versions, or None."""
+    """The bin directory of the built control plane for the pinned versions, or None
+    (``FORGE_CONTROLPLANE_BIN`` names another directory with the same binaries)."""
+    if os.environ.get("FORGE_CONTROLPLANE_BIN"):
+        return Path(os.environ["FORGE_CONTROLPLANE_BIN"])
     proc = subprocess.run(["bash", str(BUILD), "--print"], capture_output=True, text=True, timeout=60)
     return Path(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip() else None
 
