@@ -174,3 +174,21 @@ def test_unreachable_gitops_remote_fails_at_gitops_and_changes_nothing(shop_clus
     assert "push" in report and "reconcile" not in report
     assert shop_cluster.remote_log("clusters/staging/api/kustomization.yaml") == ["initial"]
     assert shop_cluster.flux("Kustomization", "apps-staging")["status"]["lastAppliedRevision"] == applied
+
+
+REAL_ONLY = pytest.mark.parametrize("backend", [pytest.param("real", marks=pytest.mark.realplane)], indirect=True)
+
+
+@REAL_ONLY
+def test_without_the_forge_role_the_deploy_stops_at_reconcile_with_an_rbac_hint(shop_cluster: ShopCluster) -> None:
+    """The stand-in authorizes everyone; a real API server refuses a user without the Role."""
+    plane = shop_cluster.backend.plane
+    unbound = plane.user_kubeconfig("forge-unbound", namespace=shop_cluster.ns("shop"))
+    proc = shop_cluster.run("deploy:api", "--json", env={"KUBECONFIG": str(unbound)})
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["failed_step"] == "reconcile" and report["error"]["type"] == "ReconcileError"
+    message = report["error"]["message"]
+    assert "403" in message and "not allowed" in message and "cannot reach" not in message
+    assert "forge-unbound" in message  # who was refused, as the API server says
+    assert "examples/rbac/forge.yaml" in report["error"]["hint"]
