@@ -30,7 +30,9 @@ def test_rbac_is_on_an_unbound_user_is_refused(control_plane: ControlPlane, plan
 
 
 def can_i(plane: ControlPlane, kubeconfig, verb: str, resource: str, namespace: str) -> bool:
-    proc = plane.kubectl("auth", "can-i", verb, resource, "-n", namespace, kubeconfig=kubeconfig, check=False)
+    resource, _, sub = resource.partition("/")
+    extra = [f"--subresource={sub}"] if sub else []
+    proc = plane.kubectl("auth", "can-i", verb, resource, *extra, "-n", namespace, kubeconfig=kubeconfig, check=False)
     return proc.stdout.strip() == "yes"
 
 
