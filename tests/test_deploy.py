@@ -189,6 +189,6 @@ def test_without_the_forge_role_the_deploy_stops_at_reconcile_with_an_rbac_hint(
     report = json.loads(proc.stdout)
     assert report["failed_step"] == "reconcile" and report["error"]["type"] == "ReconcileError"
     message = report["error"]["message"]
-    assert "403" in message and "not allowed" in message and "cannot reach" not in message
+    assert "403" in message and "did not allow" in message and "cannot reach" not in message
     assert "forge-unbound" in message  # who was refused, as the API server says
     assert "examples/rbac/forge.yaml" in report["error"]["hint"]
