@@ -133,12 +133,28 @@ def default_pod_spec(spec: dict) -> None:
         c.setdefault("imagePullPolicy", "Always" if ":" not in tag or tag.endswith(":latest") else "IfNotPresent")
 
 
+# Status fields the API serializes with ``omitempty``: a real server leaves them out when zero.
+OMITEMPTY = {
+    "ReplicaSet": ("fullyLabeledReplicas", "readyReplicas", "availableReplicas", "observedGeneration"),
+    "Deployment": ("observedGeneration", "replicas", "updatedReplicas", "readyReplicas", "availableReplicas",
+                   "unavailableReplicas"),
+    "StatefulSet": ("observedGeneration", "readyReplicas", "currentReplicas", "updatedReplicas", "currentRevision",
+                    "updateRevision"),
+    "DaemonSet": ("observedGeneration", "updatedNumberScheduled", "numberAvailable", "numberUnavailable"),
+}
+
+
+def omit_empty(kind: str, status: dict) -> dict:
+    return {k: v for k, v in status.items() if v or k not in OMITEMPTY[kind]}
+
+
 def default_workload(kind: str):
     def fill(obj: dict) -> None:
         spec = obj.setdefault("spec", {})
         if kind != "DaemonSet":
             spec.setdefault("replicas", 1)
-        spec.setdefault("revisionHistoryLimit", 10)
+        if kind != "ReplicaSet":  # a ReplicaSet has no history
+            spec.setdefault("revisionHistoryLimit", 10)
         if kind == "Deployment":
             spec.setdefault("progressDeadlineSeconds", 600)
             strategy = spec.setdefault("strategy", {"type": "RollingUpdate"})
@@ -213,11 +229,11 @@ class ReplicaSetController(Controller):
             self.enqueue(key, min_ready / 2 or 0.05)
 
         def write(obj: dict) -> None:
-            obj["status"] = {
+            obj["status"] = omit_empty("ReplicaSet", {
                 **{k: v for k, v in (obj.get("status") or {}).items() if k == "conditions"},
                 "replicas": len(pods), "fullyLabeledReplicas": len(pods), "readyReplicas": len(ready),
                 "availableReplicas": len(available), "observedGeneration": obj["metadata"].get("generation", 1),
-            }
+            })
         store.mutate("replicasets", ns, name, write, subresource="status")
 
 
@@ -301,7 +317,9 @@ class DeploymentController(Controller):
             readyReplicas=sum(st(r, "readyReplicas") for r in rss),
             availableReplicas=sum(st(r, "availableReplicas") for r in rss),
         )
-        status["unavailableReplicas"] = max(desired - status["availableReplicas"], 0)
+        # calculateStatus: every ReplicaSet's spec.replicas less the available ones
+        total = sum((r.get("spec") or {}).get("replicas", 0) for r in rss)
+        status["unavailableReplicas"] = max(total - status["availableReplicas"], 0)
         status["conditions"] = copy.deepcopy(status.get("conditions") or [])
         if status["availableReplicas"] >= desired - unavailable:
             set_condition(status, "Available", "True", "MinimumReplicasAvailable",
@@ -345,6 +363,7 @@ class DeploymentController(Controller):
                 since = parse_time(cur.get("lastUpdateTime")) or now
                 self.enqueue(key, since + deadline - now + 0.01)
         status["conditions"].sort(key=lambda c: {"Available": 0, "Progressing": 1}.get(c["type"], 2))
+        status = omit_empty("Deployment", status)
         if status != before:
             store.mutate("deployments", ns, name, lambda o: o.__setitem__("status", status), subresource="status")
 
@@ -433,10 +452,15 @@ class StatefulSetController(Controller):
         ordered = spec.get("podManagementPolicy", "OrderedReady") == "OrderedReady"
         min_ready = spec.get("minReadySeconds", 0)
         if store.find("controllerrevisions", ns, update_rev) is None:
+            # history.NewControllerRevision: the selector's labels plus the bare hash; revisions
+            # are numbered 1, 2, ... per new template (not the StatefulSet's generation)
+            top = max((cr.get("revision") or 0 for cr in store.owned_by("controllerrevisions", sts)), default=0)
+            labels = {**((spec.get("selector") or {}).get("matchLabels") or {}),
+                      "controller.kubernetes.io/hash": update_rev.removeprefix(f"{name}-")}
             store.create("controllerrevisions", {
                 "metadata": {"name": update_rev, "namespace": ns, "ownerReferences": [owner_ref(sts)],
-                             "labels": {"controller-revision-hash": update_rev}},
-                "data": {"spec": {"template": spec["template"]}}, "revision": sts["metadata"].get("generation", 1),
+                             "labels": labels},
+                "data": {"spec": {"template": spec["template"]}}, "revision": top + 1,
             }, ns)
         pods = {p["metadata"]["name"]: p for p in store.owned_by("pods", sts)}
         rev_of = lambda p: p["metadata"].get("labels", {}).get("controller-revision-hash")  # noqa: E731
@@ -487,12 +511,12 @@ class StatefulSetController(Controller):
         current = [p for p in pods.values() if rev_of(p) == current_rev]
 
         def write(o: dict) -> None:
-            o["status"] = {
+            o["status"] = omit_empty("StatefulSet", {
                 "observedGeneration": o["metadata"].get("generation", 1), "replicas": len(pods),
                 "readyReplicas": len(ready), "availableReplicas": len(available),
                 "currentReplicas": len(current), "updatedReplicas": len(updated),
                 "currentRevision": current_rev, "updateRevision": update_rev, "collisionCount": 0,
-            }
+            })
         store.mutate("statefulsets", ns, name, write, subresource="status")
 
 
@@ -559,13 +583,13 @@ class DaemonSetController(Controller):
         updated = [p for p in pods if p["metadata"].get("labels", {}).get("controller-revision-hash") == h]
 
         def write(o: dict) -> None:
-            o["status"] = {
+            o["status"] = omit_empty("DaemonSet", {
                 "observedGeneration": gen, "desiredNumberScheduled": len(nodes),
                 "currentNumberScheduled": len(scheduled & set(nodes)), "numberMisscheduled": 0,
                 "numberReady": len(ready), "numberAvailable": len(available),
                 "numberUnavailable": max(len(nodes) - len(available), 0),
                 "updatedNumberScheduled": len({_target_node(p) for p in updated}),
-            }
+            })
         store.mutate("daemonsets", ns, name, write, subresource="status")
 
 
@@ -594,8 +618,10 @@ def _ensure_revision(store: Store, ds: dict, h: str) -> None:
     current = next((cr for cr in mine if cr["metadata"]["name"] == f"{name}-{h}"), None)
     if current is None:
         labels = {**((ds["spec"].get("selector") or {}).get("matchLabels") or {}), "controller-revision-hash": h}
+        annotations = {TEMPLATE_GENERATION: (ds["metadata"].get("annotations") or {}).get(TEMPLATE_GENERATION, "1")}
         store.create("controllerrevisions", {
-            "metadata": {"name": f"{name}-{h}", "namespace": ns, "ownerReferences": [owner_ref(ds)], "labels": labels},
+            "metadata": {"name": f"{name}-{h}", "namespace": ns, "ownerReferences": [owner_ref(ds)], "labels": labels,
+                         "annotations": annotations},
             "data": {"spec": {"template": {**copy.deepcopy(ds["spec"]["template"]), "$patch": "replace"}}},
             "revision": top + 1}, ns)
     elif (current.get("revision") or 0) < top:
