@@ -11,7 +11,8 @@ pod's final delete is ``gracePeriodSeconds: 0`` with a UID precondition. Contain
 served on HTTPS where the API server's ``pods/log`` proxy looks for them (:mod:`.logs`).
 
 Without a kube-scheduler, ``bind=True`` makes the simulation bind pending pods itself through
-``pods/binding`` (honouring node pinning, nodeSelector and ``unschedulable`` scripts).
+``pods/binding`` (honouring node pinning, nodeSelector and ``unschedulable`` scripts); a string
+binds only the pods whose ``spec.schedulerName`` it is.
 """
 
 from __future__ import annotations
@@ -173,12 +174,13 @@ class KubeletSim:
     ``ready`` is set once the nodes are registered, the pod watch runs and logs are served."""
 
     def __init__(self, kubeconfig: str | Path, nodes: list[str], *, settings: Settings | None = None,
-                 bind: bool = False, context: str | None = None, address: str = "127.0.0.1",
+                 bind: bool | str = False, context: str | None = None, address: str = "127.0.0.1",
                  tls: tuple[str, str] | None = None, heartbeat: float = 10.0) -> None:
         self.kubeconfig, self.context = kubeconfig, context
         self.node_names = list(nodes)
         self.settings = settings or Settings()
-        self.bind, self.address, self.tls, self.heartbeat = bind, address, tls, heartbeat
+        self.scheduler_name = bind if isinstance(bind, str) else (SCHEDULER if bind else None)
+        self.address, self.tls, self.heartbeat = address, tls, heartbeat
         self.nodes: dict[str, dict] = {}
         self.ready = threading.Event()
         self.stopping = False
@@ -338,8 +340,10 @@ class KubeletSim:
         meta, spec = pod["metadata"], pod.get("spec") or {}
         node = spec.get("nodeName")
         if not node:
-            if self.bind and type_ != "DELETED" and meta["uid"] not in self._binding:
+            if self.scheduler_name and type_ != "DELETED" and meta["uid"] not in self._binding \
+                    and (spec.get("schedulerName") or SCHEDULER) == self.scheduler_name:
                 self._binding.add(meta["uid"])
+                await self._refresh_scripts()
                 await self._bind(pod)
             return
         if node not in self.nodes:
@@ -392,7 +396,7 @@ class KubeletSim:
 
     async def _bind(self, pod: dict) -> None:
         meta, spec = pod["metadata"], pod["spec"]
-        if meta.get("deletionTimestamp") or (spec.get("schedulerName") or SCHEDULER) != SCHEDULER:
+        if meta.get("deletionTimestamp"):
             return
         now = time.time()
         first = self._unbound.setdefault(meta["uid"], now)
@@ -412,14 +416,15 @@ class KubeletSim:
         node = candidates[hash(meta["uid"]) % len(candidates)]
         self.writes.put("bind", meta["namespace"], meta["name"], node)
         self.cluster.record_event(pod, "Normal", "Scheduled", f"Successfully assigned {meta['namespace']}/{meta['name']} "
-                                  f"to {node}", component=SCHEDULER, action="Binding")
+                                  f"to {node}", component=self.scheduler_name or SCHEDULER, action="Binding")
 
     def _unschedulable(self, pod: dict, message: str) -> None:
         meta = pod["metadata"]
         cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
                 "lastProbeTime": None, "lastTransitionTime": timestamp(time.time())}
         self.writes.put_status(meta["namespace"], meta["name"], meta["uid"], {"phase": "Pending", "conditions": [cond]})
-        self.cluster.record_event(pod, "Warning", "FailedScheduling", message, component=SCHEDULER, action="Scheduling")
+        self.cluster.record_event(pod, "Warning", "FailedScheduling", message, component=self.scheduler_name or SCHEDULER,
+                                  action="Scheduling")
         self.cluster.loop.call_later(self.settings.scheduling_retry, self._retry_bind, meta["namespace"], meta["name"])
 
     def _retry_bind(self, ns: str, name: str) -> None:
