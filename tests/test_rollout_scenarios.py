@@ -158,6 +158,41 @@ def test_failure_is_reported_with_reason_pod_and_evidence(kube_any: Kube, kind: 
         assert doc["message"].startswith("Readiness probe failed")
 
 
+def test_progress_deadline_exceeded_is_reported(kube_any: Kube) -> None:
+    kube_any.deployment("web", "app:1", progress_deadline=1)
+    kube_any.script("app:stuck", readiness_failing())
+    kube_any.set_image("Deployment", "web", "app:stuck")
+    result = watch(kube_any, "Deployment", image="app:stuck", pol=policy(readiness_grace=SAFETY))
+    assert (result.outcome, result.reason) == ("failed", "ProgressDeadlineExceeded"), result.to_json()
+    assert result.pod is None or result.pod.startswith("web-")
+
+
+# -- pods deleted mid-rollout -----------------------------------------------------------------
+
+
+def test_a_pod_deleted_and_replaced_mid_rollout_is_waited_for(kube_any: Kube) -> None:
+    build(kube_any, "Deployment")
+    kube_any.script("app:2", slow_start(1.0))
+    kube_any.set_image("Deployment", "web", "app:2")
+    first = wait_until(lambda: [p for p in live(kube_any, "app:2") if is_ready(p)], timeout=SAFETY, interval=0.05)[0]
+    kube_any.delete("pods", first["metadata"]["name"])
+    result = watch(kube_any, "Deployment", image="app:2", pol=policy(readiness_grace=SAFETY))
+    assert result.outcome == "success", result.to_json()
+    assert first["metadata"]["name"] not in result.pods and len(result.pods) == 2
+    assert {p["metadata"]["name"] for p in live(kube_any, "app:2") if is_ready(p)} == set(result.pods)
+
+
+def test_a_crashing_pod_deleted_and_replaced_still_fails(kube_any: Kube) -> None:
+    kube_any.deployment("web", "app:1", strategy=SURGE_ONE)
+    kube_any.script("app:2", crash(after=0.5, exit_code=6))
+    kube_any.set_image("Deployment", "web", "app:2")
+    victim = wait_until(lambda: live(kube_any, "app:2"), timeout=SAFETY, interval=0.02)[0]
+    kube_any.delete("pods", victim["metadata"]["name"])
+    result = watch(kube_any, "Deployment", image="app:2")
+    assert (result.outcome, result.exit_code) == ("failed", 6), result.to_json()
+    assert result.pod != victim["metadata"]["name"]
+
+
 # -- a DaemonSet whose generation and template generation differ -----------------------------
 
 
