@@ -67,6 +67,8 @@ class SimStore:
         self.sim = sim
         self.pods: dict[tuple[str, str], dict] = {}  # as last seen from the API server
         self.local_status: dict[str, dict] = {}  # uid -> status as last written by us
+        # Secrets and ConfigMaps the pods' environments name: key names only, never values
+        self.refs: dict[str, dict[tuple[str, str], dict]] = {"secrets": {}, "configmaps": {}}
 
     def view(self, pod: dict) -> dict:
         pod = copy.deepcopy(pod)
@@ -78,6 +80,8 @@ class SimStore:
     def find(self, resource: str, namespace: str | None, name: str) -> dict | None:
         if resource == "nodes":
             return self.sim.nodes.get(name)
+        if resource in self.refs:
+            return self.refs[resource].get((namespace or "", name))
         pod = self.pods.get((namespace or "", name))
         return None if pod is None else self.view(pod)
 
@@ -207,9 +211,14 @@ class KubeletSim:
             async with Client(self.kubeconfig, self.context) as self.client:
                 await self._register_nodes()
                 await self._refresh_scripts()
-                tasks = [asyncio.create_task(self._writer()), asyncio.create_task(self._heartbeats()),
-                         asyncio.create_task(self.client.inform("/api/v1/pods", self._pod_event,
-                                                                stopped=lambda: self.stopping))]
+                synced = [asyncio.Event(), asyncio.Event()]
+                tasks = [asyncio.create_task(self.client.inform(f"/api/v1/{r}", self._reference_event(r),
+                                                                stopped=lambda: self.stopping, synced=e.set))
+                         for r, e in zip(("secrets", "configmaps"), synced)]
+                await asyncio.wait_for(asyncio.gather(*(e.wait() for e in synced)), 60)
+                tasks += [asyncio.create_task(self._writer()), asyncio.create_task(self._heartbeats()),
+                          asyncio.create_task(self.client.inform("/api/v1/pods", self._pod_event,
+                                                                 stopped=lambda: self.stopping))]
                 self.ready.set()
                 print(f"kubelet-sim: ready: nodes {' '.join(self.node_names)}, logs on https://{self.address}:"
                       f"{self.log_port}", flush=True)
@@ -360,6 +369,16 @@ class KubeletSim:
                 self._seen.add(uid)
                 await self._refresh_scripts()  # a script published before the pod was created applies
         self.cluster.emit("pods", Change(type_, None, store.view(pod), None, 0))  # type: ignore[arg-type]
+
+    def _reference_event(self, resource: str) -> Callable[[str, dict], Any]:
+        async def handle(type_: str, obj: dict) -> None:
+            key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+            if type_ == "DELETED":
+                self.cluster.store.refs[resource].pop(key, None)
+            else:
+                self.cluster.store.refs[resource][key] = {
+                    "data": dict.fromkeys(obj.get("data") or {}, ""), "binaryData": dict.fromkeys(obj.get("binaryData") or {}, "")}
+        return handle
 
     async def _writer(self) -> None:
         while True:

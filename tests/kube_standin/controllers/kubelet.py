@@ -298,6 +298,7 @@ class ContainerRun:
     name: str
     image: str
     script: ImageScript
+    references: tuple[tuple[str, str, str | None, bool], ...] = ()  # (Secret|ConfigMap, name, key, optional)
     instances: list[Instance] = field(default_factory=list)
     restarts: int = 0
     starts: int = 0
@@ -371,7 +372,8 @@ class Kubelet(Controller):
         now = self.cluster.now()
         containers = {}
         for c in pod["spec"].get("containers") or []:
-            containers[c["name"]] = ContainerRun(c["name"], c.get("image", ""), script_for(self.cluster, c.get("image", "")))
+            containers[c["name"]] = ContainerRun(c["name"], c.get("image", ""), script_for(self.cluster, c.get("image", "")),
+                                                 references=_references(c))
         run = PodRun(pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"], node, now, containers,
                      restart_policy=pod["spec"].get("restartPolicy") or "Always", host_ip=self._node_ip(node),
                      pod_ip=f"10.244.0.{abs(hash(pod['metadata']['uid'])) % 250 + 2}", qos=_qos(pod))
@@ -453,10 +455,11 @@ class Kubelet(Controller):
             return
         if c.starts == 0:
             self._event(run, "Normal", "Pulled", f'Successfully pulled image "{c.image}" in 20ms (20ms including waiting). Image size: 1048576 bytes.', c)
-        if s.config_error:
-            c.waiting = ("CreateContainerConfigError", s.config_error)
+        config_error = self._missing_reference(run, c) or s.config_error
+        if config_error:
+            c.waiting = ("CreateContainerConfigError", config_error)
             self._write(run)
-            self._event(run, "Warning", "Failed", f"Error: {s.config_error}", c)
+            self._event(run, "Warning", "Failed", f"Error: {config_error}", c)
             self._later(run, c, self._backoff(2), self._begin, run, c)
             return
         if s.create_error:
@@ -466,6 +469,19 @@ class Kubelet(Controller):
             self._later(run, c, self._backoff(2), self._begin, run, c)
             return
         self._start(run, c)
+
+    def _missing_reference(self, run: PodRun, c: ContainerRun) -> str | None:
+        """What makes a real kubelet refuse to create the container: a Secret or ConfigMap the
+        environment needs (``env[].valueFrom``, ``envFrom``) that is missing, or lacks the key."""
+        for kind, name, key, optional in c.references:
+            obj = self.cluster.store.find("secrets" if kind == "Secret" else "configmaps", run.namespace, name)
+            if obj is None:
+                if not optional:
+                    return f'{kind.lower()} "{name}" not found'
+            elif key is not None and key not in {**(obj.get("data") or {}), **(obj.get("binaryData") or {})} \
+                    and not optional:
+                return f"couldn't find key {key} in {kind} {run.namespace}/{name}"
+        return None
 
     def _pull_backoff(self, run: PodRun, c: ContainerRun) -> None:
         c.waiting = ("ImagePullBackOff", f'Back-off pulling image "{c.image}"')
@@ -644,6 +660,20 @@ class Kubelet(Controller):
                 raise ApiError(400, "BadRequest", f'previous terminated container "{container}" in pod "{name}" not found')
             return list(done[-1].lines)
         return list(c.instances[-1].lines)
+
+
+def _references(container: dict) -> tuple[tuple[str, str, str | None, bool], ...]:
+    refs = []
+    for e in container.get("env") or []:
+        src = e.get("valueFrom") or {}
+        for kind, field_ in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
+            if src.get(field_):
+                refs.append((kind, src[field_]["name"], src[field_].get("key"), bool(src[field_].get("optional"))))
+    for e in container.get("envFrom") or []:
+        for kind, field_ in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
+            if e.get(field_):
+                refs.append((kind, e[field_]["name"], None, bool(e[field_].get("optional"))))
+    return tuple(refs)
 
 
 def _qos(pod: dict) -> str:
