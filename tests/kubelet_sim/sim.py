@@ -18,6 +18,7 @@ binds only the pods whose ``spec.schedulerName`` it is.
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import sys
 import threading
@@ -46,18 +47,30 @@ def _pod_path(ns: str, name: str, sub: str = "") -> str:
 
 @dataclass
 class Writes:
-    """Ordered writes to the API server; a pod's pending status writes coalesce to the latest."""
+    """Writes to the API server: events, deletes and bindings in order, and before them nothing
+    else; a pod's pending status writes coalesce to the latest and go after the events queued
+    with them — a kubelet records what it did during a pod sync, then syncs the pod's status."""
 
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    ops: collections.deque = field(default_factory=collections.deque)
     status: dict[str, tuple[str, str, dict]] = field(default_factory=dict)  # uid -> (ns, name, status)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def put_status(self, ns: str, name: str, uid: str, status: dict) -> None:
-        if uid not in self.status:
-            self.queue.put_nowait(("status", uid))
         self.status[uid] = (ns, name, status)
+        self.wake.set()
 
     def put(self, *op: Any) -> None:
-        self.queue.put_nowait(op)
+        self.ops.append(op)
+        self.wake.set()
+
+    async def next(self) -> tuple:
+        while not (self.ops or self.status):
+            self.wake.clear()
+            await self.wake.wait()
+        if self.ops:
+            return self.ops.popleft()
+        uid = next(iter(self.status))
+        return ("status", uid, *self.status.pop(uid))
 
 
 class SimStore:
@@ -382,7 +395,7 @@ class KubeletSim:
 
     async def _writer(self) -> None:
         while True:
-            op = await self.writes.queue.get()
+            op = await self.writes.next()
             try:
                 await self._write(op)
             except ApiStatus as e:
@@ -394,8 +407,7 @@ class KubeletSim:
     async def _write(self, op: tuple) -> None:
         kind = op[0]
         if kind == "status":
-            uid = op[1]
-            ns, name, status = self.writes.status.pop(uid)
+            _, uid, ns, name, status = op
             await self.client.merge_patch(_pod_path(ns, name, "status"), {"metadata": {"uid": uid}, "status": status})
         elif kind == "event":
             await self.client.create(f"/api/v1/namespaces/{op[1]}/events", op[2])
