@@ -398,11 +398,11 @@ class KubeletSim:
             op = await self.writes.next()
             try:
                 await self._write(op)
-            except ApiStatus as e:
-                if e.code not in (404,):
-                    print(f"kubelet-sim: {op[0]} {op[1:3]}: {e}", file=sys.stderr, flush=True)
+            except ApiStatus as e:  # gone, or its namespace is going: nothing to write any more
+                if e.code != 404 and "being terminated" not in e.message:
+                    print(f"kubelet-sim: {op[0]} in {op[2] if op[0] == 'status' else op[1]}: {e}", file=sys.stderr, flush=True)
             except (OSError, asyncio.TimeoutError) as e:
-                print(f"kubelet-sim: {op[0]} {op[1:3]}: {e!r}", file=sys.stderr, flush=True)
+                print(f"kubelet-sim: {op[0]}: {e!r}", file=sys.stderr, flush=True)
 
     async def _write(self, op: tuple) -> None:
         kind = op[0]
