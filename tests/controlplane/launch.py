@@ -51,7 +51,10 @@ class NotBuilt(RuntimeError):
 
 
 def built_bin_dir() -> Path | None:
-    """The bin directory of the built control plane for the pinned versions, or None."""
+    """The bin directory of the built control plane for the pinned versions, or None
+    (``FORGE_CONTROLPLANE_BIN`` names another directory with the same binaries)."""
+    if os.environ.get("FORGE_CONTROLPLANE_BIN"):
+        return Path(os.environ["FORGE_CONTROLPLANE_BIN"])
     proc = subprocess.run(["bash", str(BUILD), "--print"], capture_output=True, text=True, timeout=60)
     return Path(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip() else None
 
@@ -263,7 +266,7 @@ def _start_flux(plane: ControlPlane) -> None:
     health: dict[str, int] = {}
     for name in ("source-controller", "kustomize-controller"):
         health[name] = free_port()
-        argv = [str(plane.bin_dir / name), f"--kubeconfig={plane.kubeconfig}", "--enable-leader-election=false",
+        argv = [str(plane.bin_dir / name), "--enable-leader-election=false",
                 f"--metrics-addr=127.0.0.1:{free_port()}", f"--health-addr=127.0.0.1:{health[name]}",
                 "--events-addr=", "--log-level=info", "--requeue-dependency=1s"]
         if name == "source-controller":
