@@ -112,8 +112,13 @@ def resolve(value: int | str | None, total: int, *, round_up: bool, default: str
     return int(value)
 
 
-def new_pod(template: dict, owner: dict, name: str, *, labels: dict[str, str] | None = None) -> dict:
+def new_pod(template: dict, owner: dict, name: str | None = None, *, labels: dict[str, str] | None = None) -> dict:
+    """A pod from ``template`` owned by ``owner``, named ``name`` (a StatefulSet's) or, as
+    ReplicaSet, DaemonSet and Job pods are, generated from ``generateName: <owner>-``."""
     meta = copy.deepcopy(template.get("metadata") or {})
+    if name is None:
+        meta["generateName"] = f"{owner['metadata']['name']}-"
+        name = f"{owner['metadata']['name']}-{uuid.uuid4().hex[:5]}"
     meta["name"] = name
     meta["namespace"] = owner["metadata"]["namespace"]
     meta["labels"] = {**(meta.get("labels") or {}), **(labels or {})}
@@ -208,7 +213,7 @@ class ReplicaSetController(Controller):
         template = rs["spec"]["template"]
         if len(pods) < want:
             for _ in range(want - len(pods)):
-                pod = new_pod(template, rs, f"{name}-{uuid.uuid4().hex[:5]}")
+                pod = new_pod(template, rs)
                 created = store.create("pods", pod, ns)
                 self.cluster.record_event(rs, "Normal", "SuccessfulCreate",
                                           f"Created pod: {created['metadata']['name']}", component=self.name)
@@ -558,7 +563,7 @@ class DaemonSetController(Controller):
         for node in nodes:
             if not active(by_node.get(node, [])) and not by_node.get(node):
                 labels = {"controller-revision-hash": h, "pod-template-generation": template_gen}
-                pod = new_pod(spec["template"], ds, f"{name}-{uuid.uuid4().hex[:5]}", labels=labels)
+                pod = new_pod(spec["template"], ds, labels=labels)
                 pod["spec"]["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
                     "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}}
                 store.create("pods", pod, ns)
