@@ -140,7 +140,8 @@ def test_failure_is_reported_with_reason_pod_and_evidence(kube_any: Kube, kind: 
     set_image(kube_any, kind, "app:bad", memory="1Ti" if scenario == "unschedulable" else None,
               secret="db" if scenario == "missing-secret" else None)
     # short graces only where they are the point: a loaded machine may delay a status write by a second
-    graces = dict(readiness_grace=1.0 if scenario == "readiness" else 20.0,
+    # (readiness: 2 s, as startedAt has whole seconds only and the grace counts from it)
+    graces = dict(readiness_grace=2.0 if scenario == "readiness" else 20.0,
                   scheduling_grace=1.0 if scenario == "unschedulable" else 20.0)
     result = watch(kube_any, kind, image="app:bad", pol=policy(**graces))
     doc = result.to_json()

@@ -114,7 +114,7 @@ class JobController(Controller):
                 set_condition(st, first, "True", reason, message, now)
                 set_condition(st, kind, "True", reason, message, now)
                 for c in st["conditions"]:
-                    c.setdefault("lastProbeTime", timestamp(now, precise=True))
+                    c.setdefault("lastProbeTime", timestamp(now))
                 if kind == "Complete":
                     st["completionTime"] = timestamp(now)
         store.mutate("jobs", ns, name, write, subresource="status")

@@ -268,10 +268,10 @@ def _set_cond(status: dict, type_: str, value: str, now: float, *, reason: str |
     conds = status.setdefault("conditions", [])
     cur = next((c for c in conds if c["type"] == type_), None)
     if cur is None:
-        cur = {"type": type_, "lastProbeTime": None, "lastTransitionTime": timestamp(now, precise=True)}
+        cur = {"type": type_, "lastProbeTime": None, "lastTransitionTime": timestamp(now)}
         conds.append(cur)
     elif cur.get("status") != value:
-        cur["lastTransitionTime"] = timestamp(now, precise=True)
+        cur["lastTransitionTime"] = timestamp(now)
     cur["status"] = value
     for k, v in (("reason", reason), ("message", message)):
         if v is None:
@@ -572,7 +572,7 @@ class Kubelet(Controller):
                 c.image_id = image_id(c.image)
             st["imageID"] = c.image_id
         if c.running and inst is not None:
-            st["state"] = {"running": {"startedAt": timestamp(inst.started, precise=True)}}
+            st["state"] = {"running": {"startedAt": timestamp(inst.started)}}
             st["containerID"] = inst.container_id
         elif c.waiting is not None:
             st["state"] = {"waiting": {"reason": c.waiting[0], **({"message": c.waiting[1]} if c.waiting[1] else {})}}
@@ -595,8 +595,8 @@ class Kubelet(Controller):
     @staticmethod
     def _terminated(inst: Instance) -> dict:
         return {"exitCode": inst.exit_code, "reason": inst.reason, "containerID": inst.container_id,
-                "startedAt": timestamp(inst.started, precise=True),
-                "finishedAt": timestamp(inst.finished or inst.started, precise=True)}
+                "startedAt": timestamp(inst.started),
+                "finishedAt": timestamp(inst.finished or inst.started)}
 
     def _write(self, run: PodRun) -> None:
         now = self.cluster.now()

@@ -57,7 +57,7 @@ def set_condition(status: dict, type_: str, value: str, reason: str, message: st
                   *, update_time: bool = False) -> None:
     conds = status.setdefault("conditions", [])
     cur = next((c for c in conds if c["type"] == type_), None)
-    stamp = timestamp(now, precise=True)
+    stamp = timestamp(now)
     if cur is None:
         cur = {"type": type_, "lastTransitionTime": stamp}
         if update_time:
@@ -347,12 +347,12 @@ class DeploymentController(Controller):
         elif progress_reason:
             set_condition(status, "Progressing", "True", *progress_reason, now, update_time=True)
             cur = next(c for c in status["conditions"] if c["type"] == "Progressing")
-            cur["lastUpdateTime"] = timestamp(now, precise=True)
+            cur["lastUpdateTime"] = timestamp(now)
         elif progressed or cur is None:
             set_condition(status, "Progressing", "True", "ReplicaSetUpdated",
                           f'ReplicaSet "{new_name}" is progressing.', now, update_time=True)
             cur = next(c for c in status["conditions"] if c["type"] == "Progressing")
-            cur["lastUpdateTime"] = timestamp(now, precise=True)
+            cur["lastUpdateTime"] = timestamp(now)
         elif deadline is not None and cur.get("reason") != "ProgressDeadlineExceeded":
             since = parse_time(cur.get("lastUpdateTime")) or now
             if since + deadline <= now:
