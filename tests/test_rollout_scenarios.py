@@ -25,7 +25,6 @@ from tests.kube_standin import (
     create_container_error,
     image_pull_error,
     invalid_image_name,
-    missing_secret,
     oom_killed,
     readiness_failing,
     ready,
@@ -65,13 +64,15 @@ def build(kube: Kube, kind: str, image: str = "app:1") -> None:
         kube.daemonset("web", image)
 
 
-def set_image(kube: Kube, kind: str, image: str, *, memory: str | None = None) -> None:
-    """What Flux applies: a new image (and, with ``memory``, a new memory request)."""
+def set_image(kube: Kube, kind: str, image: str, *, memory: str | None = None, secret: str | None = None) -> None:
+    """What Flux applies: a new image (and a memory request, an environment from a Secret)."""
     def edit(obj: dict) -> None:
         c = obj["spec"]["template"]["spec"]["containers"][0]
         c["image"] = image
         if memory:
             c["resources"] = {"requests": {"memory": memory}}
+        if secret:
+            c["env"] = [{"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": secret, "key": "url"}}}]
     kube.edit(PLURAL[kind], "web", edit)
 
 
@@ -118,7 +119,7 @@ SCENARIOS = {
               {"ContainerExited", "CrashLoopBackOff"}),
     "image-pull": (image_pull_error("not found"), {"ErrImagePull", "ImagePullBackOff"}),
     "invalid-name": (invalid_image_name(), {"InvalidImageName"}),
-    "missing-secret": (missing_secret("db"), {"CreateContainerConfigError"}),
+    "missing-secret": (None, {"CreateContainerConfigError"}),  # the environment names Secret "db", absent
     "create-error": (create_container_error(), {"CreateContainerError"}),
     "run-error": (run_container_error(), {"RunContainerError"}),
     # OOMKilled, or CrashLoopBackOff when the watcher's first look at the pod comes after the
@@ -136,8 +137,13 @@ def test_failure_is_reported_with_reason_pod_and_evidence(kube_any: Kube, kind: 
     build(kube_any, kind)
     if script is not None:
         kube_any.script("app:bad", script)
-    set_image(kube_any, kind, "app:bad", memory="1Ti" if scenario == "unschedulable" else None)
-    result = watch(kube_any, kind, image="app:bad", pol=policy(readiness_grace=1.0, scheduling_grace=1.0))
+    set_image(kube_any, kind, "app:bad", memory="1Ti" if scenario == "unschedulable" else None,
+              secret="db" if scenario == "missing-secret" else None)
+    # short graces only where they are the point: a loaded machine may delay a status write by a second
+    # (readiness: 2 s, as startedAt has whole seconds only and the grace counts from it)
+    graces = dict(readiness_grace=2.0 if scenario == "readiness" else 20.0,
+                  scheduling_grace=1.0 if scenario == "unschedulable" else 20.0)
+    result = watch(kube_any, kind, image="app:bad", pol=policy(**graces))
     doc = result.to_json()
     assert doc["outcome"] == "failed" and doc["reason"] in reasons, doc
     assert doc["pod"] in {p["metadata"]["name"] for p in live(kube_any, "app:bad")} and doc["container"] == "web"
@@ -154,8 +160,64 @@ def test_failure_is_reported_with_reason_pod_and_evidence(kube_any: Kube, kind: 
         assert any(e["reason"] == "Failed" for e in doc["events"])
     if scenario == "unschedulable":
         assert "Insufficient memory" in doc["message"]
+    if scenario == "missing-secret":
+        assert doc["message"] == 'secret "db" not found'
+
     if scenario == "readiness":
         assert doc["message"].startswith("Readiness probe failed")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_missing_secret_created_later_lets_the_rollout_finish(kube_any: Kube, kind: str) -> None:
+    """The kubelet retries CreateContainerConfigError: once the Secret (with the key) exists the
+    container starts, as a real kubelet's does."""
+    build(kube_any, kind)
+    set_image(kube_any, kind, "app:2", secret="db")
+    wait_until(lambda: [p for p in live(kube_any, "app:2") if kube_any.pod_state(p).get("state", {}).get("waiting", {})
+                        .get("reason") == "CreateContainerConfigError"], timeout=SAFETY, interval=0.05)
+    kube_any.create("secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": kube_any.namespace},
+                                "data": {"other": "eA=="}})
+    wait_until(lambda: [e for e in kube_any.list("events") if "couldn't find key url in Secret" in e.get("message", "")],
+               timeout=SAFETY, interval=0.05)
+    kube_any.edit("secrets", "db", lambda s: s.update(data={"url": "eA=="}))
+    kube_any.wait_settled(kind, "web", timeout=SAFETY)  # Forge fails fast on what it sees: look once it ran
+    result = watch(kube_any, kind, image="app:2")
+    assert result.outcome == "success", result.to_json()
+
+
+def test_progress_deadline_exceeded_is_reported(kube_any: Kube) -> None:
+    kube_any.deployment("web", "app:1", progress_deadline=1)
+    kube_any.script("app:stuck", readiness_failing())
+    kube_any.set_image("Deployment", "web", "app:stuck")
+    result = watch(kube_any, "Deployment", image="app:stuck", pol=policy(readiness_grace=SAFETY))
+    assert (result.outcome, result.reason) == ("failed", "ProgressDeadlineExceeded"), result.to_json()
+    assert result.pod is None or result.pod.startswith("web-")
+
+
+# -- pods deleted mid-rollout -----------------------------------------------------------------
+
+
+def test_a_pod_deleted_and_replaced_mid_rollout_is_waited_for(kube_any: Kube) -> None:
+    build(kube_any, "Deployment")
+    kube_any.script("app:2", slow_start(1.0))
+    kube_any.set_image("Deployment", "web", "app:2")
+    first = wait_until(lambda: [p for p in live(kube_any, "app:2") if is_ready(p)], timeout=SAFETY, interval=0.05)[0]
+    kube_any.delete("pods", first["metadata"]["name"])
+    result = watch(kube_any, "Deployment", image="app:2", pol=policy(readiness_grace=SAFETY))
+    assert result.outcome == "success", result.to_json()
+    assert first["metadata"]["name"] not in result.pods and len(result.pods) == 2
+    assert {p["metadata"]["name"] for p in live(kube_any, "app:2") if is_ready(p)} == set(result.pods)
+
+
+def test_a_crashing_pod_deleted_and_replaced_still_fails(kube_any: Kube) -> None:
+    kube_any.deployment("web", "app:1", strategy=SURGE_ONE)
+    kube_any.script("app:2", crash(after=0.5, exit_code=6))
+    kube_any.set_image("Deployment", "web", "app:2")
+    victim = wait_until(lambda: live(kube_any, "app:2"), timeout=SAFETY, interval=0.02)[0]
+    kube_any.delete("pods", victim["metadata"]["name"])
+    result = watch(kube_any, "Deployment", image="app:2")
+    assert (result.outcome, result.exit_code) == ("failed", 6), result.to_json()
+    assert result.pod != victim["metadata"]["name"]
 
 
 # -- a DaemonSet whose generation and template generation differ -----------------------------

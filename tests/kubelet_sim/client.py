@@ -112,15 +112,18 @@ class Client:
         return await self.request("DELETE", path, body)
 
     async def inform(self, path: str, handler: Callable[[str, dict], Awaitable[None]], *,
-                     params: dict | None = None, stopped: Callable[[], bool] = lambda: False) -> None:
+                     params: dict | None = None, stopped: Callable[[], bool] = lambda: False,
+                     synced: Callable[[], None] = lambda: None) -> None:
         """List ``path`` and watch it for ever, calling ``handler(type, obj)`` for every change
-        (``ADDED``/``MODIFIED``/``DELETED``; a re-list replays what changed while away)."""
+        (``ADDED``/``MODIFIED``/``DELETED``; a re-list replays what changed while away); ``synced()``
+        after each complete list."""
         known: dict[str, dict] = {}
         rv: str | None = None
         while not stopped():
             try:
                 if rv is None:
                     rv = await self._relist(path, params, known, handler)
+                    synced()
                 rv = await self._watch(path, params, rv, known, handler, stopped)
             except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, ApiStatus) as e:
                 if stopped():

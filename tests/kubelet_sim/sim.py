@@ -11,12 +11,14 @@ pod's final delete is ``gracePeriodSeconds: 0`` with a UID precondition. Contain
 served on HTTPS where the API server's ``pods/log`` proxy looks for them (:mod:`.logs`).
 
 Without a kube-scheduler, ``bind=True`` makes the simulation bind pending pods itself through
-``pods/binding`` (honouring node pinning, nodeSelector and ``unschedulable`` scripts).
+``pods/binding`` (honouring node pinning, nodeSelector and ``unschedulable`` scripts); a string
+binds only the pods whose ``spec.schedulerName`` it is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import sys
 import threading
@@ -45,18 +47,30 @@ def _pod_path(ns: str, name: str, sub: str = "") -> str:
 
 @dataclass
 class Writes:
-    """Ordered writes to the API server; a pod's pending status writes coalesce to the latest."""
+    """Writes to the API server: events, deletes and bindings in order, and before them nothing
+    else; a pod's pending status writes coalesce to the latest and go after the events queued
+    with them — a kubelet records what it did during a pod sync, then syncs the pod's status."""
 
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    ops: collections.deque = field(default_factory=collections.deque)
     status: dict[str, tuple[str, str, dict]] = field(default_factory=dict)  # uid -> (ns, name, status)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def put_status(self, ns: str, name: str, uid: str, status: dict) -> None:
-        if uid not in self.status:
-            self.queue.put_nowait(("status", uid))
         self.status[uid] = (ns, name, status)
+        self.wake.set()
 
     def put(self, *op: Any) -> None:
-        self.queue.put_nowait(op)
+        self.ops.append(op)
+        self.wake.set()
+
+    async def next(self) -> tuple:
+        while not (self.ops or self.status):
+            self.wake.clear()
+            await self.wake.wait()
+        if self.ops:
+            return self.ops.popleft()
+        uid = next(iter(self.status))
+        return ("status", uid, *self.status.pop(uid))
 
 
 class SimStore:
@@ -66,6 +80,8 @@ class SimStore:
         self.sim = sim
         self.pods: dict[tuple[str, str], dict] = {}  # as last seen from the API server
         self.local_status: dict[str, dict] = {}  # uid -> status as last written by us
+        # Secrets and ConfigMaps the pods' environments name: key names only, never values
+        self.refs: dict[str, dict[tuple[str, str], dict]] = {"secrets": {}, "configmaps": {}}
 
     def view(self, pod: dict) -> dict:
         pod = copy.deepcopy(pod)
@@ -77,6 +93,8 @@ class SimStore:
     def find(self, resource: str, namespace: str | None, name: str) -> dict | None:
         if resource == "nodes":
             return self.sim.nodes.get(name)
+        if resource in self.refs:
+            return self.refs[resource].get((namespace or "", name))
         pod = self.pods.get((namespace or "", name))
         return None if pod is None else self.view(pod)
 
@@ -173,12 +191,13 @@ class KubeletSim:
     ``ready`` is set once the nodes are registered, the pod watch runs and logs are served."""
 
     def __init__(self, kubeconfig: str | Path, nodes: list[str], *, settings: Settings | None = None,
-                 bind: bool = False, context: str | None = None, address: str = "127.0.0.1",
+                 bind: bool | str = False, context: str | None = None, address: str = "127.0.0.1",
                  tls: tuple[str, str] | None = None, heartbeat: float = 10.0) -> None:
         self.kubeconfig, self.context = kubeconfig, context
         self.node_names = list(nodes)
         self.settings = settings or Settings()
-        self.bind, self.address, self.tls, self.heartbeat = bind, address, tls, heartbeat
+        self.scheduler_name = bind if isinstance(bind, str) else (SCHEDULER if bind else None)
+        self.address, self.tls, self.heartbeat = address, tls, heartbeat
         self.nodes: dict[str, dict] = {}
         self.ready = threading.Event()
         self.stopping = False
@@ -205,9 +224,14 @@ class KubeletSim:
             async with Client(self.kubeconfig, self.context) as self.client:
                 await self._register_nodes()
                 await self._refresh_scripts()
-                tasks = [asyncio.create_task(self._writer()), asyncio.create_task(self._heartbeats()),
-                         asyncio.create_task(self.client.inform("/api/v1/pods", self._pod_event,
-                                                                stopped=lambda: self.stopping))]
+                synced = [asyncio.Event(), asyncio.Event()]
+                tasks = [asyncio.create_task(self.client.inform(f"/api/v1/{r}", self._reference_event(r),
+                                                                stopped=lambda: self.stopping, synced=e.set))
+                         for r, e in zip(("secrets", "configmaps"), synced)]
+                await asyncio.wait_for(asyncio.gather(*(e.wait() for e in synced)), 60)
+                tasks += [asyncio.create_task(self._writer()), asyncio.create_task(self._heartbeats()),
+                          asyncio.create_task(self.client.inform("/api/v1/pods", self._pod_event,
+                                                                 stopped=lambda: self.stopping))]
                 self.ready.set()
                 print(f"kubelet-sim: ready: nodes {' '.join(self.node_names)}, logs on https://{self.address}:"
                       f"{self.log_port}", flush=True)
@@ -338,8 +362,10 @@ class KubeletSim:
         meta, spec = pod["metadata"], pod.get("spec") or {}
         node = spec.get("nodeName")
         if not node:
-            if self.bind and type_ != "DELETED" and meta["uid"] not in self._binding:
+            if self.scheduler_name and type_ != "DELETED" and meta["uid"] not in self._binding \
+                    and (spec.get("schedulerName") or SCHEDULER) == self.scheduler_name:
                 self._binding.add(meta["uid"])
+                await self._refresh_scripts()
                 await self._bind(pod)
             return
         if node not in self.nodes:
@@ -357,22 +383,31 @@ class KubeletSim:
                 await self._refresh_scripts()  # a script published before the pod was created applies
         self.cluster.emit("pods", Change(type_, None, store.view(pod), None, 0))  # type: ignore[arg-type]
 
+    def _reference_event(self, resource: str) -> Callable[[str, dict], Any]:
+        async def handle(type_: str, obj: dict) -> None:
+            key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+            if type_ == "DELETED":
+                self.cluster.store.refs[resource].pop(key, None)
+            else:
+                self.cluster.store.refs[resource][key] = {
+                    "data": dict.fromkeys(obj.get("data") or {}, ""), "binaryData": dict.fromkeys(obj.get("binaryData") or {}, "")}
+        return handle
+
     async def _writer(self) -> None:
         while True:
-            op = await self.writes.queue.get()
+            op = await self.writes.next()
             try:
                 await self._write(op)
-            except ApiStatus as e:
-                if e.code not in (404,):
-                    print(f"kubelet-sim: {op[0]} {op[1:3]}: {e}", file=sys.stderr, flush=True)
+            except ApiStatus as e:  # gone, or its namespace is going: nothing to write any more
+                if e.code != 404 and "being terminated" not in e.message:
+                    print(f"kubelet-sim: {op[0]} in {op[2] if op[0] == 'status' else op[1]}: {e}", file=sys.stderr, flush=True)
             except (OSError, asyncio.TimeoutError) as e:
-                print(f"kubelet-sim: {op[0]} {op[1:3]}: {e!r}", file=sys.stderr, flush=True)
+                print(f"kubelet-sim: {op[0]}: {e!r}", file=sys.stderr, flush=True)
 
     async def _write(self, op: tuple) -> None:
         kind = op[0]
         if kind == "status":
-            uid = op[1]
-            ns, name, status = self.writes.status.pop(uid)
+            _, uid, ns, name, status = op
             await self.client.merge_patch(_pod_path(ns, name, "status"), {"metadata": {"uid": uid}, "status": status})
         elif kind == "event":
             await self.client.create(f"/api/v1/namespaces/{op[1]}/events", op[2])
@@ -392,7 +427,7 @@ class KubeletSim:
 
     async def _bind(self, pod: dict) -> None:
         meta, spec = pod["metadata"], pod["spec"]
-        if meta.get("deletionTimestamp") or (spec.get("schedulerName") or SCHEDULER) != SCHEDULER:
+        if meta.get("deletionTimestamp"):
             return
         now = time.time()
         first = self._unbound.setdefault(meta["uid"], now)
@@ -412,14 +447,15 @@ class KubeletSim:
         node = candidates[hash(meta["uid"]) % len(candidates)]
         self.writes.put("bind", meta["namespace"], meta["name"], node)
         self.cluster.record_event(pod, "Normal", "Scheduled", f"Successfully assigned {meta['namespace']}/{meta['name']} "
-                                  f"to {node}", component=SCHEDULER, action="Binding")
+                                  f"to {node}", component=self.scheduler_name or SCHEDULER, action="Binding")
 
     def _unschedulable(self, pod: dict, message: str) -> None:
         meta = pod["metadata"]
         cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
                 "lastProbeTime": None, "lastTransitionTime": timestamp(time.time())}
         self.writes.put_status(meta["namespace"], meta["name"], meta["uid"], {"phase": "Pending", "conditions": [cond]})
-        self.cluster.record_event(pod, "Warning", "FailedScheduling", message, component=SCHEDULER, action="Scheduling")
+        self.cluster.record_event(pod, "Warning", "FailedScheduling", message, component=self.scheduler_name or SCHEDULER,
+                                  action="Scheduling")
         self.cluster.loop.call_later(self.settings.scheduling_retry, self._retry_bind, meta["namespace"], meta["name"])
 
     def _retry_bind(self, ns: str, name: str) -> None:

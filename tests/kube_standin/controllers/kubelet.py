@@ -268,10 +268,10 @@ def _set_cond(status: dict, type_: str, value: str, now: float, *, reason: str |
     conds = status.setdefault("conditions", [])
     cur = next((c for c in conds if c["type"] == type_), None)
     if cur is None:
-        cur = {"type": type_, "lastProbeTime": None, "lastTransitionTime": timestamp(now, precise=True)}
+        cur = {"type": type_, "lastProbeTime": None, "lastTransitionTime": timestamp(now)}
         conds.append(cur)
     elif cur.get("status") != value:
-        cur["lastTransitionTime"] = timestamp(now, precise=True)
+        cur["lastTransitionTime"] = timestamp(now)
     cur["status"] = value
     for k, v in (("reason", reason), ("message", message)):
         if v is None:
@@ -298,6 +298,7 @@ class ContainerRun:
     name: str
     image: str
     script: ImageScript
+    references: tuple[tuple[str, str, str | None, bool], ...] = ()  # (Secret|ConfigMap, name, key, optional)
     instances: list[Instance] = field(default_factory=list)
     restarts: int = 0
     starts: int = 0
@@ -308,6 +309,7 @@ class ContainerRun:
     ready_at: float | None = None
     pulls: int = 0
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    image_id: str | None = None  # resolved once, when it first starts (as a pull would)
 
     def log(self, at: float, line: str) -> None:
         self.instances[-1].lines.append((timestamp(at, precise=True), line))
@@ -371,7 +373,8 @@ class Kubelet(Controller):
         now = self.cluster.now()
         containers = {}
         for c in pod["spec"].get("containers") or []:
-            containers[c["name"]] = ContainerRun(c["name"], c.get("image", ""), script_for(self.cluster, c.get("image", "")))
+            containers[c["name"]] = ContainerRun(c["name"], c.get("image", ""), script_for(self.cluster, c.get("image", "")),
+                                                 references=_references(c))
         run = PodRun(pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"], node, now, containers,
                      restart_policy=pod["spec"].get("restartPolicy") or "Always", host_ip=self._node_ip(node),
                      pod_ip=f"10.244.0.{abs(hash(pod['metadata']['uid'])) % 250 + 2}", qos=_qos(pod))
@@ -453,10 +456,11 @@ class Kubelet(Controller):
             return
         if c.starts == 0:
             self._event(run, "Normal", "Pulled", f'Successfully pulled image "{c.image}" in 20ms (20ms including waiting). Image size: 1048576 bytes.', c)
-        if s.config_error:
-            c.waiting = ("CreateContainerConfigError", s.config_error)
+        config_error = self._missing_reference(run, c) or s.config_error
+        if config_error:
+            c.waiting = ("CreateContainerConfigError", config_error)
             self._write(run)
-            self._event(run, "Warning", "Failed", f"Error: {s.config_error}", c)
+            self._event(run, "Warning", "Failed", f"Error: {config_error}", c)
             self._later(run, c, self._backoff(2), self._begin, run, c)
             return
         if s.create_error:
@@ -466,6 +470,19 @@ class Kubelet(Controller):
             self._later(run, c, self._backoff(2), self._begin, run, c)
             return
         self._start(run, c)
+
+    def _missing_reference(self, run: PodRun, c: ContainerRun) -> str | None:
+        """What makes a real kubelet refuse to create the container: a Secret or ConfigMap the
+        environment needs (``env[].valueFrom``, ``envFrom``) that is missing, or lacks the key."""
+        for kind, name, key, optional in c.references:
+            obj = self.cluster.store.find("secrets" if kind == "Secret" else "configmaps", run.namespace, name)
+            if obj is None:
+                if not optional:
+                    return f'{kind.lower()} "{name}" not found'
+            elif key is not None and key not in {**(obj.get("data") or {}), **(obj.get("binaryData") or {})} \
+                    and not optional:
+                return f"couldn't find key {key} in {kind} {run.namespace}/{name}"
+        return None
 
     def _pull_backoff(self, run: PodRun, c: ContainerRun) -> None:
         c.waiting = ("ImagePullBackOff", f'Back-off pulling image "{c.image}"')
@@ -551,9 +568,11 @@ class Kubelet(Controller):
                     "restartCount": c.restarts, "started": c.running}
         inst = c.instances[-1] if c.instances else None
         if inst is not None and c.starts:
-            st["imageID"] = f"{c.image.split(':')[0]}@sha256:{uuid.uuid5(uuid.NAMESPACE_URL, c.image).hex * 2}"
+            if c.image_id is None:
+                c.image_id = image_id(c.image)
+            st["imageID"] = c.image_id
         if c.running and inst is not None:
-            st["state"] = {"running": {"startedAt": timestamp(inst.started, precise=True)}}
+            st["state"] = {"running": {"startedAt": timestamp(inst.started)}}
             st["containerID"] = inst.container_id
         elif c.waiting is not None:
             st["state"] = {"waiting": {"reason": c.waiting[0], **({"message": c.waiting[1]} if c.waiting[1] else {})}}
@@ -576,8 +595,8 @@ class Kubelet(Controller):
     @staticmethod
     def _terminated(inst: Instance) -> dict:
         return {"exitCode": inst.exit_code, "reason": inst.reason, "containerID": inst.container_id,
-                "startedAt": timestamp(inst.started, precise=True),
-                "finishedAt": timestamp(inst.finished or inst.started, precise=True)}
+                "startedAt": timestamp(inst.started),
+                "finishedAt": timestamp(inst.finished or inst.started)}
 
     def _write(self, run: PodRun) -> None:
         now = self.cluster.now()
@@ -646,6 +665,20 @@ class Kubelet(Controller):
         return list(c.instances[-1].lines)
 
 
+def _references(container: dict) -> tuple[tuple[str, str, str | None, bool], ...]:
+    refs = []
+    for e in container.get("env") or []:
+        src = e.get("valueFrom") or {}
+        for kind, field_ in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
+            if src.get(field_):
+                refs.append((kind, src[field_]["name"], src[field_].get("key"), bool(src[field_].get("optional"))))
+    for e in container.get("envFrom") or []:
+        for kind, field_ in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
+            if e.get(field_):
+                refs.append((kind, e[field_]["name"], None, bool(e[field_].get("optional"))))
+    return tuple(refs)
+
+
 def _qos(pod: dict) -> str:
     """The pod's QoS class, as the API server computes it."""
     resources = [c.get("resources") or {} for c in pod["spec"].get("containers") or []]
@@ -654,6 +687,41 @@ def _qos(pod: dict) -> str:
     guaranteed = all((r.get("limits") or {}).get(k) and (r.get("requests") or r.get("limits") or {}).get(k)
                      == (r.get("limits") or {}).get(k) for r in resources for k in ("cpu", "memory"))
     return "Guaranteed" if guaranteed else "Burstable"
+
+
+def image_id(image: str) -> str:
+    """The ``imageID`` a container runtime reports: ``repo@<manifest digest>`` of what it pulled.
+
+    A pinned reference names its digest; a tag on a registry on this machine (the tests' real
+    registry) is resolved there, as a pull would; anything else (scripted images such as
+    ``app:1``, a registry that wants credentials) gets the local image id only (``sha256:…``,
+    as for an image imported into the runtime rather than pulled), which names no manifest digest.
+    """
+    name, _, digest = image.partition("@")
+    repo = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+    if digest:
+        return f"{repo}@{digest}"
+    resolved = _registry_digest(name)
+    return f"{repo}@{resolved}" if resolved else f"sha256:{uuid.uuid5(uuid.NAMESPACE_URL, image).hex * 2}"
+
+
+def _registry_digest(ref: str) -> str | None:
+    import urllib.error
+    import urllib.request
+
+    host, _, rest = ref.partition("/")
+    if not rest or host.split(":")[0] not in ("127.0.0.1", "localhost", "[::1]"):
+        return None
+    repo, tag = rest.rsplit(":", 1) if ":" in rest.rsplit("/", 1)[-1] else (rest, "latest")
+    accept = ", ".join(("application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+                        "application/vnd.docker.distribution.manifest.list.v2+json",
+                        "application/vnd.docker.distribution.manifest.v2+json"))
+    req = urllib.request.Request(f"http://{host}/v2/{repo}/manifests/{tag}", method="HEAD", headers={"Accept": accept})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - a local test registry
+            return resp.headers.get("Docker-Content-Digest")
+    except (urllib.error.URLError, OSError):
+        return None
 
 
 def _dur(seconds: float) -> str:
