@@ -176,6 +176,7 @@ def test_unreachable_gitops_remote_fails_at_gitops_and_changes_nothing(shop_clus
     assert shop_cluster.flux("Kustomization", "apps-staging")["status"]["lastAppliedRevision"] == applied
 
 
+@BOTH_BACKENDS
 def test_status_after_pin_digest_is_healthy(shop_cluster: ShopCluster) -> None:
     """Issue 19: `forge status` judged `repo:tag@sha256:…` unhealthy (it compared `endswith(":tag")`)."""
     proc = shop_cluster.run("deploy:api", "--pin-digest", "--json")
