@@ -67,7 +67,9 @@ def record(plane, base: Path, kind: str, scenario: str, out: Path) -> str:
         script, reasons = SCENARIOS[scenario]
         if script is not None:
             kube.script("app:bad", script)
-        pol = policy(readiness_grace=1.0, scheduling_grace=1.0)
+        # short graces only where the grace is the point (a crash is not a readiness failure)
+        pol = policy(readiness_grace=1.0 if scenario == "readiness" else 30.0,
+                     scheduling_grace=1.0 if scenario == "unschedulable" else 30.0)
     set_image(kube, kind, "app:bad", memory="1Ti" if scenario == "unschedulable" else None)
     result = watch(kube, kind, image="app:bad", pol=pol)
     now = datetime.now(timezone.utc).replace(microsecond=0)
