@@ -24,7 +24,7 @@ from .resources import Registry, ResourceType, type_from_crd
 
 
 def timestamp(t: float | None = None, *, precise: bool = False) -> str:
-    """RFC 3339 UTC. ``precise`` keeps microseconds (MicroTime, and the stand-in's status times)."""
+    """RFC 3339 UTC, whole seconds as metav1.Time serializes; ``precise`` keeps microseconds (MicroTime)."""
     dt = datetime.fromtimestamp(time.time() if t is None else t, tz=timezone.utc)
     if precise:
         return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
