@@ -49,15 +49,22 @@ def sync(config_path: Path, dry_run: bool, check: bool, json_output: bool) -> No
         raise ChangesPending("nix/forge is out of date with deploy.yaml", hint="run `forgegen sync` and commit the result")
 
 
-@cli.command()
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+@cli.command(short_help="Validate deploy.yaml (or FILE); report every problem")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @CONFIG_OPTION
-@click.option("--json", "json_output", is_flag=True, help="print the validated configuration as JSON")
-def check(config_path: Path, json_output: bool) -> None:
-    """Validate deploy.yaml and report every problem at once."""
-    config = generator.check(config_path)
+@click.option("--json", "json_output", is_flag=True,
+              help="print the validated configuration as JSON (or the located errors)")
+def check(file: Path | None, config_path: Path, json_output: bool) -> None:
+    """Validate FILE (default: deploy.yaml) and report every problem at once."""
+    config = generator.check(file or config_path)
     if json_output:
         console.emit_json(config.model_dump(mode="json", by_alias=True))
-    console.say(f"{config_path}: ok ({len(config.services)} services, {len(config.environments)} environments)")
+    console.say(f"{file or config_path}: ok ({plural(len(config.services), 'service')}, "
+                f"{plural(len(config.environments), 'environment')})")
 
 
 @cli.command("schema")
@@ -66,19 +73,27 @@ def schema_cmd() -> None:
     click.echo(json.dumps(schema.json_schema(), indent=2, sort_keys=True))
 
 
-@cli.command()
+@cli.command(short_help="Start a project: deploy.yaml, flake.nix, nix/forge")
 @click.option("--project", help="project name (default: the directory's name)")
 @click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True)
+@click.option("--forge-url", default=generator.DEFAULT_FORGE_URL, show_default=True, metavar="FLAKEREF",
+              help="Forge's flake, e.g. a release (github:forge-deploy/forge/v0.1.0) or a local checkout "
+                   "(git+file:///abs/forge)")
+@click.option("--nixpkgs-url", default=generator.DEFAULT_NIXPKGS_URL, show_default=True, metavar="FLAKEREF",
+              help="the nixpkgs flake your images are built with")
 @click.option("--json", "json_output", is_flag=True, help="print one JSON report on stdout")
-def init(project: str | None, root: Path, json_output: bool) -> None:
+def init(project: str | None, root: Path, forge_url: str, nixpkgs_url: str, json_output: bool) -> None:
     """Start a project: a commented deploy.yaml, a flake.nix wired to nix/forge, and a first sync."""
-    result = generator.init(root, project=project)
+    result = generator.init(root, project=project, forge_url=forge_url, nixpkgs_url=nixpkgs_url)
     for name in result.written:
         console.say(f"{'create':>10}  {name}")
     if result.flake_snippet:
         console.say("flake.nix exists and was left alone; add these lines to it:\n" + result.flake_snippet)
-    console.say(f"sync: {result.sync.outcome.count('create')} files in nix/forge; next: edit deploy.yaml, "
-                "then `forgegen sync`")
+    console.say(f"sync: {result.sync.outcome.count('create')} files in nix/forge")
+    console.say("next: flakes see only files git tracks, and the apps tag images with the commit:\n"
+                "  git init -q && git add -A && nix flake lock && git commit -qm 'Deploy with Forge'\n"
+                "  nix run .#deploy:api -- --dry-run     # every step, nothing changes\n"
+                "then edit deploy.yaml, run `forgegen sync`, and commit again")
     if json_output:
         console.emit_json(result.to_json())
 

@@ -59,20 +59,40 @@ def default_project_name(root: Path) -> str:
     return name[:63].rstrip("-") or "app"
 
 
-def init_files(project: str) -> dict[str, str]:
+# Where Forge's flake lives, and the nixpkgs a new project starts from (flake references:
+# `github:OWNER/REPO[/REF]`, `git+file:///abs/checkout`, `path:/abs/dir`, ...).
+DEFAULT_FORGE_URL = "github:forge-deploy/forge"
+DEFAULT_NIXPKGS_URL = "github:NixOS/nixpkgs/nixos-unstable"
+_FLAKE_REF = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s\"'\\$`]+$")
+
+
+def _flake_ref(option: str, value: str) -> str:
+    if not _FLAKE_REF.match(value):
+        raise UsageError(f"{option} {value!r} is not a flake reference",
+                         hint=f"use e.g. {option} github:owner/repo/v1.2.3, git+file:///abs/checkout or "
+                              "path:/abs/dir (a scheme, then no spaces or quotes)")
+    return value
+
+
+def init_files(project: str, *, forge_url: str = DEFAULT_FORGE_URL,
+               nixpkgs_url: str = DEFAULT_NIXPKGS_URL) -> dict[str, str]:
     """The starter's ``deploy.yaml`` and ``flake.nix`` (the root flake's ``templates.default`` too)."""
     schema._dns_label(project)  # noqa: SLF001 - the same rule as deploy.yaml's project
+    values = dict(project=project, forge_url=forge_url, nixpkgs_url=nixpkgs_url, schema_url=schema.SCHEMA_ID)
     return {
-        "deploy.yaml": render.render_template("init/deploy.yaml.jinja", project=project),
-        "flake.nix": render.render_template("init/flake.nix.jinja", project=project),
+        "deploy.yaml": render.render_template("init/deploy.yaml.jinja", **values),
+        "flake.nix": render.render_template("init/flake.nix.jinja", **values),
     }
 
 
-def init(root: Path, *, project: str | None = None) -> InitResult:
+def init(root: Path, *, project: str | None = None, forge_url: str = DEFAULT_FORGE_URL,
+         nixpkgs_url: str = DEFAULT_NIXPKGS_URL) -> InitResult:
     root = root.resolve()
     project = project or default_project_name(root)
+    forge_url = _flake_ref("--forge-url", forge_url)
+    nixpkgs_url = _flake_ref("--nixpkgs-url", nixpkgs_url)
     try:
-        files = init_files(project)
+        files = init_files(project, forge_url=forge_url, nixpkgs_url=nixpkgs_url)
     except ValueError as err:
         raise UsageError(f"cannot use {project!r} as the project name: {err}",
                          hint="pass --project with a DNS-1123 label, e.g. --project shop") from None
@@ -86,7 +106,7 @@ def init(root: Path, *, project: str | None = None) -> InitResult:
     written.append(schema.DEFAULT_FILE)
     flake = root / "flake.nix"
     if flake.exists():
-        snippet = render.render_template("init/flake-snippet.nix.jinja", project=project)
+        snippet = render.render_template("init/flake-snippet.nix.jinja", project=project, forge_url=forge_url)
     else:
         flake.write_text(files["flake.nix"], encoding="utf-8")
         written.append("flake.nix")

@@ -385,3 +385,48 @@ def load_plan(path: str | Path) -> Plan:
     except ValidationError as err:
         lines = [f"{path}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
         raise ConfigError("\n".join(lines), hint="regenerate it with `forgegen sync`") from err
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the plans from a checkout (``forge deploy api`` without ``--plan``)
+
+PLANS_DIR = "nix/forge/plans"
+
+
+def plan_relpath(service: str | None) -> str:
+    """Where ``forgegen sync`` writes a plan, relative to the repository root (the one place that
+    says so for the runtime; ``None``: the product-wide plan)."""
+    return f"{PLANS_DIR}/{service}.json" if service else f"{PLANS_DIR}/{PROJECT_FILE}"
+
+
+def find_root(start: str | Path | None = None) -> Path:
+    """The nearest directory, from ``start`` up to the repository root (the first with ``.git``),
+    that holds the generated plans."""
+    here = Path(start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if (directory / plan_relpath(None)).is_file():
+            return directory
+        if (directory / ".git").exists():
+            break
+    raise UsageError(f"no Forge plans found: looked for {plan_relpath(None)} from {here} up to the repository root",
+                     hint="run forge inside a repository where `forgegen sync` ran, or pass --plan")
+
+
+def find_plan(service: str | None, start: str | Path | None = None) -> Plan:
+    """The plan of ``service`` (``None``: every service, in name order) found from ``start``."""
+    root = find_root(start)
+    if service is not None:
+        path = root / plan_relpath(service)
+        if not path.is_file():
+            raise UsageError(f"unknown service {service!r}: {path} does not exist",
+                             hint=f"use one of: {', '.join(service_names(root)) or '(none)'}, or run `forgegen sync`")
+        return load_plan(path)
+    plans = [load_plan(root / plan_relpath(name)) for name in service_names(root)]
+    whole = load_plan(root / plan_relpath(None))
+    return whole.model_copy(update={"services": tuple(s for p in plans for s in p.services)})
+
+
+def service_names(root: Path) -> list[str]:
+    """The services with a plan under ``root`` (what shell completion offers)."""
+    directory = (root / plan_relpath(None)).parent
+    return sorted(p.stem for p in directory.glob("*.json") if p.name != PROJECT_FILE)

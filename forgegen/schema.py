@@ -24,6 +24,8 @@ from forgegen.yamlsource import Source, load_file, load_text, problems_from_pyda
 Loc = tuple[str | int, ...]
 SCHEMA_VERSION = 1
 DEFAULT_FILE = "deploy.yaml"
+# The schema's `$id`: where the committed copy (forgegen/deploy.schema.json) is published.
+SCHEMA_ID = "https://raw.githubusercontent.com/forge-deploy/forge/main/forgegen/deploy.schema.json"
 
 # ---------------------------------------------------------------------------------------------
 # Constrained types
@@ -525,7 +527,7 @@ def validate(source: Source) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as err:
-        problems += problems_from_pydantic(source, err.errors())
+        problems += problems_from_pydantic(source, err.errors(), model=Config)
         config = None
     if config is not None and not text_problems:
         problems += [source.problem(loc, msg) for loc, msg in reference_problems(config)]
@@ -548,7 +550,10 @@ def parse_config(text: str, name: str = DEFAULT_FILE) -> Config:
 def json_schema() -> dict[str, Any]:
     schema = Config.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = SCHEMA_ID
     schema["title"] = "Forge deploy.yaml"
+    # Service names are DNS-1123 labels: editors flag a bad name as they flag a bad value.
+    schema["properties"]["services"]["propertyNames"] = {"pattern": _DNS_LABEL.pattern, "maxLength": 63}
     return schema
 
 

@@ -14,17 +14,42 @@ from typing import Any
 import click
 
 from forgegen import console
-from forgegen.errors import NotAvailable
-from forgegen.plan import Plan, load_plan
+from forgegen.errors import ForgeError, NotAvailable
+from forgegen.plan import Plan, find_plan, find_root, load_plan, plan_relpath, service_names
 from forgegen.runtime import steps as stepmod
 from forgegen.runtime.tags import SourceRevision, source_revision
 
-PLAN_HELP = "the JSON plan written by `forgegen sync` (the flake apps pass it)"
+PLAN_HELP = (f"the JSON plan written by `forgegen sync` (the flake apps pass it; default: "
+             f"{plan_relpath('SERVICE')} of this repository)")
 
 
 def _plan_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path),
-                        envvar="FORGE_PLAN", required=True, help=PLAN_HELP)(f)
+                        envvar="FORGE_PLAN", help=PLAN_HELP)(f)
+
+
+def _load(plan_path: Path | None, target: str | None) -> Plan:
+    """The plan given with --plan, else the one `forgegen sync` wrote in this repository."""
+    if plan_path is not None:
+        return load_plan(plan_path)
+    return find_plan(target.partition(":")[0] or None if target else None)
+
+
+def _complete_target(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of SERVICE[:ENVIRONMENT] from the plans (--plan, or this repository's)."""
+    from click.shell_completion import CompletionItem
+
+    try:
+        plan_path = ctx.params.get("plan_path")
+        plans = [load_plan(plan_path)] if plan_path else [find_plan(n) for n in service_names(find_root())]
+    except ForgeError:
+        return []
+    words = [w for p in plans for s in p.services for w in (s.name, *(f"{s.name}:{t.environment}" for t in s.targets))]
+    return [CompletionItem(w) for w in words if w.startswith(incomplete)]
+
+
+def _target_argument(name: str, metavar: str, *, required: bool = True) -> Callable[..., Any]:
+    return click.argument(name, metavar=metavar, required=required, shell_complete=_complete_target)
 
 
 def _common(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -69,14 +94,14 @@ def cli(verbose: int) -> None:
     console.setup_logging(verbose)
 
 
-@cli.command()
+@cli.command(short_help="Build SERVICE's image with Nix")
 @_common
 @_revision_options
-@click.argument("service")
-def build(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
+@_target_argument("service", "SERVICE")
+def build(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
           service: str) -> None:
     """Build SERVICE's image with Nix for each of its architectures."""
-    plan = load_plan(plan_path)
+    plan = _load(plan_path, service)
     svc, _ = stepmod.split_target(service, plan)
     if dry_run:
         print_steps("build", svc.name, stepmod.describe("build", plan, svc, None, None), json_output)
@@ -91,14 +116,14 @@ def build(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, a
             click.echo(image.store_path)
 
 
-@cli.command()
+@cli.command(short_help="Build and push SERVICE's image under deterministic tags")
 @_common
 @_revision_options
-@click.argument("service")
-def push(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
+@_target_argument("service", "SERVICE")
+def push(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
          service: str) -> None:
     """Build SERVICE's image and push it under <arch>-<sha7> and <arch>-latest."""
-    plan = load_plan(plan_path)
+    plan = _load(plan_path, service)
     svc, _ = stepmod.split_target(service, plan)
     revision = _revision(source_dir, allow_dirty)
     if dry_run:
@@ -114,15 +139,18 @@ def push(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, al
         click.echo(result.deploy_reference)
 
 
-@cli.command()
+@cli.command(short_help='Build, push, commit the tag, reconcile Flux, watch')
 @_common
 @_revision_options
 @click.option("--pin-digest", is_flag=True, help="write the pushed digest next to the tag (name:tag@digest)")
-@click.argument("target", metavar="SERVICE[:ENVIRONMENT]")
-def deploy(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
+@_target_argument("target", "SERVICE[:ENVIRONMENT]")
+def deploy(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
            pin_digest: bool, target: str) -> None:
-    """Build, push, write the tag to the GitOps repo, reconcile Flux, and watch the rollout."""
-    plan = load_plan(plan_path)
+    """Build, push, write the tag to the GitOps repo, reconcile Flux, and watch the rollout.
+
+    Without :ENVIRONMENT, the service's first environment in promotion order (the first of
+    deploy.yaml's environments it is deployed to)."""
+    plan = _load(plan_path, target)
     svc, tgt = stepmod.split_target(target, plan)
     revision = _revision(source_dir, allow_dirty)
     if dry_run:
@@ -158,12 +186,12 @@ def _report(run: Callable[[], dict[str, Any]], json_output: bool) -> None:
                 + (f" ({doc['image']})" if doc.get("image") else ""))
 
 
-@cli.command()
+@cli.command(short_help='Watch a rollout; fail fast with the reason and the logs')
 @_common
-@click.argument("target", metavar="SERVICE:ENVIRONMENT")
-def rollout(plan_path: Path, json_output: bool, dry_run: bool, target: str) -> None:
+@_target_argument("target", "SERVICE:ENVIRONMENT")
+def rollout(plan_path: Path | None, json_output: bool, dry_run: bool, target: str) -> None:
     """Watch SERVICE's rollout in ENVIRONMENT; fail fast with the reason and the logs."""
-    plan = load_plan(plan_path)
+    plan = _load(plan_path, target)
     svc, tgt = stepmod.split_target(target, plan, need_env=True)
     assert tgt is not None
     if dry_run:
@@ -177,13 +205,13 @@ def rollout(plan_path: Path, json_output: bool, dry_run: bool, target: str) -> N
     raise_for_outcome(doc)
 
 
-@cli.command()
+@cli.command(short_help='Put the previous image back (commit, reconcile, watch)')
 @_common
 @click.option("--to", "to_tag", metavar="TAG", help="roll back to this tag (default: the previous distinct tag)")
-@click.argument("target", metavar="SERVICE:ENVIRONMENT")
-def rollback(plan_path: Path, json_output: bool, dry_run: bool, to_tag: str | None, target: str) -> None:
+@_target_argument("target", "SERVICE:ENVIRONMENT")
+def rollback(plan_path: Path | None, json_output: bool, dry_run: bool, to_tag: str | None, target: str) -> None:
     """Put the previous image back: commit it to the GitOps repo, reconcile, watch."""
-    plan = load_plan(plan_path)
+    plan = _load(plan_path, target)
     svc, tgt = stepmod.split_target(target, plan, need_env=True)
     assert tgt is not None
     if dry_run:
@@ -195,13 +223,13 @@ def rollback(plan_path: Path, json_output: bool, dry_run: bool, to_tag: str | No
     _report(lambda: deploy_mod.run_rollback(plan, svc.name, tgt.environment, to=to_tag, say=console.say), json_output)
 
 
-@cli.command()
+@cli.command(short_help='What runs where: tag in git, image, replicas, Flux')
 @_common
 @click.option("--environments", "environments", metavar="ENV[,ENV…]", help="only these environments")
-@click.argument("service", required=False)
-def status(plan_path: Path, json_output: bool, dry_run: bool, environments: str | None, service: str | None) -> None:
+@_target_argument("service", "[SERVICE]", required=False)
+def status(plan_path: Path | None, json_output: bool, dry_run: bool, environments: str | None, service: str | None) -> None:
     """What runs where: the tag in git, the image running, replicas, Flux's applied revision."""
-    plan = load_plan(plan_path)
+    plan = _load(plan_path, service)
     svc = stepmod.split_target(service, plan)[0] if service else None
     if dry_run:
         print_steps("status", service or plan.project, stepmod.describe("status", plan, svc, None, None), json_output)
@@ -216,17 +244,17 @@ def status(plan_path: Path, json_output: bool, dry_run: bool, environments: str 
     deploy_mod.raise_for_status(doc)
 
 
-@cli.command()
+@cli.command(short_help='Every service (or one), environment by environment')
 @_common
 @_revision_options
 @click.option("--environments", "environments", metavar="ENV[,ENV…]",
               help="only these environments (taken in promotion order)")
 @click.option("--yes", "-y", is_flag=True, help="approve every environment that requires approval")
-@click.argument("service", required=False)
-def release(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
+@_target_argument("service", "[SERVICE]", required=False)
+def release(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
             environments: str | None, yes: bool, service: str | None) -> None:
     """Every service (or SERVICE), environment by environment, with migrations and gates."""
-    plan = load_plan(plan_path)
+    plan = _load(plan_path, service)
     services = [stepmod.split_target(service, plan)[0]] if service else list(plan.services)
     envs = _environments(plan, environments)
     revision = _revision(source_dir, allow_dirty)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -162,21 +163,31 @@ def _rollback_after_failure(plan: Plan, svc: ServicePlan, target: TargetPlan, ap
         report["rollback"]["error"] = err.message
 
 
+_KUBELET_POD = re.compile(r"\s*pod=\S+?_\S+?\([0-9a-f-]{36}\)")  # "pod=NAME_NAMESPACE(UID)", named elsewhere
+LINE = 116
+
+
 def _rollout_message(report: Mapping[str, Any]) -> str:
+    """A short first line (what failed, why in one word, what happened after), the detail below."""
     r = report.get("rollout") or {}
-    text = (f"deploy of {report['service']} to {report['environment']}: rollout {r.get('outcome')}: "
-            f"{r.get('reason') or ''} {r.get('message') or ''}".strip())
+    text = f"deploy of {report['service']} to {report['environment']}: rollout {r.get('outcome')}"
+    if r.get("reason"):
+        text += f" ({r['reason']})"
     rb = report.get("rollback")
     if rb:
-        text += f"; rollback to {rb.get('to', '-')}: {rb.get('outcome')}"
+        text += (f"; rolled back to {rb.get('to', '-')}" if rb.get("outcome") == "success"
+                 else f"; rollback to {rb.get('to', '-')}: {rb.get('outcome')}")
+    detail = _KUBELET_POD.sub("", str(r.get("message") or "")).strip()
+    if detail:
+        text += "\n  " + (detail if len(detail) <= LINE else detail[:LINE - 1] + "…")
     return text
 
 
 def _rollout_hint(report: Mapping[str, Any]) -> str:
     r = report.get("rollout") or {}
     if r.get("pod"):
-        return (f"the report has the logs of {r['pod']} (--json for all of it); "
-                f"`kubectl -n {r['workload']['namespace']} describe pod {r['pod']}` shows more")
+        return (f"`kubectl -n {r['workload']['namespace']} describe pod {r['pod']}` shows more; "
+                "--json has the whole report with the logs")
     return "run with --json for the full report, or `forge status` to see what runs where"
 
 
