@@ -52,8 +52,10 @@ class PlanModel:
     made tuples, nested mappings made records) when a record is made."""
 
     def __post_init__(self) -> None:
-        for name, tp in _hints(type(self)).items():
-            object.__setattr__(self, name, _coerce(tp, getattr(self, name), name))
+        for name, tp, exact in _fields(type(self)):
+            value = getattr(self, name)
+            if type(value) not in exact:  # the common case (already the right type) costs one lookup
+                object.__setattr__(self, name, _coerce(tp, value, name))
 
     @classmethod
     def from_dict(cls, data: object, where: str = "") -> "typing.Self":
@@ -75,7 +77,7 @@ class PlanModel:
 
     def dump(self) -> dict[str, object]:
         """The JSON form (aliases as keys, tuples as lists)."""
-        return {f.metadata.get("alias", f.name): _dump(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {key: _dump(getattr(self, name)) for name, key in _keys(type(self))}
 
 
 def _at(where: str, key: object) -> str:
@@ -92,6 +94,25 @@ def _hints(cls: type) -> dict[str, object]:
     return _HINTS[cls]
 
 
+_FIELDS: dict[type, list[tuple[str, object, frozenset[type]]]] = {}
+
+
+def _fields(cls: type) -> list[tuple[str, object, frozenset[type]]]:
+    """Each field's name, type, and the value types that need no check (``str`` for ``str``)."""
+    if cls not in _FIELDS:
+        _FIELDS[cls] = [(name, tp, _exact(tp)) for name, tp in _hints(cls).items()]
+    return _FIELDS[cls]
+
+
+def _exact(tp: object) -> frozenset[type]:
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        parts = [_exact(a) for a in typing.get_args(tp)]
+        return frozenset().union(*parts) if all(parts) else frozenset()
+    if tp is type(None) or tp in (str, bool, int, float) or (isinstance(tp, type) and issubclass(tp, PlanModel)):
+        return frozenset({tp})  # type: ignore[arg-type]
+    return frozenset()  # tuples (their items), dicts, literals: always checked
+
+
 def _coerce(tp: object, value: object, where: str) -> object:  # noqa: PLR0911 - one case per type
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (types.UnionType, typing.Union):
@@ -100,6 +121,8 @@ def _coerce(tp: object, value: object, where: str) -> object:  # noqa: PLR0911 -
         [inner] = [a for a in args if a is not type(None)]
         return _coerce(inner, value, where)
     if origin is tuple:
+        if type(value) is tuple and args[0] is str and all(type(v) is str for v in value):
+            return value
         if not isinstance(value, (list, tuple)):
             raise PlanError(where, "must be a list")
         return tuple(_coerce(args[0], v, _at(where, i)) for i, v in enumerate(value))
@@ -122,11 +145,21 @@ def _coerce(tp: object, value: object, where: str) -> object:  # noqa: PLR0911 -
     return value
 
 
+_KEYS: dict[type, tuple[tuple[str, str], ...]] = {}
+
+
+def _keys(cls: type) -> tuple[tuple[str, str], ...]:
+    """Each field's attribute name and its key in the JSON plan."""
+    if cls not in _KEYS:
+        _KEYS[cls] = tuple((f.name, f.metadata.get("alias", f.name)) for f in dataclasses.fields(cls))
+    return _KEYS[cls]
+
+
 def _dump(value: object) -> object:
     if isinstance(value, PlanModel):
         return value.dump()
-    if isinstance(value, tuple):
-        return [_dump(v) for v in value]
+    if type(value) is tuple:
+        return [v if type(v) is str else _dump(v) for v in value]
     return value
 
 
