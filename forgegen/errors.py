@@ -6,7 +6,8 @@ the next step. The CLI maps the classes to exit codes in one place (``exit_code`
 
 * :class:`UsageError` and :class:`ConfigError` (bad usage or configuration) exit 2,
 * every other :class:`ForgeError` (the operation failed) exits 1,
-* anything else is an internal error and exits 3.
+* anything else is an internal error and exits 3,
+* :class:`RolloutPending` (an OnDelete workload waits for its pods to be deleted) exits 4.
 
 This module imports nothing from the package.
 """
@@ -20,6 +21,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
+EXIT_PENDING = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -135,6 +137,13 @@ class RolloutFailed(ForgeError):
 
 class RolloutTimeout(RolloutFailed):
     """The rollout did not finish before the deadline."""
+
+
+class RolloutPending(ForgeError):
+    """An OnDelete StatefulSet/DaemonSet has the new template, but some pods still run the old
+    one until they are deleted: neither a success nor a failure (exit 4, never rolled back)."""
+
+    exit_code = EXIT_PENDING
 
 
 class ClusterUnreachable(ForgeError):

@@ -164,3 +164,15 @@ def test_unreachable_gitops_remote_fails_at_gitops_and_changes_nothing(shop_clus
     assert "push" in report and "reconcile" not in report
     assert shop_cluster.remote_log("clusters/staging/api/kustomization.yaml") == ["initial"]
     assert shop_cluster.flux("Kustomization", "apps-staging")["status"]["lastAppliedRevision"] == applied
+
+
+def test_status_after_pin_digest_is_healthy(shop_cluster: ShopCluster) -> None:
+    """Issue 19: `forge status` judged `repo:tag@sha256:…` unhealthy (it compared `endswith(":tag")`)."""
+    proc = shop_cluster.run("deploy:api", "--pin-digest", "--json")
+    assert proc.returncode == 0, proc.stderr
+    status = shop_cluster.run("status:api", "--environments", "staging", "--json")
+    doc = json.loads(status.stdout)
+    row = doc["services"][0]
+    assert row["git"]["digest"] == json.loads(proc.stdout)["digest"]
+    assert row["healthy"] is True, row
+    assert status.returncode == 0, status.stderr

@@ -349,3 +349,35 @@ def test_run_rollout_prints_progress_and_returns_the_report(kube: Kube) -> None:
     text = err.getvalue()
     assert "rollout of default/Deployment/api FAILED" in text and "| boom" in text
     assert "\x1b[" not in text  # not a terminal: plain lines, no live display
+
+
+# -- issue 11: re-watching, OnDelete ----------------------------------------------------------
+
+
+def test_a_re_watch_does_not_count_restarts_from_before_it_began(kube: Kube) -> None:
+    kube.deployment("web", "app:1")
+    kube.script("app:2", crash(after=0.05, exits=1, ready_after=0.05))
+    kube.set_image("Deployment", "web", "app:2")
+    assert watch(kube, image="app:2", pol=policy(restarts_tolerated=1)).outcome == "success"
+    # `forge rollout` later, with no tolerance: the pod restarted once before this watch began
+    assert watch(kube, image="app:2", pol=policy(restarts_tolerated=0)).outcome == "success"
+
+
+def test_on_delete_daemonset_is_pending_until_its_pods_are_deleted(kube: Kube) -> None:
+    from forgegen.errors import EXIT_PENDING, RolloutPending, exit_code
+    from forgegen.runtime.rollout import raise_for_outcome
+
+    kube.daemonset("web", "app:1")
+    kube.standin.mutate("daemonsets", "default", "web",
+                        lambda o: o["spec"].__setitem__("updateStrategy", {"type": "OnDelete"}))
+    kube.script("app:2", ready())
+    kube.set_image("DaemonSet", "web", "app:2")
+    result = watch(kube, "DaemonSet", image="app:2")
+    assert result.outcome == "pending-on-delete" and "replaced only when deleted" in result.message
+    with pytest.raises(RolloutPending) as err:
+        raise_for_outcome(result)
+    assert exit_code(err.value) == EXIT_PENDING == 4
+    for p in kube.pods("web"):
+        kube.standin.delete("pods", "default", p["metadata"]["name"])
+    result = watch(kube, "DaemonSet", image="app:2")
+    assert result.outcome == "success", result.to_json()

@@ -258,6 +258,7 @@ class ContainerRun:
     ready_at: float | None = None
     pulls: int = 0
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    image_id: str | None = None  # resolved once, when it first starts (as a pull would)
 
     def log(self, at: float, line: str) -> None:
         self.instances[-1].lines.append((timestamp(at, precise=True), line))
@@ -490,7 +491,9 @@ class Kubelet(Controller):
                     "restartCount": c.restarts, "started": c.running}
         inst = c.instances[-1] if c.instances else None
         if inst is not None and c.starts:
-            st["imageID"] = f"{c.image.split(':')[0]}@sha256:{uuid.uuid5(uuid.NAMESPACE_URL, c.image).hex * 2}"
+            if c.image_id is None:
+                c.image_id = image_id(c.image)
+            st["imageID"] = c.image_id
         if c.running and inst is not None:
             st["state"] = {"running": {"startedAt": timestamp(inst.started, precise=True)}}
             st["containerID"] = inst.container_id
@@ -582,6 +585,41 @@ class Kubelet(Controller):
                 raise ApiError(400, "BadRequest", f'previous terminated container "{container}" in pod "{name}" not found')
             return list(done[-1].lines)
         return list(c.instances[-1].lines)
+
+
+def image_id(image: str) -> str:
+    """The ``imageID`` a container runtime reports: ``repo@<manifest digest>`` of what it pulled.
+
+    A pinned reference names its digest; a tag on a registry on this machine (the tests' real
+    registry) is resolved there, as a pull would; anything else (scripted images such as
+    ``app:1``, a registry that wants credentials) gets the local image id only (``sha256:…``,
+    as for an image imported into the runtime rather than pulled), which names no manifest digest.
+    """
+    name, _, digest = image.partition("@")
+    repo = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+    if digest:
+        return f"{repo}@{digest}"
+    resolved = _registry_digest(name)
+    return f"{repo}@{resolved}" if resolved else f"sha256:{uuid.uuid5(uuid.NAMESPACE_URL, image).hex * 2}"
+
+
+def _registry_digest(ref: str) -> str | None:
+    import urllib.error
+    import urllib.request
+
+    host, _, rest = ref.partition("/")
+    if not rest or host.split(":")[0] not in ("127.0.0.1", "localhost", "[::1]"):
+        return None
+    repo, tag = rest.rsplit(":", 1) if ":" in rest.rsplit("/", 1)[-1] else (rest, "latest")
+    accept = ", ".join(("application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+                        "application/vnd.docker.distribution.manifest.list.v2+json",
+                        "application/vnd.docker.distribution.manifest.v2+json"))
+    req = urllib.request.Request(f"http://{host}/v2/{repo}/manifests/{tag}", method="HEAD", headers={"Accept": accept})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - a local test registry
+            return resp.headers.get("Docker-Content-Digest")
+    except (urllib.error.URLError, OSError):
+        return None
 
 
 def _dur(seconds: float) -> str:

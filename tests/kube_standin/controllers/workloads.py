@@ -19,7 +19,7 @@ import uuid
 from datetime import datetime
 
 from ..cluster import Controller
-from ..store import Change, timestamp
+from ..store import Change, Store, timestamp
 
 REVISION = "deployment.kubernetes.io/revision"
 
@@ -505,6 +505,7 @@ class DaemonSetController(Controller):
         self.cluster.on("nodes", lambda ch: [self.enqueue((d["metadata"]["namespace"], d["metadata"]["name"]))
                                              for d in self.cluster.store.list("daemonsets")])
         self.cluster.store.default("daemonsets", default_workload("DaemonSet"))
+        self.cluster.store.strategy("daemonsets", _template_generation)
 
     def _pod_changed(self, ch: Change) -> None:
         owner = controller_of(ch.obj, "DaemonSet")
@@ -520,6 +521,8 @@ class DaemonSetController(Controller):
         spec = ds["spec"]
         h = template_hash(spec["template"])
         gen = ds["metadata"].get("generation", 1)
+        template_gen = (ds["metadata"].get("annotations") or {}).get(TEMPLATE_GENERATION, "1")
+        _ensure_revision(store, ds, h)
         nodes = [n["metadata"]["name"] for n in store.list("nodes") if not n.get("spec", {}).get("unschedulable")]
         min_ready = spec.get("minReadySeconds", 0)
         max_unavailable = resolve(((spec.get("updateStrategy") or {}).get("rollingUpdate") or {}).get("maxUnavailable"),
@@ -530,7 +533,7 @@ class DaemonSetController(Controller):
             by_node.setdefault(_target_node(p) or "", []).append(p)
         for node in nodes:
             if not active(by_node.get(node, [])) and not by_node.get(node):
-                labels = {"controller-revision-hash": h, "pod-template-generation": str(gen)}
+                labels = {"controller-revision-hash": h, "pod-template-generation": template_gen}
                 pod = new_pod(spec["template"], ds, f"{name}-{uuid.uuid4().hex[:5]}", labels=labels)
                 pod["spec"]["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
                     "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}}
@@ -564,6 +567,40 @@ class DaemonSetController(Controller):
                 "updatedNumberScheduled": len({_target_node(p) for p in updated}),
             }
         store.mutate("daemonsets", ns, name, write, subresource="status")
+
+
+TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
+
+
+def _template_generation(new: dict, old: dict | None) -> None:
+    """kube-apiserver's DaemonSet strategy: the template generation starts at 1 and moves only when
+    spec.template changes (metadata.generation moves on every spec change)."""
+    ann = new["metadata"].setdefault("annotations", {})
+    if old is None:
+        ann.setdefault(TEMPLATE_GENERATION, "1")
+        return
+    before = int((old["metadata"].get("annotations") or {}).get(TEMPLATE_GENERATION, "1"))
+    changed = (new.get("spec") or {}).get("template") != (old.get("spec") or {}).get("template")
+    ann[TEMPLATE_GENERATION] = str(before + 1 if changed else before)
+
+
+def _ensure_revision(store: Store, ds: dict, h: str) -> None:
+    """The DaemonSet controller's history (pkg/controller/daemon/update.go): one ControllerRevision
+    per template, named ``<ds>-<hash>``, labelled with the selector labels and the hash; the current
+    one gets the highest revision number (a rollback re-numbers the matching old one)."""
+    ns, name = ds["metadata"]["namespace"], ds["metadata"]["name"]
+    mine = store.owned_by("controllerrevisions", ds)
+    top = max((cr.get("revision") or 0 for cr in mine), default=0)
+    current = next((cr for cr in mine if cr["metadata"]["name"] == f"{name}-{h}"), None)
+    if current is None:
+        labels = {**((ds["spec"].get("selector") or {}).get("matchLabels") or {}), "controller-revision-hash": h}
+        store.create("controllerrevisions", {
+            "metadata": {"name": f"{name}-{h}", "namespace": ns, "ownerReferences": [owner_ref(ds)], "labels": labels},
+            "data": {"spec": {"template": {**copy.deepcopy(ds["spec"]["template"]), "$patch": "replace"}}},
+            "revision": top + 1}, ns)
+    elif (current.get("revision") or 0) < top:
+        store.mutate("controllerrevisions", ns, current["metadata"]["name"],
+                     lambda o: o.__setitem__("revision", top + 1))
 
 
 def _target_node(pod: dict) -> str | None:
