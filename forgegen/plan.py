@@ -347,12 +347,13 @@ class Plan(PlanModel):
     def to_json(self) -> str:
         return json_document(self.dump())
 
-    def fragment_json(self, name: str, base: str = PROJECT_FILE) -> str:
+    def fragment_json(self, name: str | ServicePlan, base: str = PROJECT_FILE) -> str:
         """One service's plan as a fragment: its ``services`` entry, plus the file (next to it)
         holding the product-wide settings. :func:`load_plan` and ``forge.lib.apps.mergePlans``
         join the two, so the repository does not repeat those settings once per service."""
+        service = name if isinstance(name, ServicePlan) else self.service(name)  # render passes each one
         doc = {"plan_version": self.plan_version, "generator": self.generator, "base": base,
-               "services": [self.service(name).dump()]}
+               "services": [service.dump()]}
         return json_document(doc)
 
     def for_service(self, name: str) -> "Plan":

@@ -114,7 +114,7 @@ def render(config: schema.Config) -> dict[str, str]:
     for sp in project_plan.services:
         index.append({"name": sp.name, "plan": f"plans/{sp.name}.json",
                       "environments": [t.environment for t in sp.targets]})
-        out[f"{base}/plans/{sp.name}.json"] = project_plan.fragment_json(sp.name)
+        out[f"{base}/plans/{sp.name}.json"] = project_plan.fragment_json(sp)
     out[f"{base}/plans/{PROJECT_FILE}"] = dataclasses.replace(project_plan, services=()).to_json()
     out[f"{base}/default.nix"] = render_template("default.nix.jinja", project=config.project, services=index,
                                                  order=list(config.services),
