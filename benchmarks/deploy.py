@@ -12,7 +12,7 @@ tag (a new RELEASE_GIT_SHA), so every round pushes tags, commits, reconciles and
 
 overhead = total − push (registry transfer) − reconcile (Flux) − rollout (the cluster)
 
-Peak RSS: the forge process's own (``resource.getrusage(RUSAGE_SELF)``) and its largest child's
+CPU: user+sys seconds of the forge process and of its children. Peak RSS: the forge process's own (``resource.getrusage(RUSAGE_SELF)``) and its largest child's
 (``RUSAGE_CHILDREN``: nix, git, skopeo). ``--before DIR`` runs another checkout of Forge's
 Python code (e.g. ``mkdir /tmp/main && git archive main | tar -x -C /tmp/main``) in alternate rounds, so before and after
 are measured side by side under the same load.
@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import gitops as big  # noqa: E402
+from benchmarks.trees import PYTHON_FLAGS, code_dir, variant_env  # noqa: E402
 from tests.fixtures.kube import FAST, write_kubeconfig  # noqa: E402
 from tests.fixtures.nixenv import NIX_CONFIG_TEXT, checkout_files, copy_tree, make_flake, tool_path  # noqa: E402
 from tests.fixtures.registry import start_registry  # noqa: E402
@@ -95,16 +96,19 @@ def main() -> None:
             env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
             plan = shop.dir / "nix" / "forge" / "plans" / "svc0.json"
 
-            variants = {"after": None, **({"before": args.before.resolve()} if args.before else {})}
+            variants = {"after": None}
+            if args.before:  # both as `python -S` with their own code first (benchmarks/trees.py)
+                variants = {"after": code_dir(ROOT, base / "after"), "before": code_dir(args.before, base / "before")}
             rows: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
             for i in range(args.rounds + 1):  # round 0 warms the caches (clone, nix build, layout)
                 for n, (name, tree) in enumerate(variants.items()):
                     env["RELEASE_GIT_SHA"] = f"{0xabc0000 + 2 * i + n:07x}"
-                    row = one_round(plan, shop.dir, {**env, **({"PYTHONPATH": str(tree)} if tree else {})}, base)
+                    row = one_round(plan, shop.dir, {**env, **(variant_env(tree) if tree else {})}, base,
+                                    PYTHON_FLAGS if tree else [])
                     if i > 0:
                         rows[name].append(row)
             keys = ("wall", "startup", "build", "push", "gitops", "reconcile", "rollout", "overhead",
-                    "rss_self_mb", "rss_child_mb")
+                    "cpu_self", "cpu_child", "rss_self_mb", "rss_child_mb")
             print(f"\nforge deploy, median of {args.rounds} warm rounds (seconds; RSS in MB)"
                   f"{'; before/after alternate' if args.before else ''}; load average {os.getloadavg()}:")
             print(f"  {'':<13}" + "".join(f"{name:>26}" for name in rows))
@@ -115,6 +119,8 @@ def main() -> None:
                 print(f"  {key:<13}" + "".join(f"{c:>26}" for c in cells))
             print("\n  startup = Python start-up, imports, plan load and preflight (the rest of wall)")
             print("  overhead = wall - push - reconcile - rollout (target < 0.5 s)")
+            print("  cpu_self / cpu_child = CPU seconds (user+sys) of forge itself / of its children (nix, git,\n"
+                  "    skopeo, kubectl): less sensitive to the machine's load than wall time")
             print("  rss_self_mb / rss_child_mb = peak RSS of forge itself / of its largest child process")
         finally:
             sim.close()
@@ -128,16 +134,16 @@ from forgegen.runtime.cli import main
 try:
     main()
 finally:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(os.environ["FORGE_BENCH_RSS"], "w") as f:
-        f.write(f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss} "
-                f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}")
+        f.write(f"{me.ru_maxrss} {kids.ru_maxrss} {me.ru_utime + me.ru_stime} {kids.ru_utime + kids.ru_stime}")
 """
 
 
-def one_round(plan: Path, cwd: Path, env: dict[str, str], base: Path) -> dict[str, float]:
+def one_round(plan: Path, cwd: Path, env: dict[str, str], base: Path, flags: list[str]) -> dict[str, float]:
     rss = base / "rss"
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", RUN, "deploy", "--plan", str(plan), "svc0:staging", "--json"],
+    proc = subprocess.run([sys.executable, *flags, "-c", RUN, "deploy", "--plan", str(plan), "svc0:staging", "--json"],
                           cwd=cwd, env={**env, "FORGE_BENCH_RSS": str(rss)}, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -151,8 +157,8 @@ def one_round(plan: Path, cwd: Path, env: dict[str, str], base: Path) -> dict[st
            "rollout": t["rollout_seconds"]}
     row["overhead"] = wall - push_only - row["reconcile"] - row["rollout"]
     row["startup"] = wall - t["total_seconds"]
-    rss_self, rss_child = (int(v) / 1024 for v in rss.read_text().split())
-    row.update(rss_self_mb=rss_self, rss_child_mb=rss_child)
+    rss_self, rss_child, cpu_self, cpu_child = (float(v) for v in rss.read_text().split())
+    row.update(rss_self_mb=rss_self / 1024, rss_child_mb=rss_child / 1024, cpu_self=cpu_self, cpu_child=cpu_child)
     return row
 
 

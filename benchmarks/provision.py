@@ -10,8 +10,8 @@ and the time of a plan on the converged cluster.
 The in-process figures time ``run()`` in this process (imports already paid). The CLI figure is
 the wall time of the whole command, ``forge-provision postgres apply --config FILE`` as a new
 process (Python start-up and imports included), median of ``--rounds``. ``--before DIR`` runs
-another Forge checkout's code in alternate rounds (DIR holds ``forgegen`` and ``forge_provision``,
-e.g. symlinks into an extracted ``git archive main``), so before and after meet the same load.
+another Forge checkout (e.g. an extracted ``git archive main``) in alternate rounds, so before and
+after meet the same load (benchmarks/trees.py).
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
+from benchmarks.trees import PYTHON_FLAGS, code_dir, variant_env  # noqa: E402
 from forge_provision.postgres import run  # noqa: E402
 from forge_provision.schema import parse_postgres  # noqa: E402
 from tests.fixtures.postgres import start_cluster, stop_cluster  # noqa: E402
@@ -90,18 +92,20 @@ def cli_rounds(doc: dict, args: argparse.Namespace) -> None:
     """The second apply as a command: wall time of a new process, before/after alternating."""
     import yaml
 
-    variants = {"after": None, **({"before": args.before.resolve()} if args.before else {})}
-    walls: dict[str, list[float]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory(prefix="forge-bench-provision-") as tmp:
+        variants: dict[str, Path | None] = {"after": None}
+        if args.before:  # both as `python -S` with their own code first (benchmarks/trees.py)
+            variants = {"after": code_dir(ROOT, Path(tmp) / "after"), "before": code_dir(args.before, Path(tmp) / "before")}
+        walls: dict[str, list[float]] = {name: [] for name in variants}
         path = Path(tmp) / "postgres.yaml"
         path.write_text(yaml.safe_dump(doc))
         for _ in range(args.rounds):
             for name, tree in variants.items():
-                env = {**os.environ, **({"PYTHONPATH": str(tree)} if tree else {})}
+                env = {**os.environ, **(variant_env(tree) if tree else {})}
                 started = time.perf_counter()
-                proc = subprocess.run([sys.executable, "-c", "import sys; from forge_provision.cli import main; "
+                proc = subprocess.run([sys.executable, *(PYTHON_FLAGS if tree else []), "-c", "import sys; from forge_provision.cli import main; "
                                        "sys.exit(main())", "postgres", "apply", "--config", str(path),
-                                       "--jobs", str(args.jobs)], env=env, capture_output=True, text=True)
+                                       "--jobs", str(args.jobs)], env=env, cwd=tmp, capture_output=True, text=True)
                 walls[name].append(time.perf_counter() - started)
                 assert proc.returncode == 0, proc.stderr
     print(f"  second apply, CLI wall (new process), median of {args.rounds} "
