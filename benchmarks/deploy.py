@@ -107,7 +107,8 @@ def main() -> None:
                                     PYTHON_FLAGS if tree else [])
                     if i > 0:
                         rows[name].append(row)
-            keys = ("wall", "startup", "build", "push", "gitops", "reconcile", "rollout", "overhead",
+            keys = ("wall", "startup", "build", "push", "gitops", "gitops_fetch", "gitops_edit", "gitops_check",
+                    "gitops_commit", "gitops_push", "reconcile", "rollout", "overhead",
                     "cpu_self", "cpu_child", "rss_self_mb", "rss_child_mb")
             print(f"\nforge deploy, median of {args.rounds} warm rounds (seconds; RSS in MB)"
                   f"{'; before/after alternate' if args.before else ''}; load average {os.getloadavg()}:")
@@ -157,6 +158,8 @@ def one_round(plan: Path, cwd: Path, env: dict[str, str], base: Path, flags: lis
            "rollout": t["rollout_seconds"]}
     row["overhead"] = wall - push_only - row["reconcile"] - row["rollout"]
     row["startup"] = wall - t["total_seconds"]
+    for part in ("fetch", "edit", "check", "commit", "push"):
+        row[f"gitops_{part}"] = r["gitops"].get("timings", {}).get(part, 0.0)
     rss_self, rss_child, cpu_self, cpu_child = (float(v) for v in rss.read_text().split())
     row.update(rss_self_mb=rss_self / 1024, rss_child_mb=rss_child / 1024, cpu_self=cpu_self, cpu_child=cpu_child)
     return row

@@ -46,9 +46,13 @@ def cli(verbose: int) -> None:
 @click.option("--json", "json_output", is_flag=True, help="print one JSON report on stdout")
 def sync(config_path: Path, dry_run: bool, check: bool, json_output: bool) -> None:
     """Regenerate nix/forge/** from deploy.yaml."""
-    from forgegen import generator
+    from forgegen import synccache
 
-    result = generator.sync(config_path, dry_run=dry_run or check)
+    result = synccache.noop(config_path)  # deploy.yaml and nix/forge as the last sync left them
+    if result is None:
+        from forgegen import generator
+
+        result = generator.sync(config_path, dry_run=dry_run or check, stamp=True)
     for change in result.outcome.changes:
         console.say(f"{change.verb:>10}  {change.path}")
     summary = ", ".join(f"{result.outcome.count(v)} {v}" for v in ("create", "overwrite", "remove", "identical"))
