@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--overlays", type=int, default=1000)
     parser.add_argument("--commits", type=int, default=10000)
     parser.add_argument("--before", type=Path, help="another Forge checkout, run in alternate rounds")
+    parser.add_argument("--profile", type=Path, help="write a cProfile of the last round's main thread here")
     args = parser.parse_args()
     os.environ.setdefault("NIX_CONFIG", NIX_CONFIG_TEXT)
     os.environ["PATH"] = tool_path()
@@ -103,6 +104,8 @@ def main() -> None:
             for i in range(args.rounds + 1):  # round 0 warms the caches (clone, nix build, layout)
                 for n, (name, tree) in enumerate(variants.items()):
                     env["RELEASE_GIT_SHA"] = f"{0xabc0000 + 2 * i + n:07x}"
+                    if args.profile and i == args.rounds and name == "after":
+                        env["FORGE_BENCH_PROFILE"] = str(args.profile.resolve())
                     row = one_round(plan, shop.dir, {**env, **(variant_env(tree) if tree else {})}, base,
                                     PYTHON_FLAGS if tree else [])
                     if i > 0:
@@ -131,10 +134,18 @@ def main() -> None:
 
 RUN = """\
 import os, resource, sys
+profile = None
+if os.environ.get("FORGE_BENCH_PROFILE"):
+    import cProfile
+    profile = cProfile.Profile()
+    profile.enable()
 from forgegen.runtime.cli import main
 try:
     main()
 finally:
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(os.environ["FORGE_BENCH_PROFILE"])
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(os.environ["FORGE_BENCH_RSS"], "w") as f:
         f.write(f"{me.ru_maxrss} {kids.ru_maxrss} {me.ru_utime + me.ru_stime} {kids.ru_utime + kids.ru_stime}")
