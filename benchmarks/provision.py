@@ -97,21 +97,26 @@ def cli_rounds(doc: dict, args: argparse.Namespace) -> None:
         if args.before:  # both as `python -S` with their own code first (benchmarks/trees.py)
             variants = {"after": code_dir(ROOT, Path(tmp) / "after"), "before": code_dir(args.before, Path(tmp) / "before")}
         walls: dict[str, list[float]] = {name: [] for name in variants}
+        cpus: dict[str, list[float]] = {name: [] for name in variants}
         path = Path(tmp) / "postgres.yaml"
         path.write_text(yaml.safe_dump(doc))
         for _ in range(args.rounds):
             for name, tree in variants.items():
                 env = {**os.environ, **(variant_env(tree) if tree else {})}
-                started = time.perf_counter()
+                started, before = time.perf_counter(), os.times()
                 proc = subprocess.run([sys.executable, *(PYTHON_FLAGS if tree else []), "-c", "import sys; from forge_provision.cli import main; "
                                        "sys.exit(main())", "postgres", "apply", "--config", str(path),
                                        "--jobs", str(args.jobs)], env=env, cwd=tmp, capture_output=True, text=True)
                 walls[name].append(time.perf_counter() - started)
+                after = os.times()
+                cpus[name].append(after.children_user + after.children_system
+                                  - before.children_user - before.children_system)
                 assert proc.returncode == 0, proc.stderr
     print(f"  second apply, CLI wall (new process), median of {args.rounds} "
           f"(load average {os.getloadavg()[0]:.1f}):")
     for name, values in walls.items():
-        print(f"    {name:<7} {statistics.median(values):.3f} s  (min {min(values):.3f}, max {max(values):.3f})")
+        print(f"    {name:<7} {statistics.median(values):.3f} s  (min {min(values):.3f}, max {max(values):.3f}); "
+              f"CPU of forge-provision itself {statistics.median(cpus[name]):.3f} s")
 
 
 if __name__ == "__main__":
