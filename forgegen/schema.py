@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.json_schema import WithJsonSchema
 
-from forgegen import pattern, urls
+from forgegen import names, pattern, urls
 from forgegen.errors import ConfigError, Problem
 from forgegen.yamlsource import Source, load_file, load_text, problems_from_pydantic
 
@@ -33,7 +33,6 @@ SCHEMA_ID = "https://raw.githubusercontent.com/forge-deploy/forge/main/forgegen/
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _NIX_ATTR = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*$")
-_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOST = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?$")
 # The OCI distribution spec's repository name: components joined by ".", "_", "__" or any run of "-".
 _REPO_PATH = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
@@ -70,11 +69,7 @@ def _nix_attr_path(value: str) -> str:
     return value
 
 
-def _env_var(value: str) -> str:
-    if not _ENV_VAR.fullmatch(value):
-        raise ValueError(f"{value!r} is not an environment variable name (e.g. 'GHCR_TOKEN'); name the "
-                         "variable that holds the secret, never the secret itself")
-    return value
+_env_var = names.env_var  # shared with forge-provision's schema (forgegen/names.py)
 
 
 def _host(value: str) -> str:

@@ -267,7 +267,7 @@ class _Builder:
             self.problem(node, loc, f"unsupported tag {node.tag!r}; remove it (Forge reads plain YAML values)")
         except (ValueError, TypeError, ArithmeticError, LookupError) as err:
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-            self.problem(node, loc, f"{_short(node.value)} is not a valid {tag} ({str(err)[:80]}); "
+            self.problem(node, loc, f"{advice.short_repr(node.value)} is not a valid {tag} ({str(err)[:80]}); "
                          "fix the value or remove the tag")
         return None
 
