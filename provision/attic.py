@@ -69,13 +69,34 @@ def desired_settings(cache: Cache) -> dict[str, Any]:
 
 # -- HTTP ----------------------------------------------------------------------------------------
 
+class _NoCredentialsElsewhere(urllib.request.HTTPRedirectHandler):
+    """Redirects keep the token only on the same origin (scheme, host, port); one from https to
+    http is refused (the token would travel in clear)."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is None:
+            return None
+        old, moved = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(new.full_url)
+        if old.scheme == "https" and moved.scheme != "https":
+            raise ProvisionError(f"Attic at {old.scheme}://{old.netloc} redirected to {moved.scheme}://{moved.netloc}: "
+                                 "refused (from https to plain http the token would travel in clear)",
+                                 hint="set server.endpoint to the server's final https URL")
+        if (old.scheme, old.hostname, old.port) != (moved.scheme, moved.hostname, moved.port):
+            new.remove_header("Authorization")
+        return new
+
+
 class AtticClient:
-    """The few calls of Attic's v1 API that configure caches (urllib, bearer token)."""
+    """The few calls of Attic's v1 API that configure caches (urllib, bearer token; the token
+    never follows a redirect to another origin)."""
 
     def __init__(self, endpoint: str, token: str, *, timeout: float = 30) -> None:
         self.endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
         self._token = token
         self.timeout = timeout
+        self._opener = urllib.request.build_opener(_NoCredentialsElsewhere)
 
     def _call(self, method: str, cache: str, body: Any = None) -> tuple[int, Any]:
         url = urllib.parse.urljoin(self.endpoint, "_api/v1/cache-config/" + urllib.parse.quote(cache, safe=""))
@@ -86,7 +107,7 @@ class AtticClient:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - http(s) only
+            with self._opener.open(request, timeout=self.timeout) as response:  # noqa: S310 - http(s) only
                 return response.status, _json(response.read())
         except urllib.error.HTTPError as err:
             return err.code, _json(err.read())
