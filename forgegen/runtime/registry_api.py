@@ -1,0 +1,347 @@
+"""The OCI distribution API as Forge uses it: manifests and blobs, Basic and Bearer auth, retries
+of transient failures only (and the classification of failures, shared with the skopeo wrapper)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import re
+import socket
+import ssl
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from forgegen import urls
+from forgegen.errors import PushError, UsageError
+from forgegen.plan import RegistryPlan
+from forgegen.runtime.credentials import Credentials, stored_credentials
+from forgegen.runtime.oci import MANIFEST_ACCEPT
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HTTP_TIMEOUT = 60.0  # one registry API request
+
+
+# ---------------------------------------------------------------------------------------------
+# Retry: which failures are transient, and how long to wait
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``attempts`` tries in all; before try n+1 wait ``initial_delay * 2**(n-1)``, at most ``max_delay``."""
+
+    attempts: int = 5
+    initial_delay: float = 0.25
+    max_delay: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise UsageError(f"push attempts must be at least 1, not {self.attempts}")
+
+    def delay(self, failed_attempt: int) -> float:
+        return min(self.max_delay, self.initial_delay * (2 ** (failed_attempt - 1)))
+
+
+TRANSIENT_STATUS = frozenset({408, 421, 429, 500, 502, 503, 504})
+_REASONS = ("Bad Request|Unauthorized|Forbidden|Not Found|Method Not Allowed|Request Timeout|"
+            "Misdirected Request|Too Many Requests|Internal Server Error|Not Implemented|Bad Gateway|"
+            "Service Unavailable|Gateway Timeout|Conflict|Request Entity Too Large|Payload Too Large")
+_STATUS_PATTERNS = (
+    re.compile(rf"\b([1-5]\d\d)\s*\(?\s*(?:{_REASONS})\b", re.I),
+    re.compile(r"\bstatus(?:\s+code)?\s*[:=]?\s*([1-5]\d\d)\b", re.I),
+    re.compile(r"\bStatusCode:\s*([1-5]\d\d)\b"),
+)
+_TRANSIENT_TEXT = re.compile(
+    r"connection refused|connection reset|broken pipe|i/o timeout|timed? ?out|deadline exceeded|"
+    r"unexpected EOF|:\s*EOF\b|TLS handshake timeout|toomanyrequests|too many requests|"
+    r"server misbehaving|temporary failure|did not finish within|http2: server sent GOAWAY|"
+    r"use of closed network connection", re.I)
+_UNAUTHORIZED_TEXT = re.compile(r"\bunauthorized\b|authentication required|invalid username/password|"
+                                r"incorrect username or password", re.I)
+_DENIED_TEXT = re.compile(r"\bdenied\b|\bforbidden\b|insufficient_scope", re.I)
+_NOT_FOUND_TEXT = re.compile(r"name unknown|NAME_UNKNOWN|repository .* not found|no such host", re.I)
+_MANIFEST_TEXT = re.compile(r"manifest invalid|MANIFEST_INVALID|manifest blob unknown|MANIFEST_BLOB_UNKNOWN|"
+                            r"unsupported manifest|manifest unknown", re.I)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What a failure was: ``transient`` (worth retrying), a short ``reason``, and what to check."""
+
+    transient: bool
+    reason: str
+    hint: str | None = None
+
+
+def permanent_hint(kind: str, repository: str, registry: RegistryPlan | None = None) -> str:
+    creds = registry.credentials if registry else None
+    names = (f"{creds.token_env or 'GHCR_TOKEN'} or {creds.username_env}/{creds.password_env}"
+             if creds else "the registry credentials")
+    return {
+        "401": f"the registry refused the credentials: check {names} hold a valid login for {repository.split('/')[0]}",
+        "403": f"the credentials may not push to {repository}: check the token's scopes (write:packages on ghcr.io) "
+               "and the repository's permissions",
+        "404": f"the registry does not know {repository}: check registry.host, registry.organization and the "
+               "image name in deploy.yaml",
+        "manifest": "the registry rejected the image manifest: check the image package is a "
+                    "dockerTools.buildLayeredImage/streamLayeredImage and the registry accepts OCI manifests",
+        "other": "this failure is not one Forge retries (not a 5xx, 408, 429, timeout or dropped connection); "
+                 "fix its cause and push again",
+    }[kind]
+
+
+def status_of(text: str) -> list[int]:
+    codes: list[int] = []
+    for pattern in _STATUS_PATTERNS:
+        codes += [int(m) for m in pattern.findall(text)]
+    return codes
+
+
+def diagnose(text: str, repository: str = "", registry: RegistryPlan | None = None) -> Diagnosis:
+    """Classify a failure from its message (skopeo's stderr, or an exception's text)."""
+    codes = status_of(text)
+    if 401 in codes or _UNAUTHORIZED_TEXT.search(text):
+        return Diagnosis(False, "HTTP 401 (unauthorized)", permanent_hint("401", repository, registry))
+    if 403 in codes or _DENIED_TEXT.search(text):
+        return Diagnosis(False, "HTTP 403 (denied)", permanent_hint("403", repository, registry))
+    if _MANIFEST_TEXT.search(text):
+        return Diagnosis(False, "manifest invalid", permanent_hint("manifest", repository, registry))
+    if 404 in codes or _NOT_FOUND_TEXT.search(text):
+        return Diagnosis(False, "HTTP 404 (not found)", permanent_hint("404", repository, registry))
+    transient_codes = [c for c in codes if c in TRANSIENT_STATUS or 500 <= c <= 599]
+    if transient_codes:
+        return Diagnosis(True, f"HTTP {transient_codes[0]}")
+    m = _TRANSIENT_TEXT.search(text)
+    if m:
+        return Diagnosis(True, m.group(0).strip(": ").lower())
+    if codes:
+        return Diagnosis(False, f"HTTP {codes[0]}", permanent_hint("other", repository, registry))
+    return Diagnosis(False, "error", permanent_hint("other", repository, registry))
+
+
+def diagnose_status(status: int, repository: str, registry: RegistryPlan | None = None) -> Diagnosis:
+    if status in TRANSIENT_STATUS or 500 <= status <= 599:
+        return Diagnosis(True, f"HTTP {status}")
+    kind = {401: "401", 403: "403", 404: "404"}.get(status, "other")
+    return Diagnosis(False, f"HTTP {status}", permanent_hint(kind, repository, registry))
+
+
+def _diagnose_exception(err: BaseException) -> Diagnosis:
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return Diagnosis(False, f"TLS certificate not trusted ({err.verify_message})",
+                         "trust the registry's CA, or set registry.insecure: true for a local registry")
+    if isinstance(err, socket.gaierror):
+        return Diagnosis(False, f"unknown host ({err})", "check registry.host in deploy.yaml")
+    if isinstance(err, (ConnectionError, TimeoutError, socket.timeout, http.client.IncompleteRead,
+                        http.client.BadStatusLine, ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        name = {ConnectionRefusedError: "connection refused", ConnectionResetError: "connection reset",
+                BrokenPipeError: "broken pipe", http.client.RemoteDisconnected: "unexpected EOF",
+                http.client.IncompleteRead: "unexpected EOF"}.get(type(err))
+        if name is None:
+            name = "timeout" if isinstance(err, (TimeoutError, socket.timeout)) else type(err).__name__
+        return Diagnosis(True, name)
+    if isinstance(err, OSError):
+        return Diagnosis(True, str(err) or type(err).__name__)
+    return Diagnosis(False, str(err))
+
+
+# ---------------------------------------------------------------------------------------------
+# The distribution API (standard library only)
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+
+
+class RegistryClient:
+    """A small OCI distribution API client: manifests and blobs, Basic and Bearer auth, retries."""
+
+    def __init__(self, host: str, *, insecure: bool = False, credentials: Credentials | None = None,
+                 policy: RetryPolicy | None = None, timeout: float = DEFAULT_HTTP_TIMEOUT,
+                 registry: RegistryPlan | None = None) -> None:
+        self.host = host
+        self.insecure = insecure
+        self.credentials = credentials if credentials is not None else stored_credentials(host)
+        self.policy = policy or RetryPolicy()
+        self.timeout = timeout
+        self.registry = registry
+        self._scheme: str | None = None
+        self._authorization: dict[str, str] = {}  # scope -> Authorization header value
+        self.requests = 0
+
+    # -- transport
+
+    def _connection(self, scheme: str, host: str) -> http.client.HTTPConnection:
+        if scheme == "https":
+            context = ssl.create_default_context()
+            if self.insecure:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            return http.client.HTTPSConnection(host, timeout=self.timeout, context=context)
+        return http.client.HTTPConnection(host, timeout=self.timeout)
+
+    def _send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None) -> Response:
+        parts = urllib.parse.urlsplit(url)
+        conn = self._connection(parts.scheme, parts.netloc)
+        self.requests += 1
+        try:
+            path = parts.path + (f"?{parts.query}" if parts.query else "")
+            conn.request(method, path, body=body, headers=dict(headers))
+            resp = conn.getresponse()
+            data = resp.read()
+            log.debug("%s %s -> %d", method, url, resp.status)
+            return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+        finally:
+            conn.close()
+
+    def _base(self) -> str:
+        if self._scheme is None:
+            if not self.insecure:
+                self._scheme = "https"
+            else:  # like skopeo with tls-verify=false: https without verification, else plain http
+                try:
+                    self._send("GET", f"https://{self.host}/v2/", {}, None)
+                    self._scheme = "https"
+                except (OSError, http.client.HTTPException):
+                    self._scheme = "http"
+        return f"{self._scheme}://{self.host}"
+
+    # -- auth
+
+    def _authorize(self, challenge: str, scope: str) -> bool:
+        """Answer a WWW-Authenticate challenge; False when there is nothing more to try."""
+        scheme, _, params = challenge.partition(" ")
+        if scheme.lower() == "basic":
+            if self.credentials is None or self._authorization.get(scope, "").startswith("Basic"):
+                return False
+            self._authorization[scope] = f"Basic {self.credentials.basic}"
+            return True
+        if scheme.lower() != "bearer" or self._authorization.get(scope, "").startswith("Bearer"):
+            return False
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
+        realm = fields.get("realm")
+        if not realm:
+            return False
+        query = {"service": fields.get("service", "")} if fields.get("service") else {}
+        if scope:
+            query["scope"] = scope
+        url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
+        headers = {"Authorization": f"Basic {self.credentials.basic}"} if self.credentials else {}
+        resp = self._send("GET", url, headers, None)
+        if resp.status != 200:
+            return False
+        try:
+            doc = json.loads(resp.body)
+        except ValueError:
+            return False
+        token = doc.get("token") or doc.get("access_token")
+        if not token:
+            return False
+        self._authorization[scope] = f"Bearer {token}"
+        return True
+
+    # -- requests with auth and retry
+
+    def request(self, method: str, repository: str, path: str, *, headers: Mapping[str, str] | None = None,
+                body: bytes | None = None, what: str) -> Response:
+        """``method /v2/<repository>/<path>``; transient failures retried, the final response returned."""
+        scope = f"repository:{repository}:pull,push" if repository else ""
+        target = f"/v2/{repository}/{path}" if repository else "/v2/"
+        last: Diagnosis | None = None
+        for attempt in range(1, self.policy.attempts + 1):
+            try:
+                resp = self._once(method, target, scope, headers or {}, body)
+            except (OSError, http.client.HTTPException) as err:
+                last = _diagnose_exception(err)
+                if not last.transient:
+                    raise PushError(f"cannot {what}: {last.reason}", hint=last.hint) from err
+            else:
+                diag = diagnose_status(resp.status, repository or self.host, self.registry)
+                if not diag.transient:
+                    return resp
+                last = diag
+            if attempt < self.policy.attempts:
+                delay = self.policy.delay(attempt)
+                log.warning("%s: %s (attempt %d of %d); retrying in %.2fs", what, last.reason, attempt,
+                            self.policy.attempts, delay)
+                time.sleep(delay)
+        assert last is not None
+        raise PushError(f"cannot {what}: {last.reason}, gave up after {self.policy.attempts} attempts",
+                        hint=f"the registry {self.host} keeps failing; check its status, or raise registry.push_attempts")
+
+    def _once(self, method: str, target: str, scope: str, headers: Mapping[str, str], body: bytes | None) -> Response:
+        url = self._base() + target
+        for _ in range(3):
+            sent = dict(headers)
+            if scope in self._authorization:
+                sent["Authorization"] = self._authorization[scope]
+            resp = self._send(method, url, sent, body)
+            challenge = resp.headers.get("www-authenticate", "")
+            if resp.status != 401 or not challenge or not self._authorize(challenge, scope):
+                return resp
+        return resp
+
+    # -- manifests and blobs
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """The digest ``reference`` (tag or digest) resolves to, or None when it does not exist."""
+        resp = self.request("HEAD", repository, f"manifests/{reference}", headers={"Accept": MANIFEST_ACCEPT},
+                            what=f"resolve {self.host}/{repository}:{reference}")
+        if resp.status == 404:
+            return None
+        self._check(resp, f"resolve {self.host}/{repository}:{reference}", repository)
+        digest = resp.headers.get("docker-content-digest")
+        if digest:
+            return digest
+        got = self.get_manifest(repository, reference)  # registries need not send the header
+        return None if got is None else "sha256:" + hashlib.sha256(got[1]).hexdigest()
+
+    def get_manifest(self, repository: str, reference: str) -> tuple[str, bytes] | None:
+        resp = self.request("GET", repository, f"manifests/{reference}", headers={"Accept": MANIFEST_ACCEPT},
+                            what=f"read {self.host}/{repository}:{reference}")
+        if resp.status == 404:
+            return None
+        self._check(resp, f"read {self.host}/{repository}:{reference}", repository)
+        return resp.headers.get("content-type", ""), resp.body
+
+    def put_manifest(self, repository: str, reference: str, media_type: str, body: bytes) -> str:
+        what = f"tag {self.host}/{repository}:{reference}"
+        resp = self.request("PUT", repository, f"manifests/{reference}", headers={"Content-Type": media_type},
+                            body=body, what=what)
+        self._check(resp, what, repository, ok=(200, 201, 202))
+        expected = "sha256:" + hashlib.sha256(body).hexdigest()
+        got = resp.headers.get("docker-content-digest", expected)
+        if got != expected:
+            raise PushError(f"cannot {what}: the registry stored digest {got}, not {expected}",
+                            hint="the registry rewrote the manifest; use a registry that stores manifests as sent")
+        return expected
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        resp = self.request("HEAD", repository, f"blobs/{digest}", what=f"look up blob {digest[:19]}")
+        if resp.status == 404:
+            return False
+        self._check(resp, f"look up blob {digest[:19]} in {repository}", repository)
+        return True
+
+    def _check(self, resp: Response, what: str, repository: str, ok: Sequence[int] = (200,)) -> None:
+        if resp.status in ok:
+            return
+        detail = _error_detail(resp.body)
+        kind = "manifest" if "MANIFEST" in detail.upper() else {401: "401", 403: "403", 404: "404"}.get(resp.status, "other")
+        raise PushError(f"cannot {what}: HTTP {resp.status}{': ' + detail if detail else ''} (not retried)",
+                        hint=permanent_hint(kind, f"{self.host}/{repository}", self.registry))
+
+
+def _error_detail(body: bytes) -> str:
+    try:
+        errors = json.loads(body).get("errors", [])
+        return "; ".join(f"{e.get('code', '')} {e.get('message', '')}".strip() for e in errors)[:300]
+    except (ValueError, AttributeError):
+        return body[:200].decode(errors="replace").strip()
