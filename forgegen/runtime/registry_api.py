@@ -7,15 +7,18 @@ import hashlib
 import http.client
 import json
 import logging
+import random
 import re
 import socket
 import ssl
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from forgegen import urls
+import urllib3
+
+from forgegen import transport, urls
 from forgegen.errors import PushError, UsageError
 from forgegen.plan import RegistryPlan
 from forgegen.runtime.credentials import Credentials, stored_credentials
@@ -32,18 +35,25 @@ DEFAULT_HTTP_TIMEOUT = 60.0  # one registry API request
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """``attempts`` tries in all; before try n+1 wait ``initial_delay * 2**(n-1)``, at most ``max_delay``."""
+    """``attempts`` tries in all; before try n+1 wait between half and all of
+    ``initial_delay * 2**(n-1)`` (at most ``max_delay``), jittered by ``rng`` (seed it in tests);
+    a server's ``Retry-After`` is a floor, and one beyond ``max_retry_after`` fails at once."""
 
     attempts: int = 5
     initial_delay: float = 0.25
     max_delay: float = 30.0
+    max_retry_after: float = 300.0
+    rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise UsageError(f"push attempts must be at least 1, not {self.attempts}")
 
-    def delay(self, failed_attempt: int) -> float:
+    def base_delay(self, failed_attempt: int) -> float:
         return min(self.max_delay, self.initial_delay * (2 ** (failed_attempt - 1)))
+
+    def delay(self, failed_attempt: int, server_asked: float | None = None) -> float:
+        return transport.Backoff(self.initial_delay, self.max_delay, self.rng).delay(failed_attempt, server_asked)
 
 
 TRANSIENT_STATUS = frozenset({408, 421, 429, 500, 502, 503, 504})
@@ -130,7 +140,24 @@ def diagnose_status(status: int, repository: str, registry: RegistryPlan | None 
     return Diagnosis(False, f"HTTP {status}", permanent_hint(kind, repository, registry))
 
 
+def _unwrap(err: BaseException) -> BaseException:
+    """The socket/TLS error under urllib3's wrappers (ProtocolError, NewConnectionError, SSLError)."""
+    import urllib3.exceptions as u3
+
+    for _ in range(4):
+        if isinstance(err, (u3.ReadTimeoutError, u3.ConnectTimeoutError)) and not isinstance(err, u3.NewConnectionError):
+            return TimeoutError(str(err))
+        if isinstance(err, u3.NameResolutionError):
+            return socket.gaierror(str(err.__cause__ or err))
+        inner = next((a for a in err.args if isinstance(a, BaseException)), None) or err.__cause__ or err.__context__
+        if not isinstance(err, u3.HTTPError) or inner is None:
+            return err
+        err = inner
+    return err
+
+
 def _diagnose_exception(err: BaseException) -> Diagnosis:
+    err = _unwrap(err)
     if isinstance(err, ssl.SSLCertVerificationError):
         return Diagnosis(False, f"TLS certificate not trusted ({err.verify_message})",
                          "trust the registry's CA, or set registry.insecure: true for a local registry")
@@ -146,6 +173,14 @@ def _diagnose_exception(err: BaseException) -> Diagnosis:
         return Diagnosis(True, name)
     if isinstance(err, OSError):
         return Diagnosis(True, str(err) or type(err).__name__)
+    if isinstance(err, transport.InsecureRedirect):
+        return Diagnosis(False, str(err), "the registry's storage must be served over https")
+    if isinstance(err, transport.TooManyRedirects):
+        return Diagnosis(False, str(err))
+    import urllib3.exceptions as u3
+
+    if isinstance(err, u3.HTTPError):  # a protocol problem without a socket error beneath
+        return Diagnosis(True, type(err).__name__)
     return Diagnosis(False, str(err))
 
 
@@ -153,15 +188,19 @@ def _diagnose_exception(err: BaseException) -> Diagnosis:
 # The distribution API (standard library only)
 
 
-@dataclass(frozen=True)
-class Response:
-    status: int
-    headers: Mapping[str, str]  # lower-case names
-    body: bytes
+Response = transport.Response
+
+_TRANSPORT_ERRORS = (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError, transport.InsecureRedirect,
+                     transport.TooManyRedirects)
 
 
 class RegistryClient:
-    """A small OCI distribution API client: manifests and blobs, Basic and Bearer auth, retries."""
+    """A small OCI distribution API client: manifests and blobs, Basic and Bearer auth, retries.
+
+    One pooled transport (:mod:`forgegen.transport`): connections are kept alive, GET/HEAD
+    follow redirects (blobs served from object storage) without the credentials when the host
+    changes, and ``429``/``503`` with ``Retry-After`` wait at least that long. ``waits`` records
+    every delay taken between attempts (seconds)."""
 
     def __init__(self, host: str, *, insecure: bool = False, credentials: Credentials | None = None,
                  policy: RetryPolicy | None = None, timeout: float = DEFAULT_HTTP_TIMEOUT,
@@ -174,34 +213,32 @@ class RegistryClient:
         self.registry = registry
         self._scheme: str | None = None
         self._authorization: dict[str, str] = {}  # scope -> Authorization header value
-        self.requests = 0
+        self._http = transport.Transport(timeout=timeout, verify=not insecure)
+        self.waits: list[float] = []
+        self.loopback = urls.is_loopback(host)
+
+    @property
+    def requests(self) -> int:
+        return self._http.requests
+
+    def _refuse_clear_credentials(self) -> None:
+        """Credentials travel only over verified TLS, or to this machine."""
+        if self.insecure and self.credentials is not None and not self.loopback:
+            raise UsageError(
+                f"refusing to send registry credentials ({self.credentials.source}) to {self.host} with "
+                "registry.insecure: without verified TLS they could be read on the way; only loopback "
+                "registries may be insecure with credentials",
+                hint="give the registry a TLS certificate and set registry.insecure: false")
 
     # -- transport
 
-    def _connection(self, scheme: str, host: str) -> http.client.HTTPConnection:
-        if scheme == "https":
-            context = ssl.create_default_context()
-            if self.insecure:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            return http.client.HTTPSConnection(host, timeout=self.timeout, context=context)
-        return http.client.HTTPConnection(host, timeout=self.timeout)
-
     def _send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None) -> Response:
-        parts = urllib.parse.urlsplit(url)
-        conn = self._connection(parts.scheme, parts.netloc)
-        self.requests += 1
-        try:
-            path = parts.path + (f"?{parts.query}" if parts.query else "")
-            conn.request(method, path, body=body, headers=dict(headers))
-            resp = conn.getresponse()
-            data = resp.read()
-            log.debug("%s %s -> %d", method, url, resp.status)
-            return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
-        finally:
-            conn.close()
+        resp = self._http.send(method, url, headers, body)
+        log.debug("%s %s -> %d", method, url, resp.status)
+        return resp
 
     def _base(self) -> str:
+        self._refuse_clear_credentials()
         if self._scheme is None:
             if not self.insecure:
                 self._scheme = "https"
@@ -209,7 +246,7 @@ class RegistryClient:
                 try:
                     self._send("GET", f"https://{self.host}/v2/", {}, None)
                     self._scheme = "https"
-                except (OSError, http.client.HTTPException):
+                except _TRANSPORT_ERRORS:
                     self._scheme = "http"
         return f"{self._scheme}://{self.host}"
 
@@ -233,6 +270,12 @@ class RegistryClient:
         if scope:
             query["scope"] = scope
         url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
+        realm_parts = urllib.parse.urlsplit(realm)
+        clear = realm_parts.scheme != "https" and not urls.is_loopback(realm_parts.netloc)
+        if clear and self.credentials:
+            raise PushError(f"the registry {self.host} asks for credentials at {urls.redact(realm)}, which is not "
+                            "https: refusing to send them in clear",
+                            hint="the registry's token service must use https")
         headers = {"Authorization": f"Basic {self.credentials.basic}"} if self.credentials else {}
         resp = self._send("GET", url, headers, None)
         if resp.status != 200:
@@ -256,9 +299,10 @@ class RegistryClient:
         target = f"/v2/{repository}/{path}" if repository else "/v2/"
         last: Diagnosis | None = None
         for attempt in range(1, self.policy.attempts + 1):
+            asked: float | None = None
             try:
                 resp = self._once(method, target, scope, headers or {}, body)
-            except (OSError, http.client.HTTPException) as err:
+            except _TRANSPORT_ERRORS as err:
                 last = _diagnose_exception(err)
                 if not last.transient:
                     raise PushError(f"cannot {what}: {last.reason}", hint=last.hint) from err
@@ -266,11 +310,16 @@ class RegistryClient:
                 diag = diagnose_status(resp.status, repository or self.host, self.registry)
                 if not diag.transient:
                     return resp
-                last = diag
+                last, asked = diag, transport.retry_after(resp.headers)
+                if asked is not None and asked > self.policy.max_retry_after:
+                    raise PushError(f"cannot {what}: {diag.reason}; the registry asks to wait {asked:.0f} s "
+                                    f"(Retry-After), more than Forge waits ({self.policy.max_retry_after:.0f} s)",
+                                    hint="a rate limit: push later, or log in (anonymous limits are lower)")
             if attempt < self.policy.attempts:
-                delay = self.policy.delay(attempt)
+                delay = self.policy.delay(attempt, asked)
                 log.warning("%s: %s (attempt %d of %d); retrying in %.2fs", what, last.reason, attempt,
                             self.policy.attempts, delay)
+                self.waits.append(delay)
                 time.sleep(delay)
         assert last is not None
         raise PushError(f"cannot {what}: {last.reason}, gave up after {self.policy.attempts} attempts",
