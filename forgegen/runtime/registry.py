@@ -44,6 +44,7 @@ from forgegen.runtime.credentials import (  # noqa: F401 - re-exported
     auth_file,
     credential_variables,
     resolve_credentials,
+    stored_credentials,
 )
 from forgegen.runtime.oci import (  # noqa: F401 - re-exported
     MEDIA_OCI_INDEX,
@@ -198,7 +199,9 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
     repository = svc.image.repository
     host, _, name = repository.partition("/")
     policy = policy or RetryPolicy(attempts=plan.registry.push_attempts)
-    credentials = resolve_credentials(plan.registry, env)
+    # Forge's variables first; then what skopeo/docker would find (credHelpers, credsStore, auths),
+    # handed to skopeo in the same private auth file, so both read the same login.
+    credentials = resolve_credentials(plan.registry, env) or stored_credentials(host, env)
     client = RegistryClient(host, insecure=plan.registry.insecure, credentials=credentials, policy=policy,
                             timeout=http_timeout, registry=plan.registry)
     start = time.monotonic()

@@ -253,42 +253,53 @@ class RegistryClient:
     # -- auth
 
     def _authorize(self, challenge: str, scope: str) -> bool:
-        """Answer a WWW-Authenticate challenge; False when there is nothing more to try."""
+        """Answer a WWW-Authenticate challenge (again, when a token expired); False when there is
+        nothing to answer with."""
         scheme, _, params = challenge.partition(" ")
         if scheme.lower() == "basic":
-            if self.credentials is None or self._authorization.get(scope, "").startswith("Basic"):
+            if self.credentials is None or not (self.credentials.username or self.credentials.password):
                 return False
             self._authorization[scope] = f"Basic {self.credentials.basic}"
             return True
-        if scheme.lower() != "bearer" or self._authorization.get(scope, "").startswith("Bearer"):
+        if scheme.lower() != "bearer":
             return False
         fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
         realm = fields.get("realm")
         if not realm:
             return False
-        query = {"service": fields.get("service", "")} if fields.get("service") else {}
-        if scope:
-            query["scope"] = scope
-        url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
         realm_parts = urllib.parse.urlsplit(realm)
         clear = realm_parts.scheme != "https" and not urls.is_loopback(realm_parts.netloc)
         if clear and self.credentials:
             raise PushError(f"the registry {self.host} asks for credentials at {urls.redact(realm)}, which is not "
                             "https: refusing to send them in clear",
                             hint="the registry's token service must use https")
-        headers = {"Authorization": f"Basic {self.credentials.basic}"} if self.credentials else {}
-        resp = self._send("GET", url, headers, None)
-        if resp.status != 200:
-            return False
-        try:
-            doc = json.loads(resp.body)
-        except ValueError:
-            return False
-        token = doc.get("token") or doc.get("access_token")
+        token = self._fetch_token(realm, fields.get("service", ""), scope or fields.get("scope", ""))
         if not token:
             return False
         self._authorization[scope] = f"Bearer {token}"
         return True
+
+    def _fetch_token(self, realm: str, service: str, scope: str) -> str | None:
+        """A bearer token from the registry's token service: ``GET`` with Basic credentials (or
+        anonymous), or the OAuth2 ``POST`` with a refresh token (docker's identity token)."""
+        creds = self.credentials
+        if creds is not None and creds.identity_token:
+            form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token, "service": service,
+                    "client_id": "forge", "scope": scope}
+            resp = self._http.send("POST", realm, {"Content-Type": "application/x-www-form-urlencoded"},
+                                   urllib.parse.urlencode(form).encode())
+        else:
+            query = {k: v for k, v in (("service", service), ("scope", scope)) if v}
+            url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
+            resp = self._send("GET", url, {"Authorization": f"Basic {creds.basic}"} if creds else {}, None)
+        if resp.status != 200:
+            return None
+        try:
+            doc = json.loads(resp.body)
+        except ValueError:
+            return None
+        token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
+        return str(token) if token else None
 
     # -- requests with auth and retry
 
@@ -327,15 +338,16 @@ class RegistryClient:
 
     def _once(self, method: str, target: str, scope: str, headers: Mapping[str, str], body: bytes | None) -> Response:
         url = self._base() + target
-        for _ in range(3):
+        answered = False  # one answer per request: a second 401 means the credentials are refused
+        while True:
             sent = dict(headers)
             if scope in self._authorization:
                 sent["Authorization"] = self._authorization[scope]
             resp = self._send(method, url, sent, body)
             challenge = resp.headers.get("www-authenticate", "")
-            if resp.status != 401 or not challenge or not self._authorize(challenge, scope):
+            if resp.status != 401 or not challenge or answered or not self._authorize(challenge, scope):
                 return resp
-        return resp
+            answered = True
 
     # -- manifests and blobs
 
