@@ -159,9 +159,11 @@ def auth_file(host: str, credentials: Credentials | None) -> Iterator[str | None
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            entry = {"auth": credentials.basic} if credentials.username or credentials.password else {}
-            if credentials.identity_token:
-                entry["identitytoken"] = credentials.identity_token
+            entry = {"auth": credentials.basic}
+            if credentials.identity_token:  # as `docker login` writes it: "user:" next to the token
+                user = credentials.username or "<token>"
+                entry = {"auth": base64.b64encode(f"{user}:".encode()).decode(),
+                         "identitytoken": credentials.identity_token}
             json.dump({"auths": {host: entry}}, f)
         yield path
     finally:
