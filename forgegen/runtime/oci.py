@@ -2,7 +2,9 @@
 
 The build output (a docker-archive, gzip'd or not, or a ``streamLayeredImage`` script's stream)
 is read once and written as an OCI image layout with gzip'd layers (same layer, same bytes, same
-digest, on any machine). It is cached under ``$XDG_CACHE_HOME/forge/oci/<store path name>``.
+digest, for the same deflate implementation: every machine running Forge's Nix package, which
+pins zlib; another zlib build such as zlib-ng writes other valid bytes). It is cached under
+``$XDG_CACHE_HOME/forge/oci/<store path name>.<compressor fingerprint>``.
 """
 
 from __future__ import annotations
@@ -64,11 +66,30 @@ def _cache_root() -> Path:
     return Path(base) / "forge" / "oci"
 
 
+def compressor_fingerprint() -> str:
+    """What the layer bytes depend on besides the content: a digest of this deflate's output for
+    a fixed sample (zlib's version string alone does not tell zlib-ng or a SIMD build apart)."""
+    global _FINGERPRINT
+    if _FINGERPRINT is None:
+        sample = b"".join(b"forge %d layer sample %d\n" % (n, n * n % 977) for n in range(6000))
+        packed = _deflate_block(sample, b"", False) + _deflate_block(sample, sample[-_WINDOW:], True)
+        _FINGERPRINT = hashlib.sha256(packed).hexdigest()[:12]
+    return _FINGERPRINT
+
+
+_FINGERPRINT: str | None = None
+
+
+def layout_key(store_path: str) -> str:
+    """The cache entry of a store path's layout: the store path name and the compressor's fingerprint."""
+    return f"{Path(store_path).name}.{compressor_fingerprint()}"
+
+
 def oci_layout(image: BuiltImage, cache_dir: Path | None = None) -> OciImage:
     """The OCI layout of a built image, made once per store path and then reused."""
     root = cache_dir or _cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    dest = root / Path(image.store_path).name
+    dest = root / layout_key(image.store_path)
     if not (dest / "index.json").is_file():
         work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
         try:
@@ -135,7 +156,7 @@ def _convert(stream: IO[bytes], dest: Path, source: str) -> None:
                 if name.endswith(".json") or name in ("repositories", "oci-layout"):
                     continue
                 f = _BytesReader(data)
-            layers[name] = _compress_layer(f, blobs)
+            layers[name] = compress_layer(f, blobs)
     try:
         entry = json.loads(small["manifest.json"])[0]
         config = small[os.path.normpath(entry["Config"])]
@@ -189,7 +210,7 @@ class _BytesReader:
         return chunk
 
 
-def _compress_layer(f: Any, blobs: Path) -> tuple[str, str, int]:
+def compress_layer(f: Any, blobs: Path, *, workers: int | None = None) -> tuple[str, str, int]:
     """gzip a layer deterministically into ``blobs``; (diff_id, digest, size). gzip'd input is kept."""
     first = f.read(BLOCK)
     raw_hash, out_hash = hashlib.sha256(), hashlib.sha256()
@@ -210,7 +231,7 @@ def _compress_layer(f: Any, blobs: Path) -> tuple[str, str, int]:
                 emit(chunk)
                 chunk = f.read(BLOCK)
         else:
-            _gzip_blocks(f, first, raw_hash, emit)
+            _gzip_blocks(f, first, raw_hash, emit, workers)
     os.replace(tmp, blobs / out_hash.hexdigest())
     return "sha256:" + raw_hash.hexdigest(), "sha256:" + out_hash.hexdigest(), size
 
@@ -219,7 +240,8 @@ def _compress_layer(f: Any, blobs: Path) -> tuple[str, str, int]:
 # parallel: zlib releases the GIL) with the previous 32 KiB as dictionary and joined by sync
 # flushes into one gzip member. A block that does not compress (a sample of it deflates to
 # more than 95 %) is stored. Every choice depends only on the bytes, so the output, and so the
-# digest, is the same on every machine and for any number of threads.
+# digest, is the same for any number of threads and on every machine with the same deflate
+# (tests/test_oci_determinism.py compares with GNU gzip and other zlib settings).
 BLOCK = 1 << 20
 _WINDOW = 32 * 1024
 _SAMPLE = 16 * 1024
@@ -236,12 +258,12 @@ def _deflate_block(block: bytes, dictionary: bytes, last: bool) -> bytes:
     return c.compress(block) + c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 
-def _gzip_blocks(f: Any, first: bytes, raw_hash: Any, emit: Callable[[bytes], None]) -> None:
+def _gzip_blocks(f: Any, first: bytes, raw_hash: Any, emit: Callable[[bytes], None], workers: int | None) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     crc, length = 0, 0
     emit(_GZIP_HEADER)
-    workers = max(1, min(8, os.cpu_count() or 1))
+    workers = workers or max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: list[Any] = []
         block, dictionary = first, b""
