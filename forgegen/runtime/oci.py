@@ -85,8 +85,12 @@ def layout_key(store_path: str) -> str:
     return f"{Path(store_path).name}.{compressor_fingerprint()}"
 
 
-def oci_layout(image: BuiltImage, cache_dir: Path | None = None) -> OciImage:
-    """The OCI layout of a built image, made once per store path and then reused."""
+BlobReady = Callable[[str, Path, int], None]  # (digest, file, size): a layer blob is written
+
+
+def oci_layout(image: BuiltImage, cache_dir: Path | None = None, on_blob: BlobReady | None = None) -> OciImage:
+    """The OCI layout of a built image, made once per store path and then reused. While it is
+    made, ``on_blob`` hears of each layer blob as soon as it is written (to upload it meanwhile)."""
     root = cache_dir or _cache_root()
     root.mkdir(parents=True, exist_ok=True)
     dest = root / layout_key(image.store_path)
@@ -94,10 +98,10 @@ def oci_layout(image: BuiltImage, cache_dir: Path | None = None) -> OciImage:
         work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
         try:
             if image.kind == "stream":
-                _convert_stream(image.store_path, work)
+                _convert_stream(image.store_path, work, on_blob)
             else:
                 with open(image.store_path, "rb") as f:
-                    _convert(f, work, image.store_path)
+                    _convert(f, work, image.store_path, on_blob)
             if dest.exists():
                 shutil.rmtree(dest)
             os.rename(work, dest)
@@ -116,12 +120,12 @@ def _prune(root: Path, keep: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _convert_stream(script: str, dest: Path) -> None:
+def _convert_stream(script: str, dest: Path, on_blob: BlobReady | None = None) -> None:
     with tempfile.TemporaryFile() as errors:
         proc = process.spawn([script], stdout=process.PIPE, stderr=errors.fileno())
         assert proc.stdout is not None
         try:
-            _convert(proc.stdout, dest, script)
+            _convert(proc.stdout, dest, script, on_blob)
         finally:
             proc.stdout.close()
             rc = proc.wait()
@@ -132,7 +136,7 @@ def _convert_stream(script: str, dest: Path) -> None:
                             hint=f"run `{script} | tar t` to see what it writes")
 
 
-def _convert(stream: IO[bytes], dest: Path, source: str) -> None:
+def _convert(stream: IO[bytes], dest: Path, source: str, on_blob: BlobReady | None = None) -> None:
     """Read a docker-archive tar stream (any member order); write an OCI layout to ``dest``."""
     blobs = dest / "blobs" / "sha256"
     blobs.mkdir(parents=True)
@@ -157,6 +161,9 @@ def _convert(stream: IO[bytes], dest: Path, source: str) -> None:
                     continue
                 f = _BytesReader(data)
             layers[name] = compress_layer(f, blobs)
+            if on_blob is not None:
+                digest, size = layers[name][1], layers[name][2]
+                on_blob(digest, blobs / digest.split(":")[1], size)
     try:
         entry = json.loads(small["manifest.json"])[0]
         config = small[os.path.normpath(entry["Config"])]

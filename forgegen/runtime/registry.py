@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from forgegen import process
 from forgegen.errors import CommandError, PushError, ToolMissing
@@ -202,14 +202,21 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
     # Forge's variables first; then what skopeo/docker would find (credHelpers, credsStore, auths),
     # handed to skopeo in the same private auth file, so both read the same login.
     credentials = resolve_credentials(plan.registry, env) or stored_credentials(host, env)
-    client = RegistryClient(host, insecure=plan.registry.insecure, credentials=credentials, policy=policy,
-                            timeout=http_timeout, registry=plan.registry)
+    def new_client() -> RegistryClient:
+        return RegistryClient(host, insecure=plan.registry.insecure, credentials=credentials, policy=policy,
+                              timeout=http_timeout, registry=plan.registry)
+
+    client = new_client()
     start = time.monotonic()
-    images: list[tuple[str, OciImage]] = []
-    for system in svc.image.architectures:
-        built = build.image(system)
-        say(f"preparing {system} image from {built.store_path}")
-        images.append((system, oci_layout(built, cache_dir)))
+    early = _EarlyUploads(new_client(), name, say)
+    try:
+        images: list[tuple[str, OciImage]] = []
+        for system in svc.image.architectures:
+            built = build.image(system)
+            say(f"preparing {system} image from {built.store_path}")
+            images.append((system, oci_layout(built, cache_dir, on_blob=early)))
+    finally:
+        early.wait()
 
     pushed: list[PushedImage] = []
     expected: dict[str, str] = {}
@@ -218,6 +225,7 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
         for system, oci in images:
             sha_tag, latest = tags.per_arch[system]
             missing = [(d, s) for d, s in oci.blobs if not client.blob_exists(name, d)]
+            lacked = missing + [(d, s) for d, s in oci.blobs if d in early.uploaded]  # before this push
             attempts, copied = 0, False
             if missing or client.manifest_digest(name, oci.manifest_digest) is None:
                 say(f"pushing {repository}:{sha_tag} ({len(missing)} of {len(oci.blobs)} blobs to upload, "
@@ -237,8 +245,8 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
             expected[sha_tag] = oci.manifest_digest
             expected[latest] = oci.manifest_digest
             pushed.append(PushedImage(system, arch_of(system), oci.manifest_digest,
-                                      (sha_tag, latest), len(oci.blobs) - 1, len(missing),
-                                      sum(s for _, s in missing), copied, attempts))
+                                      (sha_tag, latest), len(oci.blobs) - 1, len(lacked),
+                                      sum(s for _, s in lacked), copied, attempts))
         index = None
         if tags.index:
             body = image_index([oci for _, oci in images])
@@ -260,6 +268,41 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
     say(f"pushed {repository}:{tags.deploy_tag}@{deploy_digest}; {len(verified)} tags verified")
     return PushResult(svc.name, repository, revision.sha7, tuple(pushed), index, tags.deploy_tag, deploy_digest,
                       verified, credentials.source if credentials else None, time.monotonic() - start)
+
+
+class _EarlyUploads:
+    """Layers uploaded while the image is still being converted: as each layer blob is written, a
+    background thread (its own client, so its own connection) checks the registry and uploads it
+    when missing. Conversion and upload overlap, so a cold push costs about the longer of the two;
+    skopeo then finds the layers there and sends the config and manifest. ``uploaded``: what the
+    registry lacked (digest -> size)."""
+
+    def __init__(self, client: RegistryClient, name: str, say: Progress) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.client, self.name, self.say = client, name, say
+        self.uploaded: dict[str, int] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forge-upload")
+        self._futures: list[Any] = []
+
+    def __call__(self, digest: str, path: Path, size: int) -> None:
+        blob = open(path, "rb")  # opened now: the layout's directory is renamed when it is complete
+        self._futures.append(self._pool.submit(self._one, digest, blob, size))
+
+    def _one(self, digest: str, blob: IO[bytes], size: int) -> None:
+        with blob:
+            if not self.client.blob_exists(self.name, digest):
+                self.client.upload_blob(self.name, digest, blob, size)
+                self.uploaded[digest] = size
+                self.say(f"uploaded layer {digest[:19]} ({size} bytes)")
+
+    def wait(self) -> None:
+        """Wait for every upload; the first failure is raised."""
+        try:
+            for future in self._futures:
+                future.result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def verify_tags(client: RegistryClient, name: str, repository: str, expected: Mapping[str, str]) -> dict[str, str]:

@@ -15,6 +15,7 @@ import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import IO, Any
 
 import urllib3
 
@@ -336,13 +337,15 @@ class RegistryClient:
         raise PushError(f"cannot {what}: {last.reason}, gave up after {self.policy.attempts} attempts",
                         hint=f"the registry {self.host} keeps failing; check its status, or raise registry.push_attempts")
 
-    def _once(self, method: str, target: str, scope: str, headers: Mapping[str, str], body: bytes | None) -> Response:
-        url = self._base() + target
+    def _once(self, method: str, target: str, scope: str, headers: Mapping[str, str], body: Any) -> Response:
+        url = target if target.startswith(("http://", "https://")) else self._base() + target
         answered = False  # one answer per request: a second 401 means the credentials are refused
         while True:
             sent = dict(headers)
             if scope in self._authorization:
                 sent["Authorization"] = self._authorization[scope]
+            if hasattr(body, "seek"):
+                body.seek(0)
             resp = self._send(method, url, sent, body)
             challenge = resp.headers.get("www-authenticate", "")
             if resp.status != 401 or not challenge or answered or not self._authorize(challenge, scope):
@@ -383,6 +386,36 @@ class RegistryClient:
             raise PushError(f"cannot {what}: the registry stored digest {got}, not {expected}",
                             hint="the registry rewrote the manifest; use a registry that stores manifests as sent")
         return expected
+
+    def upload_blob(self, repository: str, digest: str, blob: IO[bytes], size: int) -> None:
+        """Upload one blob (``POST`` an upload, ``PUT`` the bytes with their digest), streamed from
+        the open file ``blob``; a transient failure starts the upload again, up to the policy's attempts."""
+        what = f"upload blob {digest[:19]} to {self.host}/{repository}"
+        scope = f"repository:{repository}:pull,push"
+        for attempt in range(1, self.policy.attempts + 1):
+            start = self.request("POST", repository, "blobs/uploads/", headers={"Content-Length": "0"}, body=b"",
+                                 what=what)
+            self._check(start, what, repository, ok=(202,))
+            location = urllib.parse.urljoin(f"{self._base()}/v2/{repository}/blobs/uploads/",
+                                            start.headers.get("location", ""))
+            url = location + ("&" if "?" in location else "?") + urllib.parse.urlencode({"digest": digest})
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+            try:
+                resp = self._once("PUT", url, scope, headers, blob)
+                diag = diagnose_status(resp.status, repository, self.registry)
+            except _TRANSPORT_ERRORS as err:
+                diag = _diagnose_exception(err)
+                if not diag.transient or attempt == self.policy.attempts:
+                    raise PushError(f"cannot {what}: {diag.reason}", hint=diag.hint) from err
+            else:
+                if resp.status == 201 or not diag.transient or attempt == self.policy.attempts:
+                    self._check(resp, what, repository, ok=(201,))
+                    return
+            delay = self.policy.delay(attempt)
+            log.warning("%s: %s (attempt %d of %d); retrying in %.2fs", what, diag.reason, attempt,
+                        self.policy.attempts, delay)
+            self.waits.append(delay)
+            time.sleep(delay)
 
     def blob_exists(self, repository: str, digest: str) -> bool:
         resp = self.request("HEAD", repository, f"blobs/{digest}", what=f"look up blob {digest[:19]}")
