@@ -182,6 +182,8 @@ def _convert(stream: IO[bytes], dest: Path, source: str, on_blob: BlobReady | No
                         hint="the archive is corrupt; rebuild it (nix build --rebuild)")
     config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
     (blobs / config_digest.split(":")[1]).write_bytes(config)
+    if on_blob is not None:
+        on_blob(config_digest, blobs / config_digest.split(":")[1], len(config))
     manifest = {
         "schemaVersion": 2,
         "mediaType": MEDIA_OCI_MANIFEST,

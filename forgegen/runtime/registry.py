@@ -224,7 +224,7 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
         secrets = credentials.secrets() if credentials else ()
         for system, oci in images:
             sha_tag, latest = tags.per_arch[system]
-            missing = [(d, s) for d, s in oci.blobs if not client.blob_exists(name, d)]
+            missing = [(d, s) for d, s in oci.blobs if d not in early.present and not client.blob_exists(name, d)]
             lacked = missing + [(d, s) for d, s in oci.blobs if d in early.uploaded]  # before this push
             attempts, copied = 0, False
             if missing or client.manifest_digest(name, oci.manifest_digest) is None:
@@ -282,6 +282,7 @@ class _EarlyUploads:
 
         self.client, self.name, self.say = client, name, say
         self.uploaded: dict[str, int] = {}
+        self.present: set[str] = set()  # checked or uploaded by this push
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forge-upload")
         self._futures: list[Any] = []
 
@@ -294,7 +295,9 @@ class _EarlyUploads:
             if not self.client.blob_exists(self.name, digest):
                 self.client.upload_blob(self.name, digest, blob, size)
                 self.uploaded[digest] = size
-                self.say(f"uploaded layer {digest[:19]} ({size} bytes)")
+                self.say(f"uploaded blob {digest[:19]} ({size} bytes; {len(self.uploaded)} blobs, "
+                         f"{sum(self.uploaded.values())} bytes so far)")
+            self.present.add(digest)
 
     def wait(self) -> None:
         """Wait for every upload; the first failure is raised."""
