@@ -268,30 +268,41 @@ def _deflate_block(block: bytes, dictionary: bytes, last: bool) -> bytes:
 
 
 def _gzip_blocks(f: Any, first: bytes, raw_hash: Any, emit: Callable[[bytes], None], workers: int | None) -> None:
-    from concurrent.futures import ThreadPoolExecutor
+    """A pipeline: this thread reads (inflating Nix's archive), one thread hashes the raw bytes in
+    order, ``workers`` deflate blocks, one thread writes them in order. hashlib, zlib and file
+    writes release the GIL, so the stages overlap; the output is the same as done one by one."""
+    from concurrent.futures import Future, ThreadPoolExecutor
 
-    crc, length = 0, 0
+    state = {"crc": 0}
+
+    def hash_block(block: bytes) -> None:
+        raw_hash.update(block)
+        state["crc"] = zlib.crc32(block, state["crc"])
+
+    length = 0
     emit(_GZIP_HEADER)
     workers = workers or max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: list[Any] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool, ThreadPoolExecutor(max_workers=1) as hasher, \
+            ThreadPoolExecutor(max_workers=1) as writer:
+        written: list[Future[None]] = []
         block, dictionary = first, b""
         while True:
             following = f.read(BLOCK) if block else b""
-            raw_hash.update(block)
-            crc = zlib.crc32(block, crc)
+            hashed = hasher.submit(hash_block, block)
             length += len(block)
             last = not following
-            pending.append(pool.submit(_deflate_block, block, dictionary, last))
-            if len(pending) > 2 * workers:
-                emit(pending.pop(0).result())
+            deflated = pool.submit(_deflate_block, block, dictionary, last)
+            written.append(writer.submit(lambda d=deflated: emit(d.result())))
+            if len(written) > 2 * workers:
+                written.pop(0).result()
             if last:
                 break
             dictionary = block[-_WINDOW:]
             block = following
-        for future in pending:
-            emit(future.result())
-    emit(crc.to_bytes(4, "little") + (length & 0xFFFFFFFF).to_bytes(4, "little"))
+        for done in written:
+            done.result()
+        hashed.result()  # the hasher runs in order: the last one done means all are
+    emit(state["crc"].to_bytes(4, "little") + (length & 0xFFFFFFFF).to_bytes(4, "little"))
 
 
 def _load_layout(dest: Path) -> OciImage:
