@@ -209,14 +209,7 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
     client = new_client()
     start = time.monotonic()
     early = _EarlyUploads(new_client(), name, say)
-    try:
-        images: list[tuple[str, OciImage]] = []
-        for system in svc.image.architectures:
-            built = build.image(system)
-            say(f"preparing {system} image from {built.store_path}")
-            images.append((system, oci_layout(built, cache_dir, on_blob=early)))
-    finally:
-        early.wait()
+    images = _prepare_images(build, svc.image.architectures, cache_dir, early, say)
 
     pushed: list[PushedImage] = []
     expected: dict[str, str] = {}
@@ -268,6 +261,20 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
     say(f"pushed {repository}:{tags.deploy_tag}@{deploy_digest}; {len(verified)} tags verified")
     return PushResult(svc.name, repository, revision.sha7, tuple(pushed), index, tags.deploy_tag, deploy_digest,
                       verified, credentials.source if credentials else None, time.monotonic() - start)
+
+
+def _prepare_images(build: BuildResult, systems: Sequence[str], cache_dir: Path | None, early: "_EarlyUploads",
+                    say: Progress) -> list[tuple[str, OciImage]]:
+    """Each architecture's OCI layout; layers converted now are uploaded meanwhile by ``early``."""
+    try:
+        images: list[tuple[str, OciImage]] = []
+        for system in systems:
+            built = build.image(system)
+            say(f"preparing {system} image from {built.store_path}")
+            images.append((system, oci_layout(built, cache_dir, on_blob=early)))
+    finally:
+        early.wait()
+    return images
 
 
 class _EarlyUploads:
