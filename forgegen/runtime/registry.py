@@ -189,8 +189,11 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
              flake: str = ".", policy: RetryPolicy | None = None,
              attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT, http_timeout: float = DEFAULT_HTTP_TIMEOUT,
              cache_dir: Path | None = None, progress: Progress | None = None,
-             env: Mapping[str, str] | None = None) -> PushResult:
-    """Push ``service``'s built images under ``<arch>-<sha7>``/``<arch>-latest`` (+ index); verify every tag."""
+             env: Mapping[str, str] | None = None, live: Progress | None = None) -> PushResult:
+    """Push ``service``'s built images under ``<arch>-<sha7>``/``<arch>-latest`` (+ index); verify every tag.
+
+    ``progress`` gets a line per step and per uploaded blob; ``live`` (a terminal's replaceable
+    line) the bytes of the blob being uploaded as they go."""
     svc = plan.service(service)
     say = progress or log.info
     if build is None:
@@ -208,7 +211,7 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
 
     client = new_client()
     start = time.monotonic()
-    early = _EarlyUploads(new_client(), name, say)
+    early = _EarlyUploads(new_client(), name, say, live)
     images = _prepare_images(build, svc.image.architectures, cache_dir, early, say)
 
     pushed: list[PushedImage] = []
@@ -277,6 +280,26 @@ def _prepare_images(build: BuildResult, systems: Sequence[str], cache_dir: Path 
     return images
 
 
+class _Counting:
+    """A blob being read for upload, telling ``live`` the bytes sent every MiB."""
+
+    def __init__(self, blob: IO[bytes], size: int, what: str, live: Progress) -> None:
+        self.blob, self.size, self.what, self.live = blob, size, what, live
+        self.sent, self._shown = 0, -1
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.blob.read(n)
+        self.sent += len(data)
+        if self.sent >> 20 != self._shown:
+            self._shown = self.sent >> 20
+            self.live(f"{self.what}: {self.sent / 2**20:.1f} of {self.size / 2**20:.1f} MiB")
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.sent = 0
+        return self.blob.seek(offset, whence)
+
+
 class _EarlyUploads:
     """Layers uploaded while the image is still being converted: as each layer blob is written, a
     background thread (its own client, so its own connection) checks the registry and uploads it
@@ -284,10 +307,10 @@ class _EarlyUploads:
     skopeo then finds the layers there and sends the config and manifest. ``uploaded``: what the
     registry lacked (digest -> size)."""
 
-    def __init__(self, client: RegistryClient, name: str, say: Progress) -> None:
+    def __init__(self, client: RegistryClient, name: str, say: Progress, live: Progress | None = None) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        self.client, self.name, self.say = client, name, say
+        self.client, self.name, self.say, self.live = client, name, say, live
         self.uploaded: dict[str, int] = {}
         self.present: set[str] = set()  # checked or uploaded by this push
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forge-upload")
@@ -300,7 +323,10 @@ class _EarlyUploads:
     def _one(self, digest: str, blob: IO[bytes], size: int) -> None:
         with blob:
             if not self.client.blob_exists(self.name, digest):
-                self.client.upload_blob(self.name, digest, blob, size)
+                reader = _Counting(blob, size, f"uploading {digest[:19]}", self.live) if self.live else blob
+                self.client.upload_blob(self.name, digest, reader, size)
+                if self.live:
+                    self.live("")
                 self.uploaded[digest] = size
                 self.say(f"uploaded blob {digest[:19]} ({size} bytes; {len(self.uploaded)} blobs, "
                          f"{sum(self.uploaded.values())} bytes so far)")
