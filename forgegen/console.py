@@ -4,6 +4,8 @@
   message without a traceback and exits 1 (2 for usage/configuration); Ctrl-C exits 130;
   anything else prints the traceback and exits 3.
 * stdout is for results (``--json``, ``schema``); progress and logs go to stderr.
+* Everything printed here (messages, reports, progress, log lines) passes through the one
+  redaction, :func:`forgegen.urls.redact`.
 """
 
 from __future__ import annotations
@@ -17,15 +19,23 @@ from typing import Any
 
 import click
 
+from forgegen import urls
 from forgegen.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, ForgeError
 
 log = logging.getLogger("forge")
 
 
+class RedactingFormatter(logging.Formatter):
+    """Log lines pass through the one redaction (:func:`forgegen.urls.redact`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return urls.redact(super().format(record))
+
+
 def setup_logging(verbose: int = 0) -> None:
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -33,12 +43,12 @@ def setup_logging(verbose: int = 0) -> None:
 
 def say(message: str = "") -> None:
     """A progress line for people, on stderr."""
-    click.echo(message, err=True)
+    click.echo(urls.redact(message), err=True)
 
 
 def emit_json(document: Any) -> None:
     """The one JSON document a command prints on stdout with ``--json``."""
-    click.echo(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+    click.echo(urls.redact(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, default=str)))
 
 
 def run_cli(command: click.Command, prog_name: str, args: list[str] | None = None) -> int:
@@ -58,13 +68,13 @@ def run_cli(command: click.Command, prog_name: str, args: list[str] | None = Non
         click.echo("interrupted", err=True)
         return EXIT_INTERRUPTED
     except ForgeError as exc:
-        click.echo(f"{prog_name}: error: {exc}", err=True)
+        click.echo(f"{prog_name}: error: {urls.redact(str(exc))}", err=True)
         return exc.exit_code
     except BrokenPipeError:
         return 0
     except Exception:  # noqa: BLE001 - the internal-error path
         click.echo(f"{prog_name}: internal error (a bug in Forge; please report it with this trace):", err=True)
-        traceback.print_exc(file=sys.stderr)
+        click.echo(urls.redact(traceback.format_exc()), err=True, nl=False)
         return EXIT_INTERNAL
 
 

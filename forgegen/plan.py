@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from forgegen import pattern, schema
+from forgegen import pattern, schema, urls
 from forgegen.errors import ConfigError, UsageError
 
 PLAN_VERSION = 1
@@ -381,7 +381,21 @@ def load_plan(path: str | Path) -> Plan:
     data = _joined(path, _read_document(path))
     _check_version(path, data)
     try:
-        return Plan.model_validate(data)
+        plan = Plan.model_validate(data)
     except ValidationError as err:
         lines = [f"{path}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
         raise ConfigError("\n".join(lines), hint="regenerate it with `forgegen sync`") from err
+    bad = [f"{path}: {where}: {problem}" for where, url in _urls(plan) if (problem := urls.credential_problem(url))]
+    if bad:
+        raise ConfigError("\n".join(dict.fromkeys(bad)), hint="fix deploy.yaml, then `forgegen sync`")
+    return plan
+
+
+def _urls(plan: Plan) -> list[tuple[str, str]]:
+    """Every URL in a plan, for the one URL policy (a hand-edited or old plan is checked too)."""
+    out = [("attic.endpoint", plan.attic.endpoint)] if plan.attic else []
+    out += [("binary_cache", plan.binary_cache)] if plan.binary_cache else []
+    for svc in plan.services:
+        out += [(f"{svc.name}.gitops.repo", t.gitops.repo) for t in svc.targets]
+        out += [(f"{svc.name}.verify.{c.name}.http.url", str(c.http.get("url"))) for c in svc.verify if c.http]
+    return out

@@ -19,6 +19,7 @@ from pydantic import (
     AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator,
 )
 
+from forgegen import urls
 from forgegen.errors import ConfigError, Problem
 from forgegen.schema import EnvVarName
 
@@ -164,7 +165,10 @@ def _cache_pattern(value: str) -> str:
 
 def _endpoint(value: str) -> str:
     if not re.match(r"https?://[^/\s]+", value):
-        raise ValueError(f"{value!r} is not an http(s) URL; write e.g. https://attic.example.com/")
+        raise ValueError(f"{urls.redact(value)!r} is not an http(s) URL; write e.g. https://attic.example.com/")
+    problem = urls.credential_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value if value.endswith("/") else value + "/"
 
 

@@ -24,3 +24,5 @@ def test_demo_deploys_the_example_and_shows_a_failed_rollout_rolled_back() -> No
     assert "| api: fatal: DATABASE_URL is not set" in proc.stderr
     assert "rollback to amd64-" in proc.stderr and ": success" in proc.stderr
     assert "GIT TAG" in proc.stdout
+    # .ci/setup built the real control plane, so the demo runs on it and says so
+    assert "runs on: real control plane: kube-apiserver/controller-manager/scheduler v1.34" in proc.stderr

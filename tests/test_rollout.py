@@ -312,8 +312,8 @@ def test_statefulset_failure_in_new_revision_pod_and_on_delete_strategy() -> Non
     bad = sts_pod(2, "db-new", ready=False, containers=[container(ready=False, state={"waiting": {"reason": "ErrImagePull"}})])
     snap.replace("pods", [sts_pod(0, "db-old"), sts_pod(1, "db-old"), bad])
     assert assess(snap, STS, POLICY, None, NOW).failure.pod == "db-2"
-    snap.replace("workload", [statefulset(strategy="OnDelete")])
-    assert assess(snap, STS, POLICY, None, NOW).failure.reason == "OnDeleteStrategy"
+    snap.replace("workload", [statefulset(strategy="OnDelete")])  # a new-revision pod fails, OnDelete or not
+    assert assess(snap, STS, POLICY, None, NOW).failure.reason == "ErrImagePull"
 
 
 def test_daemonset_done_and_waiting() -> None:

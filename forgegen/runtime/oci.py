@@ -94,8 +94,9 @@ def oci_layout(image: BuiltImage, cache_dir: Path | None = None, on_blob: BlobRe
     root = cache_dir or _cache_root()
     root.mkdir(parents=True, exist_ok=True)
     dest = root / layout_key(image.store_path)
+    process.remove_stale_temp(root, ".tmp-")
     if not (dest / "index.json").is_file():
-        work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+        work = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=root))
         try:
             if image.kind == "stream":
                 _convert_stream(image.store_path, work, on_blob)

@@ -217,6 +217,7 @@ class RegistryClient:
         self._http = transport.Transport(timeout=timeout, verify=not insecure)
         self.waits: list[float] = []
         self.loopback = urls.is_loopback(host)
+        self._refuse_clear_credentials()  # before anything, skopeo included, could send them
 
     @property
     def requests(self) -> int:
