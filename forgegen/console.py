@@ -114,3 +114,11 @@ def entry_point(command: click.Command, prog_name: str) -> Callable[[], None]:
     def main() -> None:
         sys.exit(run_cli(command, prog_name))
     return main
+
+
+def live(message: str) -> None:
+    """A progress line that the next one replaces (bytes as they go), only on a terminal: off a
+    terminal nothing is written (logs stay line-based). ``live("")`` clears it."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K" + message + ("\r" if message else ""))
+        sys.stderr.flush()

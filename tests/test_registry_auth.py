@@ -110,7 +110,7 @@ def test_password_is_absent_from_process_list_logs_and_report(auth_registry: Reg
     # skopeo ran, was seen, and got the credentials only as a file
     assert watch.skopeo_cmdlines, "the watcher never saw skopeo run"
     for argv in watch.skopeo_cmdlines:
-        assert "--authfile" in argv
+        assert "--authfile" in argv, " ".join(argv)
         assert not any(a.startswith("--creds") or a.startswith("--dest-creds") for a in argv)
     assert watch.leaks == []
     assert watch.auth_modes == {0o600}

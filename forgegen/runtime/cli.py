@@ -150,7 +150,8 @@ def push(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: P
         return
     from forgegen.runtime.registry import run_push
 
-    result = run_push(plan, svc.name, revision=revision, flake=str(source_dir), progress=console.say)
+    result = run_push(plan, svc.name, revision=revision, flake=str(source_dir), progress=console.say,
+                      live=console.live)
     if json_output:
         console.emit_json({"command": "push", **result.to_json()})
     else:
