@@ -6,9 +6,11 @@ What it sets up, all on loopback in a temporary directory:
   nixpkgs stand-in under tests/nixpkgs-standin (the real nixpkgs cannot be fetched here);
 * a real OCI registry (`docker-registry`), which deploy.yaml is pointed at;
 * the GitOps repository: a bare repo seeded from examples/gitops, at ./gitops.git as deploy.yaml says;
-* the Kubernetes API stand-in (tests/kube_standin) with its Deployment controller, a simulated
-  kubelet and the Flux simulation (source- and kustomize-controller, using real git and real
-  `kubectl kustomize`), and a kubeconfig for it.
+* the real control plane when `.ci/build-controlplane` has built it (tests/controlplane: etcd,
+  kube-apiserver, kube-controller-manager, kube-scheduler, Flux's source- and
+  kustomize-controller, a loopback git server, the simulated kubelet; Forge runs as a user bound
+  only to examples/rbac/forge.yaml) -- otherwise the Kubernetes API stand-in (tests/kube_standin)
+  with the Flux simulation. It says which one it runs on.
 
 Then it runs what a user types (each step with the seconds since the demo started, each command
 with its exit code and duration): `nix run .#deploy:api` (real Nix build, real push, real GitOps
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 from tests.fixtures.kube import FAST, Kube, write_kubeconfig  # noqa: E402
 from tests.fixtures.nixenv import NIX_CONFIG_TEXT, checkout_files, copy_tree, make_flake, tool_path  # noqa: E402
 from tests.fixtures.registry import start_registry  # noqa: E402
-from tests.fixtures.shop import start_shop_cluster  # noqa: E402
+from tests.controlplane import built_bin_dir, start_control_plane  # noqa: E402
+from tests.fixtures.shop import FORGE_USER, RealBackend, StandinBackend, bind_forge, start_shop_cluster  # noqa: E402
 from tests.kube_standin import KubeStandin, Settings, crash  # noqa: E402
 
 
@@ -72,51 +76,67 @@ def run(shop, app: str, *args: str, env: dict[str, str]) -> tuple[int, dict[str,
     return proc.returncode, seen
 
 
+def start_cluster(base: Path, stack: ExitStack) -> StandinBackend | RealBackend:
+    """The real control plane when `.ci/build-controlplane` built it, else the stand-in."""
+    bin_dir = built_bin_dir()
+    if bin_dir is not None:
+        step("start the real control plane (etcd, kube-apiserver, controller-manager, scheduler, "
+             "Flux source- and kustomize-controller, a loopback git server, the simulated kubelet)")
+        plane = start_control_plane(base / "controlplane", bin_dir=bin_dir, git_root=base)
+        stack.callback(plane.stop)
+        user = bind_forge(plane, ("shop", "flux-system"))
+        print(f"runs on: {plane.describe()} (ready in {plane.started_in:.1f} s); Forge runs as user "
+              f"{FORGE_USER}, bound only to examples/rbac/forge.yaml", file=sys.stderr)
+        return RealBackend(plane, user)
+    step("start the Kubernetes API stand-in with Flux")
+    standin = KubeStandin(settings=Settings(**FAST)).start()
+    stack.callback(standin.stop)
+    home = base / "kubectl-home"
+    home.mkdir()
+    print("runs on: the Kubernetes API stand-in (tests/kube_standin) with the Flux simulation; "
+          "`bash .ci/build-controlplane` builds the real control plane", file=sys.stderr)
+    return StandinBackend(Kube(standin, write_kubeconfig(base / "kubeconfig", standin.url), home))
+
+
 def main() -> int:
     os.environ.setdefault("NIX_CONFIG", NIX_CONFIG_TEXT)
     os.environ["PATH"] = tool_path()
-    with tempfile.TemporaryDirectory(prefix="forge-demo-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="forge-demo-") as tmp, ExitStack() as stack:
         base = Path(tmp)
-        step("start a local OCI registry and the Kubernetes API stand-in with Flux")
+        step("start a local OCI registry")
         registry = start_registry(base / "registry")
-        standin = KubeStandin(settings=Settings(**FAST)).start()
-        home = base / "kubectl-home"
-        home.mkdir()
-        kube = Kube(standin, write_kubeconfig(base / "kubeconfig", standin.url), home)
-        try:
-            forge_src = copy_tree([f for f in checkout_files() if not f.startswith("benchmarks/")], ROOT, base / "forge")
-            nixpkgs = base / "nixpkgs"
-            shutil.copytree(ROOT / "tests" / "nixpkgs-standin", nixpkgs)
-            shop = make_flake(ROOT / "examples" / "shop", base / "shop", forge_src, nixpkgs)
-            # The same wiring the end-to-end tests use (tests/fixtures/shop.py).
-            with start_shop_cluster(shop, registry, kube, base) as cluster:
-                env = cluster.env
-                shop_head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=shop.dir, capture_output=True,
-                                           text=True, check=True).stdout.strip()
-                rc, _ = run(shop, "deploy:api", env=env)
-                if rc != 0:
-                    return rc
-                run(shop, "status:api", "--environments", "staging", env=env)
+        stack.callback(registry.stop)
+        backend = start_cluster(base, stack)
+        forge_src = copy_tree([f for f in checkout_files() if not f.startswith("benchmarks/")], ROOT, base / "forge")
+        nixpkgs = base / "nixpkgs"
+        shutil.copytree(ROOT / "tests" / "nixpkgs-standin", nixpkgs)
+        shop = make_flake(ROOT / "examples" / "shop", base / "shop", forge_src, nixpkgs)
+        # The same wiring the end-to-end tests use (tests/fixtures/shop.py).
+        with start_shop_cluster(shop, registry, backend, base) as cluster:
+            env = cluster.env
+            shop_head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=shop.dir, capture_output=True,
+                                       text=True, check=True).stdout.strip()
+            rc, _ = run(shop, "deploy:api", env=env)
+            if rc != 0:
+                return rc
+            run(shop, "status:api", "--environments", "staging", env=env)
 
-                step("a new commit whose image crash-loops (scripted in the simulated kubelet)")
-                (shop.dir / "services" / "api" / "main.sh").write_text(
-                    "echo 'api: fatal: DATABASE_URL is not set'\nexit 3\n")
-                sha = shop.commit("api: read DATABASE_URL")[:7]
-                kube.script(f"{cluster.image('api')}:amd64-{sha}",
-                            crash(exit_code=3, logs=["api: starting", "api: fatal: DATABASE_URL is not set"]))
-                failed, seen = run(shop, "deploy:api", env=env)
-                if "applied" in seen and "verdict" in seen:
-                    print(f"verdict: rollout FAILED {seen['verdict'] - seen['applied']:.1f} s after Flux applied "
-                          "the commit", file=sys.stderr)
-                if failed != 1:
-                    print(f"demo: FAILED: the crash-looping deploy:api exited {failed}, not 1", file=sys.stderr)
-                    return 1
-                print(f"demo: ended as expected ({time.monotonic() - START:.0f} s): deployed api amd64-{shop_head[:7]}; "
-                      "a crash-looping deploy:api failed fast, rolled back", file=sys.stderr)
-                return 0
-        finally:
-            standin.stop()
-            registry.stop()
+            step("a new commit whose image crash-loops (scripted in the simulated kubelet)")
+            (shop.dir / "services" / "api" / "main.sh").write_text(
+                "echo 'api: fatal: DATABASE_URL is not set'\nexit 3\n")
+            sha = shop.commit("api: read DATABASE_URL")[:7]
+            cluster.script(f"{cluster.image('api')}:amd64-{sha}",
+                           crash(exit_code=3, logs=["api: starting", "api: fatal: DATABASE_URL is not set"]))
+            failed, seen = run(shop, "deploy:api", env=env)
+            if "applied" in seen and "verdict" in seen:
+                print(f"verdict: rollout FAILED {seen['verdict'] - seen['applied']:.1f} s after Flux applied "
+                      "the commit", file=sys.stderr)
+            if failed != 1:
+                print(f"demo: FAILED: the crash-looping deploy:api exited {failed}, not 1", file=sys.stderr)
+                return 1
+            print(f"demo: ended as expected ({time.monotonic() - START:.0f} s): deployed api amd64-{shop_head[:7]}; "
+                  "a crash-looping deploy:api failed fast, rolled back", file=sys.stderr)
+            return 0
 
 
 if __name__ == "__main__":

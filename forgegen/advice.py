@@ -81,7 +81,7 @@ def did_you_mean(value: Any, choices: Iterable[str]) -> str | None:
     return close[0] if close else None
 
 
-def _short(value: Any) -> str:
+def short_repr(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -107,12 +107,12 @@ def message(err: Err, *, known_keys: Sequence[str] = ()) -> str:
         choices = _choices(str(_ctx(err, "expected", "")))
         guess = did_you_mean(err.get("input"), choices)
         fix = f"did you mean {guess!r}? " if guess else ""
-        return f"{_short(err.get('input'))} is not one of the choices; {fix}use one of: {', '.join(choices)}"
+        return f"{short_repr(err.get('input'))} is not one of the choices; {fix}use one of: {', '.join(choices)}"
     hint = HINTS.get(kind)
     if hint is None:  # a kind no schema here produces: keep pydantic's words
-        return f"{msg[:1].lower() + msg[1:]} (got {_short(err.get('input'))})"
+        return f"{msg[:1].lower() + msg[1:]} (got {short_repr(err.get('input'))})"
     what, fix = hint(err)
-    return f"{what} (got {_short(err.get('input'))}); {fix}"
+    return f"{what} (got {short_repr(err.get('input'))}); {fix}"
 
 
 def known_keys(model: type[BaseModel] | None, loc: Sequence[str | int]) -> list[str]:

@@ -6,6 +6,8 @@
 * stdout is for results (``--json``, ``schema``); progress and logs go to stderr. With
   ``--json`` a failure is a JSON document too (:func:`error_document`), unless the command
   already printed its own report.
+* Everything printed here (messages, reports, progress, log lines) passes through the one
+  redaction, :func:`forgegen.urls.redact`.
 """
 
 from __future__ import annotations
@@ -19,16 +21,24 @@ from typing import Any
 
 import click
 
+from forgegen import urls
 from forgegen.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, ForgeError
 
 log = logging.getLogger("forge")
 _emitted: list[bool] = [False]  # whether this run printed its JSON document already
 
 
+class RedactingFormatter(logging.Formatter):
+    """Log lines pass through the one redaction (:func:`forgegen.urls.redact`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return urls.redact(super().format(record))
+
+
 def setup_logging(verbose: int = 0) -> None:
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -36,12 +46,12 @@ def setup_logging(verbose: int = 0) -> None:
 
 def say(message: str = "") -> None:
     """A progress line for people, on stderr."""
-    click.echo(message, err=True)
+    click.echo(urls.redact(message), err=True)
 
 
 def emit_json(document: Any) -> None:
     """The one JSON document a command prints on stdout with ``--json``."""
-    click.echo(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+    click.echo(urls.redact(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, default=str)))
     _emitted[0] = True
 
 
@@ -88,7 +98,7 @@ def run_cli(command: click.Command, prog_name: str, args: list[str] | None = Non
         click.echo("interrupted", err=True)
         return EXIT_INTERRUPTED
     except ForgeError as exc:
-        click.echo(f"{prog_name}: error: {exc}", err=True)
+        click.echo(f"{prog_name}: error: {urls.redact(str(exc))}", err=True)
         if _wants_json(args) and not _emitted[0]:
             emit_json(error_document(exc, exc.exit_code))
         return exc.exit_code
@@ -96,7 +106,7 @@ def run_cli(command: click.Command, prog_name: str, args: list[str] | None = Non
         return 0
     except Exception:  # noqa: BLE001 - the internal-error path
         click.echo(f"{prog_name}: internal error (a bug in Forge; please report it with this trace):", err=True)
-        traceback.print_exc(file=sys.stderr)
+        click.echo(urls.redact(traceback.format_exc()), err=True, nl=False)
         return EXIT_INTERNAL
 
 
@@ -104,3 +114,11 @@ def entry_point(command: click.Command, prog_name: str) -> Callable[[], None]:
     def main() -> None:
         sys.exit(run_cli(command, prog_name))
     return main
+
+
+def live(message: str) -> None:
+    """A progress line that the next one replaces (bytes as they go), only on a terminal: off a
+    terminal nothing is written (logs stay line-based). ``live("")`` clears it."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K" + message + ("\r" if message else ""))
+        sys.stderr.flush()

@@ -6,7 +6,8 @@ the next step. The CLI maps the classes to exit codes in one place (``exit_code`
 
 * :class:`UsageError` and :class:`ConfigError` (bad usage or configuration) exit 2,
 * every other :class:`ForgeError` (the operation failed) exits 1,
-* anything else is an internal error and exits 3.
+* anything else is an internal error and exits 3,
+* :class:`RolloutPending` (an OnDelete workload waits for its pods to be deleted) exits 4.
 
 This module imports nothing from the package.
 """
@@ -20,6 +21,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
+EXIT_PENDING = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -67,9 +69,11 @@ class Problem:
 
 
 class ConfigError(ForgeError):
-    """An input file is unreadable or invalid (exit code 2). Carries every problem at once."""
+    """An input file is unreadable or invalid (exit code 2). Carries every problem at once;
+    the message shows the first ``MAX_SHOWN`` of them (a generated file can have thousands)."""
 
     exit_code = EXIT_USAGE
+    MAX_SHOWN = 100
 
     def __init__(self, problems: Sequence[Problem] | str, *, hint: str | None = None) -> None:
         if isinstance(problems, str):
@@ -77,7 +81,10 @@ class ConfigError(ForgeError):
             text = problems
         else:
             self.problems = tuple(problems)
-            text = "\n".join(str(p) for p in self.problems)
+            text = "\n".join(str(p) for p in self.problems[:self.MAX_SHOWN])
+            if len(self.problems) > self.MAX_SHOWN:
+                text += (f"\n... and {len(self.problems) - self.MAX_SHOWN} more problems "
+                         "(fix these first, then check again)")
         super().__init__(text, hint=hint)
 
     @classmethod
@@ -135,6 +142,13 @@ class RolloutFailed(ForgeError):
 
 class RolloutTimeout(RolloutFailed):
     """The rollout did not finish before the deadline."""
+
+
+class RolloutPending(ForgeError):
+    """An OnDelete StatefulSet/DaemonSet has the new template, but some pods still run the old
+    one until they are deleted: neither a success nor a failure (exit 4, never rolled back)."""
+
+    exit_code = EXIT_PENDING
 
 
 class ClusterUnreachable(ForgeError):

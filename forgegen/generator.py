@@ -11,27 +11,31 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from forgegen import render, schema, writer
+from forgegen import render, schema, synccache, writer
 from forgegen.errors import UsageError
+from forgegen.synccache import SyncResult
+
+__all__ = ["SyncResult", "check", "init", "sync"]
 
 
-@dataclass(frozen=True)
-class SyncResult:
-    config_path: Path
-    outcome: writer.Outcome
-    services: int
-
-    def to_json(self) -> dict[str, object]:
-        return {"config": str(self.config_path), "services": self.services, **self.outcome.to_json()}
-
-
-def sync(config_path: Path, *, root: Path | None = None, dry_run: bool = False) -> SyncResult:
-    """Render ``nix/forge/**`` next to ``config_path`` (or under ``root``)."""
+def sync(config_path: Path, *, root: Path | None = None, dry_run: bool = False, stamp: bool = False) -> SyncResult:
+    """Render ``nix/forge/**`` next to ``config_path`` (or under ``root``). ``stamp``: remember
+    the result in the user's cache, so that the next no-op ``forgegen sync`` is quick."""
+    read = _bytes(config_path) if stamp else None
     config = schema.load_config(config_path)
     root = root or config_path.resolve().parent
     files = render.render(config)
     outcome = writer.write(root, files, render.OUTPUT_DIR, render.is_generated, dry_run=dry_run)
+    if read is not None and not (dry_run and outcome.changed) and _bytes(config_path) == read:
+        synccache.record(config_path, root, read, len(config.services), files)  # the next no-op is quick
     return SyncResult(config_path, outcome, len(config.services))
+
+
+def _bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def check(config_path: Path) -> schema.Config:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from forgegen import urls
 from forgegen.errors import CommandError, ToolMissing
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,12 @@ class Result:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every non-empty secret in ``text`` with ``***``."""
+    """Replace every non-empty secret in ``text`` with ``***``, then apply the one URL/token
+    redaction (:func:`forgegen.urls.redact`)."""
+    return urls.redact(_hide(text, secrets))
+
+
+def _hide(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, REDACTED)
@@ -106,16 +112,18 @@ def run(
             stderr=redact(errout, secrets),
             hint="check that the service it talks to answers, or raise the timeout",
         ) from err
-    result = Result(argv, proc.returncode, redact(proc.stdout, secrets), redact(proc.stderr, secrets))
+    # What the caller reads keeps its text (only ``secrets`` go); what an error shows is redacted.
+    result = Result(argv, proc.returncode, _hide(proc.stdout, secrets), _hide(proc.stderr, secrets))
     if check and proc.returncode != 0:
+        out, errout = urls.redact(result.stdout), urls.redact(result.stderr)
         raise CommandError(
             f"cannot {label}: `{shown}` exited with {proc.returncode}"
-            + (f"\n  stderr: {_tail(result.stderr)}" if result.stderr.strip() else "")
-            + (f"\n  stdout: {_tail(result.stdout)}" if result.stdout.strip() and not result.stderr.strip() else ""),
+            + (f"\n  stderr: {_tail(errout)}" if errout.strip() else "")
+            + (f"\n  stdout: {_tail(out)}" if out.strip() and not errout.strip() else ""),
             argv=argv,
             returncode=proc.returncode,
-            stdout=result.stdout,
-            stderr=result.stderr,
+            stdout=out,
+            stderr=errout,
         )
     return result
 
@@ -141,6 +149,34 @@ def spawn(
     if which(argv[0], env=full_env) is None and "/" not in argv[0]:
         raise ToolMissing(f"cannot start {argv[0]!r}: it is not on PATH", argv=argv)
     return subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=stdout, stderr=stderr)
+
+
+def remove_stale_temp(parent: Path, prefix: str) -> None:
+    """Remove the temporary entries ``<prefix><pid>-…`` in ``parent`` whose process no longer
+    runs (left by a run that was killed); a running process's are left alone."""
+    try:
+        entries = [p for p in parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(prefix):].partition("-")[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        log.debug("removing %s, left by a run that was interrupted", entry)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 PIPE = subprocess.PIPE

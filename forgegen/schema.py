@@ -2,7 +2,7 @@
 
 Pydantic models, ``extra="forbid"`` and frozen. Constraints live in reusable ``Annotated`` types.
 :func:`load_config` reads a file and reports every problem at once, located by line and column.
-This module imports only ``errors``, ``pattern`` and ``yamlsource`` from the package.
+This module imports only ``errors``, ``pattern``, ``urls`` and ``yamlsource`` from the package.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.json_schema import WithJsonSchema
 
-from forgegen import pattern
+from forgegen import names, pattern, urls
 from forgegen.errors import ConfigError, Problem
 from forgegen.yamlsource import Source, load_file, load_text, problems_from_pydantic
 
@@ -33,9 +33,9 @@ SCHEMA_ID = "https://raw.githubusercontent.com/forge-deploy/forge/main/forgegen/
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _NIX_ATTR = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*$")
-_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOST = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?$")
-_REPO_PATH = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
+# The OCI distribution spec's repository name: components joined by ".", "_", "__" or any run of "-".
+_REPO_PATH = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)(ms|s|m|h)\s*)+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": Fraction(1, 1000), "s": Fraction(1), "m": Fraction(60), "h": Fraction(3600)}
@@ -69,11 +69,7 @@ def _nix_attr_path(value: str) -> str:
     return value
 
 
-def _env_var(value: str) -> str:
-    if not _ENV_VAR.fullmatch(value):
-        raise ValueError(f"{value!r} is not an environment variable name (e.g. 'GHCR_TOKEN'); name the "
-                         "variable that holds the secret, never the secret itself")
-    return value
+_env_var = names.env_var  # shared with forge-provision's schema (forgegen/names.py)
 
 
 def _host(value: str) -> str:
@@ -169,7 +165,10 @@ class Registry(Model):
     organization: Annotated[str, AfterValidator(lambda v: _repo_path(v))] | None = Field(
         None, description="path prefix under the host (organization or user), e.g. acme")
     image_name: ImagePattern = Field("{service}", description="image name pattern; {project}, {service}")
-    insecure: bool = Field(False, description="plain HTTP / no TLS verification (local registries only)")
+    insecure: bool = Field(False, description="plain HTTP / no TLS verification (loopback registries only)")
+    insecure_non_loopback_i_understand: bool = Field(
+        False, description="allow `insecure` for a host that is not loopback (traffic may be readable and "
+                           "forgeable on the network; credentials are still never sent without verified TLS)")
     credentials: Credentials = Credentials()
     push_attempts: int = Field(5, ge=1, le=20, description="attempts for transient push failures")
 
@@ -189,7 +188,7 @@ class SecretRef(Model):
 
 
 class Attic(Model):
-    endpoint: str = Field(description="Attic server URL, e.g. https://attic.example.com")
+    endpoint: Url = Field(description="Attic server URL, e.g. https://attic.example.com")
     cache: DnsLabel = Field(description="cache name")
     public_key: str | None = Field(None, description="the cache's public key (name:base64)")
     token_env: EnvVarName = Field("ATTIC_TOKEN", description="variable holding a push token")
@@ -198,17 +197,18 @@ class Attic(Model):
 
 
 class BinaryCache(Model):
-    url: str = Field(description="any Nix binary cache URL for `nix copy --to` (file://, s3://, http://)")
+    url: Url = Field(description="any Nix binary cache URL for `nix copy --to` (file://, s3://, http://)")
 
 
 def _no_secret_in_url(value: str) -> str:
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*:[^/@\s]*@", value):
-        raise ValueError("the URL carries a password or token, which would end up in process lists, logs and "
-                         "reports; remove it and let git authenticate (an SSH URL, or a git credential helper)")
+    problem = urls.credential_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
-GitRepoUrl = Annotated[str, AfterValidator(_no_secret_in_url)]
+Url = Annotated[str, AfterValidator(_no_secret_in_url)]  # the one URL policy (forgegen/urls.py)
+GitRepoUrl = Url
 
 
 class GitOps(Model):
@@ -295,7 +295,7 @@ class Migration(Model):
 
 
 class HttpCheck(Model):
-    url: str
+    url: Url
     expect_status: int = Field(200, ge=100, le=599)
     contains: str | None = None
 
@@ -360,6 +360,12 @@ class Config(Model):
 def reference_problems(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
     """Cross-field checks pydantic cannot express per field: names, references, cycles."""
     out: list[tuple[tuple[str | int, ...], str]] = []
+    reg = config.registry
+    if reg.insecure and not urls.is_loopback(reg.host) and not reg.insecure_non_loopback_i_understand:
+        out.append((("registry", "insecure"),
+                    f"insecure (plain HTTP, no TLS verification) is only for loopback registries, and "
+                    f"{reg.host!r} is not one; give the registry TLS, or set "
+                    "registry.insecure_non_loopback_i_understand: true if you accept that"))
     env_names = [e.name for e in config.environments]
     seen: dict[str, int] = {}
     for i, name in enumerate(env_names):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from forgegen.errors import RenderError
+from forgegen.errors import RenderError, UsageError
 
 VERBS = ("create", "identical", "overwrite", "remove")
 
@@ -123,6 +123,14 @@ def _check_inside(root: Path, rel: str) -> None:
     p = Path(rel)
     if p.is_absolute() or ".." in p.parts:
         raise RenderError(f"refusing to write {rel!r}: outside the repository")
+    real_root = root.resolve()
+    here = root
+    for part in p.parts:  # a symlink on the way (nix/forge -> elsewhere) must stay in the project
+        here = here / part
+        if here.is_symlink() and not here.resolve().is_relative_to(real_root):
+            shown = here.relative_to(root).as_posix()
+            raise UsageError(f"refusing to write {rel}: {shown} is a symlink to {here.resolve()}, outside the "
+                             "project", hint=f"replace {shown} with a directory or file inside the project")
 
 
 def _make_parents(directory: Path, root: Path) -> list[Path]:

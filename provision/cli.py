@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import click
 
+from forgegen import __version__
 from forgegen.console import run_cli, setup_logging
 from forgegen.errors import EXIT_FAILED, EXIT_OK
 
@@ -44,7 +45,7 @@ def _warn(lines: Sequence[str]) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--verbose", "-v", count=True, help="More logging on stderr (-vv for debug).")
-@click.version_option(package_name="forge-deploy", prog_name="forge-provision")
+@click.version_option(__version__, prog_name="forge-provision")
 def cli(verbose: int) -> None:
     """Provision PostgreSQL databases and Attic caches from YAML, idempotently, with a plan."""
     setup_logging(verbose)

@@ -20,8 +20,9 @@ from pydantic import (
 )
 from pydantic.json_schema import WithJsonSchema
 
+from forgegen import urls
 from forgegen.errors import ConfigError, Problem
-from forgegen.schema import EnvVarName
+from forgegen.names import env_var
 
 SCHEMA_VERSION = 1
 NAMEDATALEN = 63  # PostgreSQL truncates longer identifiers silently: refuse them instead
@@ -165,7 +166,10 @@ def _cache_pattern(value: str) -> str:
 
 def _endpoint(value: str) -> str:
     if not re.match(r"https?://[^/\s]+", value):
-        raise ValueError(f"{value!r} is not an http(s) URL; write e.g. https://attic.example.com/")
+        raise ValueError(f"{urls.redact(value)!r} is not an http(s) URL; write e.g. https://attic.example.com/")
+    problem = urls.credential_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value if value.endswith("/") else value + "/"
 
 
@@ -173,7 +177,7 @@ Identifier = Annotated[str, AfterValidator(_identifier)]
 RoleName = Annotated[str, AfterValidator(_role_name)]
 MemberName = Annotated[str, AfterValidator(_member_name)]
 SchemaName = Annotated[str, AfterValidator(_schema_name)]
-EnvVar = EnvVarName  # the same rule as deploy.yaml's credential variables
+EnvVar = Annotated[str, AfterValidator(env_var)]  # the same rule as deploy.yaml's credential variables
 SlotName = Annotated[str, AfterValidator(_slot_name)]
 Duration = Annotated[int, BeforeValidator(_duration), WithJsonSchema({
     "anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^\s*(\d+\s*[A-Za-z]+\s*)+$"}],

@@ -24,6 +24,8 @@ def test_demo_deploys_the_example_and_shows_a_failed_rollout_rolled_back() -> No
     assert "| api: fatal: DATABASE_URL is not set" in proc.stderr
     assert "rolled back to amd64-" in proc.stderr and ": success" in proc.stderr
     assert "GIT TAG" in proc.stdout
+    # .ci/setup built the real control plane, so the demo runs on it and says so
+    assert "runs on: real control plane: kube-apiserver/controller-manager/scheduler v1.34" in proc.stderr
     # Each step says when it started, each command how long it took, the failure how fast it came.
     assert re.search(r"^=== \[ *\d+\.\d s\] nix run \.#deploy:api$", proc.stderr, re.MULTILINE)
     assert re.search(r"^\(exit code 1, \d+\.\d s\)$", proc.stderr, re.MULTILINE)

@@ -1,6 +1,10 @@
 """`nix run .#deploy:…` end to end: real Nix build, real registry push, real GitOps commit,
 Flux (simulated on the Kubernetes stand-in, with real git and kustomize) applies it, the rollout
-is watched through the real kubernetes client. Also rollback and status."""
+is watched through the real kubernetes client. Also rollback and status.
+
+Tests marked ``BOTH_BACKENDS`` run twice: on the stand-in and on the real control plane (real
+kube-apiserver, controller-manager, scheduler, source- and kustomize-controller; Forge as a user
+bound only to examples/rbac/forge.yaml)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import subprocess
 
 import pytest
 
-from tests.fixtures.shop import ShopCluster
+from tests.fixtures.shop import BOTH_BACKENDS, ShopCluster
 from tests.kube_standin import crash
 
 pytestmark = [pytest.mark.nix, pytest.mark.kube, pytest.mark.registry]
@@ -20,6 +24,7 @@ def head_sha(shop_cluster: ShopCluster) -> str:
                           text=True, check=True).stdout.strip()
 
 
+@BOTH_BACKENDS
 def test_deploy_pushes_commits_reconciles_and_rolls_out(shop_cluster: ShopCluster) -> None:
     sha = head_sha(shop_cluster)
     proc = shop_cluster.run("deploy:api:staging", "--json")
@@ -43,6 +48,7 @@ def test_deploy_pushes_commits_reconciles_and_rolls_out(shop_cluster: ShopCluste
     assert "forge deploy api:staging: success" in proc.stderr
 
 
+@BOTH_BACKENDS
 def test_deploying_the_same_tag_again_commits_nothing_and_verifies(shop_cluster: ShopCluster) -> None:
     first = json.loads(shop_cluster.run("deploy:api", "--json").stdout)
     again = shop_cluster.run("deploy:api", "--json")
@@ -55,10 +61,11 @@ def test_deploying_the_same_tag_again_commits_nothing_and_verifies(shop_cluster:
     assert len(shop_cluster.remote_log("clusters/staging/api/kustomization.yaml")) == 2
 
 
+@BOTH_BACKENDS
 def test_crash_looping_image_fails_fast_with_reason_and_logs_and_rolls_back(shop_cluster: ShopCluster) -> None:
     sha = head_sha(shop_cluster)
     bad = f"{shop_cluster.image('api')}:amd64-{sha}"
-    shop_cluster.kube.script(bad, crash(exit_code=3, logs=["api: connecting to db", "api: fatal: no DATABASE_URL"]))
+    shop_cluster.script(bad, crash(exit_code=3, logs=["api: connecting to db", "api: fatal: no DATABASE_URL"]))
     proc = shop_cluster.run("deploy:api", "--json")
     assert proc.returncode == 1, proc.stderr
     report = json.loads(proc.stdout)
@@ -75,6 +82,7 @@ def test_crash_looping_image_fails_fast_with_reason_and_logs_and_rolls_back(shop
     assert "rollout failed" in proc.stderr or "CrashLoopBackOff" in proc.stderr
 
 
+@BOTH_BACKENDS
 def test_rollback_goes_to_the_previous_distinct_tag_from_the_ledger(shop_cluster: ShopCluster) -> None:
     first = json.loads(shop_cluster.run("deploy:api", "--json").stdout)
     # A second source commit gives a second tag.
@@ -99,6 +107,7 @@ def test_rollback_refuses_a_tag_the_registry_does_not_have(shop_cluster: ShopClu
     assert shop_cluster.remote_file("clusters/staging/api/kustomization.yaml") == before
 
 
+@BOTH_BACKENDS
 def test_status_shows_git_cluster_and_flux(shop_cluster: ShopCluster) -> None:
     deployed = json.loads(shop_cluster.run("deploy:api", "--json").stdout)
     proc = shop_cluster.run("status:api", "--json")
@@ -127,6 +136,7 @@ def test_unreachable_cluster_fails_before_anything_is_pushed(shop_cluster: ShopC
     assert shop_cluster.remote_file("clusters/staging/api/kustomization.yaml") == before
 
 
+@BOTH_BACKENDS
 def test_pin_digest_deploys_name_tag_at_digest(shop_cluster: ShopCluster) -> None:
     proc = shop_cluster.run("deploy:api", "--pin-digest", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -164,3 +174,34 @@ def test_unreachable_gitops_remote_fails_at_gitops_and_changes_nothing(shop_clus
     assert "push" in report and "reconcile" not in report
     assert shop_cluster.remote_log("clusters/staging/api/kustomization.yaml") == ["initial"]
     assert shop_cluster.flux("Kustomization", "apps-staging")["status"]["lastAppliedRevision"] == applied
+
+
+@BOTH_BACKENDS
+def test_status_after_pin_digest_is_healthy(shop_cluster: ShopCluster) -> None:
+    """Issue 19: `forge status` judged `repo:tag@sha256:…` unhealthy (it compared `endswith(":tag")`)."""
+    proc = shop_cluster.run("deploy:api", "--pin-digest", "--json")
+    assert proc.returncode == 0, proc.stderr
+    status = shop_cluster.run("status:api", "--environments", "staging", "--json")
+    doc = json.loads(status.stdout)
+    row = doc["services"][0]
+    assert row["git"]["digest"] == json.loads(proc.stdout)["digest"]
+    assert row["healthy"] is True, row
+    assert status.returncode == 0, status.stderr
+
+
+REAL_ONLY = pytest.mark.parametrize("backend", [pytest.param("real", marks=pytest.mark.realplane)], indirect=True)
+
+
+@REAL_ONLY
+def test_without_the_forge_role_the_deploy_stops_at_reconcile_with_an_rbac_hint(shop_cluster: ShopCluster) -> None:
+    """The stand-in authorizes everyone; a real API server refuses a user without the Role."""
+    plane = shop_cluster.backend.plane
+    unbound = plane.user_kubeconfig("forge-unbound", namespace=shop_cluster.ns("shop"))
+    proc = shop_cluster.run("deploy:api", "--json", env={"KUBECONFIG": str(unbound)})
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["failed_step"] == "reconcile" and report["error"]["type"] == "ReconcileError"
+    message = report["error"]["message"]
+    assert "403" in message and "did not allow" in message and "cannot reach" not in message
+    assert "forge-unbound" in message  # who was refused, as the API server says
+    assert "examples/rbac/forge.yaml" in report["error"]["hint"]

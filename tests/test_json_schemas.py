@@ -20,7 +20,8 @@ SCHEMAS = {
 }
 # Every YAML file under examples/, by the schema it follows (None: not a Forge configuration).
 KIND_OF = {"deploy.yaml": "deploy", "postgres.yaml": "postgres", "attic.yaml": "attic"}
-NOT_FORGE = {"examples/provision/job.yaml"}  # a Kubernetes Job; examples/gitops/ holds manifests
+# Kubernetes manifests: a Job, and the RBAC for Forge; examples/gitops/ holds manifests too.
+NOT_FORGE = {"examples/provision/job.yaml", "examples/rbac/forge.yaml"}
 
 
 def example_files() -> list[Path]:

@@ -1,8 +1,10 @@
-"""Migrations as Kubernetes Jobs (forgegen.runtime.migrate) against the stand-in: its Job
-controller and scripted kubelet, watched through the real kubernetes client."""
+"""Migrations as Kubernetes Jobs (forgegen.runtime.migrate), watched through the real kubernetes
+client, on both backends (``kube_any``): the stand-in's Job controller and scripted kubelet, and
+the real control plane's Job controller with the simulated kubelet (tests/kubelet_sim)."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -24,8 +26,13 @@ def migration(name: str = "schema", *, timeout: float = 30.0, image: str | None 
 
 
 def migrate(kube: Kube, m: MigrationPlan | None = None, *, image: str = IMAGE, tag: str = TAG, lines: list | None = None):
-    return run_migration(kube.api(), service="api", migration=m or migration(), namespace="default", image=image,
+    return run_migration(kube.api(), service="api", migration=m or migration(), namespace=kube.namespace, image=image,
                          tag=tag, progress=(lines.append if lines is not None else None))
+
+
+def job_pods(kube: Kube, job: str = "api-migrate-schema-amd64-abc1234") -> list[dict]:
+    out = kube.kubectl("get", "pods", "-n", kube.namespace, "-l", f"job-name={job}", "-o", "json").stdout
+    return json.loads(out)["items"]
 
 
 def test_job_name_is_deterministic_and_a_dns_label_of_at_most_63_characters() -> None:
@@ -47,36 +54,39 @@ def test_assess_reads_the_job_conditions_and_fails_fast_on_an_unpullable_image()
     assert (v.state, v.reason, v.pod) == ("failed", "ImagePullBackOff", "j-x")
 
 
-def test_a_migration_job_runs_to_completion(kube: Kube) -> None:
+def test_a_migration_job_runs_to_completion(kube_any: Kube) -> None:
+    kube = kube_any
     kube.script(IMAGE, completes(logs=("api: migrating",), exit_logs=("api: schema is up to date",)))
     lines: list[str] = []
     result = migrate(kube, lines=lines)
     assert result.ok and not result.already_done, result.to_json()
     assert result.exit_code == 0 and result.reason == "Complete"
-    job = kube.standin.get("jobs", "default", "api-migrate-schema-amd64-abc1234")
+    job = kube.get("jobs", "api-migrate-schema-amd64-abc1234")
     assert job["spec"]["backoffLimit"] == 0
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == IMAGE and container["command"] == ["api", "migrate"]
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     assert any(c["type"] == "Complete" and c["status"] == "True" for c in job["status"]["conditions"])
-    pods = kube.standin.list("pods", "default", label_selector="job-name=api-migrate-schema-amd64-abc1234")
+    pods = job_pods(kube)
     assert len(pods) == 1 and pods[0]["status"]["phase"] == "Succeeded"
-    assert any("created default/Job/api-migrate-schema-amd64-abc1234" in line for line in lines)
+    assert any(f"created {kube.namespace}/Job/api-migrate-schema-amd64-abc1234" in line for line in lines)
     # kubectl sees the Job too (batch/v1 in discovery)
-    out = kube.kubectl("get", "jobs", "-n", "default", "-o", "name").stdout
+    out = kube.kubectl("get", "jobs", "-n", kube.namespace, "-o", "name").stdout
     assert "job.batch/api-migrate-schema-amd64-abc1234" in out
 
 
-def test_a_succeeded_job_is_not_run_again_for_the_same_tag(kube: Kube) -> None:
+def test_a_succeeded_job_is_not_run_again_for_the_same_tag(kube_any: Kube) -> None:
+    kube = kube_any
     assert migrate(kube).ok
     again = migrate(kube)
     assert again.ok and again.already_done
-    assert len(kube.standin.list("pods", "default", label_selector="job-name=api-migrate-schema-amd64-abc1234")) == 1
+    assert len(job_pods(kube)) == 1
     other = migrate(kube, tag="amd64-fedcba9")  # another tag is another migration run
     assert other.ok and not other.already_done and other.job == "api-migrate-schema-amd64-fedcba9"
 
 
-def test_a_failing_migration_reports_exit_code_and_last_log_lines(kube: Kube) -> None:
+def test_a_failing_migration_reports_exit_code_and_last_log_lines(kube_any: Kube) -> None:
+    kube = kube_any
     kube.script(IMAGE, completes(exit_code=3, logs=("api: migrating",),
                                  exit_logs=("ERROR: relation \"users\" already exists",)))
     result = migrate(kube)
@@ -85,10 +95,11 @@ def test_a_failing_migration_reports_exit_code_and_last_log_lines(kube: Kube) ->
     assert result.logs == ["api: migrating", 'ERROR: relation "users" already exists']
     assert result.pod and result.pod.startswith("api-migrate-schema-amd64-abc1234-")
     # backoffLimit 0: exactly one pod ran
-    assert len(kube.standin.list("pods", "default", label_selector="job-name=api-migrate-schema-amd64-abc1234")) == 1
+    assert len(job_pods(kube)) == 1
 
 
-def test_a_failed_job_is_replaced_when_the_release_is_run_again(kube: Kube) -> None:
+def test_a_failed_job_is_replaced_when_the_release_is_run_again(kube_any: Kube) -> None:
+    kube = kube_any
     kube.script(IMAGE, completes(exit_code=1))
     first = migrate(kube)
     assert first.outcome == "failed"
@@ -100,7 +111,8 @@ def test_a_failed_job_is_replaced_when_the_release_is_run_again(kube: Kube) -> N
     assert any("failed before; deleting it" in line for line in lines)
 
 
-def test_an_unpullable_migration_image_fails_at_once(kube: Kube) -> None:
+def test_an_unpullable_migration_image_fails_at_once(kube_any: Kube) -> None:
+    kube = kube_any
     bad = "registry.test/tools/migrator:missing"
     kube.script(bad, image_pull_error("manifest unknown"))
     result = migrate(kube, migration(image=bad, timeout=60), image=bad)
@@ -108,8 +120,49 @@ def test_an_unpullable_migration_image_fails_at_once(kube: Kube) -> None:
     assert "manifest unknown" in result.message or "Back-off" in result.message
 
 
-def test_a_migration_that_does_not_finish_times_out(kube: Kube) -> None:
+def test_a_migration_that_does_not_finish_times_out(kube_any: Kube) -> None:
+    kube = kube_any
     kube.script(IMAGE, ImageScript(completes_after=None))
     result = migrate(kube, migration(timeout=0.5))
     assert result.outcome == "timeout" and result.reason == "Timeout"
     assert "did not finish within 0.5s" in result.message
+
+
+def test_an_api_that_is_gone_before_the_job_is_created_is_a_migration_failure(kube: Kube) -> None:
+    from forgegen.errors import MigrationFailed
+
+    api = kube.api()
+    kube.standin.stop()
+    with pytest.raises(MigrationFailed) as info:
+        run_migration(api, service="api", migration=migration(), namespace="default", image=IMAGE, tag=TAG)
+    assert "Kubernetes API" in str(info.value)
+
+
+def test_an_api_that_goes_away_mid_migration_fails_it_without_waiting_for_the_timeout(kube: Kube) -> None:
+    import threading
+    import time
+
+    from forgegen.errors import MigrationFailed
+
+    kube.script(IMAGE, ImageScript(logs=("api: migrating",)))  # never finishes
+    api = kube.api()
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(run_migration(api, service="api", migration=migration(timeout=3600), namespace="default",
+                                         image=IMAGE, tag=TAG))
+        except Exception as err:  # noqa: BLE001 - the test inspects it
+            outcome.append(err)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not kube.standin.list("pods", "default", label_selector=f"job-name=api-migrate-schema-{TAG}"):
+        assert time.monotonic() < deadline, "the migration pod never appeared"
+        time.sleep(0.02)
+    kube.standin.stop()
+    worker.join(300)  # a generous bound: before the fix it waited for the migration's hour
+    assert outcome, "run_migration did not return after the API went away"
+    assert isinstance(outcome[0], MigrationFailed), outcome
+    assert "Kubernetes API" in str(outcome[0])

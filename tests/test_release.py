@@ -2,6 +2,9 @@
 (simulated on the Kubernetes stand-in, with real git and kustomize), migration Jobs run by the
 stand-in's Job controller and kubelet, HTTP checks against a real local server.
 
+On the real control plane (``backend`` "real", tests/fixtures/shop.py) the same tests run against
+kube-apiserver, the real Job and Deployment controllers and real Flux, each in its own namespaces.
+
 The example's production points at the same single stand-in as staging, so these tests give
 production its own namespace (``shop-production``) in deploy.yaml and in the GitOps overlays,
 and run Flux's ``apps-production`` Kustomization too.
@@ -20,10 +23,9 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.health import Health
-from tests.fixtures.kube import Kube
 from tests.fixtures.nixenv import Flake, tool_path
 from tests.fixtures.registry import Registry
-from tests.fixtures.shop import ShopCluster, start_shop_cluster
+from tests.fixtures.shop import BOTH_BACKENDS, ShopCluster, shop_cluster_on
 from tests.kube_standin import completes, crash
 
 pytestmark = [pytest.mark.nix, pytest.mark.kube, pytest.mark.registry]
@@ -49,8 +51,8 @@ def independent() -> bool:
 
 
 @pytest.fixture
-def release_cluster(shop: Flake, registry: Registry, kube: Kube, tmp_path: Path, health: Health,
-                    migrations: bool, independent: bool) -> Iterator[ShopCluster]:
+def release_cluster(backend: str, request: pytest.FixtureRequest, shop: Flake, registry: Registry, tmp_path: Path,
+                    health: Health, migrations: bool, independent: bool) -> Iterator[ShopCluster]:
     def edit_deploy(text: str) -> str:
         if independent:
             assert "    depends_on: [api]\n" in text
@@ -68,8 +70,8 @@ def release_cluster(shop: Flake, registry: Registry, kube: Kube, tmp_path: Path,
             text = text.replace("namespace: shop\n", f"namespace: {PRODUCTION_NS}\n")
         return text
 
-    with start_shop_cluster(shop, registry, kube, tmp_path, environments=("staging", "production"),
-                            edit_deploy=edit_deploy, edit_gitops=edit_gitops) as cluster:
+    with shop_cluster_on(backend, request, shop, registry, tmp_path, environments=("staging", "production"),
+                         edit_deploy=edit_deploy, edit_gitops=edit_gitops) as cluster:
         yield cluster
 
 
@@ -79,7 +81,7 @@ def head_sha(cluster: ShopCluster) -> str:
 
 
 def jobs(cluster: ShopCluster, namespace: str) -> list[dict]:
-    return cluster.kube.standin.list("jobs", namespace)
+    return cluster.list("jobs", namespace)
 
 
 def registry_has(cluster: ShopCluster, service: str, tag: str) -> bool:
@@ -98,6 +100,7 @@ def service_entry(report: dict, env: str, service: str) -> dict:
     return next(e for e in stage["services"] if e["service"] == service)
 
 
+@BOTH_BACKENDS
 def test_release_goes_through_staging_then_production_with_migrations_checks_and_gates(
         release_cluster: ShopCluster, health: Health) -> None:
     c = release_cluster
@@ -120,7 +123,7 @@ def test_release_goes_through_staging_then_production_with_migrations_checks_and
         api = service_entry(report, env, "api")
         [migration] = api["migrations"]
         assert migration["outcome"] == "success" and migration["already_done"] is False
-        assert migration["job"] == f"{ns}/Job/api-migrate-schema-{tag}"
+        assert migration["job"] == f"{c.ns(ns)}/Job/api-migrate-schema-{tag}"
         assert api["deploy"]["outcome"] == "success"
         assert api["deploy"]["gitops"]["commit"] and api["deploy"]["rollout"]["outcome"] == "success"
         assert api["deploy"]["reconcile"]["revision"].endswith(api["deploy"]["gitops"]["revision"])
@@ -143,10 +146,11 @@ def test_release_goes_through_staging_then_production_with_migrations_checks_and
     assert f"forge release shop: success (staging, production; api:{tag}, web:{tag})" in proc.stderr
 
 
+@BOTH_BACKENDS
 def test_a_failing_migration_stops_before_the_gitops_commit_and_shows_the_logs(release_cluster: ShopCluster) -> None:
     c = release_cluster
     tag = f"amd64-{head_sha(c)}"
-    c.kube.script(f"{c.image('api')}:{tag}", completes(exit_code=2, logs=("api: applying 0042_add_email",),
+    c.script(f"{c.image('api')}:{tag}", completes(exit_code=2, logs=("api: applying 0042_add_email",),
                                                        exit_logs=("ERROR: column \"email\" already exists",)))
     before = c.remote_log(API_KUSTOMIZATION.format(env="staging"))
     proc = c.run("release", "--yes", "--json", stdin=subprocess.DEVNULL)
@@ -220,6 +224,7 @@ def test_approval_required_without_yes_and_without_a_terminal_exits_2_before_pus
     assert not registry_has(c, "api", tag)
 
 
+@BOTH_BACKENDS
 def test_rerunning_the_same_release_skips_the_succeeded_migration_job(release_cluster: ShopCluster) -> None:
     c = release_cluster
     first = c.run("release:api", "--environments", "staging", "--json", stdin=subprocess.DEVNULL)
@@ -233,16 +238,17 @@ def test_rerunning_the_same_release_skips_the_succeeded_migration_job(release_cl
     assert migration["outcome"] == "success" and migration["already_done"] is True
     assert api["deploy"]["gitops"]["changed"] is False  # same tag: no new commit
     [job] = jobs(c, "shop")
-    pods = c.kube.standin.list("pods", "shop", label_selector=f"job-name={job['metadata']['name']}")
+    pods = c.list("pods", "shop", label_selector=f"job-name={job['metadata']['name']}")
     assert len(pods) == 1  # the Job ran once
     assert "already succeeded; skipped" in again.stderr
 
 
 @pytest.mark.parametrize("migrations", [False])
+@BOTH_BACKENDS
 def test_a_failed_rollout_rolls_back_and_stops_before_production(release_cluster: ShopCluster, health: Health) -> None:
     c = release_cluster
     tag = f"amd64-{head_sha(c)}"
-    c.kube.script(f"{c.image('api')}:{tag}", crash(exit_code=3, exit_logs=("api: fatal: no DATABASE_URL",)))
+    c.script(f"{c.image('api')}:{tag}", crash(exit_code=3, exit_logs=("api: fatal: no DATABASE_URL",)))
     proc = c.run("release", "--yes", "--json", stdin=subprocess.DEVNULL)
     assert proc.returncode == 1, proc.stderr
     report = json.loads(proc.stdout)
@@ -255,6 +261,34 @@ def test_a_failed_rollout_rolls_back_and_stops_before_production(release_cluster
     assert c.running_image("api") == f"{c.image('api')}:amd64-0000000"
     assert {"environment": "staging", "service": "api", "steps": ["check:health"]} in report["not_done"]
     assert [s["environment"] for s in report["stages"]] == ["staging"] and health.hits == 0
+
+
+def test_the_api_going_away_mid_migration_is_exit_1_with_the_report(release_cluster: ShopCluster) -> None:
+    import threading
+    import time
+
+    from tests.kube_standin import ImageScript
+
+    c = release_cluster
+    tag = f"amd64-{head_sha(c)}"
+    c.kube.script(f"{c.image('api')}:{tag}", ImageScript(logs=("api: migrating",)))  # never finishes
+    done: list[subprocess.CompletedProcess[str]] = []
+    runner = threading.Thread(target=lambda: done.append(c.run("release", "--yes", "--json", stdin=subprocess.DEVNULL)),
+                              daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 600
+    while not any(j["metadata"]["name"].startswith("api-migrate-schema") for j in jobs(c, "shop")):
+        assert runner.is_alive() and time.monotonic() < deadline, done and done[0].stderr
+        time.sleep(0.05)
+    c.kube.standin.stop()
+    runner.join(600)
+    assert done, "forge release did not end after the API went away"
+    proc = done[0]
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["outcome"] == "failed"
+    assert report["failed"] == {"environment": "staging", "service": "api", "step": "migrate:schema"}
+    assert "Kubernetes API" in proc.stderr and "Traceback" not in proc.stderr
 
 
 # -- the release lock (a Kubernetes Lease per product and environment) and --resume ----------------

@@ -7,6 +7,8 @@ test_rollout_watch.py.
 
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 
 import pytest
@@ -197,7 +199,7 @@ def test_crash_loop_fails_with_exit_code_and_restarts() -> None:
 
 
 def test_restarts_within_tolerance_keep_waiting_beyond_fail() -> None:
-    tolerant = POLICY.model_copy(update={"restarts_tolerated": 3})
+    tolerant = dataclasses.replace(POLICY, restarts_tolerated=3)
     assert assess(snapshot(deployment(available=1), [pod("api-new-a", "rs-new"), crashing(3)]),
                   DEPLOY, tolerant, None, NOW).state == "progressing"
     assert assess(snapshot(deployment(available=1), [pod("api-new-a", "rs-new"), crashing(4)]),
@@ -312,8 +314,8 @@ def test_statefulset_failure_in_new_revision_pod_and_on_delete_strategy() -> Non
     bad = sts_pod(2, "db-new", ready=False, containers=[container(ready=False, state={"waiting": {"reason": "ErrImagePull"}})])
     snap.replace("pods", [sts_pod(0, "db-old"), sts_pod(1, "db-old"), bad])
     assert assess(snap, STS, POLICY, None, NOW).failure.pod == "db-2"
-    snap.replace("workload", [statefulset(strategy="OnDelete")])
-    assert assess(snap, STS, POLICY, None, NOW).failure.reason == "OnDeleteStrategy"
+    snap.replace("workload", [statefulset(strategy="OnDelete")])  # a new-revision pod fails, OnDelete or not
+    assert assess(snap, STS, POLICY, None, NOW).failure.reason == "ErrImagePull"
 
 
 def test_daemonset_done_and_waiting() -> None:

@@ -175,7 +175,10 @@ def test_failure_is_reported_with_reason_pod_and_evidence(kube: Kube, scenario: 
     kube.deployment("web", "app:1", replicas=2)
     kube.script("app:bad", script)
     kube.set_image("Deployment", "web", "app:bad")
-    result = watch(kube, image="app:bad", pol=policy(readiness_grace=0.3, scheduling_grace=0.3))
+    # Times in pod status have whole seconds (metav1.Time), so a grace is at least ~2 s to mean
+    # anything; short graces only where they are the point.
+    result = watch(kube, image="app:bad", pol=policy(readiness_grace=2.0 if scenario == "readiness" else 20.0,
+                                                     scheduling_grace=0.3))
     doc = result.to_json()
     assert doc["outcome"] == "failed" and doc["reason"] in reasons, doc
     new_pods = {p["metadata"]["name"] for p in kube.pods() if p["spec"]["containers"][0]["image"] == "app:bad"}
@@ -295,7 +298,7 @@ def test_events_out_of_order_still_give_the_right_verdict(kube: Kube) -> None:
     kube.deployment("web", "app:1", replicas=2)
     kube.script("app:sick", readiness_failing("Readiness probe failed: HTTP probe failed with statuscode: 500"))
     kube.set_image("Deployment", "web", "app:sick")
-    result = watch(kube, image="app:sick", pol=policy(readiness_grace=0.8))
+    result = watch(kube, image="app:sick", pol=policy(readiness_grace=2.0))
     assert (result.outcome, result.reason) == ("failed", "ReadinessProbeFailed")
     assert result.message == "Readiness probe failed: HTTP probe failed with statuscode: 500"
     assert all(e["object"] != "Pod/" + p["metadata"]["name"] for e in result.events
@@ -308,7 +311,7 @@ def test_late_warning_events_about_old_pods_do_not_fail_a_good_rollout(kube: Kub
     kube.deployment("web", "app:1", replicas=2, wait=False)
     kube.script("app:2", ready(0.05))
     kube.set_image("Deployment", "web", "app:2")
-    result = watch(kube, image="app:2", pol=policy(readiness_grace=0.1))
+    result = watch(kube, image="app:2", pol=policy(readiness_grace=2.0))
     assert result.outcome == "success"
 
 
@@ -349,3 +352,35 @@ def test_run_rollout_prints_progress_and_returns_the_report(kube: Kube) -> None:
     text = err.getvalue()
     assert "rollout of default/Deployment/api FAILED" in text and "| boom" in text
     assert "\x1b[" not in text  # not a terminal: plain lines, no live display
+
+
+# -- issue 11: re-watching, OnDelete ----------------------------------------------------------
+
+
+def test_a_re_watch_does_not_count_restarts_from_before_it_began(kube: Kube) -> None:
+    kube.deployment("web", "app:1")
+    kube.script("app:2", crash(after=0.05, exits=1, ready_after=0.05))
+    kube.set_image("Deployment", "web", "app:2")
+    assert watch(kube, image="app:2", pol=policy(restarts_tolerated=1)).outcome == "success"
+    # `forge rollout` later, with no tolerance: the pod restarted once before this watch began
+    assert watch(kube, image="app:2", pol=policy(restarts_tolerated=0)).outcome == "success"
+
+
+def test_on_delete_daemonset_is_pending_until_its_pods_are_deleted(kube: Kube) -> None:
+    from forgegen.errors import EXIT_PENDING, RolloutPending, exit_code
+    from forgegen.runtime.rollout import raise_for_outcome
+
+    kube.daemonset("web", "app:1")
+    kube.standin.mutate("daemonsets", "default", "web",
+                        lambda o: o["spec"].__setitem__("updateStrategy", {"type": "OnDelete"}))
+    kube.script("app:2", ready())
+    kube.set_image("DaemonSet", "web", "app:2")
+    result = watch(kube, "DaemonSet", image="app:2")
+    assert result.outcome == "pending-on-delete" and "replaced only when deleted" in result.message
+    with pytest.raises(RolloutPending) as err:
+        raise_for_outcome(result)
+    assert exit_code(err.value) == EXIT_PENDING == 4
+    for p in kube.pods("web"):
+        kube.standin.delete("pods", "default", p["metadata"]["name"])
+    result = watch(kube, "DaemonSet", image="app:2")
+    assert result.outcome == "success", result.to_json()

@@ -182,7 +182,7 @@ def test_a_gitops_url_with_a_token_is_refused() -> None:
     lines = problems(MINIMAL.replace("gitops: {repo: ../gitops}",
                                      "gitops: {repo: 'https://bot:ghp_secret@github.com/acme/gitops.git'}"))
     assert len(lines) == 1
-    assert lines[0].startswith("deploy.yaml:4:16: gitops.repo: the URL carries a password or token")
+    assert lines[0].startswith("deploy.yaml:4:16: gitops.repo: the URL https://***@github.com/acme/gitops.git carries")
     assert "ghp_secret" not in lines[0]
     assert parse_config(MINIMAL.replace("gitops: {repo: ../gitops}",
                                         "gitops: {repo: 'https://github.com/acme/gitops.git'}")).gitops.repo
@@ -202,3 +202,13 @@ def test_a_trailing_newline_does_not_pass_a_name_rule(field: str, value: str) ->
     node[last] = value
     shown = field.replace(".0.", "[0].")
     assert any(shown in line for line in problems(yaml.safe_dump(doc, default_style='"'))), field
+
+
+@pytest.mark.parametrize("name", ["m--3", "a-b--c", "web---1"])
+def test_a_service_name_with_a_run_of_dashes_is_a_valid_image_repository(name: str) -> None:
+    # Found by the render property test: the OCI distribution spec joins path components with
+    # any run of "-", so a DNS label with "--" must pass the rendered-image-name check too.
+    doc = yaml.safe_load(MINIMAL)
+    doc["services"] = {name: next(iter(doc["services"].values()))}
+    config = parse_config(yaml.safe_dump(doc))
+    assert name in config.services

@@ -13,14 +13,26 @@ from typing import Any
 
 import click
 
-from forgegen import console
-from forgegen.errors import ForgeError, NotAvailable
-from forgegen.plan import Plan, find_plan, find_root, load_plan, plan_relpath, service_names
-from forgegen.runtime import steps as stepmod
-from forgegen.runtime.tags import SourceRevision, source_revision
+from typing import TYPE_CHECKING
 
-PLAN_HELP = (f"the JSON plan written by `forgegen sync` (the flake apps pass it; default: "
-             f"{plan_relpath('SERVICE')} of this repository)")
+from forgegen import __version__, console
+from forgegen.errors import ForgeError, NotAvailable
+
+if TYPE_CHECKING:
+    from forgegen.plan import Plan
+    from forgegen.runtime.steps import Step
+    from forgegen.runtime.tags import SourceRevision
+
+# Everything else is imported inside the commands: ``forge --version`` and ``--help`` import
+# neither the plan nor any step (tests/test_startup.py); plan.plan_relpath('SERVICE') is this path.
+PLAN_HELP = ("the JSON plan written by `forgegen sync` (the flake apps pass it; default: "
+             "nix/forge/plans/SERVICE.json of this repository)")
+
+
+def _steps():  # noqa: ANN202 - the module forgegen.runtime.steps, imported when a command runs
+    from forgegen.runtime import steps
+
+    return steps
 
 
 def _plan_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -30,6 +42,8 @@ def _plan_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _load(plan_path: Path | None, target: str | None) -> Plan:
     """The plan given with --plan, else the one `forgegen sync` wrote in this repository."""
+    from forgegen.plan import find_plan, load_plan
+
     if plan_path is not None:
         return load_plan(plan_path)
     return find_plan(target.partition(":")[0] or None if target else None)
@@ -38,6 +52,8 @@ def _load(plan_path: Path | None, target: str | None) -> Plan:
 def _complete_target(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
     """Shell completion of SERVICE[:ENVIRONMENT] from the plans (--plan, or this repository's)."""
     from click.shell_completion import CompletionItem
+
+    from forgegen.plan import find_plan, find_root, load_plan, service_names
 
     try:
         plan_path = ctx.params.get("plan_path")
@@ -64,7 +80,7 @@ def _revision_options(f: Callable[..., Any]) -> Callable[..., Any]:
                         show_default=True, help="the source checkout whose commit names the image")(f)
 
 
-def print_steps(command: str, target: str, steps: list[stepmod.Step], json_output: bool,
+def print_steps(command: str, target: str, steps: list[Step], json_output: bool,
                 extra: dict[str, Any] | None = None) -> None:
     """The ``--dry-run`` output: numbered steps (stdout is the result here), or one JSON document."""
     if json_output:
@@ -83,12 +99,14 @@ def not_available(command: str, step: str) -> NotAvailable:
 
 
 def _revision(source_dir: Path, allow_dirty: bool) -> SourceRevision:
+    from forgegen.runtime.tags import source_revision
+
     return source_revision(source_dir, os.environ, allow_dirty=allow_dirty)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="more logging on stderr (-vv for debug)")
-@click.version_option(package_name="forge-deploy", prog_name="forge")
+@click.version_option(__version__, prog_name="forge")
 def cli(verbose: int) -> None:
     """Build, push, deploy, watch and roll back Nix-built services through GitOps and Flux."""
     console.setup_logging(verbose)
@@ -102,9 +120,9 @@ def build(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: 
           service: str) -> None:
     """Build SERVICE's image with Nix for each of its architectures."""
     plan = _load(plan_path, service)
-    svc, _ = stepmod.split_target(service, plan)
+    svc, _ = _steps().split_target(service, plan)
     if dry_run:
-        print_steps("build", svc.name, stepmod.describe("build", plan, svc, None, None), json_output)
+        print_steps("build", svc.name, _steps().describe("build", plan, svc, None, None), json_output)
         return
     from forgegen.runtime.build import run_build
 
@@ -124,15 +142,16 @@ def push(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: P
          service: str) -> None:
     """Build SERVICE's image and push it under <arch>-<sha7> and <arch>-latest."""
     plan = _load(plan_path, service)
-    svc, _ = stepmod.split_target(service, plan)
+    svc, _ = _steps().split_target(service, plan)
     revision = _revision(source_dir, allow_dirty)
     if dry_run:
-        print_steps("push", svc.name, stepmod.describe("push", plan, svc, None, revision), json_output,
+        print_steps("push", svc.name, _steps().describe("push", plan, svc, None, revision), json_output,
                     {"source_commit": revision.sha7})
         return
     from forgegen.runtime.registry import run_push
 
-    result = run_push(plan, svc.name, revision=revision, flake=str(source_dir), progress=console.say)
+    result = run_push(plan, svc.name, revision=revision, flake=str(source_dir), progress=console.say,
+                      live=console.live)
     if json_output:
         console.emit_json({"command": "push", **result.to_json()})
     else:
@@ -151,11 +170,11 @@ def deploy(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir:
     Without :ENVIRONMENT, the service's first environment in promotion order (the first of
     deploy.yaml's environments it is deployed to)."""
     plan = _load(plan_path, target)
-    svc, tgt = stepmod.split_target(target, plan)
+    svc, tgt = _steps().split_target(target, plan)
     revision = _revision(source_dir, allow_dirty)
     if dry_run:
         assert tgt is not None
-        steps = stepmod.describe("deploy", plan, svc, tgt, revision)
+        steps = _steps().describe("deploy", plan, svc, tgt, revision)
         print_steps("deploy", f"{svc.name}:{tgt.environment}", steps, json_output,
                     {"service": svc.name, "environment": tgt.environment, "source_commit": revision.sha7})
         return
@@ -196,10 +215,10 @@ def _report(run: Callable[[], dict[str, Any]], json_output: bool) -> None:
 def rollout(plan_path: Path | None, json_output: bool, dry_run: bool, target: str) -> None:
     """Watch SERVICE's rollout in ENVIRONMENT; fail fast with the reason and the logs."""
     plan = _load(plan_path, target)
-    svc, tgt = stepmod.split_target(target, plan, need_env=True)
+    svc, tgt = _steps().split_target(target, plan, need_env=True)
     assert tgt is not None
     if dry_run:
-        print_steps("rollout", f"{svc.name}:{tgt.environment}", stepmod.describe("rollout", plan, svc, tgt, None), json_output)
+        print_steps("rollout", f"{svc.name}:{tgt.environment}", _steps().describe("rollout", plan, svc, tgt, None), json_output)
         return
     from forgegen.runtime.rollout import raise_for_outcome, run_rollout
 
@@ -216,11 +235,11 @@ def rollout(plan_path: Path | None, json_output: bool, dry_run: bool, target: st
 def rollback(plan_path: Path | None, json_output: bool, dry_run: bool, to_tag: str | None, target: str) -> None:
     """Put the previous image back: commit it to the GitOps repo, reconcile, watch."""
     plan = _load(plan_path, target)
-    svc, tgt = stepmod.split_target(target, plan, need_env=True)
+    svc, tgt = _steps().split_target(target, plan, need_env=True)
     assert tgt is not None
     if dry_run:
         print_steps("rollback", f"{svc.name}:{tgt.environment}",
-                    stepmod.describe("rollback", plan, svc, tgt, None, to_tag=to_tag), json_output)
+                    _steps().describe("rollback", plan, svc, tgt, None, to_tag=to_tag), json_output)
         return
     from forgegen.runtime import deploy as deploy_mod
 
@@ -234,9 +253,9 @@ def rollback(plan_path: Path | None, json_output: bool, dry_run: bool, to_tag: s
 def status(plan_path: Path | None, json_output: bool, dry_run: bool, environments: str | None, service: str | None) -> None:
     """What runs where: the tag in git, the image running, replicas, Flux's applied revision."""
     plan = _load(plan_path, service)
-    svc = stepmod.split_target(service, plan)[0] if service else None
+    svc = _steps().split_target(service, plan)[0] if service else None
     if dry_run:
-        print_steps("status", service or plan.project, stepmod.describe("status", plan, svc, None, None), json_output)
+        print_steps("status", service or plan.project, _steps().describe("status", plan, svc, None, None), json_output)
         return
     from forgegen.runtime import deploy as deploy_mod
 
@@ -270,11 +289,11 @@ def release(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir
     per product and environment keeps two releases apart (--lock-timeout); --resume continues a
     failed release."""
     plan = _load(plan_path, service)
-    services = [stepmod.split_target(service, plan)[0]] if service else list(plan.services)
+    services = [_steps().split_target(service, plan)[0]] if service else list(plan.services)
     envs = _environments(plan, environments)
     revision = _revision(source_dir, allow_dirty)
     if dry_run:
-        print_steps("release", service or plan.project, stepmod.release_steps(plan, services, envs, revision),
+        print_steps("release", service or plan.project, _steps().release_steps(plan, services, envs, revision),
                     json_output, {"environments": envs, "source_commit": revision.sha7})
         return
     from forgegen.runtime import release as release_mod

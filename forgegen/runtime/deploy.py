@@ -23,9 +23,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from forgegen.errors import ForgeError, GitOpsError, PushError, RolloutFailed, UsageError
+from forgegen.errors import EXIT_PENDING, ForgeError, GitOpsError, PushError, RolloutFailed, UsageError
 from forgegen.plan import Plan, ServicePlan, TargetPlan
-from forgegen.runtime import flux, gitops, kube, registry
+from forgegen.runtime import flux, gitops, health, kube, registry
 from forgegen.runtime import rollout as rollout_mod
 from forgegen.runtime.tags import SourceRevision
 
@@ -36,9 +36,12 @@ Say = Callable[[str], None]
 class DeployFailed(ForgeError):
     """A deploy, rollback or status step failed; ``report`` is the JSON document (exit 1)."""
 
-    def __init__(self, message: str, report: dict[str, Any], *, hint: str | None = None) -> None:
+    def __init__(self, message: str, report: dict[str, Any], *, hint: str | None = None,
+                 exit_code: int | None = None) -> None:
         super().__init__(message, hint=hint)
         self.report = report
+        if exit_code is not None:  # a pending OnDelete rollout exits 4, not 1
+            self.exit_code = exit_code
 
 
 def _image(service: ServicePlan, tag: str) -> str:
@@ -52,6 +55,7 @@ def preflight(plan: Plan, service: str, environment: str | None) -> tuple[Servic
         raise UsageError(f"service {service!r} has no environment to deploy to",
                          hint="list environments under services.<name>.environments in deploy.yaml")
     target = svc.target(environment)
+    gitops.check_credentials(target.gitops.repo)  # exit 2 before a token reaches git's argv
     conn = kube.resolve(target.kubeconfig, target.kube_context)
     registry.resolve_credentials(plan.registry)  # raises UsageError for half-set credentials
     return svc, target, conn
@@ -76,11 +80,14 @@ def _step(report: dict[str, Any], name: str, fn: Callable[[], Any]) -> Any:
 
 def _roll(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, *, tag: str, source_commit: str,
           report: dict[str, Any], prefix: str, say: Say, cwd: str | Path | None,
-          digest: str | None = None,
+          digest: str | None = None, expected_digest: str | None = None,
           accept: Callable[[str], Callable[[str], bool]] | None = None) -> rollout_mod.RolloutResult:
     """GitOps edit → reconcile → rollout for one tag (pinned to ``digest`` when given); each
-    result lands in ``report``. ``accept(our_commit)`` may give the reconcile a test for later
-    commits that contain ours (parallel deploys to one environment)."""
+    result lands in ``report``. ``expected_digest`` (the pushed digest) lets the rollout check
+    what runs by digest (an unchanged image under a sibling tag is the same image).
+    ``accept(our_commit)`` may give the reconcile a test for later commits that contain ours
+    (parallel deploys to one environment)."""
+    since = time.time()
     g = _step(report, f"{prefix}gitops", lambda: gitops.apply_tag(
         plan, svc.name, target.environment, tag=tag, digest=digest, source_commit=source_commit, cwd=cwd))
     report[f"{prefix}gitops"] = g.to_json()
@@ -94,6 +101,7 @@ def _roll(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, *, tag: st
     expected = _image(svc, tag) + (f"@{digest}" if digest else "")
     result = _step(report, f"{prefix}rollout", lambda: rollout_mod.watch_rollout(
         api, namespace=target.namespace, workload=svc.workload, expected_image=expected,
+        expected_digest=digest or expected_digest, since=since,
         policy=svc.rollout, progress=lambda m: say(f"rollout: {m}")))
     report[f"{prefix}rollout"] = result.to_json()
     if not result.ok:  # the evidence, for people: reason, pod, exit code, logs, Warning events
@@ -101,12 +109,23 @@ def _roll(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, *, tag: st
     return result
 
 
+# What reconcile and rollout use: kubernetes.client loads each API class (and the models it
+# names, ~0.5 s of CPU in kubernetes 37) on first attribute access, not at import.
+PRELOAD = ("kubernetes.config", "kubernetes.watch.watch", "kubernetes.client.exceptions")
+PRELOAD_APIS = ("ApiClient", "AppsV1Api", "CoreV1Api", "CustomObjectsApi")
+
+
 def _preload_kubernetes() -> None:
-    """Import the kubernetes client (~0.4 s of module loading) in the background while the
-    build, push and GitOps steps wait on their subprocesses; the import lock makes it safe."""
+    """Load the kubernetes client, with the API classes the deploy uses, in the background
+    while the build, push and GitOps steps wait on their subprocesses (otherwise the rollout
+    step pays for it); the import lock makes it safe."""
     def load() -> None:
         try:
-            importlib.import_module("kubernetes.client")
+            client = importlib.import_module("kubernetes.client")
+            for name in PRELOAD:
+                importlib.import_module(name)
+            for name in PRELOAD_APIS:
+                getattr(client, name)
         except Exception:  # noqa: BLE001 - the real import later reports any problem
             pass
     threading.Thread(target=load, name="forge-preload-kubernetes", daemon=True).start()
@@ -131,12 +150,12 @@ def run_deploy(plan: Plan, service: str, environment: str | None, *, revision: S
         api = kube.client_for(conn)
         result = _roll(plan, svc, target, api, tag=pushed.deploy_tag, source_commit=revision.sha7,
                        report=report, prefix="", say=say, cwd=cwd,
-                       digest=pushed.deploy_digest if pin_digest else None)
+                       digest=pushed.deploy_digest if pin_digest else None, expected_digest=pushed.deploy_digest)
         report["outcome"] = result.outcome
         if not result.ok:
             report["failed_step"] = "rollout"
             previous = report["gitops"].get("previous_tag")
-            if svc.rollout.rollback_on_failure:
+            if svc.rollout.rollback_on_failure and result.outcome != "pending-on-delete":  # never for OnDelete
                 _rollback_after_failure(plan, svc, target, api, previous, pushed.deploy_tag, revision, report, say, cwd)
     except ForgeError as err:
         report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
@@ -144,7 +163,8 @@ def run_deploy(plan: Plan, service: str, environment: str | None, *, revision: S
                            f"{err.message}", report, hint=err.hint) from err
     report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
     if report["outcome"] != "success":
-        raise DeployFailed(_rollout_message(report), report, hint=_rollout_hint(report))
+        raise DeployFailed(_rollout_message(report), report, hint=_rollout_hint(report),
+                           exit_code=EXIT_PENDING if report["outcome"] == "pending-on-delete" else None)
     return report
 
 
@@ -188,6 +208,9 @@ def _rollout_message(report: Mapping[str, Any]) -> str:
 
 def _rollout_hint(report: Mapping[str, Any]) -> str:
     r = report.get("rollout") or {}
+    if r.get("outcome") == "pending-on-delete":
+        return ("the workload uses the OnDelete update strategy: delete its pods to replace them "
+                "(nothing was rolled back)")
     if r.get("pod"):
         return (f"`kubectl -n {r['workload']['namespace']} describe pod {r['pod']}` shows more; "
                 "--json has the whole report with the logs")
@@ -284,56 +307,55 @@ def status_row(plan: Plan, svc: ServicePlan, target: TargetPlan, connect: Callab
         row["errors"].append(f"git: {err.message}")
     try:
         api = connect()
-        row["workload"] = _workload_status(api, svc, target)
+        row["workload"] = _workload_status(api, svc, target, row["git"])
         row["flux"] = flux.flux_status(api, target)
     except ForgeError as err:
         row.setdefault("workload", None)
         row.setdefault("flux", None)
         row["errors"].append(f"cluster: {err.message}")
-    row["healthy"] = _healthy(row, svc)
+    row["healthy"] = _healthy(row)
     return row
 
 
-def _workload_status(api: Any, svc: ServicePlan, target: TargetPlan) -> dict[str, Any] | None:
-    from kubernetes import client
+def _workload_status(api: Any, svc: ServicePlan, target: TargetPlan, git: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The workload's counts and image, and the one health judgement (:mod:`forgegen.runtime.health`)
+    for the image git deploys."""
     from kubernetes.client.exceptions import ApiException
 
-    apps = client.AppsV1Api(api)
-    read = {"Deployment": apps.read_namespaced_deployment, "StatefulSet": apps.read_namespaced_stateful_set,
-            "DaemonSet": apps.read_namespaced_daemon_set}[svc.workload.kind]
     try:
-        obj = read(svc.workload.name, target.namespace, _request_timeout=(5, 15)).to_dict()
+        snap = health.snapshot_now(api, target.namespace, svc.workload)
     except ApiException as err:
-        if err.status == 404:
-            return {"found": False}
         raise RolloutFailed(f"cannot read {target.namespace}/{svc.workload.kind}/{svc.workload.name}: "
                             f"HTTP {err.status} {err.reason}") from err
     except Exception as err:  # noqa: BLE001 - connection errors of every kind
         raise RolloutFailed(f"cannot reach the cluster for {target.environment}: {err}",
                             hint="check the kube context (`kubectl config current-context`)") from err
+    obj = snap.workload
+    if obj is None:
+        return {"found": False, "healthy": False}
+    tag, digest = (git or {}).get("tag"), (git or {}).get("digest")
+    expected = f"{_image(svc, tag)}{'@' + digest if digest else ''}" if tag else None
+    verdict = health.judge(snap, svc.workload, svc.rollout, expected, digest)
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
-    image = next((c.get("image") for c in containers if c.get("name") == svc.workload.container), None)
     if svc.workload.kind == "DaemonSet":
-        desired = status.get("desired_number_scheduled") or 0
-        counts = {"desired": desired, "updated": status.get("updated_number_scheduled") or 0,
-                  "ready": status.get("number_ready") or 0, "available": status.get("number_available") or 0}
+        counts = {"desired": status.get("desiredNumberScheduled") or 0, "updated": status.get("updatedNumberScheduled") or 0,
+                  "ready": status.get("numberReady") or 0, "available": status.get("numberAvailable") or 0}
     else:
         counts = {"desired": spec.get("replicas") if spec.get("replicas") is not None else 1,
-                  "updated": status.get("updated_replicas") or 0, "ready": status.get("ready_replicas") or 0,
-                  "available": status.get("available_replicas") or 0}
+                  "updated": status.get("updatedReplicas") or 0, "ready": status.get("readyReplicas") or 0,
+                  "available": status.get("availableReplicas") or 0}
     generation = (obj.get("metadata") or {}).get("generation")
-    return {"found": True, "image": image, **counts,
-            "observed": status.get("observed_generation") is not None and status.get("observed_generation") == generation}
+    return {"found": True, "image": verdict.image, **counts,
+            "observed": status.get("observedGeneration") is not None and status.get("observedGeneration") == generation,
+            "verdict": verdict.state, "healthy": health.healthy(verdict),
+            "message": verdict.failure.message if verdict.failure else verdict.message}
 
 
-def _healthy(row: Mapping[str, Any], svc: ServicePlan) -> bool:
+def _healthy(row: Mapping[str, Any]) -> bool:
     w, f, g = row.get("workload"), row.get("flux"), row.get("git")
     if row["errors"] or not w or not w.get("found") or not f or not g:
         return False
-    counts_ok = w["updated"] == w["desired"] == w["ready"] == w["available"] and w["observed"]
-    image_ok = g.get("tag") is None or (w.get("image") or "").endswith(f":{g['tag']}")
-    return bool(counts_ok and image_ok and f.get("ready"))
+    return bool(w["healthy"] and f.get("ready"))
 
 
 def render_status(doc: Mapping[str, Any]) -> str:

@@ -714,9 +714,16 @@ def _fail(err: ReconcileError, result: ReconcileResult, t0: float) -> ReconcileE
     return err
 
 
+RBAC_HINT = ("grant the credentials Forge uses the ClusterRole of examples/rbac/forge.yaml (get, list, watch and "
+             "patch on GitRepositories and Kustomizations) with a RoleBinding in Flux's namespace")
+
+
 def _unreachable(err: Exception, where: str) -> ReconcileError:
     status, message, _ = _api_error(err)
     what = f"{status} {message}" if status else message
+    if status in (401, 403):  # reached, but refused: say so, not "cannot reach"
+        return ReconcileError(f"the Kubernetes API did not allow Forge to reconcile Flux: {what} (at {where})",
+                              hint=RBAC_HINT)
     return ReconcileError(f"cannot reach the Kubernetes API to reconcile Flux: {what} (at {where})",
                           hint="check the kube context and credentials Forge uses (`kubectl get kustomizations -A`)")
 

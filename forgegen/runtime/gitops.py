@@ -58,8 +58,8 @@ from typing import Any
 
 import yaml
 
-from forgegen import pattern, process
-from forgegen.errors import CommandError, GitOpsError, ToolMissing
+from forgegen import pattern, process, urls, yamlsource
+from forgegen.errors import CommandError, ConfigError, GitOpsError, ToolMissing
 from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime.kustomize import (
     ImageState,
@@ -164,9 +164,34 @@ def is_url(repo: str) -> bool:
     return "://" in repo or bool(_SCP_LIKE.match(repo))
 
 
+def check_credentials(repo: str, *, cwd: str | Path | None = None) -> None:
+    """Refuse (exit 2, before anything runs) a ``gitops.repo`` URL, or the ``origin`` of the
+    local working clone it names, that carries a credential (:mod:`forgegen.urls`)."""
+    if not is_url(repo):
+        path = (Path(cwd) if cwd is not None else Path.cwd()) / Path(repo).expanduser()
+        if not (path / ".git").exists():
+            return
+        res = _git(("remote", "get-url", "origin"), cwd=path, check=False, what="read the GitOps clone's remote")
+        _refuse_credentials(res.stdout.strip(), repo, clone=True)
+    else:
+        _refuse_credentials(repo, repo, clone=False)
+
+
+def _refuse_credentials(url: str, repo: str, *, clone: bool) -> None:
+    problem = urls.credential_problem(url)
+    if problem is None:
+        return
+    if clone:
+        problem = (f"the 'origin' remote of the working clone {repo} has a URL with a credential: {problem}; "
+                   f"fix it with `git -C {repo} remote set-url origin <the URL without it>`")
+    raise ConfigError.single("deploy.yaml", problem, path="gitops.repo")
+
+
 def resolve_remote(repo: str, *, cwd: str | Path | None = None) -> str:
-    """The URL Forge clones and pushes to for ``gitops.repo`` (see the module docstring)."""
+    """The URL Forge clones and pushes to for ``gitops.repo`` (see the module docstring). A URL
+    that carries a credential is refused (exit 2): git would put it in argv and ``.git/config``."""
     if is_url(repo):
+        _refuse_credentials(repo, repo, clone=False)
         return repo
     base = Path(cwd) if cwd is not None else Path.cwd()
     path = (base / Path(repo).expanduser()).resolve()
@@ -186,6 +211,7 @@ def resolve_remote(repo: str, *, cwd: str | Path | None = None) -> str:
                 f"cannot use the GitOps repository {repo}: it is a working clone with no 'origin' remote, and "
                 "Forge never commits into a checkout you work in",
                 hint="set gitops.repo to the remote's URL or to a bare repository")
+        _refuse_credentials(url, repo, clone=True)
         return url if is_url(url) else str((path / url).resolve())
     raise GitOpsError(f"cannot open the GitOps repository: {path} is not a git repository",
                       hint="point gitops.repo at a git URL or a (bare) repository")
@@ -257,6 +283,7 @@ class GitOpsRepo:
 
     def fetch(self) -> str:
         """Clone (first time) or fetch the branch; return the remote branch head. Needs the lock."""
+        process.remove_stale_temp(self.workdir.parent, f"{self.workdir.name}.tmp-")  # a killed clone's
         if not (self.workdir / ".git").is_dir():
             self._clone()
         else:
@@ -554,15 +581,17 @@ def render_inputs(repo: GitOpsRepo, overlay: str) -> tuple[str, ...]:
         else:
             continue
         try:
-            documents = list(yaml.load_all(path.read_text(encoding="utf-8"),
-                                           Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
-        except (yaml.YAMLError, UnicodeDecodeError, OSError):
+            documents = yamlsource.compose_all(path.read_text(encoding="utf-8"), str(path))
+        except (ConfigError, UnicodeDecodeError, OSError):
             return ("",)
         for value in _strings(documents):
-            if "://" in value or "\n" in value or len(value) > 1024:
+            if "://" in value or "\n" in value or "\0" in value or len(value) > 1024:
                 continue
-            candidate = (directory / value).resolve()
-            if not candidate.exists():
+            try:
+                candidate = (directory / value).resolve()
+                if not candidate.exists():
+                    continue
+            except (OSError, ValueError):  # not a path this system can name (a lone surrogate, ...)
                 continue
             if not candidate.is_relative_to(root):
                 return ("",)
@@ -573,15 +602,22 @@ def render_inputs(repo: GitOpsRepo, overlay: str) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-def _strings(value: object) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
+def _strings(roots: list[yaml.Node]) -> Iterator[str]:
+    """Every scalar value in the documents, each node once (an alias is its anchor's node, so an
+    alias bomb costs no more than its text)."""
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            yield node.value
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(value for _key, value in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
 
 
 def _inputs_changed(repo: GitOpsRepo, old: str, new: str, inputs: tuple[str, ...]) -> bool:

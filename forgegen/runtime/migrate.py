@@ -47,6 +47,9 @@ CONTAINER = "migrate"
 LOG_LINES = 50
 MAX_NAME = 63
 COMPONENT = "forge-migration"
+API_LOST_AFTER = 30.0  # seconds of nothing but connection trouble before the API counts as gone
+_API_HINT = ("check that the cluster answers (`kubectl get --raw /readyz`), then release again: a migration "
+             "Job that succeeded is not run twice, one that is still running is watched, not duplicated")
 
 
 def job_name(service: str, migration: str, tag: str) -> str:
@@ -169,6 +172,7 @@ def run_migration(api: Any, *, service: str, migration: MigrationPlan, namespace
     Returns a :class:`MigrationResult` for success, failure and timeout; raises
     :class:`MigrationFailed` only when the Job cannot be created or watched at all.
     """
+    import urllib3
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
@@ -200,6 +204,9 @@ def run_migration(api: Any, *, service: str, migration: MigrationPlan, namespace
     except ApiException as err:
         raise MigrationFailed(f"cannot create the migration Job {where}: HTTP {err.status} {err.reason}",
                               hint="check the Kubernetes credentials and RBAC (create/get/delete on jobs)") from err
+    except (OSError, urllib3.exceptions.HTTPError) as err:  # refused, reset, timed out, TLS
+        raise MigrationFailed(f"cannot create the migration Job {where}: the Kubernetes API does not answer "
+                              f"({type(err).__name__})", hint=_API_HINT) from err
     uid = job["metadata"]["uid"]
     verdict = _watch(batch, core, name, namespace, uid, migration.timeout, say, watch_seconds)
     if verdict.state == "failed" and verdict.exit_code is None and verdict.reason != "Timeout":
@@ -281,8 +288,14 @@ def _watch(batch: Any, core: Any, name: str, namespace: str, uid: str, timeout: 
     synced: set[str] = set()
     last_message = ""
     end = time.monotonic() + timeout
+    trouble_since: float | None = None  # since when the streams have reached nothing
+    trouble = ""
     try:
         while True:
+            if trouble_since is not None and time.monotonic() - trouble_since > API_LOST_AFTER:
+                raise MigrationFailed(
+                    f"lost the Kubernetes API while watching the migration Job {namespace}/Job/{name}: nothing but "
+                    f"connection errors for {API_LOST_AFTER:g}s ({trouble})", hint=_API_HINT)
             if synced >= {"job", "pods"}:
                 verdict = assess(job, pods.values())
                 if verdict.state != "running":
@@ -295,8 +308,13 @@ def _watch(batch: Any, core: Any, name: str, namespace: str, uid: str, timeout: 
                 current = assess(job, pods.values())
                 return Verdict("failed", "Timeout", f"the Job did not finish within {timeout:g}s ({current.message})",
                                current.pod, current.exit_code)
-            for item in next_batch(out, remaining):
+            for item in next_batch(out, min(remaining, API_LOST_AFTER)):
                 tag, resource = item[0], item[1]
+                if tag == "trouble":
+                    trouble = item[2]
+                    trouble_since = trouble_since or time.monotonic()
+                    continue
+                trouble_since = None
                 if tag == "sync":
                     synced.add(resource)
                     if resource == "job":

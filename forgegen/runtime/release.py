@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from forgegen.errors import (ApprovalRequired, ClusterUnreachable, ForgeError, MigrationFailed, RolloutFailed,
-                             UsageError)
+                             RolloutPending, UsageError)
 from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime import deploy as deploy_mod
 from forgegen.runtime import gitops, kube, lock, migrate, registry, verify
@@ -585,17 +585,19 @@ def _deploy(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, entry: d
     try:
         rolled = deploy_mod._roll(plan, svc, target, api, tag=tag, source_commit=revision.sha7, report=deploy,
                                   prefix="", say=lambda msg: say(f"{where}: {msg}"), cwd=cwd,
+                                  expected_digest=(entry.get("push") or {}).get("digest"),
                                   accept=accept((target.gitops.repo, target.gitops.branch)) if accept else None)
     except ForgeError as err:
         return f"deploy:{deploy.get('failed_step', 'gitops')}", err
     deploy["outcome"] = rolled.outcome
     if not rolled.ok:
         deploy["failed_step"] = "rollout"
-        if svc.rollout.rollback_on_failure:
+        if svc.rollout.rollback_on_failure and rolled.outcome != "pending-on-delete":  # never for OnDelete
             deploy_mod._rollback_after_failure(plan, svc, target, api, deploy["gitops"].get("previous_tag"), tag,
                                                revision, deploy, lambda msg: say(f"{where}: {msg}"), cwd)
         message = deploy_mod._rollout_message({**deploy, "service": svc.name, "environment": target.environment})
-        return "deploy:rollout", RolloutFailed(message, hint=deploy_mod._rollout_hint(deploy))
+        pending = rolled.outcome == "pending-on-delete"
+        return "deploy:rollout", (RolloutPending if pending else RolloutFailed)(message, hint=deploy_mod._rollout_hint(deploy))
     return None
 
 

@@ -13,7 +13,13 @@ Two pieces (STYLE.md point 31, after kubectl's ``rollout_status.go`` and kopf):
   re-lists on ``410 Gone``, and feeds one queue; the loop re-assesses after every batch and at
   the moment a grace window ends, and stops at the deadline.
 
-``watch_rollout`` returns a :class:`RolloutResult` for every outcome (success, failed, timeout)
+Judged on the new revision only: restarts since the rollout began (a pod Ready before it began
+keeps its old restarts out), terminal (evicted) pods only when their own status blames them,
+the running image by digest whenever one is known, the most specific failure reason first
+(others as ``evidence``). An OnDelete StatefulSet/DaemonSet whose pods still run the old
+template is ``pending-on-delete``: neither success nor failure, never rolled back (exit 4).
+
+``watch_rollout`` returns a :class:`RolloutResult` for every outcome (success, failed, timeout, pending-on-delete)
 and raises nothing for a failed rollout: the caller decides (``raise_for_outcome`` turns a
 result into :class:`~forgegen.errors.RolloutFailed` / :class:`~forgegen.errors.RolloutTimeout`).
 It raises :class:`~forgegen.errors.RolloutFailed` only when it cannot watch at all (RBAC
@@ -35,11 +41,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
-from forgegen.errors import RolloutFailed, RolloutTimeout
+from forgegen.errors import RolloutFailed, RolloutPending, RolloutTimeout
 from forgegen.runtime.watch import Stream, close_streams, next_batch
 
 if TYPE_CHECKING:
@@ -54,8 +60,13 @@ DEFAULT_PROGRESS_DEADLINE = 600.0
 LOG_LINES = 50
 EVENT_LIMIT = 20
 REVISION = "deployment.kubernetes.io/revision"
+# The DaemonSet's template generation: kube-apiserver moves it only when spec.template changes, and
+# the controller labels new pods with it (pod-template-generation) and with the revision hash.
+TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
 
-State = Literal["progressing", "done", "failed"]
+# "pending-on-delete": an OnDelete StatefulSet/DaemonSet whose template is applied, while some of
+# its pods still run the old one; the controller replaces them only when they are deleted.
+State = Literal["progressing", "done", "failed", "pending-on-delete"]
 
 
 # =============================================================================================
@@ -68,6 +79,12 @@ class Snapshot:
 
     workload: dict | None = None
     replicasets: dict[str, dict] = field(default_factory=dict)
+    controllerrevisions: dict[str, dict] = field(default_factory=dict)  # DaemonSets only
+    # Restart counts when the watch began, by pod uid and container name: restarts before the
+    # rollout began never count against it (filled by the watch loop at its first pod list).
+    restart_baseline: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Judge by the workload's status alone (no pod evidence): published reference objects only.
+    status_only: bool = False
     pods: dict[str, dict] = field(default_factory=dict)
     events: dict[str, dict] = field(default_factory=dict)
 
@@ -77,7 +94,7 @@ class Snapshot:
             self.workload = None if kind == "DELETED" else obj
             return
         bucket: dict[str, dict] = getattr(self, resource)
-        uid = obj.get("metadata", {}).get("uid", "")
+        uid = _id(obj)
         if kind == "DELETED":
             bucket.pop(uid, None)
             return
@@ -92,7 +109,12 @@ class Snapshot:
         if resource == "workload":
             self.workload = items[0] if items else None
             return
-        setattr(self, resource, {o["metadata"]["uid"]: o for o in items})
+        setattr(self, resource, {_id(o): o for o in items})
+
+
+def _id(obj: dict) -> str:
+    meta = obj.get("metadata") or {}
+    return meta.get("uid") or f"{obj.get('kind', '')}/{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
 @dataclass(frozen=True)
@@ -102,7 +124,8 @@ class Failure:
     pod: str | None = None
     container: str | None = None
     exit_code: int | None = None
-    restart_count: int | None = None
+    restart_count: int | None = None  # restarts since the rollout began
+    evidence: tuple[str, ...] = ()  # other reasons seen at the same time ("Reason: message")
 
 
 @dataclass(frozen=True)
@@ -127,8 +150,13 @@ class Status:
 
 
 def assess(snap: Snapshot, workload: WorkloadPlan, policy: RolloutPlan, expected_image: str | None,
-           now: float) -> Status:
-    """Where the rollout stands, from one snapshot. ``now`` is wall-clock (server timestamps)."""
+           now: float, *, expected_digest: str | None = None) -> Status:
+    """Where the rollout stands, from one snapshot. ``now`` is wall-clock (server timestamps).
+
+    ``expected_digest`` (``sha256:…``, from the push) makes the running-image check compare
+    digests: the same image under a sibling tag is the expected image, and an older image still
+    cached under the very tag is not.
+    """
     w = snap.workload
     kind_word = {"Deployment": "deployment", "StatefulSet": "statefulset", "DaemonSet": "daemon set"}[workload.kind]
     if w is None:
@@ -140,29 +168,19 @@ def assess(snap: Snapshot, workload: WorkloadPlan, policy: RolloutPlan, expected
         workload.kind](w, snap)
     template_containers = (((w.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
     container = next((c for c in template_containers if c.get("name") == workload.container), None)
+    if container is None and snap.status_only and not template_containers:
+        container = {}  # a status-only reference object without a pod template
     if container is None:
         names = ", ".join(c.get("name", "?") for c in template_containers) or "none"
         return Status("failed", view.message, Failure(
             "ContainerNotFound",
             f"{workload.kind} {workload.name} has no container {workload.container!r} (it has: {names})"))
     image = container.get("image", "")
+    problem, warning, wake = _new_pod_problems(snap, view, policy, now)
     if view.failure is not None:
-        return _status(view, "failed", view.message, view.failure, image)
-
-    # The pods of the new revision: the evidence kubectl never looks at.
-    events = _relevant_events(snap, view)
-    wake: list[float] = []
-    warning: str | None = None
-    for pod in sorted(view.new_pods, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"])):
-        if pod["metadata"].get("deletionTimestamp"):
-            continue
-        problem, pending, at = _pod_problem(pod, policy, now, events)
-        if problem is not None:
-            return _status(view, "failed", view.message, problem, image)
-        if pending and warning is None:
-            warning = pending
-        if at is not None:
-            wake.append(at)
+        return _status(view, "failed", view.message, _most_specific(view, problem), image)
+    if problem is not None:
+        return _status(view, "failed", view.message, problem, image)
     if view.new_rs_failure is not None:  # the ReplicaSet cannot create pods (quota, admission)
         failure, at = view.new_rs_failure
         if at <= now - policy.scheduling_grace:
@@ -175,17 +193,75 @@ def assess(snap: Snapshot, workload: WorkloadPlan, policy: RolloutPlan, expected
     if expected_image and not same_image(image, expected_image):
         return _status(view, "progressing", f'Waiting for {kind_word} "{workload.name}" to use image '
                        f"{expected_image} (container {workload.container} has {image})...", None, image, wake_at)
+    if view.on_delete and not view.done and view.progress is not None and view.progress.old:
+        p = view.progress
+        return _status(view, "pending-on-delete", (
+            f'{kind_word} "{workload.name}" uses the OnDelete update strategy: {p.updated} of {p.desired} pods run '
+            f"the new template; the others are replaced only when deleted (`kubectl delete pod`)"), None, image)
     if not view.done:
         return _status(view, "progressing", message, None, image, wake_at)
     # Done by the controller's counts and by the pods we see: check what actually runs.
-    for pod in view.new_pods:
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            if cs.get("name") == workload.container and not same_image(cs.get("image", ""), image, cs.get("imageID", "")):
-                return _status(view, "failed", view.message, Failure(
-                    "ImageMismatch", f"pod {pod['metadata']['name']} runs {cs.get('image')} in container "
-                    f"{workload.container}, but the {workload.kind} asks for {image}",
-                    pod=pod["metadata"]["name"], container=workload.container), image)
+    mismatch = _image_mismatch(view, workload, image, expected_digest or _digest(image))
+    if mismatch is not None:
+        return _status(view, "failed", view.message, mismatch, image)
     return _status(view, "done", view.message, None, image)
+
+
+def _new_pod_problems(snap: Snapshot, view: _View, policy: RolloutPlan,
+                      now: float) -> tuple[Failure | None, str | None, list[float]]:
+    """(the first problem of a new pod, the first warning still within grace, when graces end)."""
+    events = _relevant_events(snap, view)
+    wake: list[float] = []
+    warning: str | None = None
+    for pod in sorted(view.new_pods, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"])):
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        baseline = snap.restart_baseline.get(pod["metadata"].get("uid") or "", {})
+        if (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
+            # A terminal pod (evicted, node shut down) is left for garbage collection and
+            # replaced: it counts only when it failed for the new revision's own reasons.
+            problem = _terminal_problem(pod, policy, baseline)
+            if problem is not None:
+                return problem, None, wake
+            continue
+        problem, pending, at = _pod_problem(pod, policy, now, events, baseline)
+        if problem is not None:
+            return problem, None, wake
+        if pending and warning is None:
+            warning = pending
+        if at is not None:
+            wake.append(at)
+    return None, warning, wake
+
+
+def _most_specific(view: _View, problem: Failure | None) -> Failure:
+    """The most specific reason a rollout failed; the others ride along as evidence.
+
+    A pod's own problem beats the ReplicaSet's creation failure, which beats the controller's
+    ``ProgressDeadlineExceeded`` (which says only that *something* did not progress)."""
+    assert view.failure is not None
+    found = [f for f in (problem, view.new_rs_failure[0] if view.new_rs_failure else None) if f is not None]
+    if not found:
+        return view.failure
+    others = [f"{f.reason}: {f.message}" for f in found[1:] + [view.failure]]
+    return replace(found[0], evidence=tuple(found[0].evidence) + tuple(others))
+
+
+def _image_mismatch(view: _View, workload: WorkloadPlan, image: str, digest: str | None) -> Failure | None:
+    for pod in _active(view.new_pods):
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            if cs.get("name") != workload.container or same_image(cs.get("image", ""), image, cs.get("imageID", ""),
+                                                                   digest=digest):
+                continue
+            running = cs.get("image")
+            have = _digest(cs.get("image", "")) or _digest(cs.get("imageID", ""))
+            if digest and have:
+                running = f"{running} ({have})"
+            wanted = f"{image} ({digest})" if digest and digest not in image else image
+            return Failure("ImageMismatch", f"pod {pod['metadata']['name']} runs {running} in container "
+                           f"{workload.container}, but the {workload.kind} asks for {wanted}",
+                           pod=pod["metadata"]["name"], container=workload.container)
+    return None
 
 
 def _status(view: _View, state: State, message: str, failure: Failure | None, image: str,
@@ -206,6 +282,7 @@ class _View:
     new_owner_uids: set[str] = field(default_factory=set)
     progress: Progress | None = None
     new_rs_failure: tuple[Failure, float] | None = None
+    on_delete: bool = False  # OnDelete strategy: the controller replaces a pod only once it is deleted
 
 
 def _observed(w: dict) -> bool:
@@ -214,8 +291,16 @@ def _observed(w: dict) -> bool:
     return obs is not None and gen <= obs
 
 
-def _owned_by(obj: dict, uids: set[str]) -> bool:
-    return any(r.get("uid") in uids for r in obj["metadata"].get("ownerReferences") or [])
+def _key(obj: dict, kind: str) -> str:
+    """How owner references name ``obj``: its uid, or ``Kind/name`` for an object without one
+    (some published objects lack ``metadata.uid``)."""
+    meta = obj.get("metadata") or {}
+    return meta.get("uid") or f"{obj.get('kind') or kind}/{meta.get('name', '')}"
+
+
+def _owned_by(obj: dict, keys: set[str]) -> bool:
+    return any(r.get("uid") in keys or f"{r.get('kind')}/{r.get('name')}" in keys
+               for r in obj["metadata"].get("ownerReferences") or [])
 
 
 def _active(pods: Iterable[dict]) -> list[dict]:
@@ -238,7 +323,7 @@ def _deployment_view(d: dict, snap: Snapshot) -> _View:
     name = d["metadata"]["name"]
     spec, st = d.get("spec") or {}, d.get("status") or {}
     desired = spec.get("replicas", 1)
-    uid = d["metadata"]["uid"]
+    uid = _key(d, "Deployment")
     rss = [r for r in snap.replicasets.values() if _owned_by(r, {uid})]
     template = spec.get("template") or {}
     new_rs = next((r for r in rss if _strip_hash((r.get("spec") or {}).get("template") or {}) == template), None)
@@ -246,8 +331,8 @@ def _deployment_view(d: dict, snap: Snapshot) -> _View:
         rev = (d["metadata"].get("annotations") or {}).get(REVISION)
         new_rs = next((r for r in rss if rev and (r["metadata"].get("annotations") or {}).get(REVISION) == rev
                        and _observed(d)), None)
-    old_uids = {r["metadata"]["uid"] for r in rss if r is not new_rs}
-    new_uids = {new_rs["metadata"]["uid"]} if new_rs else set()
+    old_uids = {_key(r, "ReplicaSet") for r in rss if r is not new_rs}
+    new_uids = {_key(new_rs, "ReplicaSet")} if new_rs else set()
     pods = list(snap.pods.values())
     new_pods = [p for p in pods if new_uids and _owned_by(p, new_uids)]
     old_pods = _active(p for p in pods if _owned_by(p, old_uids))
@@ -255,11 +340,15 @@ def _deployment_view(d: dict, snap: Snapshot) -> _View:
     progress = Progress(desired, st.get("updatedReplicas", 0), len(ready_new), st.get("availableReplicas", 0), len(old_pods))
     revision = (new_rs["metadata"].get("annotations") or {}).get(REVISION) if new_rs else None
     view = _View("", revision=revision, new_pods=new_pods, new_owner_uids=new_uids | {uid}, progress=progress)
-    if new_rs is not None:
-        for c in (new_rs.get("status") or {}).get("conditions") or []:
-            if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
-                view.new_rs_failure = (Failure(c.get("reason") or "FailedCreate", c.get("message") or ""),
-                                       _time(c.get("lastTransitionTime")) or 0.0)
+    # The new ReplicaSet cannot create pods. The Deployment mirrors a ReplicaSet's FailedCreate
+    # (an old one's too), so its own condition is read only when no new ReplicaSet is in view.
+    conds = ((new_rs or {}).get("status") or {}).get("conditions") or []
+    if new_rs is None:
+        conds = [c for c in st.get("conditions") or [] if c.get("reason") == "FailedCreate"]
+    c = next((c for c in conds if c.get("type") == "ReplicaFailure" and c.get("status") == "True"), None)
+    if c is not None:
+        view.new_rs_failure = (Failure(c.get("reason") or "FailedCreate", c.get("message") or ""),
+                               _time(c.get("lastTransitionTime")) or 0.0)
     if not _observed(d):
         view.message = "Waiting for deployment spec update to be observed..."
         return view
@@ -276,6 +365,8 @@ def _deployment_view(d: dict, snap: Snapshot) -> _View:
         view.message = f'Waiting for deployment "{name}" rollout to finish: {replicas - updated} old replicas are pending termination...'
     elif available < updated:
         view.message = f'Waiting for deployment "{name}" rollout to finish: {available} of {updated} updated replicas are available...'
+    elif snap.status_only:
+        view.message, view.done = f'deployment "{name}" successfully rolled out', True
     elif new_rs is None and desired > 0:
         view.message = f'Waiting for deployment "{name}" rollout to finish: waiting for its new replica set...'
     elif old_pods:
@@ -297,81 +388,112 @@ def _ordinal(pod: dict) -> int:
 
 def _statefulset_view(s: dict, snap: Snapshot) -> _View:
     spec, st = s.get("spec") or {}, s.get("status") or {}
-    uid = s["metadata"]["uid"]
+    uid = _key(s, "StatefulSet")
     strategy = spec.get("updateStrategy") or {}
     replicas = spec.get("replicas", 1)
     partition = (strategy.get("rollingUpdate") or {}).get("partition", 0) or 0
     update_rev = st.get("updateRevision")
+    # updatedReplicas is omitted when 0; once the revisions agree, every current pod is updated.
+    updated = st.get("updatedReplicas", st.get("currentReplicas", 0) if st.get("currentRevision") == update_rev else 0)
     owned = [p for p in snap.pods.values() if _owned_by(p, {uid})]
     rev = lambda p: (p["metadata"].get("labels") or {}).get("controller-revision-hash")  # noqa: E731
     new_pods = [p for p in owned if update_rev and rev(p) == update_rev]
     old_pods = _active(p for p in owned if rev(p) != update_rev and _ordinal(p) >= partition)
     ready_new = [p for p in _active(new_pods) if _ready(p)]
     want_new = max(replicas - partition, 0)
-    progress = Progress(replicas, st.get("updatedReplicas", 0), len(ready_new), st.get("availableReplicas", 0), len(old_pods))
+    old = len(old_pods) if not snap.status_only else max(want_new - updated, 0)
+    progress = Progress(replicas, updated, len(ready_new), st.get("availableReplicas", 0), old)
     view = _View("", revision=update_rev, new_pods=new_pods, new_owner_uids={uid}, progress=progress)
-    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
-        view.message = "rollout status is only available for RollingUpdate strategy type"
-        view.failure = Failure("OnDeleteStrategy", f"statefulset {s['metadata']['name']} uses the OnDelete update "
-                               "strategy: its pods are replaced only when deleted, so the rollout cannot be watched")
-        return view
+    view.on_delete = strategy.get("type", "RollingUpdate") == "OnDelete"
     if not st.get("observedGeneration") or not _observed(s):
         view.message = "Waiting for statefulset spec update to be observed..."
         return view
     ready = st.get("readyReplicas", 0)
+    if snap.status_only:  # kubectl's judgement, plus pods beyond spec.replicas still there
+        waiting = not partition and (st.get("currentRevision") != update_rev or st.get("replicas", 0) > replicas)
+    else:
+        waiting = bool(old_pods) or len(ready_new) < want_new
     if ready < replicas:
         view.message = f"Waiting for {replicas - ready} pods to be ready..."
-    elif st.get("updatedReplicas", 0) < want_new:
-        view.message = (f"Waiting for partitioned roll out to finish: {st.get('updatedReplicas', 0)} out of "
-                        f"{want_new} new pods have been updated...")
-    elif old_pods or len(ready_new) < want_new:
-        view.message = (f"waiting for statefulset rolling update to complete {len(ready_new)} pods at revision "
-                        f"{update_rev}...")
+    elif updated < want_new:
+        view.message = f"Waiting for partitioned roll out to finish: {updated} out of {want_new} new pods have been updated..."
+    elif waiting:
+        view.message = (f"waiting for statefulset rolling update to complete "
+                        f"{updated if snap.status_only else len(ready_new)} pods at revision {update_rev}...")
     else:
         view.done = True
-        view.message = (f"partitioned roll out complete: {st.get('updatedReplicas', 0)} new pods have been updated..."
-                        if partition else
-                        f"statefulset rolling update complete {st.get('updatedReplicas', 0)} pods at revision {update_rev}...")
+        view.message = (f"partitioned roll out complete: {updated} new pods have been updated..." if partition else
+                        f"statefulset rolling update complete {updated} pods at revision {update_rev}...")
     return view
+
+
+def _daemonset_revision(ds: dict, snap: Snapshot) -> tuple[str | None, str | None]:
+    """(the current revision hash, the template generation) of a DaemonSet, where known.
+
+    As the controller decides (``util.IsPodUpdated``): a pod is new when its
+    ``controller-revision-hash`` is the hash of the ControllerRevision holding the current
+    template, or its ``pod-template-generation`` is the template-generation annotation (which,
+    unlike ``metadata.generation``, moves only when the template changes).
+    """
+    tgen = (ds["metadata"].get("annotations") or {}).get(TEMPLATE_GENERATION)
+    uid = _key(ds, "DaemonSet")
+    template = (ds.get("spec") or {}).get("template") or {}
+    matching = []
+    for cr in snap.controllerrevisions.values():
+        data = (((cr.get("data") or {}).get("spec") or {}).get("template")) or {}
+        if _owned_by(cr, {uid}) and {k: v for k, v in data.items() if k != "$patch"} == template:
+            matching.append(cr)
+    best = max(matching, key=lambda cr: cr.get("revision") or 0, default=None)
+    hash_ = ((best or {}).get("metadata", {}).get("labels") or {}).get("controller-revision-hash") if best else None
+    return hash_, tgen
+
+
+def _daemonset_new_pods(ds: dict, owned: list[dict], snap: Snapshot) -> tuple[list[dict], str | None]:
+    hash_, tgen = _daemonset_revision(ds, snap)
+    labels = lambda p: p["metadata"].get("labels") or {}  # noqa: E731
+    if hash_ or tgen:
+        return [p for p in owned if (hash_ and labels(p).get("controller-revision-hash") == hash_)
+                or (tgen and labels(p).get("pod-template-generation") == tgen)], tgen or hash_
+    # Neither is known (no annotation, no ControllerRevisions seen): a pod is new when every
+    # template container runs in it with the template's image (injected sidecars do not matter).
+    st = ds.get("status") or {}
+    if not (_observed(ds) and "desiredNumberScheduled" in st
+            and st.get("updatedNumberScheduled", 0) >= st["desiredNumberScheduled"]):
+        return [], None
+    want = {c.get("name"): c.get("image") for c in (((ds.get("spec") or {}).get("template") or {}).get("spec") or {})
+            .get("containers") or []}
+    have = lambda p: {c.get("name"): c.get("image") for c in (p.get("spec") or {}).get("containers") or []}  # noqa: E731
+    return [p for p in owned if all(have(p).get(n) == i for n, i in want.items())], None
 
 
 def _daemonset_view(ds: dict, snap: Snapshot) -> _View:
     name = ds["metadata"]["name"]
     spec, st = ds.get("spec") or {}, ds.get("status") or {}
-    uid = ds["metadata"]["uid"]
-    gen = str(ds["metadata"].get("generation", 1))
+    uid = _key(ds, "DaemonSet")
     owned = [p for p in snap.pods.values() if _owned_by(p, {uid})]
-    labels = lambda p: p["metadata"].get("labels") or {}  # noqa: E731
-    current = {labels(p).get("controller-revision-hash") for p in owned if labels(p).get("pod-template-generation") == gen}
-    current.discard(None)
+    new_pods, revision = _daemonset_new_pods(ds, owned, snap)
     desired = st.get("desiredNumberScheduled", 0)
-    if current:
-        new_pods = [p for p in owned if labels(p).get("controller-revision-hash") in current]
-    elif _observed(ds) and st.get("updatedNumberScheduled", 0) >= desired:
-        images = [c.get("image") for c in ((spec.get("template") or {}).get("spec") or {}).get("containers") or []]
-        new_pods = [p for p in owned if [c.get("image") for c in p["spec"].get("containers") or []] == images]
-    else:
-        new_pods = []
-    new_uids = {p["metadata"]["uid"] for p in new_pods}
-    old_pods = _active(p for p in owned if p["metadata"]["uid"] not in new_uids)
+    new_uids = {_id(p) for p in new_pods}
+    old_pods = _active(p for p in owned if _id(p) not in new_uids)
     ready_new = [p for p in _active(new_pods) if _ready(p)]
-    progress = Progress(desired, st.get("updatedNumberScheduled", 0), len(ready_new), st.get("numberAvailable", 0), len(old_pods))
-    view = _View("", revision=gen, new_pods=new_pods, new_owner_uids={uid}, progress=progress)
-    if (spec.get("updateStrategy") or {}).get("type", "RollingUpdate") != "RollingUpdate":
-        view.message = "rollout status is only available for RollingUpdate strategy type"
-        view.failure = Failure("OnDeleteStrategy", f"daemon set {name} uses the OnDelete update strategy: its pods "
-                               "are replaced only when deleted, so the rollout cannot be watched")
-        return view
+    old = len(old_pods) if not snap.status_only else max(desired - st.get("updatedNumberScheduled", 0), 0)
+    progress = Progress(desired, st.get("updatedNumberScheduled", 0), len(ready_new), st.get("numberAvailable", 0), old)
+    view = _View("", revision=revision, new_pods=new_pods, new_owner_uids={uid}, progress=progress)
+    view.on_delete = (spec.get("updateStrategy") or {}).get("type", "RollingUpdate") == "OnDelete"
     if not _observed(ds):
         view.message = "Waiting for daemon set spec update to be observed..."
+        return view
+    if "desiredNumberScheduled" not in st:  # the controller has not counted the nodes yet
+        view.message = f'Waiting for daemon set "{name}" status to be reported...'
         return view
     updated, available = st.get("updatedNumberScheduled", 0), st.get("numberAvailable", 0)
     if updated < desired:
         view.message = f'Waiting for daemon set "{name}" rollout to finish: {updated} out of {desired} new pods have been updated...'
     elif available < desired:
         view.message = f'Waiting for daemon set "{name}" rollout to finish: {available} of {desired} updated pods are available...'
-    elif old_pods or len(ready_new) < desired:
-        view.message = f'Waiting for daemon set "{name}" rollout to finish: {len(ready_new)} of {desired} updated pods are ready...'
+    elif (old_pods or len(ready_new) < desired) if not snap.status_only else st.get("numberReady", desired) < desired:
+        view.message = (f'Waiting for daemon set "{name}" rollout to finish: '
+                        f'{st.get("numberReady", 0) if snap.status_only else len(ready_new)} of {desired} updated pods are ready...')
     else:
         view.done = True
         view.message = f'daemon set "{name}" successfully rolled out'
@@ -380,7 +502,7 @@ def _daemonset_view(ds: dict, snap: Snapshot) -> _View:
 
 def _relevant_events(snap: Snapshot, view: _View) -> list[dict]:
     """Events about the new pods, the new ReplicaSet or the workload, oldest first."""
-    uids = {p["metadata"]["uid"] for p in view.new_pods} | view.new_owner_uids
+    uids = {p["metadata"].get("uid") for p in view.new_pods} - {None} | view.new_owner_uids
     names = {("Pod", p["metadata"]["name"]) for p in view.new_pods}
     out = []
     for ev in snap.events.values():
@@ -404,11 +526,40 @@ def _time(ts: str | None) -> float | None:
         return None
 
 
-def _pod_problem(pod: dict, policy: RolloutPlan, now: float, events: list[dict]) -> tuple[Failure | None, str | None, float | None]:
-    """(a failure, a warning still within grace, when that grace ends) for one new pod."""
+def _terminal_problem(pod: dict, policy: RolloutPlan, baseline: Mapping[str, int]) -> Failure | None:
+    """Why a terminal (Failed) pod of the new revision fails the rollout, if it does.
+
+    Workload pods restart always, so only the node ends them: eviction under node pressure, a
+    node shutdown or loss, preemption. Those are not the revision's doing and the controller
+    replaces the pod. It counts when its own status blames it: evicted for exceeding its own
+    limits (ephemeral storage, emptyDir), killed at its ``activeDeadlineSeconds``, or restarted
+    beyond tolerance (since the rollout began) before it was ended.
+    """
+    st, name = pod.get("status") or {}, pod["metadata"]["name"]
+    reason, message = st.get("reason") or "", st.get("message") or ""
+    lowered = message.lower()
+    if reason == "Evicted" and "limit" in lowered and ("exceeds" in lowered or "exceeded" in lowered):
+        return Failure("Evicted", message.strip(), name)
+    if reason == "DeadlineExceeded":
+        return Failure("DeadlineExceeded", message.strip() or "the pod ran past its activeDeadlineSeconds", name)
+    for cs in st.get("containerStatuses") or []:
+        total = cs.get("restartCount", 0) or 0
+        restarts = max(total - baseline.get(cs.get("name") or "", 0), 0)
+        last = (cs.get("lastState") or {}).get("terminated")
+        if last and restarts > policy.restarts_tolerated:
+            return _exit_failure(name, cs.get("name") or "", last, restarts, total)
+    return None
+
+
+def _pod_problem(pod: dict, policy: RolloutPlan, now: float, events: list[dict],
+                 baseline: Mapping[str, int]) -> tuple[Failure | None, str | None, float | None]:
+    """(a failure, a warning still within grace, when that grace ends) for one new pod.
+
+    Restarts count from ``baseline`` (the counts when the watch began), except for a container
+    waiting in ``CrashLoopBackOff`` now: that state is itself current evidence."""
     name = pod["metadata"]["name"]
     st = pod.get("status") or {}
-    uid = pod["metadata"]["uid"]
+    uid = pod["metadata"].get("uid")
     pod_events = [e for e in events if (e.get("involvedObject") or {}).get("uid") == uid
                   or (e.get("involvedObject") or {}).get("name") == name]
     statuses = [(cs, True) for cs in st.get("initContainerStatuses") or []] + \
@@ -416,21 +567,22 @@ def _pod_problem(pod: dict, policy: RolloutPlan, now: float, events: list[dict])
     for cs, _init in statuses:
         cname = cs.get("name")
         state, last = cs.get("state") or {}, cs.get("lastState") or {}
-        restarts = cs.get("restartCount", 0) or 0
+        total = cs.get("restartCount", 0) or 0
+        restarts = max(total - baseline.get(cname or "", 0), 0)
         waiting, term, last_term = state.get("waiting"), state.get("terminated"), last.get("terminated")
         if waiting and waiting.get("reason") in FATAL_WAITING:
             return Failure(waiting["reason"], waiting.get("message") or _event_message(pod_events, cname, waiting["reason"]),
                            name, cname, None, restarts), None, None
-        if waiting and waiting.get("reason") == "CrashLoopBackOff" and restarts > policy.restarts_tolerated:
+        if waiting and waiting.get("reason") == "CrashLoopBackOff" and total > policy.restarts_tolerated:
             exit_code = (last_term or {}).get("exitCode")
             why = (last_term or {}).get("reason")
             msg = f"container {cname} keeps exiting" + (f" with code {exit_code}" if exit_code is not None else "") + \
-                  (f" ({why})" if why else "") + f"; restarted {restarts} times. {waiting.get('message', '')}".rstrip()
+                  (f" ({why})" if why else "") + f"; {_restarted(restarts, total)}. {waiting.get('message', '')}".rstrip()
             return Failure("CrashLoopBackOff", msg, name, cname, exit_code, restarts), None, None
         if term and not (_init and term.get("exitCode") == 0) and restarts + 1 > policy.restarts_tolerated:
-            return _exit_failure(name, cname, term, restarts, current=True), None, None
+            return _exit_failure(name, cname, term, restarts, total), None, None
         if last_term and not _init and restarts > policy.restarts_tolerated:
-            return _exit_failure(name, cname, last_term, restarts, current=False), None, None
+            return _exit_failure(name, cname, last_term, restarts, total), None, None
     # Scheduling, within its grace window.
     for cond in st.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
@@ -456,7 +608,12 @@ def _pod_problem(pod: dict, policy: RolloutPlan, now: float, events: list[dict])
     return None, pending, wake
 
 
-def _exit_failure(pod: str, container: str, term: dict, restarts: int, *, current: bool) -> Failure:
+def _restarted(restarts: int, total: int) -> str:
+    text = f"restarted {restarts} time{'s' if restarts != 1 else ''}"
+    return text if total == restarts else f"{text} since the rollout began ({total} in all)"
+
+
+def _exit_failure(pod: str, container: str, term: dict, restarts: int, total: int) -> Failure:
     code = term.get("exitCode")
     reason = term.get("reason") or "Error"
     if reason not in ("OOMKilled", "Error", "Completed", "ContainerCannotRun", "StartError"):
@@ -465,7 +622,7 @@ def _exit_failure(pod: str, container: str, term: dict, restarts: int, *, curren
         msg = f"container {container} was killed for using too much memory (OOMKilled, exit code {code})"
     else:
         msg = f"container {container} exited with code {code}" + ("" if reason in ("Error", "Completed") else f" ({reason})")
-    msg += f"; restarted {restarts} time{'s' if restarts != 1 else ''}"
+    msg += f"; {_restarted(restarts, total)}"
     if term.get("message"):
         msg += f": {term['message'].strip()}"
     return Failure("OOMKilled" if reason == "OOMKilled" else ("ContainerExited" if reason in ("Error", "Completed") else reason),
@@ -481,14 +638,29 @@ def _event_message(events: list[dict], container: str | None, reason: str, *, de
     return reason if default is None else default
 
 
-def same_image(running: str, wanted: str, image_id: str = "") -> bool:
-    """Whether ``running`` (from a pod status) is the image reference ``wanted``."""
+def same_image(running: str, wanted: str, image_id: str = "", *, digest: str | None = None) -> bool:
+    """Whether ``running`` (a pod status's ``image``, with its ``imageID``) is the image ``wanted``.
+
+    By digest whenever one is known (``digest``, or pinned in ``wanted``) and the pod's status
+    names one: the same image under a sibling tag is the same image, another image under the
+    very tag is not. Only then by reference (registry, repository, tag)."""
     if not running or not wanted:
         return False
-    if "@sha256:" in wanted:
-        digest = wanted.split("@", 1)[1]
-        return digest in running or digest in image_id
+    want = digest or _digest(wanted)
+    if want:
+        have = _digest(running) or _digest(image_id)
+        if have:
+            return have == want
+        if _digest(wanted):
+            return False  # pinned, and nothing says which digest runs
     return _normalize(running) == _normalize(wanted)
+
+
+def _digest(ref: str | None) -> str | None:
+    """The ``sha256:…`` manifest digest of ``repo@sha256:…`` (also ``docker-pullable://…``)."""
+    if not ref or "@sha256:" not in ref:
+        return None
+    return ref.rsplit("@", 1)[1]
 
 
 def _normalize(ref: str) -> str:
@@ -513,7 +685,7 @@ def _normalize(ref: str) -> str:
 class RolloutResult:
     """The outcome of one rollout watch, with the evidence; ``to_json()`` is the report."""
 
-    outcome: Literal["success", "failed", "timeout"]
+    outcome: Literal["success", "failed", "timeout", "pending-on-delete"]
     message: str
     namespace: str
     kind: str
@@ -530,6 +702,7 @@ class RolloutResult:
     logs: dict[str, list[str]] = field(default_factory=lambda: {"current": [], "previous": []})
     log_errors: dict[str, str] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)  # other failure reasons seen with ``reason``
     progress: list[str] = field(default_factory=list)
     started_at: str = ""
     elapsed: float = 0.0
@@ -550,19 +723,24 @@ class RolloutResult:
             "restart_count": self.restart_count,
             "logs": {"current": list(self.logs.get("current", [])), "previous": list(self.logs.get("previous", [])),
                      "errors": dict(self.log_errors)},
-            "events": list(self.events), "progress": list(self.progress),
+            "events": list(self.events), "evidence": list(self.evidence), "progress": list(self.progress),
             "timings": {"started_at": self.started_at, "elapsed_seconds": round(self.elapsed, 3),
                         "verdict_seconds": round(self.verdict_after, 3)},
         }
 
 
 def raise_for_outcome(result: RolloutResult | Mapping[str, Any]) -> None:
-    """Turn a failed or timed-out result into RolloutFailed / RolloutTimeout (exit 1)."""
+    """Turn a failed or timed-out result into RolloutFailed / RolloutTimeout (exit 1), a pending
+    one (OnDelete) into RolloutPending (exit 4)."""
     doc = result.to_json() if isinstance(result, RolloutResult) else result
     if doc["outcome"] == "success":
         return
     w = doc["workload"]
     where = f"{w['namespace']}/{w['kind']}/{w['name']}"
+    if doc["outcome"] == "pending-on-delete":
+        raise RolloutPending(f"rollout of {where} is pending: {doc['message']}",
+                             hint=f"delete its pods one by one (`kubectl -n {w['namespace']} delete pod NAME`) to "
+                                  "replace them, or switch the workload to the RollingUpdate strategy")
     what = f" (pod {doc['pod']}, container {doc['container']})" if doc.get("pod") else ""
     if doc["outcome"] == "timeout":
         raise RolloutTimeout(f"rollout of {where} did not finish in time: {doc['message']}",
@@ -585,6 +763,9 @@ def _next_step(doc: Mapping[str, Any]) -> str:
         return "free capacity or lower the pod's resource requests / node constraints"
     if reason == "ReadinessProbeFailed":
         return "check the readiness probe and the service's health endpoint, or raise rollout.readiness_grace"
+    if reason == "FailedCreate":
+        return (f"the controller cannot create pods: fix what the message names (ServiceAccount, quota, admission), "
+                f"see `kubectl -n {ns} describe replicaset`")
     if reason == "ProgressDeadlineExceeded":
         return f"see `kubectl -n {ns} describe deployment {doc['workload']['name']}` and the events above"
     return f"see `kubectl -n {ns} get events --sort-by=.lastTimestamp`"
@@ -594,7 +775,8 @@ def _next_step(doc: Mapping[str, Any]) -> str:
 # The loop: list, watch, resume, re-list on 410
 
 
-def _selector(w: dict) -> str:
+def selector(w: dict) -> str:
+    """The workload's pod selector as a label-selector string (also its ReplicaSets' and revisions')."""
     sel = (w.get("spec") or {}).get("selector") or {}
     parts = [f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items())]
     for expr in sel.get("matchExpressions") or []:
@@ -604,113 +786,169 @@ def _selector(w: dict) -> str:
     return ",".join(parts)
 
 
+def take_baseline(snap: Snapshot, since: float) -> None:
+    """Record the restart counts of the pods that were Ready before ``since`` (first sight only).
+
+    Their restarts happened before the rollout began (the pod has been serving since), so they
+    never count against it. A pod not Ready then - new, starting, crashing - counts all of its
+    restarts."""
+    for pod in snap.pods.values():
+        uid = pod["metadata"].get("uid")
+        if not uid or uid in snap.restart_baseline:
+            continue
+        st = pod.get("status") or {}
+        ready = next((c for c in st.get("conditions") or [] if c.get("type") == "Ready"), None)
+        since_ready = _time((ready or {}).get("lastTransitionTime")) if (ready or {}).get("status") == "True" else None
+        if since_ready is not None and since_ready < since:
+            snap.restart_baseline[uid] = {
+                cs.get("name") or "": cs.get("restartCount", 0) or 0
+                for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or [])}
+
+
+# What each kind needs listed, beside the workload, its pods and the events, before a verdict.
+_OWNED: dict[str, set[str]] = {"Deployment": {"replicasets"}, "DaemonSet": {"controllerrevisions"}}
+
+
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def watch_rollout(api: Any, *, namespace: str, workload: WorkloadPlan, expected_image: str | None,
                   policy: RolloutPlan, deadline: float | None = None,
-                  progress: Callable[[str], None] | None = None, watch_seconds: int = 60) -> RolloutResult:
+                  progress: Callable[[str], None] | None = None, watch_seconds: int = 60,
+                  expected_digest: str | None = None, since: float | None = None) -> RolloutResult:
     """Watch ``workload`` in ``namespace`` until it is rolled out, fails, or the deadline passes.
 
     ``api`` is a ``kubernetes.client.ApiClient``. ``progress`` gets each new status line
-    (kubectl's wording). Returns a :class:`RolloutResult`; see the module docstring.
+    (kubectl's wording). ``expected_digest`` is the pushed image's digest (see :func:`assess`).
+    ``since`` (wall-clock, default: now) is when the rollout began: restarts of pods already
+    Ready before it count only from the moment the watch first sees them. Returns a
+    :class:`RolloutResult`; see the module docstring.
     """
-    from kubernetes import client
+    w = _Watch(api, namespace, workload, expected_image, expected_digest, policy,
+               deadline if deadline is not None else policy.deadline, progress, watch_seconds)
+    w.since = since if since is not None else w.wall0
+    try:
+        return w.run()
+    finally:
+        close_streams(w.streams.values(), w.stop)
 
-    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-    list_workload = {"Deployment": apps.list_namespaced_deployment, "StatefulSet": apps.list_namespaced_stateful_set,
-                     "DaemonSet": apps.list_namespaced_daemon_set}[workload.kind]
-    t0, wall0 = time.monotonic(), time.time()
-    out: queue.Queue = queue.Queue()
-    stop = threading.Event()
-    streams: dict[str, Stream] = {}
 
-    def start(resource: str, fn: Callable[..., Any], **kw: Any) -> None:
-        s = Stream(resource, fn, {"namespace": namespace, **kw}, out, stop, watch_seconds)
-        streams[resource] = s
+class _Watch:
+    """The state of one rollout watch: streams, the snapshot, the progress lines, the clocks."""
+
+    def __init__(self, api: Any, namespace: str, workload: WorkloadPlan, expected_image: str | None,
+                 expected_digest: str | None, policy: RolloutPlan, fixed_deadline: float | None,
+                 progress: Callable[[str], None] | None, watch_seconds: int) -> None:
+        from kubernetes import client
+
+        self.apps, self.core = client.AppsV1Api(api), client.CoreV1Api(api)
+        self.namespace, self.workload, self.policy = namespace, workload, policy
+        self.expected_image, self.expected_digest = expected_image, expected_digest
+        self.fixed_deadline, self.progress, self.watch_seconds = fixed_deadline, progress, watch_seconds
+        self.t0, self.wall0 = time.monotonic(), time.time()
+        self.since = self.wall0
+        self.out: queue.Queue = queue.Queue()
+        self.stop = threading.Event()
+        self.streams: dict[str, Stream] = {}
+        self.snap = Snapshot()
+        self.synced: set[str] = set()
+        self.lines: list[str] = []
+        self.last_fp: Progress | None = None
+        self.last_progress = self.t0
+        self.trouble: str | None = None
+        self.status: Status | None = None
+
+    def start(self, resource: str, fn: Callable[..., Any], **kw: Any) -> None:
+        s = Stream(resource, fn, {"namespace": self.namespace, **kw}, self.out, self.stop, self.watch_seconds)
+        self.streams[resource] = s
         s.start()
 
-    start("workload", list_workload, field_selector=f"metadata.name={workload.name}")
-    start("events", core.list_namespaced_event)
-    snap = Snapshot()
-    synced: set[str] = set()
-    lines: list[str] = []
-    last_fp: Progress | None = None
-    last_progress = t0
-    trouble: str | None = None
-    status: Status | None = None
-    fixed_deadline = deadline if deadline is not None else policy.deadline
+    def say(self, msg: str) -> None:
+        if not self.lines or self.lines[-1] != msg:
+            self.lines.append(msg)
+            if self.progress is not None:
+                self.progress(msg)
 
-    def say(msg: str) -> None:
-        if not lines or lines[-1] != msg:
-            lines.append(msg)
-            if progress is not None:
-                progress(msg)
-
-    try:
+    def run(self) -> RolloutResult:
+        list_workload = {"Deployment": self.apps.list_namespaced_deployment,
+                         "StatefulSet": self.apps.list_namespaced_stateful_set,
+                         "DaemonSet": self.apps.list_namespaced_daemon_set}[self.workload.kind]
+        self.start("workload", list_workload, field_selector=f"metadata.name={self.workload.name}")
+        self.start("events", self.core.list_namespaced_event)
         while True:
             # Judge only once every collection has been listed: a partial view must not pass.
-            needed = {"workload", "events"} | ({"pods"} | ({"replicasets"} if workload.kind == "Deployment" else set())
-                                                if "pods" in streams else set())
-            now = time.time()
-            if needed <= synced and (snap.workload is None or "pods" in streams):
-                status = assess(snap, workload, policy, expected_image, now)
-                say(status.message)
-                if status.state != "progressing":
-                    verdict = time.monotonic() - t0
-                    return _finish(core, namespace, workload, expected_image, status, snap, lines, wall0, t0, verdict)
-                if status.progress != last_fp:
-                    last_fp, last_progress = status.progress, time.monotonic()
-            # Deadlines
+            needed = {"workload", "events"} | (
+                {"pods"} | _OWNED.get(self.workload.kind, set()) if "pods" in self.streams else set())
+            if needed <= self.synced and (self.snap.workload is None or "pods" in self.streams):
+                self.status = assess(self.snap, self.workload, self.policy, self.expected_image, time.time(),
+                                     expected_digest=self.expected_digest)
+                self.say(self.status.message)
+                if self.status.state != "progressing":
+                    return self.finish(self.status, time.monotonic() - self.t0)
+                if self.status.progress != self.last_fp:
+                    self.last_fp, self.last_progress = self.status.progress, time.monotonic()
+            end = self.end()
             mono = time.monotonic()
-            if fixed_deadline is not None:
-                end = t0 + fixed_deadline
-            else:
-                pds = float(((snap.workload or {}).get("spec") or {}).get("progressDeadlineSeconds") or DEFAULT_PROGRESS_DEADLINE)
-                end = last_progress + pds
             if mono >= end:
-                verdict = mono - t0
-                message = (status.message if status else "") or "no status seen"
-                if trouble and not needed <= synced:
-                    message = f"the Kubernetes API could not be watched: {trouble}"
-                st = Status("failed", message, Failure(
-                    "DeadlineExceeded" if needed <= synced else "ApiUnavailable",
-                    f"no successful rollout within {end - t0:.0f}s: {message}"),
-                    status.revision if status else None, status.new_pods if status else (),
-                    status.image if status else None)
-                return _finish(core, namespace, workload, expected_image, st, snap, lines, wall0, t0, verdict,
-                               timeout=True)
+                return self.finish(self.timed_out(end, needed <= self.synced), mono - self.t0, timeout=True)
             wait = end - mono
-            if status is not None and status.wake_at is not None:
-                wait = min(wait, max(status.wake_at - time.time(), 0.0) + 0.01)
-            batch = next_batch(out, wait)
-            if not batch:
-                continue
-            for item in batch:
-                tag, resource = item[0], item[1]
-                if tag == "sync":
-                    snap.replace(resource, item[2])
-                    synced.add(resource)
-                    trouble = None
-                elif tag == "event":
-                    snap.apply(resource, item[2], item[3])
-                elif tag == "trouble":
-                    trouble = item[2]
-                elif tag == "fatal":
-                    err = item[2]
-                    raise RolloutFailed(
-                        f"cannot watch {resource} of {namespace}/{workload.kind}/{workload.name}: "
-                        f"{err.status} {err.reason}",
-                        hint="check the Kubernetes credentials and RBAC (list/watch on the workload, "
-                             "replicasets, pods and events, get on pods/log)") from err
-            if snap.workload is not None and "pods" not in streams:
-                sel = _selector(snap.workload)
-                start("pods", core.list_namespaced_pod, label_selector=sel)
-                if workload.kind == "Deployment":
-                    start("replicasets", apps.list_namespaced_replica_set, label_selector=sel)
-    finally:
-        close_streams(streams.values(), stop)
+            if self.status is not None and self.status.wake_at is not None:
+                wait = min(wait, max(self.status.wake_at - time.time(), 0.0) + 0.01)
+            for item in next_batch(self.out, wait):
+                self.consume(item)
+            if self.snap.workload is not None and "pods" not in self.streams:
+                self.open_owned_streams(selector(self.snap.workload))
+
+    def end(self) -> float:
+        if self.fixed_deadline is not None:
+            return self.t0 + self.fixed_deadline
+        pds = ((self.snap.workload or {}).get("spec") or {}).get("progressDeadlineSeconds")
+        return self.last_progress + float(pds or DEFAULT_PROGRESS_DEADLINE)
+
+    def timed_out(self, end: float, synced: bool) -> Status:
+        status = self.status
+        message = (status.message if status else "") or "no status seen"
+        if self.trouble and not synced:
+            message = f"the Kubernetes API could not be watched: {self.trouble}"
+        return Status("failed", message, Failure(
+            "DeadlineExceeded" if synced else "ApiUnavailable", f"no successful rollout within {end - self.t0:.0f}s: {message}"),
+            status.revision if status else None, status.new_pods if status else (), status.image if status else None)
+
+    def consume(self, item: tuple[Any, ...]) -> None:
+        tag, resource = item[0], item[1]
+        if tag == "sync":
+            self.snap.replace(resource, item[2])
+            self.synced.add(resource)
+            self.trouble = None
+            if resource == "pods":
+                self.take_baseline()
+        elif tag == "event":
+            self.snap.apply(resource, item[2], item[3])
+        elif tag == "trouble":
+            self.trouble = item[2]
+        elif tag == "fatal":
+            err = item[2]
+            raise RolloutFailed(
+                f"cannot watch {resource} of {self.namespace}/{self.workload.kind}/{self.workload.name}: "
+                f"{err.status} {err.reason}",
+                hint="check the Kubernetes credentials and RBAC (list/watch on the workload, replicasets, "
+                     "controllerrevisions, pods and events, get on pods/log)") from err
+
+    def take_baseline(self) -> None:
+        """Restart counts of the pods already settled before the rollout began, at first sight."""
+        take_baseline(self.snap, self.since)
+
+    def open_owned_streams(self, sel: str) -> None:
+        self.start("pods", self.core.list_namespaced_pod, label_selector=sel)
+        if self.workload.kind == "Deployment":
+            self.start("replicasets", self.apps.list_namespaced_replica_set, label_selector=sel)
+        elif self.workload.kind == "DaemonSet":  # the controller labels its revisions with the pods' labels
+            self.start("controllerrevisions", self.apps.list_namespaced_controller_revision, label_selector=sel)
+
+    def finish(self, status: Status, verdict: float, *, timeout: bool = False) -> RolloutResult:
+        return _finish(self.core, self.namespace, self.workload, self.expected_image, status, self.snap, self.lines,
+                       self.wall0, self.t0, verdict, timeout=timeout)
 
 
 def _finish(core: Any, namespace: str, workload: WorkloadPlan, expected_image: str | None, status: Status,
@@ -718,12 +956,13 @@ def _finish(core: Any, namespace: str, workload: WorkloadPlan, expected_image: s
             *, timeout: bool = False) -> RolloutResult:
     f = status.failure
     result = RolloutResult(
-        outcome="timeout" if timeout else ("success" if status.state == "done" else "failed"),
+        outcome="timeout" if timeout else _OUTCOME[status.state],
         message=f.message if f else status.message, namespace=namespace, kind=workload.kind, name=workload.name,
         container=workload.container, reason=f.reason if f else None, expected_image=expected_image,
         image=status.image, revision=status.revision, progress=list(lines), started_at=_iso(wall0),
         verdict_after=verdict, pods=status.new_pods)
     if f is not None:
+        result.evidence = list(f.evidence)
         result.pod, result.failed_container = f.pod, f.container
         result.exit_code, result.restart_count = f.exit_code, f.restart_count
         pod = f.pod or _worst_pod(snap, status)
@@ -751,6 +990,10 @@ def _finish(core: Any, namespace: str, workload: WorkloadPlan, expected_image: s
                     result.log_errors[key] = _api_message(err)
     result.elapsed = time.monotonic() - t0
     return result
+
+
+_OUTCOME: dict[str, Literal["success", "failed", "pending-on-delete"]] = {
+    "done": "success", "failed": "failed", "pending-on-delete": "pending-on-delete"}
 
 
 def _worst_pod(snap: Snapshot, status: Status) -> str | None:
@@ -834,6 +1077,8 @@ def render_report(doc: Mapping[str, Any]) -> str:
     where = f"{w['namespace']}/{w['kind']}/{w['name']}"
     if doc["outcome"] == "success":
         return f"rollout of {where} succeeded: {doc['message']} ({doc['timings']['elapsed_seconds']:.1f}s)"
+    if doc["outcome"] == "pending-on-delete":
+        return f"rollout of {where} PENDING (OnDelete): {doc['message']}"
     out = [f"rollout of {where} {'timed out' if doc['outcome'] == 'timeout' else 'FAILED'}: {doc['reason']}",
            f"  {doc['message']}"]
     if doc.get("pod"):
@@ -843,6 +1088,7 @@ def render_report(doc: Mapping[str, Any]) -> str:
         if doc.get("restart_count") is not None:
             bits.append(f"restarts {doc['restart_count']}")
         out.append("  " + ", ".join(bits))
+    out += [f"  also: {e}" for e in doc.get("evidence") or []]
     for key, title in (("previous", "previous container"), ("current", "current container")):
         logs = doc["logs"].get(key) or []
         if logs:

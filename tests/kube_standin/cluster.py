@@ -127,23 +127,32 @@ class Cluster:
         return time.time()
 
     def record_event(self, obj: dict, type_: str, reason: str, message: str, *, component: str,
-                     host: str | None = None, field_path: str | None = None) -> None:
-        """Record a core/v1 Event about ``obj`` (aggregated by object, reason and message)."""
+                     host: str | None = None, field_path: str | None = None, action: str | None = None) -> None:
+        """Record a core/v1 Event about ``obj`` (aggregated by object, reason and message).
+
+        With ``action`` it is written as the events.k8s.io/v1 recorder (kube-scheduler's) writes
+        it, seen through core/v1: ``source`` empty, ``eventTime`` instead of the first/last
+        timestamps, ``action``, and repeats counted in ``series`` rather than ``count``."""
         at = self.now()
         jitter = self.settings.event_jitter
+        args = (obj, type_, reason, message, component, host, field_path, at, action)
         if jitter:
-            self.call_later(self.random.uniform(*jitter), self._write_event, obj, type_, reason, message,
-                            component, host, field_path, at)
+            self.call_later(self.random.uniform(*jitter), self._write_event, *args)
         else:
-            self._write_event(obj, type_, reason, message, component, host, field_path, at)
+            self._write_event(*args)
 
     def _write_event(self, obj: dict, type_: str, reason: str, message: str, component: str,
-                     host: str | None, field_path: str | None, at: float) -> None:
+                     host: str | None, field_path: str | None, at: float, action: str | None = None) -> None:
         meta = obj["metadata"]
         ns = meta.get("namespace") or "default"
         for ev in self.store.list("events", ns, field_selector=f"involvedObject.uid={meta['uid']}"):
             if ev.get("reason") == reason and ev.get("message") == message and ev.get("type") == type_:
                 def bump(e: dict) -> None:
+                    if action:
+                        series = e.setdefault("series", {"count": 1})
+                        series["count"] += 1
+                        series["lastObservedTime"] = timestamp(at, precise=True)
+                        return
                     e["count"] = e.get("count", 1) + 1
                     e["lastTimestamp"] = max(e.get("lastTimestamp") or "", timestamp(at))
                 self.store.mutate("events", ns, ev["metadata"]["name"], bump)
@@ -155,12 +164,15 @@ class Cluster:
         source = {"component": component}
         if host:
             source["host"] = host
-        self.store.create("events", {
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": ns},
-            "involvedObject": involved, "reason": reason, "message": message, "type": type_,
-            "source": source, "firstTimestamp": timestamp(at), "lastTimestamp": timestamp(at), "count": 1,
-            "eventTime": None, "reportingComponent": component, "reportingInstance": host or "",
-        }, ns)
+        event = {"metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": ns},
+                 "involvedObject": involved, "reason": reason, "message": message, "type": type_,
+                 "source": source, "firstTimestamp": timestamp(at), "lastTimestamp": timestamp(at), "count": 1,
+                 "eventTime": None, "reportingComponent": component, "reportingInstance": host or ""}
+        if action:
+            event.update(source={}, firstTimestamp=None, lastTimestamp=None, eventTime=timestamp(at, precise=True),
+                         action=action, reportingInstance=f"{component}-{host or 'standin'}")
+            del event["count"]
+        self.store.create("events", event, ns)
 
     def read_log(self, pod: dict, container: str | None, previous: bool) -> list[tuple[str, str]]:
         if self.log_reader is None:

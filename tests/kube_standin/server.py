@@ -118,6 +118,8 @@ class Api:
             if method == "GET":
                 items = store.list(rt, namespace, label_selector=q.get("labelSelector"),
                                    field_selector=q.get("fieldSelector"))
+                if _built_in(rt):  # typed lists leave kind/apiVersion off their items; CRDs keep them
+                    items = [{k: v for k, v in i.items() if k not in ("kind", "apiVersion")} for i in items]
                 return _json({"kind": f"{rt.kind}List", "apiVersion": rt.api_version,
                               "metadata": {"resourceVersion": str(store.rv)}, "items": items})
             if method == "POST":
@@ -225,3 +227,8 @@ class Api:
             self.active_watches.discard(queue)
             store.watchers.discard(watcher)
         return response
+
+
+def _built_in(rt) -> bool:
+    """A type Kubernetes itself serves (core, apps, batch, *.k8s.io), not a CustomResourceDefinition's."""
+    return not rt.group or "." not in rt.group or rt.group.endswith(".k8s.io")

@@ -24,7 +24,7 @@ from .resources import Registry, ResourceType, type_from_crd
 
 
 def timestamp(t: float | None = None, *, precise: bool = False) -> str:
-    """RFC 3339 UTC. ``precise`` keeps microseconds (MicroTime, and the stand-in's status times)."""
+    """RFC 3339 UTC, whole seconds as metav1.Time serializes; ``precise`` keeps microseconds (MicroTime)."""
     dt = datetime.fromtimestamp(time.time() if t is None else t, tz=timezone.utc)
     if precise:
         return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -198,6 +198,7 @@ class Store:
     listeners: dict[str, list[Callable[[Change], None]]] = field(default_factory=dict)
     any_listeners: list[Callable[[Change], None]] = field(default_factory=list)
     defaulters: dict[str, list[Callable[[dict], None]]] = field(default_factory=dict)
+    strategies: dict[str, list[Callable[[dict, dict | None], None]]] = field(default_factory=dict)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -292,6 +293,8 @@ class Store:
             obj["status"] = {}
         for fn in self.defaulters.get(rt.key, []):
             fn(obj)
+        for fn2 in self.strategies.get(rt.key, []):
+            fn2(obj, None)
         return self._commit(rt, "ADDED", obj, None)
 
     def replace(self, resource: str | ResourceType, obj: dict, *, subresource: str | None = None,
@@ -332,6 +335,8 @@ class Store:
                 fn(new)
             if rt.has_spec and _spec_of(new) != _spec_of(current):
                 meta["generation"] = current["metadata"].get("generation", 1) + 1
+            for fn2 in self.strategies.get(rt.key, []):
+                fn2(new, current)
         new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         if _without_rv(new) == _without_rv(current):
             return copy.deepcopy(current)  # a no-op write does not bump the resourceVersion
@@ -437,6 +442,11 @@ class Store:
     def default(self, resource: str | ResourceType, fn: Callable[[dict], None]) -> None:
         """Defaulting (mutating admission): ``fn(obj)`` fills in fields on every create and update."""
         self.defaulters.setdefault(self.rt(resource).key, []).append(fn)
+
+    def strategy(self, resource: str | ResourceType, fn: Callable[[dict, dict | None], None]) -> None:
+        """The registry's PrepareForCreate/PrepareForUpdate: ``fn(new, old or None)`` on every write
+        of the object (not of its status)."""
+        self.strategies.setdefault(self.rt(resource).key, []).append(fn)
 
     def on(self, resource: str | ResourceType | None, fn: Callable[[Change], None]) -> None:
         """Call ``fn(change)`` (on the loop, after the write) for every change of ``resource``."""

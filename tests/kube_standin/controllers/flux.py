@@ -6,7 +6,9 @@ same order of status writes, so a client watching them sees what it would see on
 
 GitRepository — triggered by a new ``reconcile.fluxcd.io/requestedAt`` token, a spec change,
 or its ``spec.interval``: marks ``Reconciling``, resolves ``spec.ref.branch`` on the remote at
-``spec.url`` (a bare repository: a path or ``file://`` URL) with ``git ls-remote``, stores the
+``spec.url`` (a bare repository: a path or ``file://`` URL — a known divergence: the real
+GitRepository CRD only admits ``^(http|https|ssh)://``, so on the real control plane the tests serve
+the same bare repository over tests/controlplane/gitserver.py) with ``git ls-remote``, stores the
 commit's tree as the artifact (``git archive``), then writes ``status.artifact.revision =
 "<branch>@sha1:<sha>"``, ``Ready=True Succeeded``, ``observedGeneration`` and
 ``lastHandledReconcileAt``. An unreachable remote gives ``Ready=False GitOperationFailed``

@@ -14,7 +14,6 @@ scripted kubelet (``controllers.kubelet``: a run-to-completion pod ends ``Succee
 
 from __future__ import annotations
 
-import uuid
 
 from ..cluster import Controller
 from ..store import ApiError, Change, timestamp
@@ -89,7 +88,7 @@ class JobController(Controller):
                     pass
             active = []
         elif verdict is None and not active:
-            pod = new_pod(spec["template"], job, f"{name}-{uuid.uuid4().hex[:5]}")
+            pod = new_pod(spec["template"], job)
             created = store.create("pods", pod, ns)
             self.cluster.record_event(job, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}",
                                       component=self.name)
@@ -115,7 +114,7 @@ class JobController(Controller):
                 set_condition(st, first, "True", reason, message, now)
                 set_condition(st, kind, "True", reason, message, now)
                 for c in st["conditions"]:
-                    c.setdefault("lastProbeTime", timestamp(now, precise=True))
+                    c.setdefault("lastProbeTime", timestamp(now))
                 if kind == "Complete":
                     st["completionTime"] = timestamp(now)
         store.mutate("jobs", ns, name, write, subresource="status")

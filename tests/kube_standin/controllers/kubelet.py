@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ..cluster import Cluster, Controller
 from ..store import ApiError, Change, timestamp
@@ -101,8 +102,8 @@ def run_container_error(message: str = 'exec: "/bin/server": stat /bin/server: n
     return ImageScript(run_error=message)
 
 
-def unschedulable(message: str = "0/1 nodes are available: 1 Insufficient memory. preemption: 0/1 nodes are "
-                  "available: 1 No preemption victims found for incoming pod.", *,
+def unschedulable(message: str = "0/1 nodes are available: 1 Insufficient memory. no new claims to deallocate, "
+                  "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.", *,
                   until: float | None = None, then: ImageScript | None = None) -> ImageScript:
     base = then or ImageScript()
     return replace(base, unschedulable=message, schedulable_after=until)
@@ -176,9 +177,19 @@ class Scheduler(Controller):
         pinned = _pinned_node(pod)
         if pinned:
             candidates = [n for n in candidates if n["metadata"]["name"] == pinned]
+        fitting = [n for n in candidates if not _insufficient(store, pod, n)]
+        if reason is None and candidates and not fitting:
+            short: dict[str, int] = {}
+            for n in candidates:
+                for r in _insufficient(store, pod, n):
+                    short[r] = short.get(r, 0) + 1
+            what = ", ".join(f"{k} Insufficient {r}" for r, k in sorted(short.items()))
+            reason = (f"0/{len(nodes)} nodes are available: {what}. no new claims to deallocate, preemption: "
+                      f"0/{len(nodes)} nodes are available: {len(candidates)} Preemption is not helpful for scheduling.")
+        candidates = fitting
         if reason is None and not candidates:
             reason = (f"0/{len(nodes)} nodes are available: {len(nodes)} node(s) didn't match Pod's node "
-                      f"affinity/selector. preemption: 0/{len(nodes)} nodes are available: {len(nodes)} "
+                      f"affinity/selector. no new claims to deallocate, preemption: 0/{len(nodes)} nodes are available: {len(nodes)} "
                       "Preemption is not helpful for scheduling.")
         if reason is not None:
             def unsched(p: dict) -> None:
@@ -186,7 +197,7 @@ class Scheduler(Controller):
                 st["phase"] = "Pending"
                 _set_cond(st, "PodScheduled", "False", now, reason="Unschedulable", message=reason)
             store.mutate("pods", ns, name, unsched, subresource="status")
-            self.cluster.record_event(pod, "Warning", "FailedScheduling", reason, component=self.name)
+            self.cluster.record_event(pod, "Warning", "FailedScheduling", reason, component=self.name, action="Scheduling")
             self.enqueue(key, self.cluster.settings.scheduling_retry)
             return
         node = candidates[self._rr % len(candidates)]["metadata"]["name"]
@@ -199,7 +210,46 @@ class Scheduler(Controller):
             _set_cond(st, "PodScheduled", "True", now)
         store.mutate("pods", ns, name, bound, subresource="status")
         self.cluster.record_event(pod, "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {node}",
-                                  component=self.name)
+                                  component=self.name, action="Binding")
+
+
+_SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+           "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18, "m": 1e-3}
+
+
+def quantity(value: str | int | float) -> float:
+    """A Kubernetes resource quantity (``512Mi``, ``1Ti``, ``250m``, ``2``) as a number."""
+    text = str(value)
+    for suffix in sorted(_SUFFIX, key=len, reverse=True):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * _SUFFIX[suffix]
+    return float(text)
+
+
+def _requests(pod: dict) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for c in pod["spec"].get("containers") or []:
+        res = c.get("resources") or {}
+        for name, v in {**(res.get("limits") or {}), **(res.get("requests") or {})}.items():
+            total[name] = total.get(name, 0.0) + quantity(v)
+    return total
+
+
+def _insufficient(store: Any, pod: dict, node: dict) -> list[str]:
+    """The resources (``cpu``, ``memory``) ``node`` lacks for ``pod``, as the scheduler's
+    NodeResourcesFit plugin counts them: requests of the pods bound there against allocatable."""
+    want = _requests(pod)
+    if not want:
+        return []
+    name = node["metadata"]["name"]
+    used: dict[str, float] = {}
+    for other in store.list("pods"):
+        if other["spec"].get("nodeName") == name and (other.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+            for r, v in _requests(other).items():
+                used[r] = used.get(r, 0.0) + v
+    allocatable = (node.get("status") or {}).get("allocatable") or {}
+    return [r for r in ("cpu", "memory") if r in want and r in allocatable
+            and used.get(r, 0.0) + want[r] > quantity(allocatable[r])]
 
 
 def _pinned_node(pod: dict) -> str | None:
@@ -218,10 +268,10 @@ def _set_cond(status: dict, type_: str, value: str, now: float, *, reason: str |
     conds = status.setdefault("conditions", [])
     cur = next((c for c in conds if c["type"] == type_), None)
     if cur is None:
-        cur = {"type": type_, "lastProbeTime": None, "lastTransitionTime": timestamp(now, precise=True)}
+        cur = {"type": type_, "lastProbeTime": None, "lastTransitionTime": timestamp(now)}
         conds.append(cur)
     elif cur.get("status") != value:
-        cur["lastTransitionTime"] = timestamp(now, precise=True)
+        cur["lastTransitionTime"] = timestamp(now)
     cur["status"] = value
     for k, v in (("reason", reason), ("message", message)):
         if v is None:
@@ -248,6 +298,7 @@ class ContainerRun:
     name: str
     image: str
     script: ImageScript
+    references: tuple[tuple[str, str, str | None, bool], ...] = ()  # (Secret|ConfigMap, name, key, optional)
     instances: list[Instance] = field(default_factory=list)
     restarts: int = 0
     starts: int = 0
@@ -258,6 +309,7 @@ class ContainerRun:
     ready_at: float | None = None
     pulls: int = 0
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    image_id: str | None = None  # resolved once, when it first starts (as a pull would)
 
     def log(self, at: float, line: str) -> None:
         self.instances[-1].lines.append((timestamp(at, precise=True), line))
@@ -273,6 +325,9 @@ class PodRun:
     containers: dict[str, ContainerRun]
     terminating: bool = False
     restart_policy: str = "Always"
+    host_ip: str = "10.0.0.10"
+    pod_ip: str = "10.244.0.2"
+    qos: str = "BestEffort"
 
     @property
     def runs_to_completion(self) -> bool:
@@ -318,13 +373,22 @@ class Kubelet(Controller):
         now = self.cluster.now()
         containers = {}
         for c in pod["spec"].get("containers") or []:
-            containers[c["name"]] = ContainerRun(c["name"], c.get("image", ""), script_for(self.cluster, c.get("image", "")))
+            containers[c["name"]] = ContainerRun(c["name"], c.get("image", ""), script_for(self.cluster, c.get("image", "")),
+                                                 references=_references(c))
         run = PodRun(pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"], node, now, containers,
-                     restart_policy=pod["spec"].get("restartPolicy") or "Always")
+                     restart_policy=pod["spec"].get("restartPolicy") or "Always", host_ip=self._node_ip(node),
+                     pod_ip=f"10.244.0.{abs(hash(pod['metadata']['uid'])) % 250 + 2}", qos=_qos(pod))
         self.pods[run.uid] = run
         self._write(run)
         for c in containers.values():
             self._begin(run, c)
+
+    def _node_ip(self, node: str) -> str:
+        """The node's InternalIP, the pod's ``hostIP``."""
+        for a in ((self.cluster.store.find("nodes", None, node) or {}).get("status") or {}).get("addresses") or []:
+            if a.get("type") == "InternalIP":
+                return a["address"]
+        return "10.0.0.10"
 
     def _terminate(self, run: PodRun, pod: dict) -> None:
         run.terminating = True
@@ -392,10 +456,11 @@ class Kubelet(Controller):
             return
         if c.starts == 0:
             self._event(run, "Normal", "Pulled", f'Successfully pulled image "{c.image}" in 20ms (20ms including waiting). Image size: 1048576 bytes.', c)
-        if s.config_error:
-            c.waiting = ("CreateContainerConfigError", s.config_error)
+        config_error = self._missing_reference(run, c) or s.config_error
+        if config_error:
+            c.waiting = ("CreateContainerConfigError", config_error)
             self._write(run)
-            self._event(run, "Warning", "Failed", f"Error: {s.config_error}", c)
+            self._event(run, "Warning", "Failed", f"Error: {config_error}", c)
             self._later(run, c, self._backoff(2), self._begin, run, c)
             return
         if s.create_error:
@@ -405,6 +470,19 @@ class Kubelet(Controller):
             self._later(run, c, self._backoff(2), self._begin, run, c)
             return
         self._start(run, c)
+
+    def _missing_reference(self, run: PodRun, c: ContainerRun) -> str | None:
+        """What makes a real kubelet refuse to create the container: a Secret or ConfigMap the
+        environment needs (``env[].valueFrom``, ``envFrom``) that is missing, or lacks the key."""
+        for kind, name, key, optional in c.references:
+            obj = self.cluster.store.find("secrets" if kind == "Secret" else "configmaps", run.namespace, name)
+            if obj is None:
+                if not optional:
+                    return f'{kind.lower()} "{name}" not found'
+            elif key is not None and key not in {**(obj.get("data") or {}), **(obj.get("binaryData") or {})} \
+                    and not optional:
+                return f"couldn't find key {key} in {kind} {run.namespace}/{name}"
+        return None
 
     def _pull_backoff(self, run: PodRun, c: ContainerRun) -> None:
         c.waiting = ("ImagePullBackOff", f'Back-off pulling image "{c.image}"')
@@ -490,9 +568,11 @@ class Kubelet(Controller):
                     "restartCount": c.restarts, "started": c.running}
         inst = c.instances[-1] if c.instances else None
         if inst is not None and c.starts:
-            st["imageID"] = f"{c.image.split(':')[0]}@sha256:{uuid.uuid5(uuid.NAMESPACE_URL, c.image).hex * 2}"
+            if c.image_id is None:
+                c.image_id = image_id(c.image)
+            st["imageID"] = c.image_id
         if c.running and inst is not None:
-            st["state"] = {"running": {"startedAt": timestamp(inst.started, precise=True)}}
+            st["state"] = {"running": {"startedAt": timestamp(inst.started)}}
             st["containerID"] = inst.container_id
         elif c.waiting is not None:
             st["state"] = {"waiting": {"reason": c.waiting[0], **({"message": c.waiting[1]} if c.waiting[1] else {})}}
@@ -515,8 +595,8 @@ class Kubelet(Controller):
     @staticmethod
     def _terminated(inst: Instance) -> dict:
         return {"exitCode": inst.exit_code, "reason": inst.reason, "containerID": inst.container_id,
-                "startedAt": timestamp(inst.started, precise=True),
-                "finishedAt": timestamp(inst.finished or inst.started, precise=True)}
+                "startedAt": timestamp(inst.started),
+                "finishedAt": timestamp(inst.finished or inst.started)}
 
     def _write(self, run: PodRun) -> None:
         now = self.cluster.now()
@@ -534,10 +614,11 @@ class Kubelet(Controller):
         def fn(p: dict) -> None:
             st = p.setdefault("status", {})
             st["phase"] = phase
-            st["hostIP"] = "10.0.0.10"
-            st["podIP"] = f"10.244.0.{abs(hash(run.uid)) % 250 + 2}"
+            st["hostIP"], st["hostIPs"] = run.host_ip, [{"ip": run.host_ip}]
+            st["podIP"], st["podIPs"] = run.pod_ip, [{"ip": run.pod_ip}]
             st["startTime"] = timestamp(run.started)
-            st["qosClass"] = "BestEffort"
+            st.setdefault("qosClass", run.qos)  # the API server sets it at creation; it never changes
+            _set_cond(st, "PodReadyToStartContainers", "True", now)
             _set_cond(st, "PodScheduled", "True", now)
             _set_cond(st, "Initialized", "True", now)
             msg = f"containers with unready status: [{' '.join(unready)}]"
@@ -582,6 +663,65 @@ class Kubelet(Controller):
                 raise ApiError(400, "BadRequest", f'previous terminated container "{container}" in pod "{name}" not found')
             return list(done[-1].lines)
         return list(c.instances[-1].lines)
+
+
+def _references(container: dict) -> tuple[tuple[str, str, str | None, bool], ...]:
+    refs = []
+    for e in container.get("env") or []:
+        src = e.get("valueFrom") or {}
+        for kind, field_ in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
+            if src.get(field_):
+                refs.append((kind, src[field_]["name"], src[field_].get("key"), bool(src[field_].get("optional"))))
+    for e in container.get("envFrom") or []:
+        for kind, field_ in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
+            if e.get(field_):
+                refs.append((kind, e[field_]["name"], None, bool(e[field_].get("optional"))))
+    return tuple(refs)
+
+
+def _qos(pod: dict) -> str:
+    """The pod's QoS class, as the API server computes it."""
+    resources = [c.get("resources") or {} for c in pod["spec"].get("containers") or []]
+    if not any(r.get("requests") or r.get("limits") for r in resources):
+        return "BestEffort"
+    guaranteed = all((r.get("limits") or {}).get(k) and (r.get("requests") or r.get("limits") or {}).get(k)
+                     == (r.get("limits") or {}).get(k) for r in resources for k in ("cpu", "memory"))
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+def image_id(image: str) -> str:
+    """The ``imageID`` a container runtime reports: ``repo@<manifest digest>`` of what it pulled.
+
+    A pinned reference names its digest; a tag on a registry on this machine (the tests' real
+    registry) is resolved there, as a pull would; anything else (scripted images such as
+    ``app:1``, a registry that wants credentials) gets the local image id only (``sha256:…``,
+    as for an image imported into the runtime rather than pulled), which names no manifest digest.
+    """
+    name, _, digest = image.partition("@")
+    repo = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+    if digest:
+        return f"{repo}@{digest}"
+    resolved = _registry_digest(name)
+    return f"{repo}@{resolved}" if resolved else f"sha256:{uuid.uuid5(uuid.NAMESPACE_URL, image).hex * 2}"
+
+
+def _registry_digest(ref: str) -> str | None:
+    import urllib.error
+    import urllib.request
+
+    host, _, rest = ref.partition("/")
+    if not rest or host.split(":")[0] not in ("127.0.0.1", "localhost", "[::1]"):
+        return None
+    repo, tag = rest.rsplit(":", 1) if ":" in rest.rsplit("/", 1)[-1] else (rest, "latest")
+    accept = ", ".join(("application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+                        "application/vnd.docker.distribution.manifest.list.v2+json",
+                        "application/vnd.docker.distribution.manifest.v2+json"))
+    req = urllib.request.Request(f"http://{host}/v2/{repo}/manifests/{tag}", method="HEAD", headers={"Accept": accept})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - a local test registry
+            return resp.headers.get("Docker-Content-Digest")
+    except (urllib.error.URLError, OSError):
+        return None
 
 
 def _dur(seconds: float) -> str:

@@ -19,7 +19,7 @@ import uuid
 from datetime import datetime
 
 from ..cluster import Controller
-from ..store import Change, timestamp
+from ..store import Change, Store, timestamp
 
 REVISION = "deployment.kubernetes.io/revision"
 
@@ -57,7 +57,7 @@ def set_condition(status: dict, type_: str, value: str, reason: str, message: st
                   *, update_time: bool = False) -> None:
     conds = status.setdefault("conditions", [])
     cur = next((c for c in conds if c["type"] == type_), None)
-    stamp = timestamp(now, precise=True)
+    stamp = timestamp(now)
     if cur is None:
         cur = {"type": type_, "lastTransitionTime": stamp}
         if update_time:
@@ -112,8 +112,13 @@ def resolve(value: int | str | None, total: int, *, round_up: bool, default: str
     return int(value)
 
 
-def new_pod(template: dict, owner: dict, name: str, *, labels: dict[str, str] | None = None) -> dict:
+def new_pod(template: dict, owner: dict, name: str | None = None, *, labels: dict[str, str] | None = None) -> dict:
+    """A pod from ``template`` owned by ``owner``, named ``name`` (a StatefulSet's) or, as
+    ReplicaSet, DaemonSet and Job pods are, generated from ``generateName: <owner>-``."""
     meta = copy.deepcopy(template.get("metadata") or {})
+    if name is None:
+        meta["generateName"] = f"{owner['metadata']['name']}-"
+        name = f"{owner['metadata']['name']}-{uuid.uuid4().hex[:5]}"
     meta["name"] = name
     meta["namespace"] = owner["metadata"]["namespace"]
     meta["labels"] = {**(meta.get("labels") or {}), **(labels or {})}
@@ -133,12 +138,28 @@ def default_pod_spec(spec: dict) -> None:
         c.setdefault("imagePullPolicy", "Always" if ":" not in tag or tag.endswith(":latest") else "IfNotPresent")
 
 
+# Status fields the API serializes with ``omitempty``: a real server leaves them out when zero.
+OMITEMPTY = {
+    "ReplicaSet": ("fullyLabeledReplicas", "readyReplicas", "availableReplicas", "observedGeneration"),
+    "Deployment": ("observedGeneration", "replicas", "updatedReplicas", "readyReplicas", "availableReplicas",
+                   "unavailableReplicas"),
+    "StatefulSet": ("observedGeneration", "readyReplicas", "currentReplicas", "updatedReplicas", "currentRevision",
+                    "updateRevision"),
+    "DaemonSet": ("observedGeneration", "updatedNumberScheduled", "numberAvailable", "numberUnavailable"),
+}
+
+
+def omit_empty(kind: str, status: dict) -> dict:
+    return {k: v for k, v in status.items() if v or k not in OMITEMPTY[kind]}
+
+
 def default_workload(kind: str):
     def fill(obj: dict) -> None:
         spec = obj.setdefault("spec", {})
         if kind != "DaemonSet":
             spec.setdefault("replicas", 1)
-        spec.setdefault("revisionHistoryLimit", 10)
+        if kind != "ReplicaSet":  # a ReplicaSet has no history
+            spec.setdefault("revisionHistoryLimit", 10)
         if kind == "Deployment":
             spec.setdefault("progressDeadlineSeconds", 600)
             strategy = spec.setdefault("strategy", {"type": "RollingUpdate"})
@@ -192,7 +213,7 @@ class ReplicaSetController(Controller):
         template = rs["spec"]["template"]
         if len(pods) < want:
             for _ in range(want - len(pods)):
-                pod = new_pod(template, rs, f"{name}-{uuid.uuid4().hex[:5]}")
+                pod = new_pod(template, rs)
                 created = store.create("pods", pod, ns)
                 self.cluster.record_event(rs, "Normal", "SuccessfulCreate",
                                           f"Created pod: {created['metadata']['name']}", component=self.name)
@@ -213,11 +234,11 @@ class ReplicaSetController(Controller):
             self.enqueue(key, min_ready / 2 or 0.05)
 
         def write(obj: dict) -> None:
-            obj["status"] = {
+            obj["status"] = omit_empty("ReplicaSet", {
                 **{k: v for k, v in (obj.get("status") or {}).items() if k == "conditions"},
                 "replicas": len(pods), "fullyLabeledReplicas": len(pods), "readyReplicas": len(ready),
                 "availableReplicas": len(available), "observedGeneration": obj["metadata"].get("generation", 1),
-            }
+            })
         store.mutate("replicasets", ns, name, write, subresource="status")
 
 
@@ -301,7 +322,9 @@ class DeploymentController(Controller):
             readyReplicas=sum(st(r, "readyReplicas") for r in rss),
             availableReplicas=sum(st(r, "availableReplicas") for r in rss),
         )
-        status["unavailableReplicas"] = max(desired - status["availableReplicas"], 0)
+        # calculateStatus: every ReplicaSet's spec.replicas less the available ones
+        total = sum((r.get("spec") or {}).get("replicas", 0) for r in rss)
+        status["unavailableReplicas"] = max(total - status["availableReplicas"], 0)
         status["conditions"] = copy.deepcopy(status.get("conditions") or [])
         if status["availableReplicas"] >= desired - unavailable:
             set_condition(status, "Available", "True", "MinimumReplicasAvailable",
@@ -324,12 +347,12 @@ class DeploymentController(Controller):
         elif progress_reason:
             set_condition(status, "Progressing", "True", *progress_reason, now, update_time=True)
             cur = next(c for c in status["conditions"] if c["type"] == "Progressing")
-            cur["lastUpdateTime"] = timestamp(now, precise=True)
+            cur["lastUpdateTime"] = timestamp(now)
         elif progressed or cur is None:
             set_condition(status, "Progressing", "True", "ReplicaSetUpdated",
                           f'ReplicaSet "{new_name}" is progressing.', now, update_time=True)
             cur = next(c for c in status["conditions"] if c["type"] == "Progressing")
-            cur["lastUpdateTime"] = timestamp(now, precise=True)
+            cur["lastUpdateTime"] = timestamp(now)
         elif deadline is not None and cur.get("reason") != "ProgressDeadlineExceeded":
             since = parse_time(cur.get("lastUpdateTime")) or now
             if since + deadline <= now:
@@ -345,6 +368,7 @@ class DeploymentController(Controller):
                 since = parse_time(cur.get("lastUpdateTime")) or now
                 self.enqueue(key, since + deadline - now + 0.01)
         status["conditions"].sort(key=lambda c: {"Available": 0, "Progressing": 1}.get(c["type"], 2))
+        status = omit_empty("Deployment", status)
         if status != before:
             store.mutate("deployments", ns, name, lambda o: o.__setitem__("status", status), subresource="status")
 
@@ -433,10 +457,15 @@ class StatefulSetController(Controller):
         ordered = spec.get("podManagementPolicy", "OrderedReady") == "OrderedReady"
         min_ready = spec.get("minReadySeconds", 0)
         if store.find("controllerrevisions", ns, update_rev) is None:
+            # history.NewControllerRevision: the selector's labels plus the bare hash; revisions
+            # are numbered 1, 2, ... per new template (not the StatefulSet's generation)
+            top = max((cr.get("revision") or 0 for cr in store.owned_by("controllerrevisions", sts)), default=0)
+            labels = {**((spec.get("selector") or {}).get("matchLabels") or {}),
+                      "controller.kubernetes.io/hash": update_rev.removeprefix(f"{name}-")}
             store.create("controllerrevisions", {
                 "metadata": {"name": update_rev, "namespace": ns, "ownerReferences": [owner_ref(sts)],
-                             "labels": {"controller-revision-hash": update_rev}},
-                "data": {"spec": {"template": spec["template"]}}, "revision": sts["metadata"].get("generation", 1),
+                             "labels": labels},
+                "data": {"spec": {"template": spec["template"]}}, "revision": top + 1,
             }, ns)
         pods = {p["metadata"]["name"]: p for p in store.owned_by("pods", sts)}
         rev_of = lambda p: p["metadata"].get("labels", {}).get("controller-revision-hash")  # noqa: E731
@@ -487,12 +516,12 @@ class StatefulSetController(Controller):
         current = [p for p in pods.values() if rev_of(p) == current_rev]
 
         def write(o: dict) -> None:
-            o["status"] = {
+            o["status"] = omit_empty("StatefulSet", {
                 "observedGeneration": o["metadata"].get("generation", 1), "replicas": len(pods),
                 "readyReplicas": len(ready), "availableReplicas": len(available),
                 "currentReplicas": len(current), "updatedReplicas": len(updated),
                 "currentRevision": current_rev, "updateRevision": update_rev, "collisionCount": 0,
-            }
+            })
         store.mutate("statefulsets", ns, name, write, subresource="status")
 
 
@@ -505,6 +534,7 @@ class DaemonSetController(Controller):
         self.cluster.on("nodes", lambda ch: [self.enqueue((d["metadata"]["namespace"], d["metadata"]["name"]))
                                              for d in self.cluster.store.list("daemonsets")])
         self.cluster.store.default("daemonsets", default_workload("DaemonSet"))
+        self.cluster.store.strategy("daemonsets", _template_generation)
 
     def _pod_changed(self, ch: Change) -> None:
         owner = controller_of(ch.obj, "DaemonSet")
@@ -520,6 +550,8 @@ class DaemonSetController(Controller):
         spec = ds["spec"]
         h = template_hash(spec["template"])
         gen = ds["metadata"].get("generation", 1)
+        template_gen = (ds["metadata"].get("annotations") or {}).get(TEMPLATE_GENERATION, "1")
+        _ensure_revision(store, ds, h)
         nodes = [n["metadata"]["name"] for n in store.list("nodes") if not n.get("spec", {}).get("unschedulable")]
         min_ready = spec.get("minReadySeconds", 0)
         max_unavailable = resolve(((spec.get("updateStrategy") or {}).get("rollingUpdate") or {}).get("maxUnavailable"),
@@ -530,8 +562,8 @@ class DaemonSetController(Controller):
             by_node.setdefault(_target_node(p) or "", []).append(p)
         for node in nodes:
             if not active(by_node.get(node, [])) and not by_node.get(node):
-                labels = {"controller-revision-hash": h, "pod-template-generation": str(gen)}
-                pod = new_pod(spec["template"], ds, f"{name}-{uuid.uuid4().hex[:5]}", labels=labels)
+                labels = {"controller-revision-hash": h, "pod-template-generation": template_gen}
+                pod = new_pod(spec["template"], ds, labels=labels)
                 pod["spec"]["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
                     "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}}
                 store.create("pods", pod, ns)
@@ -556,14 +588,50 @@ class DaemonSetController(Controller):
         updated = [p for p in pods if p["metadata"].get("labels", {}).get("controller-revision-hash") == h]
 
         def write(o: dict) -> None:
-            o["status"] = {
+            o["status"] = omit_empty("DaemonSet", {
                 "observedGeneration": gen, "desiredNumberScheduled": len(nodes),
                 "currentNumberScheduled": len(scheduled & set(nodes)), "numberMisscheduled": 0,
                 "numberReady": len(ready), "numberAvailable": len(available),
                 "numberUnavailable": max(len(nodes) - len(available), 0),
                 "updatedNumberScheduled": len({_target_node(p) for p in updated}),
-            }
+            })
         store.mutate("daemonsets", ns, name, write, subresource="status")
+
+
+TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
+
+
+def _template_generation(new: dict, old: dict | None) -> None:
+    """kube-apiserver's DaemonSet strategy: the template generation starts at 1 and moves only when
+    spec.template changes (metadata.generation moves on every spec change)."""
+    ann = new["metadata"].setdefault("annotations", {})
+    if old is None:
+        ann.setdefault(TEMPLATE_GENERATION, "1")
+        return
+    before = int((old["metadata"].get("annotations") or {}).get(TEMPLATE_GENERATION, "1"))
+    changed = (new.get("spec") or {}).get("template") != (old.get("spec") or {}).get("template")
+    ann[TEMPLATE_GENERATION] = str(before + 1 if changed else before)
+
+
+def _ensure_revision(store: Store, ds: dict, h: str) -> None:
+    """The DaemonSet controller's history (pkg/controller/daemon/update.go): one ControllerRevision
+    per template, named ``<ds>-<hash>``, labelled with the selector labels and the hash; the current
+    one gets the highest revision number (a rollback re-numbers the matching old one)."""
+    ns, name = ds["metadata"]["namespace"], ds["metadata"]["name"]
+    mine = store.owned_by("controllerrevisions", ds)
+    top = max((cr.get("revision") or 0 for cr in mine), default=0)
+    current = next((cr for cr in mine if cr["metadata"]["name"] == f"{name}-{h}"), None)
+    if current is None:
+        labels = {**((ds["spec"].get("selector") or {}).get("matchLabels") or {}), "controller-revision-hash": h}
+        annotations = {TEMPLATE_GENERATION: (ds["metadata"].get("annotations") or {}).get(TEMPLATE_GENERATION, "1")}
+        store.create("controllerrevisions", {
+            "metadata": {"name": f"{name}-{h}", "namespace": ns, "ownerReferences": [owner_ref(ds)], "labels": labels,
+                         "annotations": annotations},
+            "data": {"spec": {"template": {**copy.deepcopy(ds["spec"]["template"]), "$patch": "replace"}}},
+            "revision": top + 1}, ns)
+    elif (current.get("revision") or 0) < top:
+        store.mutate("controllerrevisions", ns, current["metadata"]["name"],
+                     lambda o: o.__setitem__("revision", top + 1))
 
 
 def _target_node(pod: dict) -> str | None:
