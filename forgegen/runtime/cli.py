@@ -322,7 +322,7 @@ def reconcile(plan_path: Path | None, json_output: bool, dry_run: bool, revision
     plan = _load(plan_path, target if ":" in target else None)
     env, groups = ops.reconcile_targets(plan, target)
     if dry_run:
-        steps = [stepmod._reconcile_step(ops.replaced(t, flux=ops.replaced(t.flux, kustomizations=ks)))
+        steps = [_steps()._reconcile_step(ops.replaced(t, flux=ops.replaced(t.flux, kustomizations=ks)))
                  for t, ks in groups]
         print_steps("reconcile", target, steps, json_output, {"environment": env, "revision": revision or "head"})
         return
@@ -342,12 +342,12 @@ def migrate(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir
     from forgegen.runtime.tags import image_tags
 
     plan = _load(plan_path, target)
-    svc, tgt = stepmod.split_target(target, plan, need_env=True)
+    svc, tgt = _steps().split_target(target, plan, need_env=True)
     assert tgt is not None
     tag = tag or image_tags(_revision(source_dir, allow_dirty).sha7, svc.image.architectures).deploy_tag
     if dry_run:
         jobs = ops.migration_jobs(plan, svc, tgt, tag)
-        steps = [stepmod.Step("migrate", f"create {j['metadata']['namespace']}/Job/{j['metadata']['name']} "
+        steps = [_steps().Step("migrate", f"create {j['metadata']['namespace']}/Job/{j['metadata']['name']} "
                                          f"(skipped if it already succeeded) and wait", {"job": j}) for j in jobs]
         print_steps("migrate", f"{svc.name}:{tgt.environment}", steps, json_output,
                     {"service": svc.name, "environment": tgt.environment, "tag": tag})
