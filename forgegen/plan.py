@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from forgegen import pattern, schema, urls
 from forgegen.errors import ConfigError, UsageError
@@ -147,6 +147,33 @@ class DevPlan(PlanModel):
     tools: tuple[str, ...] = Field(description="attribute paths in pkgs put on PATH")
 
 
+class GraphQLPlan(PlanModel):
+    """deploy.yaml's ``graphql``; ``endpoint`` and ``routing_url`` are patterns filled per target."""
+
+    subgraph_name: str
+    endpoint: str | None
+    schema_file: str | None
+    routing_url: str | None
+    timeout: float
+    retries: int
+
+
+class FederationPlan(PlanModel):
+    router_config_path: str
+    file: str
+    commit_message: str
+
+
+def _without_unset(handler: Any, value: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """The model's fields, without ``names`` when they are None: plans of configurations that do
+    not use them stay byte-for-byte as before."""
+    data = handler(value)
+    for name in names:
+        if data.get(name) is None:
+            data.pop(name, None)
+    return data
+
+
 class ServicePlan(PlanModel):
     name: str
     type: str
@@ -159,6 +186,11 @@ class ServicePlan(PlanModel):
     depends_on: tuple[str, ...]
     dev: DevPlan
     targets: tuple[TargetPlan, ...]
+    graphql: GraphQLPlan | None = None
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: Any) -> dict[str, Any]:
+        return _without_unset(handler, self, ("graphql",))
 
     def target(self, environment: str | None) -> TargetPlan:
         if environment is None:
@@ -180,6 +212,11 @@ class Plan(PlanModel):
     binary_cache: str | None
     environments: tuple[str, ...]
     services: tuple[ServicePlan, ...]
+    federation: FederationPlan | None = None
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: Any) -> dict[str, Any]:
+        return _without_unset(handler, self, ("federation",))
 
     def service(self, name: str) -> ServicePlan:
         for s in self.services:
@@ -305,6 +342,10 @@ def service_plan(config: schema.Config, name: str) -> ServicePlan:
         depends_on=svc.depends_on,
         dev=dev_plan(svc),
         targets=tuple(_target(config, name, e, all_envs.index(e)) for e in envs),
+        graphql=None if svc.graphql is None else GraphQLPlan(
+            subgraph_name=svc.graphql.subgraph_name or name, endpoint=svc.graphql.endpoint,
+            schema_file=svc.graphql.schema_file, routing_url=svc.graphql.routing_url,
+            timeout=svc.graphql.timeout, retries=svc.graphql.retries),
     )
 
 
@@ -320,6 +361,7 @@ def build_plan(config: schema.Config, services: list[str] | None = None) -> Plan
         binary_cache=config.binary_cache.url if config.binary_cache else None,
         environments=tuple(e.name for e in config.environments),
         services=tuple(service_plan(config, n) for n in names),
+        federation=FederationPlan(**config.federation.model_dump()) if config.federation else None,
     )
 
 
@@ -398,4 +440,7 @@ def _urls(plan: Plan) -> list[tuple[str, str]]:
     for svc in plan.services:
         out += [(f"{svc.name}.gitops.repo", t.gitops.repo) for t in svc.targets]
         out += [(f"{svc.name}.verify.{c.name}.http.url", str(c.http.get("url"))) for c in svc.verify if c.http]
+        g = svc.graphql
+        out += [(f"{svc.name}.graphql.{k}", u) for k, u in (("endpoint", g and g.endpoint),
+                                                             ("routing_url", g and g.routing_url)) if u]
     return out
