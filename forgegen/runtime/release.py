@@ -19,7 +19,7 @@ The order, as Kargo and Skaffold users expect it:
 
 The first failure stops the release. The report (``--json``) says where — ``failed`` is
 ``{environment, service, step}`` with step one of ``preflight``, ``push``, ``migrate:<name>``,
-``deploy:<gitops|reconcile|rollout>``, ``check:<name>``, ``gate`` — and lists in ``not_done``
+``deploy:<gitops|reconcile|rollout>``, ``check:<name>``, ``federation``, ``gate`` — and lists in ``not_done``
 every step that did not run. :class:`ReleaseFailed` carries that report (exit 1).
 """
 
@@ -36,7 +36,7 @@ from forgegen.errors import (ApprovalRequired, ClusterUnreachable, ForgeError, M
                              RolloutPending, UsageError)
 from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime import deploy as deploy_mod
-from forgegen.runtime import gitops, kube, migrate, registry, verify
+from forgegen.runtime import federation, gitops, kube, migrate, registry, verify
 from forgegen.runtime.steps import dependency_order
 from forgegen.runtime.tags import SourceRevision, image_tags
 
@@ -226,6 +226,15 @@ def _run(plan: Plan, services: list[str] | None, environments: list[str], *, rev
                 _stop(report, stages, order, t0, where=(step[0], stage.environment, svc.name), err=step[1],
                       position=(si, pi, step[0]))
             entry["outcome"] = "success"
+        try:  # the federation step (forgegen/runtime/federation.py): only when subgraphs are deployed here
+            entry_stage["federation"] = federation.run_federation(
+                plan, stage.environment, api=clients[_client_key(stage.pairs[0][1])], source_commit=revision.sha7,
+                say=say, cwd=cwd)
+        except ForgeError as err:
+            entry_stage["federation"] = {"outcome": "failed", "errors": getattr(err, "errors", [])}
+            entry_stage["outcome"] = "failed"
+            _stop(report, stages, order, t0, where=("federation", stage.environment, None), err=err,
+                  position=(si, len(stage.pairs), "gate"))
         gate = _gate(plan, stage, clients, entry_stage, pushed, cwd)
         entry_stage["gate"] = gate
         entry_stage["elapsed_seconds"] = round(time.monotonic() - t_stage, 3)
