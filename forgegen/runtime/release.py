@@ -227,14 +227,15 @@ def _run(plan: Plan, services: list[str] | None, environments: list[str], *, rev
                       position=(si, pi, step[0]))
             entry["outcome"] = "success"
         try:  # the federation step (forgegen/runtime/federation.py): only when subgraphs are deployed here
-            entry_stage["federation"] = federation.run_federation(
-                plan, stage.environment, api=clients[_client_key(stage.pairs[0][1])], source_commit=revision.sha7,
-                say=say, cwd=cwd)
+            fed = federation.run_federation(plan, stage.environment, api=clients[_client_key(stage.pairs[0][1])],
+                                            source_commit=revision.sha7, say=say, cwd=cwd)
+            if fed is not None:
+                entry_stage["federation"] = fed
         except ForgeError as err:
             entry_stage["federation"] = {"outcome": "failed", "errors": getattr(err, "errors", [])}
             entry_stage["outcome"] = "failed"
             _stop(report, stages, order, t0, where=("federation", stage.environment, None), err=err,
-                  position=(si, len(stage.pairs), "gate"))
+                  position=(si, len(stage.pairs), "federation"))
         gate = _gate(plan, stage, clients, entry_stage, pushed, cwd)
         entry_stage["gate"] = gate
         entry_stage["elapsed_seconds"] = round(time.monotonic() - t_stage, 3)
@@ -357,6 +358,7 @@ def _stop(report: dict[str, Any], stages: list[Stage], order: list[ServicePlan],
                                  "steps": steps[at + 1:]})
             for svc, _ in stage.pairs[pi + 1:]:
                 not_done.append({"environment": stage.environment, "service": svc.name, "steps": service_steps(svc)})
+        if failed_step != "gate":  # a service step or the federation step failed: the gate did not run
             not_done.append({"environment": stage.environment, "service": None, "steps": ["gate"]})
         first_stage = si + 1
     for stage in stages[first_stage:]:
