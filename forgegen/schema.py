@@ -457,6 +457,9 @@ def _graphql_problems(config: Config) -> list[tuple[Loc, str]]:
             out.append((loc, "a subgraph needs exactly one of 'endpoint' or 'schema_file'"))
         elif g.endpoint is None and g.routing_url is None:
             out.append((loc, "a subgraph read from 'schema_file' needs 'routing_url' (the URL the router calls)"))
+        for key, url in (("endpoint", g.endpoint), ("routing_url", g.routing_url)):
+            if url is not None and not url.lower().startswith(("http://", "https://")):
+                out.append((loc + (key,), f"{url!r} is not an http:// or https:// URL; give the subgraph's GraphQL URL"))
         if config.federation is None:
             out.append((loc, "graphql needs a top-level 'federation' section (router_config_path: where the "
                              "supergraph is committed); add it, or remove graphql"))

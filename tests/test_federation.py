@@ -158,6 +158,7 @@ def test_plans_without_federation_are_unchanged(remote: Path) -> None:
     ('{endpoint: "http://a/graphql", schema_file: a.graphql}', "exactly one of 'endpoint' or 'schema_file'"),
     ("{schema_file: a.graphql}", "needs 'routing_url'"),
     ('{endpoint: "http://a/{nope}"}', "nope"),
+    ('{endpoint: "file:///etc/passwd"}', "is not an http:// or https:// URL"),
 ])
 def test_bad_graphql_settings_are_refused_with_where(remote: Path, graphql: str, problem: str) -> None:
     text = config_text(remote, "http://a/graphql", "http://b/graphql").replace(
@@ -176,3 +177,14 @@ def test_graphql_without_federation_and_federation_without_subgraphs_are_refused
         '    graphql: {endpoint: "http://b/graphql", retries: 1, timeout: 5}\n', "    type: generic\n")
     with pytest.raises(ConfigError, match="nothing to compose"):
         parse_config(no_sub)
+
+
+def test_a_hand_edited_plan_with_a_credential_in_an_endpoint_is_refused(remote: Path, tmp_path: Path) -> None:
+    from forgegen.plan import load_plan
+
+    doc = make_plan(remote, "http://a/graphql", "http://b/graphql").to_json()
+    path = tmp_path / "plan.json"
+    path.write_text(doc.replace("http://a/graphql", "http://user:s3cret@a/graphql"))
+    with pytest.raises(ConfigError) as info:
+        load_plan(path)
+    assert "products.graphql.endpoint" in str(info.value) and "s3cret" not in str(info.value)
