@@ -226,15 +226,9 @@ def _run(plan: Plan, services: list[str] | None, environments: list[str], *, rev
                 _stop(report, stages, order, t0, where=(step[0], stage.environment, svc.name), err=step[1],
                       position=(si, pi, step[0]))
             entry["outcome"] = "success"
-        try:  # the federation step (forgegen/runtime/federation.py): only when subgraphs are deployed here
-            fed = federation.run_federation(plan, stage.environment, api=clients[_client_key(stage.pairs[0][1])],
-                                            source_commit=revision.sha7, say=say, cwd=cwd)
-            if fed is not None:
-                entry_stage["federation"] = fed
-        except ForgeError as err:
-            entry_stage["federation"] = {"outcome": "failed", "errors": getattr(err, "errors", [])}
-            entry_stage["outcome"] = "failed"
-            _stop(report, stages, order, t0, where=("federation", stage.environment, None), err=err,
+        fed_err = _federation(plan, stage, clients, entry_stage, revision, say, cwd)
+        if fed_err is not None:
+            _stop(report, stages, order, t0, where=("federation", stage.environment, None), err=fed_err,
                   position=(si, len(stage.pairs), "federation"))
         gate = _gate(plan, stage, clients, entry_stage, pushed, cwd)
         entry_stage["gate"] = gate
@@ -311,6 +305,22 @@ def _release_service(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any,
                 verify.raise_for_check(result_c, service=svc.name, environment=target.environment)
             except ForgeError as err:
                 return f"check:{c.name}", err
+    return None
+
+
+def _federation(plan: Plan, stage: Stage, clients: dict, entry_stage: dict[str, Any], revision: SourceRevision,
+                say: Say, cwd: str | Path | None) -> ForgeError | None:
+    """The federation step (:mod:`forgegen.runtime.federation`), when subgraphs are deployed here;
+    the error that stops the release, or None."""
+    try:
+        fed = federation.run_federation(plan, stage.environment, api=clients[_client_key(stage.pairs[0][1])],
+                                        source_commit=revision.sha7, say=say, cwd=cwd)
+    except ForgeError as err:
+        entry_stage["federation"] = {"outcome": "failed", "errors": getattr(err, "errors", [])}
+        entry_stage["outcome"] = "failed"
+        return err
+    if fed is not None:
+        entry_stage["federation"] = fed
     return None
 
 
