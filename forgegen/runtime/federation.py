@@ -46,6 +46,7 @@ HELPER_DIR = Path(__file__).resolve().parent.parent / "federation"
 SDL_QUERY = "query { _service { sdl } }"
 COMPOSE_TIMEOUT = 120.0
 INSTALL_TIMEOUT = 600.0
+MAX_SDL_BYTES = 32 * 1024 * 1024
 STEP = "federation"
 
 
@@ -117,7 +118,10 @@ def fetch_sdl(url: str, *, timeout: float, retries: int, service: str) -> str:
                                      headers={"Content-Type": "application/json", "Accept": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - a configured http(s) URL
-                payload = resp.read()
+                payload = resp.read(MAX_SDL_BYTES + 1)
+            if len(payload) > MAX_SDL_BYTES:
+                raise FederationFailed(f"{service} at {urls.redact(url)} answered more than {MAX_SDL_BYTES} bytes",
+                                       hint="check graphql.endpoint in deploy.yaml; nothing was committed")
         except urllib.error.HTTPError as err:
             last = f"HTTP {err.code} {err.reason}"
             if err.code < 500:
@@ -194,6 +198,8 @@ def node_modules(say: Say = log.info) -> Path:
     try:
         process.run(["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=tmp, timeout=INSTALL_TIMEOUT,
                     what="install the supergraph composition helper (npm ci)")
+        if target.exists() and not (target / "node_modules" / "@theguild" / "federation-composition").is_dir():
+            shutil.rmtree(target, ignore_errors=True)  # an incomplete leftover
         try:
             os.rename(tmp, target)
         except OSError:  # another process installed it meanwhile
