@@ -77,7 +77,12 @@ class PlanModel:
 
     def dump(self) -> dict[str, object]:
         """The JSON form (aliases as keys, tuples as lists)."""
-        return {key: _dump(getattr(self, name)) for name, key in _keys(type(self))}
+        out = {}
+        for name, key, omit_none in _keys(type(self)):
+            value = getattr(self, name)
+            if not (omit_none and value is None):
+                out[key] = _dump(value)
+        return out
 
 
 def _at(where: str, key: object) -> str:
@@ -145,13 +150,14 @@ def _coerce(tp: object, value: object, where: str) -> object:  # noqa: PLR0911 -
     return value
 
 
-_KEYS: dict[type, tuple[tuple[str, str], ...]] = {}
+_KEYS: dict[type, tuple[tuple[str, str, bool], ...]] = {}
 
 
-def _keys(cls: type) -> tuple[tuple[str, str], ...]:
-    """Each field's attribute name and its key in the JSON plan."""
+def _keys(cls: type) -> tuple[tuple[str, str, bool], ...]:
+    """Each field's attribute name, its key in the JSON plan, and whether None leaves it out."""
     if cls not in _KEYS:
-        _KEYS[cls] = tuple((f.name, f.metadata.get("alias", f.name)) for f in dataclasses.fields(cls))
+        _KEYS[cls] = tuple((f.name, f.metadata.get("alias", f.name), bool(f.metadata.get("omit_none")))
+                           for f in dataclasses.fields(cls))
     return _KEYS[cls]
 
 
@@ -302,6 +308,30 @@ class DevPlan(PlanModel):
 
 
 @dataclass(frozen=True, kw_only=True)
+class GraphQLPlan(PlanModel):
+    """deploy.yaml's ``graphql``; ``endpoint`` and ``routing_url`` are patterns filled per target."""
+
+    subgraph_name: str
+    endpoint: str | None
+    schema_file: str | None
+    routing_url: str | None
+    timeout: float
+    retries: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class FederationPlan(PlanModel):
+    router_config_path: str
+    file: str
+    commit_message: str
+
+
+# Left out of the JSON plan when None: plans of configurations that do not use them stay
+# byte-for-byte as before.
+_OMIT_NONE = {"omit_none": True}
+
+
+@dataclass(frozen=True, kw_only=True)
 class ServicePlan(PlanModel):
     name: str
     type: str
@@ -314,6 +344,7 @@ class ServicePlan(PlanModel):
     depends_on: tuple[str, ...]
     dev: DevPlan
     targets: tuple[TargetPlan, ...]
+    graphql: GraphQLPlan | None = field(default=None, metadata=_OMIT_NONE)
 
     def target(self, environment: str | None) -> TargetPlan:
         if environment is None:
@@ -336,6 +367,7 @@ class Plan(PlanModel):
     binary_cache: str | None
     environments: tuple[str, ...]
     services: tuple[ServicePlan, ...]
+    federation: FederationPlan | None = field(default=None, metadata=_OMIT_NONE)
 
     def service(self, name: str) -> ServicePlan:
         for s in self.services:
@@ -465,6 +497,10 @@ def service_plan(config: schema.Config, name: str) -> ServicePlan:
         depends_on=svc.depends_on,
         dev=dev_plan(svc),
         targets=tuple(_target(config, name, e, all_envs.index(e)) for e in envs),
+        graphql=None if svc.graphql is None else GraphQLPlan(
+            subgraph_name=svc.graphql.subgraph_name or name, endpoint=svc.graphql.endpoint,
+            schema_file=svc.graphql.schema_file, routing_url=svc.graphql.routing_url,
+            timeout=svc.graphql.timeout, retries=svc.graphql.retries),
     )
 
 
@@ -480,6 +516,7 @@ def build_plan(config: schema.Config, services: list[str] | None = None) -> Plan
         binary_cache=config.binary_cache.url if config.binary_cache else None,
         environments=tuple(e.name for e in config.environments),
         services=tuple(service_plan(config, n) for n in names),
+        federation=FederationPlan(**config.federation.model_dump()) if config.federation else None,
     )
 
 
@@ -557,6 +594,9 @@ def _urls(plan: Plan) -> list[tuple[str, str]]:
     for svc in plan.services:
         out += [(f"{svc.name}.gitops.repo", t.gitops.repo) for t in svc.targets]
         out += [(f"{svc.name}.verify.{c.name}.http.url", str(c.http.get("url"))) for c in svc.verify if c.http]
+        g = svc.graphql
+        out += [(f"{svc.name}.graphql.{k}", u) for k, u in (("endpoint", g and g.endpoint),
+                                                             ("routing_url", g and g.routing_url)) if u]
     return out
 
 

@@ -56,6 +56,8 @@ def test_pip_install_non_editable_gives_working_commands_with_templates(tmp_path
     assert (target / "forgegen" / "templates" / "default.nix.jinja").is_file()
     assert (target / "forgegen" / "templates" / "_macros" / "header.nix.jinja").is_file()
     assert (target / "forgegen" / "deploy.schema.json").is_file()
+    for name in ("compose.cjs", "package.json", "package-lock.json"):  # the federation step's Node helper
+        assert (target / "forgegen" / "federation" / name).is_file(), name
     work = tmp_path / "work"
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target)}

@@ -32,7 +32,7 @@ services that succeeded, migrations that succeeded, a deploy that succeeded) —
 
 The first failure stops the release. The report (``--json``) says where — ``failed`` is
 ``{environment, service, step}`` with step one of ``preflight``, ``push``, ``migrate:<name>``,
-``deploy:<gitops|reconcile|rollout>``, ``check:<name>``, ``gate`` — and lists in ``not_done``
+``deploy:<gitops|reconcile|rollout>``, ``check:<name>``, ``federation``, ``gate`` — and lists in ``not_done``
 every step that did not run. :class:`ReleaseFailed` carries that report (exit 1).
 """
 
@@ -53,7 +53,7 @@ from forgegen.errors import (ApprovalRequired, ClusterUnreachable, ForgeError, M
                              RolloutPending, UsageError)
 from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime import deploy as deploy_mod
-from forgegen.runtime import gitops, kube, lock, migrate, registry, verify
+from forgegen.runtime import federation, gitops, kube, lock, migrate, registry, verify
 from forgegen.runtime.steps import dependency_order
 from forgegen.runtime.tags import SourceRevision, image_tags
 
@@ -402,6 +402,10 @@ def _release_stage(plan: Plan, stages: list[Stage], si: int, order: list[Service
                                   for s, _ in stage.pairs for (f, st, _e) in failures if f.name == s.name]
         _stop(report, stages, order, t0, where=(first[1], stage.environment, first[0].name), err=first[2],
               position=(si, {f[0].name: f[1] for f in failures}, set(entries)))
+    fed_err = _federation(plan, stage, clients, entry_stage, revision, say, cwd)
+    if fed_err is not None:
+        _stop(report, stages, order, t0, where=("federation", stage.environment, None), err=fed_err,
+              position=(si, {}, set(entries)))
     gate = _gate(plan, stage, clients, entry_stage, pushed, cwd)
     entry_stage["gate"] = gate
     entry_stage["elapsed_seconds"] = round(time.monotonic() - t_stage, 3)
@@ -598,6 +602,22 @@ def _deploy(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, entry: d
         message = deploy_mod._rollout_message({**deploy, "service": svc.name, "environment": target.environment})
         pending = rolled.outcome == "pending-on-delete"
         return "deploy:rollout", (RolloutPending if pending else RolloutFailed)(message, hint=deploy_mod._rollout_hint(deploy))
+    return None
+
+
+def _federation(plan: Plan, stage: Stage, clients: dict, entry_stage: dict[str, Any], revision: SourceRevision,
+                say: Say, cwd: str | Path | None) -> ForgeError | None:
+    """The federation step (:mod:`forgegen.runtime.federation`), when subgraphs are deployed here;
+    the error that stops the release, or None."""
+    try:
+        fed = federation.run_federation(plan, stage.environment, api=clients[_client_key(stage.pairs[0][1])],
+                                        source_commit=revision.sha7, say=say, cwd=cwd)
+    except ForgeError as err:
+        entry_stage["federation"] = {"outcome": "failed", "errors": getattr(err, "errors", [])}
+        entry_stage["outcome"] = "failed"
+        return err
+    if fed is not None:
+        entry_stage["federation"] = fed
     return None
 
 
