@@ -1,0 +1,96 @@
+"""The opt-in suite for any real cluster (``FORGE_E2E_KUBECONFIG``), proven on our own.
+
+A user points ``FORGE_E2E_KUBECONFIG`` at their cluster and runs ``pytest -m external``; here the
+same code path runs in a pytest subprocess pointed at the session's real control plane
+(kube-apiserver, controller-manager, scheduler; the simulated kubelet reads the real pod specs of
+``tests/kube_standin/podspec.py`` — a command ``exit 3``, a memory limit with ``tail /dev/zero``,
+a readiness probe on a closed port, an absent tag, an invalid reference — as a real kubelet
+would act on them). Without the variable, no ``external`` test exists at all (never skipped).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.nixenv import ROOT
+from tests.kube_standin import ImageScript, crash
+from tests.kube_standin.podspec import TABLE, container_for, script_of
+
+# a cross-section: every failure a real kubelet can be made to show, for Deployments; a crash for
+# StatefulSets and DaemonSets; success with a tolerated restart; kubectl conformance
+PROOF = ("test_failure_is_reported_with_reason_pod_and_evidence and Deployment",
+         "test_failure_is_reported_with_reason_pod_and_evidence and crash",
+         "test_restarts_within_the_tolerance_succeed and Deployment",
+         "test_success_waits_for_every_new_pod and DaemonSet",
+         "test_a_missing_secret_created_later_lets_the_rollout_finish and StatefulSet",
+         "test_kubectl_version_and_get", "test_kubectl_logs_current_and_previous")
+FILES = ("tests/test_rollout_scenarios.py", "tests/test_kube_standin_kubectl.py")
+
+
+def pytest_run(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def behaviour(s: ImageScript) -> ImageScript:
+    """A script without its messages (a real kubelet words them its own way)."""
+    return replace(s, unhealthy=None, pull_error="pull" if s.pull_error else None)
+
+
+@pytest.mark.parametrize("scenario", sorted(TABLE))
+def test_each_scenario_has_a_real_pod_spec_the_simulated_kubelet_reads_back(scenario: str) -> None:
+    script, _ = TABLE[scenario]
+    fields, volumes = container_for(script, "registry.example/tools/busybox:1.36")
+    back = script_of(fields)
+    assert back is not None and behaviour(back) == behaviour(script), (fields, back)
+    assert {v["name"] for v in volumes} == {m["name"] for m in fields.get("volumeMounts", [])}
+    if scenario == "image-pull":
+        assert fields["image"] == "registry.example/tools/busybox:forge-e2e-absent"
+
+
+def test_a_crash_is_a_command_with_its_exit_code_and_logs() -> None:
+    fields, _ = container_for(crash(after=0.1, exit_code=3, logs=("starting api",), exit_logs=("panic: no DATABASE_URL",)))
+    assert fields["command"] == ["sh", "-c", "echo 'starting api'\nsleep 0.1\necho 'panic: no DATABASE_URL'\nexit 3"]
+    assert "readinessProbe" not in fields
+    # a spec outside the vocabulary is left to the kubelet's default, never guessed at
+    assert script_of({"image": "busybox:1.36", "command": ["sh", "-c", "exit 3; rm -rf /"]}) is None
+    assert script_of({"image": "app:1"}) is None
+
+
+def test_without_a_kubeconfig_no_external_test_exists() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_E2E_")}
+    proc = pytest_run("--collect-only", "-q", *FILES, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "external" not in proc.stdout and "[standin" in proc.stdout and "[real" in proc.stdout
+    assert "skipped" not in proc.stdout
+
+
+@pytest.mark.realplane
+def test_the_external_backend_runs_against_a_real_control_plane(control_plane: Any, tmp_path: Path) -> None:
+    from forgegen.runtime.kube import api_client
+    from kubernetes.client import CoreV1Api
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_E2E_")}
+    env.update(FORGE_E2E_KUBECONFIG=str(control_plane.kubeconfig), FORGE_STRICT_SKIPS="1")
+    proc = pytest_run("-m", "external", "-k", " or ".join(f"({p})" for p in PROOF), "-rA", *FILES, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-20000:]
+    assert "external cluster: FORGE_E2E_KUBECONFIG=" in out and "deploy end-to-end tests: not run" in out
+    passed = re.findall(r"^PASSED (\S+)", proc.stdout, re.M)
+    assert len(passed) == 14 and all("[external" in p or "-external" in p for p in passed), passed
+    assert not re.search(r"\d+ (skipped|failed|error)", proc.stdout), out[-5000:]
+    for scenario in ("crash", "oom", "readiness", "image-pull", "invalid-name", "missing-secret", "unschedulable"):
+        assert any(f"Deployment-{scenario}" in p for p in passed), (scenario, passed)
+    # every namespace it made is gone or going
+    core = CoreV1Api(api_client(str(control_plane.kubeconfig), None))
+    left = [n for n in core.list_namespace().items
+            if n.metadata.name.startswith("forge-e2e-") and n.metadata.deletion_timestamp is None]
+    assert not left, [n.metadata.name for n in left]
