@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.fixtures.nixenv import ROOT
 from tests.kube_standin import ImageScript, crash
@@ -39,6 +41,24 @@ FILES = ("tests/test_rollout_scenarios.py", "tests/test_kube_standin_kubectl.py"
 def pytest_run(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def users_kubeconfig(issued: Path, directory: Path) -> Path:
+    """``issued`` as users keep theirs: certificate files next to it under relative names, and
+    another context current (the suite must take FORGE_E2E_CONTEXT)."""
+    doc = yaml.safe_load(issued.read_text())
+    directory.mkdir()
+    for section, keys in (("cluster", ("certificate-authority",)), ("user", ("client-certificate", "client-key"))):
+        for entry in doc[section + "s"]:
+            for key in keys:
+                name = f"{section}-{key}.pem"
+                shutil.copy(entry[section][key], directory / name)
+                entry[section][key] = name
+    doc["contexts"].append({"name": "elsewhere", "context": {"cluster": "nowhere", "user": "nobody"}})
+    doc["current-context"] = "elsewhere"  # a name the test kubeconfigs use too
+    path = directory / "config"
+    path.write_text(yaml.safe_dump(doc))
+    return path
 
 
 def behaviour(s: ImageScript) -> ImageScript:
@@ -66,6 +86,18 @@ def test_a_crash_is_a_command_with_its_exit_code_and_logs() -> None:
     assert script_of({"image": "app:1"}) is None
 
 
+def test_a_context_the_kubeconfig_lacks_is_refused_by_name(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text("apiVersion: v1\nkind: Config\nclusters: []\nusers: []\n"
+                      "contexts:\n- name: a\n  context: {cluster: c, user: u}\ncurrent-context: a\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_E2E_")}
+    env.update(FORGE_E2E_KUBECONFIG=str(config), FORGE_E2E_CONTEXT="b")
+    proc = pytest_run("-m", "external", "-k", "test_kubectl_version_and_get", "tests/test_kube_standin_kubectl.py",
+                      env=env, timeout=300)
+    assert proc.returncode != 0
+    assert f"FORGE_E2E_CONTEXT=b: no such context in {config}" in proc.stdout + proc.stderr
+
+
 def test_without_a_kubeconfig_no_external_test_exists() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_E2E_")}
     proc = pytest_run("--collect-only", "-q", *FILES, env=env, timeout=300)
@@ -82,12 +114,12 @@ def test_the_external_backend_runs_against_a_real_control_plane(control_plane: A
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_E2E_")}
     # as a user bound only to examples/rbac/forge-e2e.yaml: that is all the suite needs
     control_plane.apply((ROOT / "examples" / "rbac" / "forge-e2e.yaml").read_text())
-    suite_user = control_plane.user_kubeconfig(SUITE_USER)
-    env.update(FORGE_E2E_KUBECONFIG=str(suite_user), FORGE_STRICT_SKIPS="1")
+    suite_user = users_kubeconfig(control_plane.user_kubeconfig(SUITE_USER), tmp_path / "kube")
+    env.update(FORGE_E2E_KUBECONFIG=str(suite_user), FORGE_E2E_CONTEXT="realplane", FORGE_STRICT_SKIPS="1")
     proc = pytest_run("-m", "external", "-k", " or ".join(f"({p})" for p in PROOF), "-rA", *FILES, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-20000:]
-    assert "external cluster: FORGE_E2E_KUBECONFIG=" in out and "deploy end-to-end tests: not run" in out
+    assert "external cluster: FORGE_E2E_KUBECONFIG=" in out and "context realplane" in out and "deploy end-to-end tests: not run" in out
     passed = re.findall(r"^PASSED (\S+)", proc.stdout, re.M)
     assert len(passed) >= 14 and all("[external" in p or "-external" in p for p in passed), passed
     assert not re.search(r"\d+ (skipped|failed|error)", proc.stdout), out[-5000:]
