@@ -107,6 +107,7 @@ def test_without_a_kubeconfig_no_external_test_exists() -> None:
 
 
 @pytest.mark.realplane
+@pytest.mark.timeout(900)
 def test_the_external_backend_runs_against_a_real_control_plane(control_plane: Any, tmp_path: Path) -> None:
     from forgegen.runtime.kube import api_client
     from kubernetes.client import CoreV1Api
@@ -116,7 +117,8 @@ def test_the_external_backend_runs_against_a_real_control_plane(control_plane: A
     control_plane.apply((ROOT / "examples" / "rbac" / "forge-e2e.yaml").read_text())
     suite_user = users_kubeconfig(control_plane.user_kubeconfig(SUITE_USER), tmp_path / "kube")
     env.update(FORGE_E2E_KUBECONFIG=str(suite_user), FORGE_E2E_CONTEXT="realplane", FORGE_STRICT_SKIPS="1")
-    proc = pytest_run("-m", "external", "-k", " or ".join(f"({p})" for p in PROOF), "-rA", *FILES, env=env)
+    proc = pytest_run("-m", "external", "-k", " or ".join(f"({p})" for p in PROOF), "-rA",
+                      f"--basetemp={tmp_path / 'suite'}", *FILES, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-20000:]
     assert "external cluster: FORGE_E2E_KUBECONFIG=" in out and "context realplane" in out and "deploy end-to-end tests: not run" in out
