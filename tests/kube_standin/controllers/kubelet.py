@@ -113,8 +113,13 @@ def readiness_failing(message: str = "Readiness probe failed: HTTP probe failed 
     return ImageScript(ready_after=None, unhealthy=message, logs=("listening on :8080",))
 
 
-def script_for(cluster: Cluster, image: str) -> ImageScript:
-    return cluster.scripts.get(image) or cluster.default_script or ImageScript()
+def script_for(cluster: Cluster, image: str, container: dict | None = None) -> ImageScript:
+    """The image's script; else what ``container``'s spec does on a real kubelet
+    (:mod:`tests.kube_standin.podspec`); else the default script."""
+    from tests.kube_standin.podspec import script_of
+
+    return (cluster.scripts.get(image) or (script_of(container) if container else None) or cluster.default_script
+            or ImageScript())
 
 
 def default_nodes(cluster: Cluster) -> None:
@@ -166,7 +171,7 @@ class Scheduler(Controller):
         reason = None
         created = self._first_seen.setdefault(pod["metadata"]["uid"], now)
         for c in pod["spec"].get("containers") or []:
-            s = script_for(self.cluster, c.get("image", ""))
+            s = script_for(self.cluster, c.get("image", ""), c)
             if s.unschedulable and (s.schedulable_after is None or created + s.schedulable_after > now):
                 reason = s.unschedulable
                 if s.schedulable_after is not None:
@@ -373,7 +378,7 @@ class Kubelet(Controller):
         now = self.cluster.now()
         containers = {}
         for c in pod["spec"].get("containers") or []:
-            containers[c["name"]] = ContainerRun(c["name"], c.get("image", ""), script_for(self.cluster, c.get("image", "")),
+            containers[c["name"]] = ContainerRun(c["name"], c.get("image", ""), script_for(self.cluster, c.get("image", ""), c),
                                                  references=_references(c))
         run = PodRun(pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"], node, now, containers,
                      restart_policy=pod["spec"].get("restartPolicy") or "Always", host_ip=self._node_ip(node),

@@ -1,0 +1,134 @@
+"""The opt-in suite for any real cluster (``FORGE_E2E_KUBECONFIG``), proven on our own.
+
+A user points ``FORGE_E2E_KUBECONFIG`` at their cluster and runs ``pytest -m external``; here the
+same code path runs in a pytest subprocess pointed at the session's real control plane
+(kube-apiserver, controller-manager, scheduler; the simulated kubelet reads the real pod specs of
+``tests/kube_standin/podspec.py`` — a command ``exit 3``, a memory limit with ``tail /dev/zero``,
+a readiness probe on a closed port, an absent tag, an invalid reference — as a real kubelet
+would act on them). Without the variable, no ``external`` test exists at all (never skipped).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.fixtures.nixenv import ROOT
+from tests.kube_standin import ImageScript, crash
+from tests.kube_standin.podspec import TABLE, container_for, script_of
+
+# a cross-section: every failure a real kubelet can be made to show, for Deployments; a crash for
+# StatefulSets and DaemonSets; success with a tolerated restart; all of kubectl conformance
+PROOF = ("test_failure_is_reported_with_reason_pod_and_evidence and Deployment",
+         "test_failure_is_reported_with_reason_pod_and_evidence and crash",
+         "test_restarts_within_the_tolerance_succeed and Deployment",
+         "test_success_waits_for_every_new_pod and DaemonSet",
+         "test_a_missing_secret_created_later_lets_the_rollout_finish and StatefulSet",
+         "test_kubectl")
+SUITE_USER = "forge-e2e"
+FILES = ("tests/test_rollout_scenarios.py", "tests/test_kube_standin_kubectl.py")
+
+
+def pytest_run(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def users_kubeconfig(issued: Path, directory: Path) -> Path:
+    """``issued`` as users keep theirs: certificate files next to it under relative names, and
+    another context current (the suite must take FORGE_E2E_CONTEXT)."""
+    doc = yaml.safe_load(issued.read_text())
+    directory.mkdir()
+    for section, keys in (("cluster", ("certificate-authority",)), ("user", ("client-certificate", "client-key"))):
+        for entry in doc[section + "s"]:
+            for key in keys:
+                name = f"{section}-{key}.pem"
+                shutil.copy(entry[section][key], directory / name)
+                entry[section][key] = name
+    doc["contexts"].append({"name": "elsewhere", "context": {"cluster": "nowhere", "user": "nobody"}})
+    doc["current-context"] = "elsewhere"  # a name the test kubeconfigs use too
+    path = directory / "config"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def behaviour(s: ImageScript) -> ImageScript:
+    """A script without its messages (a real kubelet words them its own way)."""
+    return replace(s, unhealthy=None, pull_error="pull" if s.pull_error else None)
+
+
+@pytest.mark.parametrize("scenario", sorted(TABLE))
+def test_each_scenario_has_a_real_pod_spec_the_simulated_kubelet_reads_back(scenario: str) -> None:
+    script, _ = TABLE[scenario]
+    fields, volumes = container_for(script, "registry.example/tools/busybox:1.36")
+    back = script_of(fields)
+    assert back is not None and behaviour(back) == behaviour(script), (fields, back)
+    assert {v["name"] for v in volumes} == {m["name"] for m in fields.get("volumeMounts", [])}
+    if scenario == "image-pull":
+        assert fields["image"] == "registry.example/tools/busybox:forge-e2e-absent"
+
+
+def test_a_crash_is_a_command_with_its_exit_code_and_logs() -> None:
+    fields, _ = container_for(crash(after=0.1, exit_code=3, logs=("starting api",), exit_logs=("panic: no DATABASE_URL",)))
+    assert fields["command"] == ["sh", "-c", "echo 'starting api'\nsleep 0.1\necho 'panic: no DATABASE_URL'\nexit 3"]
+    assert "readinessProbe" not in fields
+    # a spec outside the vocabulary is left to the kubelet's default, never guessed at
+    assert script_of({"image": "busybox:1.36", "command": ["sh", "-c", "exit 3; rm -rf /"]}) is None
+    assert script_of({"image": "app:1"}) is None
+
+
+def test_a_context_the_kubeconfig_lacks_is_refused_by_name(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text("apiVersion: v1\nkind: Config\nclusters: []\nusers: []\n"
+                      "contexts:\n- name: a\n  context: {cluster: c, user: u}\ncurrent-context: a\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_E2E_")}
+    env.update(FORGE_E2E_KUBECONFIG=str(config), FORGE_E2E_CONTEXT="b")
+    proc = pytest_run("-m", "external", "-k", "test_kubectl_version_and_get", "tests/test_kube_standin_kubectl.py",
+                      env=env, timeout=300)
+    assert proc.returncode != 0
+    assert f"FORGE_E2E_CONTEXT=b: no such context in {config}" in proc.stdout + proc.stderr
+
+
+def test_without_a_kubeconfig_no_external_test_exists() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_E2E_")}
+    proc = pytest_run("--collect-only", "-q", *FILES, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "external" not in proc.stdout and "[standin" in proc.stdout and "[real" in proc.stdout
+    assert "skipped" not in proc.stdout
+
+
+@pytest.mark.realplane
+@pytest.mark.timeout(900)
+def test_the_external_backend_runs_against_a_real_control_plane(control_plane: Any, tmp_path: Path) -> None:
+    from forgegen.runtime.kube import api_client
+    from kubernetes.client import CoreV1Api
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_E2E_")}
+    # as a user bound only to examples/rbac/forge-e2e.yaml: that is all the suite needs
+    control_plane.apply((ROOT / "examples" / "rbac" / "forge-e2e.yaml").read_text())
+    suite_user = users_kubeconfig(control_plane.user_kubeconfig(SUITE_USER), tmp_path / "kube")
+    env.update(FORGE_E2E_KUBECONFIG=str(suite_user), FORGE_E2E_CONTEXT="realplane", FORGE_STRICT_SKIPS="1")
+    proc = pytest_run("-m", "external", "-k", " or ".join(f"({p})" for p in PROOF), "-rA",
+                      f"--basetemp={tmp_path / 'suite'}", *FILES, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-20000:]
+    assert "external cluster: FORGE_E2E_KUBECONFIG=" in out and "context realplane" in out and "deploy end-to-end tests: not run" in out
+    passed = re.findall(r"^PASSED (\S+)", proc.stdout, re.M)
+    assert len(passed) >= 14 and all("[external" in p or "-external" in p for p in passed), passed
+    assert not re.search(r"\d+ (skipped|failed|error)", proc.stdout), out[-5000:]
+    for scenario in ("crash", "oom", "readiness", "image-pull", "invalid-name", "missing-secret", "unschedulable"):
+        assert any(f"Deployment-{scenario}" in p for p in passed), (scenario, passed)
+    # every namespace it made is gone or going
+    core = CoreV1Api(api_client(str(control_plane.kubeconfig), None))
+    left = [n for n in core.list_namespace().items
+            if n.metadata.name.startswith("forge-e2e-") and n.metadata.deletion_timestamp is None]
+    assert not left, [n.metadata.name for n in left]
