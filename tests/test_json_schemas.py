@@ -21,7 +21,7 @@ SCHEMAS = {
 # Every YAML file under examples/, by the schema it follows (None: not a Forge configuration).
 KIND_OF = {"deploy.yaml": "deploy", "postgres.yaml": "postgres", "attic.yaml": "attic"}
 # Kubernetes manifests: a Job, and the RBAC for Forge; examples/gitops/ holds manifests too.
-NOT_FORGE = {"examples/provision/job.yaml", "examples/rbac/forge.yaml"}
+NOT_FORGE = {"examples/provision/job.yaml", "examples/rbac/forge.yaml", "examples/rbac/forge-e2e.yaml"}
 
 
 def example_files() -> list[Path]:
