@@ -47,7 +47,7 @@ def _marked(value: Any) -> Any:
 def _nix_path(relative: str) -> nix.NixText:
     """A relative Nix path literal (``./services/api.nix``); only generated names reach here."""
     p = PurePosixPath(relative)
-    if p.is_absolute() or not all(nix._IDENT.fullmatch(part.replace(".", "_")) or part == ".." for part in p.parts):
+    if p.is_absolute() or not all(nix.IDENT.fullmatch(part.replace(".", "_")) or part == ".." for part in p.parts):
         raise RenderError(f"cannot write {relative!r} as a Nix path literal")
     text = relative if relative.startswith("../") else f"./{relative}"
     return nix.NixText(text)

@@ -61,6 +61,7 @@ import yaml
 from forgegen import pattern, process, urls, yamlsource
 from forgegen.errors import CommandError, ConfigError, GitOpsError, ToolMissing
 from forgegen.plan import Plan, ServicePlan, TargetPlan
+from forgegen.runtime import cache_dir
 from forgegen.runtime.kustomize import (
     ImageState,
     Match,
@@ -155,8 +156,7 @@ class LedgerEntry:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "forge" / "gitops"
+    return cache_dir("gitops")
 
 
 def is_url(repo: str) -> bool:
