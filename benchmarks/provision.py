@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from forge_provision.postgres import run  # noqa: E402
 from forge_provision.schema import parse_postgres  # noqa: E402
+
 from tests.fixtures.postgres import start_cluster, stop_cluster  # noqa: E402
 
 

@@ -200,7 +200,7 @@ class Plan(PlanModel):
                "services": [self.service(name).model_dump(mode="json", by_alias=True)]}
         return json_document(doc)
 
-    def for_service(self, name: str) -> "Plan":
+    def for_service(self, name: str) -> Plan:
         """The same plan narrowed to one service (what a service's apps get)."""
         return self.model_copy(update={"services": (self.service(name),)})
 
@@ -328,7 +328,8 @@ def _read_document(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"plan file {path} does not exist",
-                         hint="run the flake app (nix run .#deploy:<service>), or `forgegen sync` and pass nix/forge/plans/<service>.json") from None
+                         hint="run the flake app (nix run .#deploy:<service>), or `forgegen sync` and pass "
+                              "nix/forge/plans/<service>.json") from None
     except (OSError, ValueError) as err:
         raise ConfigError(f"{path}: cannot read the plan: {err}") from err
     if not isinstance(data, dict) or data.get("generator") != GENERATOR:

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from forgegen.errors import ConfigError, Problem, ProvisionError
 from forge_provision.schema import AtticConfig, Cache, TokenSpec
 from forge_provision.tokens import CLAIM_NAMESPACE, make_token, permissions, read_token, secret_key
+
+from forgegen.errors import ConfigError, Problem, ProvisionError
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from forge_provision.attic import AtticClient
 
 from forgegen.errors import ProvisionError
-from forge_provision.attic import AtticClient
 from tests.ports import free_port
 
 TOKEN = "attic-admin-token-PLANTED"

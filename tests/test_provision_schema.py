@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from forge_provision.cli import main
 from forge_provision.schema import load_attic, load_postgres, parse_postgres
+
 from forgegen.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -42,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from forgegen.errors import ReconcileError
@@ -93,7 +93,7 @@ def request_token(now_ns: int | None = None) -> str:
             now_ns = _last_token_ns = max(time.time_ns(), _last_token_ns + 1)
     ns = now_ns
     secs, frac = divmod(ns, 1_000_000_000)
-    base = datetime.fromtimestamp(secs, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    base = datetime.fromtimestamp(secs, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
     digits = f"{frac:09d}".rstrip("0")
     return f"{base}.{digits}Z" if digits else f"{base}Z"
 
@@ -290,14 +290,32 @@ def assess(snap: FluxSnapshot, exp: Expectation) -> Verdict:
     ns = exp.namespace
     src = object_status(exp.source_kind, ns, exp.source_name, snap.source)
     kss = tuple(object_status("Kustomization", ns, k, snap.kustomizations.get(k)) for k in exp.kustomizations)
+    v = _Verdicts(src, kss)
+    refused = _refused(snap, exp, v)
+    if refused is not None:
+        return refused
+    if not exp.ours(src.revision):
+        return _source_waiting(exp, v)
+    return _kustomizations_verdict(exp, v)
 
-    def verdict(state: VerdictState, message: str, **kw: Any) -> Verdict:
-        return Verdict(state, message, source=src, kustomizations=kss, **kw)
 
-    def fail(obj: ObjectStatus, reason: str, message: str, hint: str) -> Verdict:
-        return verdict("failed", message, failure=Failure(obj.where, reason, message, hint))
+@dataclass(frozen=True)
+class _Verdicts:
+    """Verdicts that carry the objects as seen (for the report)."""
 
-    # -- the source ---------------------------------------------------------------------------
+    src: ObjectStatus
+    kss: tuple[ObjectStatus, ...]
+
+    def verdict(self, state: VerdictState, message: str, **kw: Any) -> Verdict:
+        return Verdict(state, message, source=self.src, kustomizations=self.kss, **kw)
+
+    def fail(self, obj: ObjectStatus, reason: str, message: str, hint: str) -> Verdict:
+        return self.verdict("failed", message, failure=Failure(obj.where, reason, message, hint))
+
+
+def _refused(snap: FluxSnapshot, exp: Expectation, v: _Verdicts) -> Verdict | None:
+    """A failure no waiting can cure: an object gone or suspended, a source on another ref."""
+    ns, src, kss, fail = exp.namespace, v.src, v.kss, v.fail
     if snap.source is None:
         return fail(src, "NotFound", f"{src.kind} {ns}/{src.name} was deleted while Forge waited for it",
                     _missing_hint(src.kind))
@@ -325,25 +343,32 @@ def assess(snap: FluxSnapshot, exp: Expectation) -> Verdict:
         if ks.suspended:
             return fail(ks, "Suspended", f"Kustomization {ns}/{ks.name} is suspended: Flux will not apply commit {exp.sha7}",
                         f"resume it: `flux resume kustomization {ks.name} -n {ns}`, then deploy again")
+    return None
 
-    if not source_ours:
-        handled = exp.source_token is not None and src.last_handled == exp.source_token and src.observed
-        seen = src.revision or "no artifact yet"
-        if handled and src.ready == "False":
-            return fail(src, src.reason or "NotReady",
-                        f"{src.kind} {ns}/{src.name} could not fetch branch {exp.branch}: "
-                        f"{src.reason or 'Ready=False'}: {src.message or '(no message)'}",
-                        f"check spec.url and the credentials of {src.kind} {ns}/{src.name} "
-                        f"(`kubectl -n {ns} describe {_kubectl_kind(src.kind)} {src.name}`, `flux get sources git -A`)")
-        unmet = (f"{src.kind} {ns}/{src.name} serves {seen}, not commit {exp.sha7} "
-                 f"({src.describe()}; last handled request {src.last_handled or 'none'})",)
-        if handled:
-            return verdict("waiting", f"{src.kind} {ns}/{src.name} fetched {seen}, not our commit {exp.sha7} "
-                           "(our push raced its fetch): asking it to fetch again", request="source", unmet=unmet)
-        return verdict("waiting", f"waiting for {src.kind} {ns}/{src.name} to fetch {exp.revision} (it serves {seen})",
-                       unmet=unmet)
 
-    # -- the source serves our commit: now the Kustomizations ----------------------------------
+def _source_waiting(exp: Expectation, v: _Verdicts) -> Verdict:
+    """The source does not serve our commit yet: wait, ask again, or fail on its error."""
+    ns, src, verdict, fail = exp.namespace, v.src, v.verdict, v.fail
+    handled = exp.source_token is not None and src.last_handled == exp.source_token and src.observed
+    seen = src.revision or "no artifact yet"
+    if handled and src.ready == "False":
+        return fail(src, src.reason or "NotReady",
+                    f"{src.kind} {ns}/{src.name} could not fetch branch {exp.branch}: "
+                    f"{src.reason or 'Ready=False'}: {src.message or '(no message)'}",
+                    f"check spec.url and the credentials of {src.kind} {ns}/{src.name} "
+                    f"(`kubectl -n {ns} describe {_kubectl_kind(src.kind)} {src.name}`, `flux get sources git -A`)")
+    unmet = (f"{src.kind} {ns}/{src.name} serves {seen}, not commit {exp.sha7} "
+             f"({src.describe()}; last handled request {src.last_handled or 'none'})",)
+    if handled:
+        return verdict("waiting", f"{src.kind} {ns}/{src.name} fetched {seen}, not our commit {exp.sha7} "
+                       "(our push raced its fetch): asking it to fetch again", request="source", unmet=unmet)
+    return verdict("waiting", f"waiting for {src.kind} {ns}/{src.name} to fetch {exp.revision} (it serves {seen})",
+                   unmet=unmet)
+
+
+def _kustomizations_verdict(exp: Expectation, v: _Verdicts) -> Verdict:
+    """The source serves our commit: ask the Kustomizations, then wait until each applied it."""
+    ns, src, kss, verdict, fail = exp.namespace, v.src, v.kss, v.verdict, v.fail
     if exp.kustomization_token is None:
         return verdict("waiting", f"{src.kind} {ns}/{src.name} fetched {src.revision}", source_ours=True,
                        request="kustomizations",

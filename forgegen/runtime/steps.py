@@ -85,7 +85,8 @@ def _gitops_steps(service: ServicePlan, target: TargetPlan, tag: str, revision: 
              {"repo": g.repo, "branch": g.branch, "file": manifest, "image": service.image.repository, "tag": tag}),
         Step("gitops-check", f"kubectl kustomize {g.path} shows {service.workload.kind}/{service.workload.name} "
                              f"running {image_ref(service.image.repository, tag)}", {"path": g.path}),
-        Step("gitops-push", f"commit and push to {g.repo} {g.branch} (on a rejected push: fetch, re-apply the edit, retry; up to {g.push_attempts} attempts)",
+        Step("gitops-push", f"commit and push to {g.repo} {g.branch} (on a rejected push: fetch, re-apply the edit, "
+                            f"retry; up to {g.push_attempts} attempts)",
              {"message": message, "attempts": g.push_attempts}),
     ]
 
