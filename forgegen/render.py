@@ -79,7 +79,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=False,
     )
     env.filters.update({
-        "nix": lambda v, indent=0: nix.to_nix(v, " " * indent),
+        "nix": _nix_filter,
         "nix_str": nix.nix_str,
         "nix_ident": nix.nix_ident,
         "nix_attrpath": nix.nix_attrpath,
@@ -130,3 +130,8 @@ def is_generated(path: Path) -> bool:
             return fh.readline().startswith(GENERATED_MARK)
     except (OSError, ValueError):
         return False
+
+
+def _nix_filter(v: Any, indent: int = 0) -> str:
+    """The ``nix`` template filter: a value as Nix source, nested lines indented by ``indent``."""
+    return nix.to_nix(v, " " * indent)

@@ -815,7 +815,9 @@ def flux_status(api: Any, target: TargetPlan) -> dict[str, Any]:
 
     def get(group: str, version: str, plural: str, name: str, kind: str) -> dict | None:
         try:
-            return co.get_namespaced_custom_object(group, version, f.namespace, plural, name, _request_timeout=(5, 15))
+            obj: Any = co.get_namespaced_custom_object(group, version, f.namespace, plural, name,
+                                                       _request_timeout=(5, 15))
+            return obj
         except ApiException as err:
             if err.status == 404:
                 return None

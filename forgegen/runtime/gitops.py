@@ -471,7 +471,7 @@ def apply_tag(plan: Plan, service: str, environment: str, *, tag: str | None, di
             before = read_image(text, image, source=relpath)
             edit = edit_images(text, image, tag=tag, digest=digest, source=relpath)
             _timed(timings, "edit", t0)
-            base = dict(service=service, environment=environment, repo=repo.url, branch=g.branch, file=relpath,
+            base: dict[str, Any] = dict(service=service, environment=environment, repo=repo.url, branch=g.branch, file=relpath,
                         image=image, tag=tag, digest=digest, previous_tag=before.tag,
                         previous_digest=before.digest, matches=edit.matches, message=message,
                         dry_run=dry_run, timings=timings)

@@ -218,7 +218,7 @@ def run_migration(api: Any, *, service: str, migration: MigrationPlan, namespace
     result.outcome = "timeout" if verdict.reason == "Timeout" else "failed"
     if result.pod is not None:
         try:
-            resp = core.read_namespaced_pod_log(result.pod, namespace, container=CONTAINER, tail_lines=LOG_LINES,
+            resp: Any = core.read_namespaced_pod_log(result.pod, namespace, container=CONTAINER, tail_lines=LOG_LINES,
                                                 _preload_content=False, _request_timeout=(5, 10))
             result.logs = resp.data.decode("utf-8", errors="replace").splitlines()[-LOG_LINES:]
         except Exception as err:  # noqa: BLE001 - the evidence is best effort

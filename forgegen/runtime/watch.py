@@ -153,7 +153,7 @@ class Stream(threading.Thread):
         try:
             if self.stop_event.is_set():  # close() may have run before the response existed
                 return version
-            for line in iter_resp_lines(resp):
+            for line in iter_resp_lines(resp):  # type: ignore[no-untyped-call]
                 if self.stop_event.is_set():
                     return version
                 if not line.strip():
