@@ -8,7 +8,7 @@ Two pieces (STYLE.md point 31):
   ``done``, ``failed`` (Flux's reason and message), and the request to send next, if any.
 * :func:`reconcile` — the thin loop: annotate, then watch (list, watch from the list's
   ``resourceVersion``, resume when a connection drops, re-list on ``410 Gone``; the watch
-  threads are :class:`forgegen.runtime.watch.Stream`) until the verdict is final or the
+  loop is :func:`forgegen.runtime.watch.watch_until`) until the verdict is final or the
   deadline passes.
 
 The protocol (REFERENCE.md, "Flux reconcile"): a merge patch sets the annotation
