@@ -24,7 +24,7 @@
             pyproject = true;
             src = ./.;
             build-system = [ py.setuptools ];
-            dependencies = [ py.click py.jinja2 py.pydantic py.pyyaml py.rich py.kubernetes py.psycopg ];
+            dependencies = [ py.click py.jinja2 py.pydantic py.pyyaml py.rich py.kubernetes py.urllib3 py.psycopg ];
             meta.description = "forgegen, forge and forge-provision: Forge's generator and runtime";
             meta.mainProgram = "forge";
           };

@@ -5,10 +5,17 @@ Prints figures and ratios (not a test; nothing here asserts). Run:
 
 Targets (DESIGN.md): 500 services sync in well under 1 s; a no-op re-sync writes 0 files;
 `nix eval` of one app's program in a 500-service flake costs under 2x the 1-service case.
+
+The table's times are in-process (``generator.sync`` in this process, imports already paid)
+except "CLI no-op s", one run of ``python -m forgegen sync`` as a new process. Then the no-op CLI
+wall for 500 services, median of ``--rounds``, with ``--before DIR`` another checkout (e.g. an
+extracted ``git archive main``) in alternate rounds (benchmarks/trees.py). ``--no-eval`` skips
+the nix eval part.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import statistics
@@ -21,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.trees import PYTHON_FLAGS, code_dir, variant_env  # noqa: E402
 from forgegen import generator  # noqa: E402
 from tests.fixtures.nixenv import checkout_files, copy_tree  # noqa: E402
 
@@ -91,6 +99,11 @@ def bench_eval(repo: Path, app: str, rounds: int = 5) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--before", type=Path, help="another checkout, run in alternate rounds")
+    parser.add_argument("--no-eval", action="store_true", help="skip the nix eval figures")
+    args = parser.parse_args()
     os.environ["NIX_CONFIG"] = NIX_CONFIG
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
     with tempfile.TemporaryDirectory(prefix="forge-bench-") as tmp:
@@ -101,6 +114,9 @@ def main() -> None:
             r = bench_sync(n, base)
             print(f"{n:>8} {r['files']:>6} {r['first']:>8.3f} {r['noop']:>8.3f} {r['noop_written']:>8} "
                   f"{r['noop_touched']:>8} {r['cli_noop']:>12.3f}")
+        cli_rounds(base, args)
+        if args.no_eval:
+            return
         forge_src = copy_tree([f for f in checkout_files() if not f.startswith("benchmarks/")], ROOT, base / "forge-src")
         standin = base / "standin"
         shutil.copytree(ROOT / "tests" / "nixpkgs-standin", standin)
@@ -112,6 +128,31 @@ def main() -> None:
         print(f"  1 service:    {t1:.3f} s")
         print(f"  500 services: {t500:.3f} s")
         print(f"  ratio 500/1:  {t500 / t1:.2f}x (target < 2x)")
+
+
+def cli_rounds(base: Path, args: argparse.Namespace) -> None:
+    """The no-op sync of 500 services as a command: wall and CPU of a new process, alternating."""
+    repo = base / "sync-500"  # synced by bench_sync
+    variants: dict[str, Path | None] = {"after": None}
+    if args.before:
+        variants = {"after": code_dir(ROOT, base / "after"), "before": code_dir(args.before, base / "before")}
+    walls: dict[str, list[float]] = {name: [] for name in variants}
+    cpus: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, tree in variants.items():
+            before = os.times()
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, *(PYTHON_FLAGS if tree else []), "-m", "forgegen", "sync"], cwd=repo,
+                                  env={**os.environ, **(variant_env(tree) if tree else {})}, capture_output=True)
+            walls[name].append(time.perf_counter() - t0)
+            after = os.times()
+            cpus[name].append(after.children_user + after.children_system - before.children_user - before.children_system)
+            assert proc.returncode == 0, proc.stderr
+    print(f"\nforgegen sync no-op, 500 services, CLI (new process), median of {args.rounds} "
+          f"(load average {os.getloadavg()[0]:.1f}):")
+    for name in variants:
+        print(f"  {name:<7} wall {statistics.median(walls[name]):.3f} s (min {min(walls[name]):.3f}), "
+              f"CPU {statistics.median(cpus[name]):.3f} s (min {min(cpus[name]):.3f})")
 
 
 if __name__ == "__main__":

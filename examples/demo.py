@@ -12,17 +12,21 @@ What it sets up, all on loopback in a temporary directory:
   only to examples/rbac/forge.yaml) -- otherwise the Kubernetes API stand-in (tests/kube_standin)
   with the Flux simulation. It says which one it runs on.
 
-Then it runs what a user types: `nix run .#deploy:api` (real Nix build, real push, real GitOps
+Then it runs what a user types (each step with the seconds since the demo started, each command
+with its exit code and duration): `nix run .#deploy:api` (real Nix build, real push, real GitOps
 commit, Flux applies it, the rollout is watched), `nix run .#status:api -- --environments staging`, and a crash-looping
-release that fails fast with the reason and the logs and is rolled back (`rollback_on_failure`).
+release that fails fast with the reason and the logs and is rolled back (`rollback_on_failure`),
+with how long after Flux applied it the verdict came. The last line says what was shown.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -37,20 +41,39 @@ from tests.fixtures.shop import FORGE_USER, RealBackend, StandinBackend, bind_fo
 from tests.kube_standin import KubeStandin, Settings, crash  # noqa: E402
 
 
+START = time.monotonic()
+
+
 def step(title: str) -> None:
-    print(f"\n=== {title}", file=sys.stderr, flush=True)
+    print(f"\n=== [{time.monotonic() - START:5.1f} s] {title}", file=sys.stderr, flush=True)
 
 
-def run(shop, app: str, *args: str, env: dict[str, str]) -> int:
+NOISE = ("warning:", "•", "    'path:", "    follows", "building '")
+
+
+def run(shop, app: str, *args: str, env: dict[str, str]) -> tuple[int, dict[str, float]]:
+    """``nix run .#APP -- ARGS`` with its progress shown as it comes; the exit code and when
+    (seconds after the start) the Flux apply and the rollout verdict were seen."""
     step(f"nix run .#{app} -- {' '.join(args)}".rstrip(" -"))
-    proc = shop.run_app(app, *args, check=False, env=env)
-    lines = [line for line in proc.stderr.splitlines()
-             if not line.startswith(("warning:", "•", "    'path:", "    follows", "building '"))]
-    print("\n".join(lines), file=sys.stderr)
-    if proc.stdout.strip():
-        print(proc.stdout.strip())
-    print(f"(exit code {proc.returncode})", file=sys.stderr)
-    return proc.returncode
+    argv = ["nix", "run", f".#{app}", *shop.overrides(), "--", *args]
+    began = time.monotonic()
+    seen: dict[str, float] = {}
+    with subprocess.Popen(argv, cwd=shop.dir, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stderr is not None and proc.stdout is not None
+        for line in proc.stderr:
+            now = time.monotonic() - began
+            if line.startswith("flux: applied"):
+                seen.setdefault("applied", now)
+            if " FAILED: " in line:
+                seen.setdefault("verdict", now)
+            if not line.startswith(NOISE):
+                print(line, end="", file=sys.stderr, flush=True)
+        out = proc.stdout.read()
+    if out.strip():
+        print(out.strip(), flush=True)
+    print(f"(exit code {proc.returncode}, {time.monotonic() - began:.1f} s)", file=sys.stderr, flush=True)
+    return proc.returncode, seen
 
 
 def start_cluster(base: Path, stack: ExitStack) -> StandinBackend | RealBackend:
@@ -91,7 +114,9 @@ def main() -> int:
         # The same wiring the end-to-end tests use (tests/fixtures/shop.py).
         with start_shop_cluster(shop, registry, backend, base) as cluster:
             env = cluster.env
-            rc = run(shop, "deploy:api", env=env)
+            shop_head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=shop.dir, capture_output=True,
+                                       text=True, check=True).stdout.strip()
+            rc, _ = run(shop, "deploy:api", env=env)
             if rc != 0:
                 return rc
             run(shop, "status:api", "--environments", "staging", env=env)
@@ -102,8 +127,16 @@ def main() -> int:
             sha = shop.commit("api: read DATABASE_URL")[:7]
             cluster.script(f"{cluster.image('api')}:amd64-{sha}",
                            crash(exit_code=3, logs=["api: starting", "api: fatal: DATABASE_URL is not set"]))
-            failed = run(shop, "deploy:api", env=env)
-            return 0 if failed == 1 else 1
+            failed, seen = run(shop, "deploy:api", env=env)
+            if "applied" in seen and "verdict" in seen:
+                print(f"verdict: rollout FAILED {seen['verdict'] - seen['applied']:.1f} s after Flux applied "
+                      "the commit", file=sys.stderr)
+            if failed != 1:
+                print(f"demo: FAILED: the crash-looping deploy:api exited {failed}, not 1", file=sys.stderr)
+                return 1
+            print(f"demo: ended as expected ({time.monotonic() - START:.0f} s): deployed api amd64-{shop_head[:7]}; "
+                  "a crash-looping deploy:api failed fast, rolled back", file=sys.stderr)
+            return 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """``forgegen``: the generator CLI (init, sync, check, schema).
 
 Each callback parses options, calls one typed function from :mod:`forgegen.generator`, and
-prints the result. Heavy libraries (kubernetes, psycopg) are never imported from here.
+prints the result. Heavy libraries (kubernetes, psycopg) are never imported from here, and
+``generator``/``schema`` (pydantic, jinja2, yaml) only inside the commands that need them, so
+``--version`` and ``--help`` start fast (tests/test_startup.py).
 """
 
 from __future__ import annotations
@@ -11,12 +13,18 @@ from pathlib import Path
 
 import click
 
-from forgegen import console, generator, schema
+from forgegen import __version__, console
 from forgegen.errors import ForgeError
+
+# Option defaults, written here so that building the CLI imports neither the schema nor the
+# generator (tests/test_startup.py keeps them equal to schema.DEFAULT_FILE and generator's).
+DEFAULT_FILE = "deploy.yaml"
+DEFAULT_FORGE_URL = "github:forge-deploy/forge"
+DEFAULT_NIXPKGS_URL = "github:NixOS/nixpkgs/nixos-unstable"
 
 CONFIG_OPTION = click.option(
     "--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-    default=schema.DEFAULT_FILE, show_default=True, help="the deploy.yaml to read")
+    default=DEFAULT_FILE, show_default=True, help="the deploy.yaml to read")
 
 
 class ChangesPending(ForgeError):
@@ -25,7 +33,7 @@ class ChangesPending(ForgeError):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="more logging on stderr")
-@click.version_option(package_name="forge-deploy", prog_name="forgegen")
+@click.version_option(__version__, prog_name="forgegen")
 def cli(verbose: int) -> None:
     """Generate Nix flake apps for your services from deploy.yaml."""
     console.setup_logging(verbose)
@@ -38,7 +46,13 @@ def cli(verbose: int) -> None:
 @click.option("--json", "json_output", is_flag=True, help="print one JSON report on stdout")
 def sync(config_path: Path, dry_run: bool, check: bool, json_output: bool) -> None:
     """Regenerate nix/forge/** from deploy.yaml."""
-    result = generator.sync(config_path, dry_run=dry_run or check)
+    from forgegen import synccache
+
+    result = synccache.noop(config_path)  # deploy.yaml and nix/forge as the last sync left them
+    if result is None:
+        from forgegen import generator
+
+        result = generator.sync(config_path, dry_run=dry_run or check, stamp=True)
     for change in result.outcome.changes:
         console.say(f"{change.verb:>10}  {change.path}")
     summary = ", ".join(f"{result.outcome.count(v)} {v}" for v in ("create", "overwrite", "remove", "identical"))
@@ -49,36 +63,57 @@ def sync(config_path: Path, dry_run: bool, check: bool, json_output: bool) -> No
         raise ChangesPending("nix/forge is out of date with deploy.yaml", hint="run `forgegen sync` and commit the result")
 
 
-@cli.command()
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+@cli.command(short_help="Validate deploy.yaml (or FILE); report every problem")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @CONFIG_OPTION
-@click.option("--json", "json_output", is_flag=True, help="print the validated configuration as JSON")
-def check(config_path: Path, json_output: bool) -> None:
-    """Validate deploy.yaml and report every problem at once."""
-    config = generator.check(config_path)
+@click.option("--json", "json_output", is_flag=True,
+              help="print the validated configuration as JSON (or the located errors)")
+def check(file: Path | None, config_path: Path, json_output: bool) -> None:
+    """Validate FILE (default: deploy.yaml) and report every problem at once."""
+    from forgegen import generator
+
+    config = generator.check(file or config_path)
     if json_output:
         console.emit_json(config.model_dump(mode="json", by_alias=True))
-    console.say(f"{config_path}: ok ({len(config.services)} services, {len(config.environments)} environments)")
+    console.say(f"{file or config_path}: ok ({plural(len(config.services), 'service')}, "
+                f"{plural(len(config.environments), 'environment')})")
 
 
 @cli.command("schema")
 def schema_cmd() -> None:
     """Print the JSON Schema of deploy.yaml (for editor completion)."""
+    from forgegen import schema
+
     click.echo(json.dumps(schema.json_schema(), indent=2, sort_keys=True))
 
 
-@cli.command()
+@cli.command(short_help="Start a project: deploy.yaml, flake.nix, nix/forge")
 @click.option("--project", help="project name (default: the directory's name)")
 @click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True)
+@click.option("--forge-url", default=DEFAULT_FORGE_URL, show_default=True, metavar="FLAKEREF",
+              help="Forge's flake, e.g. a release (github:forge-deploy/forge/v0.1.0) or a local checkout "
+                   "(git+file:///abs/forge)")
+@click.option("--nixpkgs-url", default=DEFAULT_NIXPKGS_URL, show_default=True, metavar="FLAKEREF",
+              help="the nixpkgs flake your images are built with")
 @click.option("--json", "json_output", is_flag=True, help="print one JSON report on stdout")
-def init(project: str | None, root: Path, json_output: bool) -> None:
+def init(project: str | None, root: Path, forge_url: str, nixpkgs_url: str, json_output: bool) -> None:
     """Start a project: a commented deploy.yaml, a flake.nix wired to nix/forge, and a first sync."""
-    result = generator.init(root, project=project)
+    from forgegen import generator
+
+    result = generator.init(root, project=project, forge_url=forge_url, nixpkgs_url=nixpkgs_url)
     for name in result.written:
         console.say(f"{'create':>10}  {name}")
     if result.flake_snippet:
         console.say("flake.nix exists and was left alone; add these lines to it:\n" + result.flake_snippet)
-    console.say(f"sync: {result.sync.outcome.count('create')} files in nix/forge; next: edit deploy.yaml, "
-                "then `forgegen sync`")
+    console.say(f"sync: {result.sync.outcome.count('create')} files in nix/forge")
+    console.say("next: flakes see only files git tracks, and the apps tag images with the commit:\n"
+                "  git init -q && git add -A && nix flake lock && git commit -qm 'Deploy with Forge'\n"
+                "  nix run .#deploy:api -- --dry-run     # every step, nothing changes\n"
+                "then edit deploy.yaml, run `forgegen sync`, and commit again")
     if json_output:
         console.emit_json(result.to_json())
 

@@ -3,37 +3,178 @@
 The generator writes one plan per service (``plans/<service>.json``) and one for the project
 (``plans/_project.json``); the flake apps pass its store path with ``--plan``. The runtime reads
 nothing else from the Nix side, so ``forge deploy --plan plan.json api`` works the same outside
-Nix. This module imports only ``schema``, ``pattern`` and ``errors``.
+Nix. Reading a plan imports only ``pattern`` and ``errors`` (no pydantic); building one from a
+``schema.Config`` imports ``schema``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from forgegen import pattern, schema, urls
+from forgegen import pattern, urls
 from forgegen.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from forgegen import schema
 
 PLAN_VERSION = 1
 GENERATOR = "forgegen"
 # The product-wide settings, next to the service plans. Service names are DNS labels, which never
 # start with "_", so no service plan can take this name.
 PROJECT_FILE = "_project.json"
+# The placeholders a commit message may use (schema.COMMIT_FIELDS; a test keeps the two equal).
+COMMIT_FIELDS = ("project", "service", "environment", "cluster", "tag", "image", "source_commit")
 
 
-class PlanModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# The plan's records are frozen dataclasses checked on construction, not pydantic models: the
+# runtime reads a plan on every command, and building pydantic validators cost ~170 ms of start-up.
 
 
+class PlanError(ValueError):
+    """A plan value of the wrong shape; ``where`` is its dotted location."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}" if where else message)
+        self.where, self.message = where, message
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanModel:
+    """Base of the plan records: every field is checked (and ``int`` widened to ``float``, lists
+    made tuples, nested mappings made records) when a record is made."""
+
+    def __post_init__(self) -> None:
+        for name, tp, exact in _fields(type(self)):
+            value = getattr(self, name)
+            if type(value) not in exact:  # the common case (already the right type) costs one lookup
+                object.__setattr__(self, name, _coerce(tp, value, name))
+
+    @classmethod
+    def from_dict(cls, data: object, where: str = "") -> typing.Self:
+        """A record from a JSON mapping (keys as :func:`dump` writes them); PlanError otherwise."""
+        if not isinstance(data, dict):
+            raise PlanError(where, f"must be a mapping, not {type(data).__name__}")
+        aliases = {f.metadata.get("alias", f.name): f for f in dataclasses.fields(cls)}
+        hints = _hints(cls)
+        values: dict[str, object] = {}
+        for key, value in data.items():
+            f = aliases.get(key)
+            if f is None:
+                raise PlanError(_at(where, key), "unknown key (regenerate the plan with `forgegen sync`)")
+            values[f.name] = _coerce(hints[f.name], value, _at(where, key))
+        for key, f in aliases.items():
+            if f.name not in values and f.default is dataclasses.MISSING:
+                raise PlanError(_at(where, key), "missing")
+        return cls(**values)
+
+    def dump(self) -> dict[str, object]:
+        """The JSON form (aliases as keys, tuples as lists)."""
+        out = {}
+        for name, key, omit_none in _keys(type(self)):
+            value = getattr(self, name)
+            if not (omit_none and value is None):
+                out[key] = _dump(value)
+        return out
+
+
+def _at(where: str, key: object) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+_HINTS: dict[type, dict[str, object]] = {}
+
+
+def _hints(cls: type) -> dict[str, object]:
+    if cls not in _HINTS:
+        hints = typing.get_type_hints(cls)
+        _HINTS[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return _HINTS[cls]
+
+
+_FIELDS: dict[type, list[tuple[str, object, frozenset[type]]]] = {}
+
+
+def _fields(cls: type) -> list[tuple[str, object, frozenset[type]]]:
+    """Each field's name, type, and the value types that need no check (``str`` for ``str``)."""
+    if cls not in _FIELDS:
+        _FIELDS[cls] = [(name, tp, _exact(tp)) for name, tp in _hints(cls).items()]
+    return _FIELDS[cls]
+
+
+def _exact(tp: object) -> frozenset[type]:
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        parts = [_exact(a) for a in typing.get_args(tp)]
+        return frozenset().union(*parts) if all(parts) else frozenset()
+    if tp is type(None) or tp in (str, bool, int, float) or (isinstance(tp, type) and issubclass(tp, PlanModel)):
+        return frozenset({tp})  # type: ignore[arg-type]
+    return frozenset()  # tuples (their items), dicts, literals: always checked
+
+
+def _coerce(tp: object, value: object, where: str) -> object:  # noqa: PLR0911 - one case per type
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        [inner] = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, where)
+    if origin is tuple:
+        if type(value) is tuple and args[0] is str and all(type(v) is str for v in value):
+            return value
+        if not isinstance(value, (list, tuple)):
+            raise PlanError(where, "must be a list")
+        return tuple(_coerce(args[0], v, _at(where, i)) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise PlanError(where, "must be a mapping")
+        return value
+    if origin is typing.Literal:
+        if value not in args:
+            raise PlanError(where, f"must be one of {', '.join(map(repr, args))}")
+        return value
+    if isinstance(tp, type) and issubclass(tp, PlanModel):
+        return value if isinstance(value, tp) else tp.from_dict(value, where)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise PlanError(where, "must be an integer")
+    if tp is not object and not isinstance(value, tp):  # type: ignore[arg-type]
+        raise PlanError(where, f"must be {getattr(tp, '__name__', tp)}, not {type(value).__name__}")
+    return value
+
+
+_KEYS: dict[type, tuple[tuple[str, str, bool], ...]] = {}
+
+
+def _keys(cls: type) -> tuple[tuple[str, str, bool], ...]:
+    """Each field's attribute name, its key in the JSON plan, and whether None leaves it out."""
+    if cls not in _KEYS:
+        _KEYS[cls] = tuple((f.name, f.metadata.get("alias", f.name), bool(f.metadata.get("omit_none")))
+                           for f in dataclasses.fields(cls))
+    return _KEYS[cls]
+
+
+def _dump(value: object) -> object:
+    if isinstance(value, PlanModel):
+        return value.dump()
+    if type(value) is tuple:
+        return [v if type(v) is str else _dump(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
 class CredentialsPlan(PlanModel):
     token_env: str | None
     username_env: str
     password_env: str
 
 
+@dataclass(frozen=True, kw_only=True)
 class RegistryPlan(PlanModel):
     host: str
     insecure: bool
@@ -41,6 +182,7 @@ class RegistryPlan(PlanModel):
     push_attempts: int
 
 
+@dataclass(frozen=True, kw_only=True)
 class AtticPlan(PlanModel):
     endpoint: str
     cache: str
@@ -48,18 +190,21 @@ class AtticPlan(PlanModel):
     token_env: str
 
 
+@dataclass(frozen=True, kw_only=True)
 class ImagePlan(PlanModel):
-    package: str = Field(description="flake package attribute, built as packages.<system>.<package>")
-    repository: str = Field(description="host/organization/name, without a tag")
+    package: str  # flake package attribute, built as packages.<system>.<package>
+    repository: str  # host/organization/name, without a tag
     architectures: tuple[str, ...]
 
 
+@dataclass(frozen=True, kw_only=True)
 class WorkloadPlan(PlanModel):
     kind: Literal["Deployment", "StatefulSet", "DaemonSet"]
     name: str
     container: str
 
 
+@dataclass(frozen=True, kw_only=True)
 class RolloutPlan(PlanModel):
     deadline: float | None
     restarts_tolerated: int
@@ -68,15 +213,24 @@ class RolloutPlan(PlanModel):
     rollback_on_failure: bool
 
 
+@dataclass(frozen=True, kw_only=True)
 class GitOpsPlan(PlanModel):
     repo: str
     branch: str
     path: str
     file: str
-    commit_message: schema.CommitPattern
+    commit_message: str
     push_attempts: int
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            pattern.parse(self.commit_message, COMMIT_FIELDS)
+        except ValueError as err:
+            raise PlanError("commit_message", str(err)) from None
 
+
+@dataclass(frozen=True, kw_only=True)
 class FluxPlan(PlanModel):
     namespace: str
     source_kind: str
@@ -85,12 +239,14 @@ class FluxPlan(PlanModel):
     timeout: float
 
 
+@dataclass(frozen=True, kw_only=True)
 class PromotionPlan(PlanModel):
     from_environment: str | None
     require_approval: bool
     require_verification: bool
 
 
+@dataclass(frozen=True, kw_only=True)
 class TargetPlan(PlanModel):
     environment: str
     cluster: str
@@ -102,6 +258,7 @@ class TargetPlan(PlanModel):
     promotion: PromotionPlan
 
 
+@dataclass(frozen=True, kw_only=True)
 class MigrationPlan(PlanModel):
     name: str
     command: tuple[str, ...]
@@ -109,6 +266,7 @@ class MigrationPlan(PlanModel):
     timeout: float
 
 
+@dataclass(frozen=True, kw_only=True)
 class CheckPlan(PlanModel):
     name: str
     http: dict[str, object] | None
@@ -135,18 +293,42 @@ DEV_DEFAULTS: dict[str, dict[str, Any]] = {
 DEV_VERBS = ("test", "lint", "fmt", "fmt-check")
 
 
+@dataclass(frozen=True, kw_only=True)
 class DevPlan(PlanModel):
     """What the development apps run: deploy.yaml's ``dev``, else the service type's defaults."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     test: str | None
     lint: str | None
     fmt: str | None
-    fmt_check: str | None = Field(alias="fmt-check")
-    tools: tuple[str, ...] = Field(description="attribute paths in pkgs put on PATH")
+    fmt_check: str | None = field(metadata={"alias": "fmt-check"})
+    tools: tuple[str, ...]  # attribute paths in pkgs put on PATH
 
 
+@dataclass(frozen=True, kw_only=True)
+class GraphQLPlan(PlanModel):
+    """deploy.yaml's ``graphql``; ``endpoint`` and ``routing_url`` are patterns filled per target."""
+
+    subgraph_name: str
+    endpoint: str | None
+    schema_file: str | None
+    routing_url: str | None
+    timeout: float
+    retries: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class FederationPlan(PlanModel):
+    router_config_path: str
+    file: str
+    commit_message: str
+
+
+# Left out of the JSON plan when None: plans of configurations that do not use them stay
+# byte-for-byte as before.
+_OMIT_NONE = {"omit_none": True}
+
+
+@dataclass(frozen=True, kw_only=True)
 class ServicePlan(PlanModel):
     name: str
     type: str
@@ -159,6 +341,7 @@ class ServicePlan(PlanModel):
     depends_on: tuple[str, ...]
     dev: DevPlan
     targets: tuple[TargetPlan, ...]
+    graphql: GraphQLPlan | None = field(default=None, metadata=_OMIT_NONE)
 
     def target(self, environment: str | None) -> TargetPlan:
         if environment is None:
@@ -171,6 +354,7 @@ class ServicePlan(PlanModel):
             hint=f"use one of: {', '.join(t.environment for t in self.targets)}")
 
 
+@dataclass(frozen=True, kw_only=True)
 class Plan(PlanModel):
     plan_version: int = PLAN_VERSION
     generator: str = GENERATOR
@@ -180,6 +364,7 @@ class Plan(PlanModel):
     binary_cache: str | None
     environments: tuple[str, ...]
     services: tuple[ServicePlan, ...]
+    federation: FederationPlan | None = field(default=None, metadata=_OMIT_NONE)
 
     def service(self, name: str) -> ServicePlan:
         for s in self.services:
@@ -190,19 +375,20 @@ class Plan(PlanModel):
             hint=f"use one of: {', '.join(s.name for s in self.services) or '(none)'}")
 
     def to_json(self) -> str:
-        return json_document(self.model_dump(mode="json", by_alias=True))
+        return json_document(self.dump())
 
-    def fragment_json(self, name: str, base: str = PROJECT_FILE) -> str:
+    def fragment_json(self, name: str | ServicePlan, base: str = PROJECT_FILE) -> str:
         """One service's plan as a fragment: its ``services`` entry, plus the file (next to it)
         holding the product-wide settings. :func:`load_plan` and ``forge.lib.apps.mergePlans``
         join the two, so the repository does not repeat those settings once per service."""
+        service = name if isinstance(name, ServicePlan) else self.service(name)  # render passes each one
         doc = {"plan_version": self.plan_version, "generator": self.generator, "base": base,
-               "services": [self.service(name).model_dump(mode="json", by_alias=True)]}
+               "services": [service.dump()]}
         return json_document(doc)
 
     def for_service(self, name: str) -> Plan:
         """The same plan narrowed to one service (what a service's apps get)."""
-        return self.model_copy(update={"services": (self.service(name),)})
+        return dataclasses.replace(self, services=(self.service(name),))
 
 
 def json_document(document: dict[str, Any], *, depth: int = 1) -> str:
@@ -237,6 +423,8 @@ def image_repository(config: schema.Config, name: str) -> str:
 
 
 def _target(config: schema.Config, name: str, env: schema.Environment, index: int) -> TargetPlan:
+    from forgegen import schema
+
     names = schema.name_values(config, name, env)
     cluster = names["cluster"]
     flux = config.flux
@@ -278,7 +466,8 @@ def dev_plan(service: schema.Service) -> DevPlan:
     configured = service.dev.model_dump(by_alias=True)
     defaults = DEV_DEFAULTS[service.type]
     commands = {verb: configured.get(verb) or defaults[verb] for verb in DEV_VERBS}
-    return DevPlan(**commands, tools=defaults["tools"])
+    return DevPlan(test=commands["test"], lint=commands["lint"], fmt=commands["fmt"],
+                   fmt_check=commands["fmt-check"], tools=defaults["tools"])
 
 
 def service_plan(config: schema.Config, name: str) -> ServicePlan:
@@ -305,6 +494,10 @@ def service_plan(config: schema.Config, name: str) -> ServicePlan:
         depends_on=svc.depends_on,
         dev=dev_plan(svc),
         targets=tuple(_target(config, name, e, all_envs.index(e)) for e in envs),
+        graphql=None if svc.graphql is None else GraphQLPlan(
+            subgraph_name=svc.graphql.subgraph_name or name, endpoint=svc.graphql.endpoint,
+            schema_file=svc.graphql.schema_file, routing_url=svc.graphql.routing_url,
+            timeout=svc.graphql.timeout, retries=svc.graphql.retries),
     )
 
 
@@ -320,6 +513,7 @@ def build_plan(config: schema.Config, services: list[str] | None = None) -> Plan
         binary_cache=config.binary_cache.url if config.binary_cache else None,
         environments=tuple(e.name for e in config.environments),
         services=tuple(service_plan(config, n) for n in names),
+        federation=FederationPlan(**config.federation.model_dump()) if config.federation else None,
     )
 
 
@@ -382,10 +576,9 @@ def load_plan(path: str | Path) -> Plan:
     data = _joined(path, _read_document(path))
     _check_version(path, data)
     try:
-        plan = Plan.model_validate(data)
-    except ValidationError as err:
-        lines = [f"{path}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
-        raise ConfigError("\n".join(lines), hint="regenerate it with `forgegen sync`") from err
+        plan = Plan.from_dict(data)
+    except PlanError as err:
+        raise ConfigError(f"{path}: {err}", hint="regenerate it with `forgegen sync`") from err
     bad = [f"{path}: {where}: {problem}" for where, url in _urls(plan) if (problem := urls.credential_problem(url))]
     if bad:
         raise ConfigError("\n".join(dict.fromkeys(bad)), hint="fix deploy.yaml, then `forgegen sync`")
@@ -399,4 +592,52 @@ def _urls(plan: Plan) -> list[tuple[str, str]]:
     for svc in plan.services:
         out += [(f"{svc.name}.gitops.repo", t.gitops.repo) for t in svc.targets]
         out += [(f"{svc.name}.verify.{c.name}.http.url", str(c.http.get("url"))) for c in svc.verify if c.http]
+        g = svc.graphql
+        out += [(f"{svc.name}.graphql.{k}", u) for k, u in (("endpoint", g and g.endpoint),
+                                                             ("routing_url", g and g.routing_url)) if u]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the plans from a checkout (``forge deploy api`` without ``--plan``)
+
+PLANS_DIR = "nix/forge/plans"
+
+
+def plan_relpath(service: str | None) -> str:
+    """Where ``forgegen sync`` writes a plan, relative to the repository root (the one place that
+    says so for the runtime; ``None``: the product-wide plan)."""
+    return f"{PLANS_DIR}/{service}.json" if service else f"{PLANS_DIR}/{PROJECT_FILE}"
+
+
+def find_root(start: str | Path | None = None) -> Path:
+    """The nearest directory, from ``start`` up to the repository root (the first with ``.git``),
+    that holds the generated plans."""
+    here = Path(start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if (directory / plan_relpath(None)).is_file():
+            return directory
+        if (directory / ".git").exists():
+            break
+    raise UsageError(f"no Forge plans found: looked for {plan_relpath(None)} from {here} up to the repository root",
+                     hint="run forge inside a repository where `forgegen sync` ran, or pass --plan")
+
+
+def find_plan(service: str | None, start: str | Path | None = None) -> Plan:
+    """The plan of ``service`` (``None``: every service, in name order) found from ``start``."""
+    root = find_root(start)
+    if service is not None:
+        path = root / plan_relpath(service)
+        if not path.is_file():
+            raise UsageError(f"unknown service {service!r}: {path} does not exist",
+                             hint=f"use one of: {', '.join(service_names(root)) or '(none)'}, or run `forgegen sync`")
+        return load_plan(path)
+    plans = [load_plan(root / plan_relpath(name)) for name in service_names(root)]
+    whole = load_plan(root / plan_relpath(None))
+    return dataclasses.replace(whole, services=tuple(s for p in plans for s in p.services))
+
+
+def service_names(root: Path) -> list[str]:
+    """The services with a plan under ``root`` (what shell completion offers)."""
+    directory = (root / plan_relpath(None)).parent
+    return sorted(p.stem for p in directory.glob("*.json") if p.name != PROJECT_FILE)

@@ -7,6 +7,7 @@ through a Nix filter. Output is deterministic: no timestamps, no absolute paths,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -112,8 +113,8 @@ def render(config: schema.Config) -> dict[str, str]:
     for sp in project_plan.services:
         index.append({"name": sp.name, "plan": f"plans/{sp.name}.json",
                       "environments": [t.environment for t in sp.targets]})
-        out[f"{base}/plans/{sp.name}.json"] = project_plan.fragment_json(sp.name)
-    out[f"{base}/plans/{PROJECT_FILE}"] = project_plan.model_copy(update={"services": ()}).to_json()
+        out[f"{base}/plans/{sp.name}.json"] = project_plan.fragment_json(sp)
+    out[f"{base}/plans/{PROJECT_FILE}"] = dataclasses.replace(project_plan, services=()).to_json()
     out[f"{base}/default.nix"] = render_template("default.nix.jinja", project=config.project, services=index,
                                                  order=list(config.services),
                                                  environments=[e.name for e in config.environments])

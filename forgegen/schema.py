@@ -17,13 +17,15 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.json_schema import WithJsonSchema
 
-from forgegen import nix, pattern, urls
+from forgegen import names, nix, pattern, urls
 from forgegen.errors import ConfigError, Problem
 from forgegen.yamlsource import Source, load_file, load_text, problems_from_pydantic
 
 Loc = tuple[str | int, ...]
 SCHEMA_VERSION = 1
 DEFAULT_FILE = "deploy.yaml"
+# The schema's `$id`: where the committed copy (forgegen/deploy.schema.json) is published.
+SCHEMA_ID = "https://raw.githubusercontent.com/forge-deploy/forge/main/forgegen/deploy.schema.json"
 
 # ---------------------------------------------------------------------------------------------
 # Constrained types
@@ -31,7 +33,6 @@ DEFAULT_FILE = "deploy.yaml"
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _NIX_ATTR = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*$")
-_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOST = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?$")
 # The OCI distribution spec's repository name: components joined by ".", "_", "__" or any run of "-".
 _REPO_PATH = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
@@ -68,11 +69,7 @@ def _nix_attr_path(value: str) -> str:
     return value
 
 
-def _env_var(value: str) -> str:
-    if not _ENV_VAR.fullmatch(value):
-        raise ValueError(f"{value!r} is not an environment variable name (e.g. 'GHCR_TOKEN'); name the "
-                         "variable that holds the secret, never the secret itself")
-    return value
+_env_var = names.env_var  # shared with forge-provision's schema (forgegen/names.py)
 
 
 def _host(value: str) -> str:
@@ -302,6 +299,42 @@ class Check(Model):
     retries: int = Field(3, ge=0, le=100)
 
 
+_SUBGRAPH_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+def _subgraph_name(value: str) -> str:
+    if not _SUBGRAPH_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a subgraph name; use a letter, then letters, digits, '_' or '-'")
+    return value
+
+
+UrlPattern = Annotated[str, AfterValidator(_pattern(*NAME_FIELDS)), AfterValidator(_no_secret_in_url)]
+
+
+class GraphQL(Model):
+    """The service is a GraphQL federation subgraph; the release composes the supergraph."""
+
+    endpoint: UrlPattern | None = Field(
+        None, description="URL answering `{ _service { sdl } }` once deployed; {project} {service} {environment} {cluster}")
+    schema_file: RelativePath | None = Field(None, description="the subgraph SDL in the source repository, instead of fetching it")
+    routing_url: UrlPattern | None = Field(None, description="URL the router calls (default: endpoint)")
+    subgraph_name: Annotated[str, AfterValidator(_subgraph_name)] | None = Field(None, description="default: the service name")
+    timeout: Duration = Field(10.0, description="per request, when fetching the SDL")
+    retries: int = Field(3, ge=0, le=100, description="further attempts when the endpoint does not answer")
+
+
+class Federation(Model):
+    """Where the composed supergraph goes in the GitOps repository (where the router reads it)."""
+
+    router_config_path: Annotated[str, AfterValidator(_pattern("project", "environment", "cluster")),
+                                  AfterValidator(_relpath)] = Field(
+        description="directory in the GitOps repository, e.g. clusters/{cluster}/router (a ConfigMap generator input); "
+                    "{project} {environment} {cluster}")
+    file: RelativePath = Field("supergraph.graphql", description="file name in router_config_path")
+    commit_message: Annotated[str, AfterValidator(_pattern("project", "environment", "cluster", "source_commit"))] = \
+        "federation({project}): {environment} supergraph\n\nsource: {source_commit}"
+
+
 class DevCommands(Model):
     test: str | None = None
     lint: str | None = None
@@ -321,6 +354,7 @@ class Service(Model):
     verify: tuple[Check, ...] = ()
     depends_on: tuple[DnsLabel, ...] = ()
     dev: DevCommands = DevCommands()
+    graphql: GraphQL | None = Field(None, description="a GraphQL federation subgraph (needs top-level federation)")
 
 
 class Config(Model):
@@ -333,6 +367,7 @@ class Config(Model):
     flux: Flux = Flux()
     environments: tuple[Environment, ...] = Field(min_length=1)
     services: dict[DnsLabel, Service] = Field(default_factory=dict)
+    federation: Federation | None = Field(None, description="compose the services' GraphQL subgraphs on release")
 
     def environment(self, name: str) -> Environment:
         for env in self.environments:
@@ -399,10 +434,39 @@ def reference_problems(config: Config) -> list[tuple[tuple[str | int, ...], str]
                             "a check needs exactly one of 'http' or 'command'"))
         if len(set(svc.architectures)) != len(svc.architectures):
             out.append((("services", sname, "architectures"), "an architecture is listed twice; list each once"))
+    out += _graphql_problems(config)
     cycle = _dependency_cycle(config)
     if cycle:
         out.append((("services", cycle[0], "depends_on"),
                     f"dependency cycle {' -> '.join(cycle)}; break it by removing one depends_on entry"))
+    return out
+
+
+def _graphql_problems(config: Config) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
+    names: dict[str, str] = {}
+    for sname, svc in config.services.items():
+        g = svc.graphql
+        if g is None:
+            continue
+        loc: Loc = ("services", sname, "graphql")
+        if (g.endpoint is None) == (g.schema_file is None):
+            out.append((loc, "a subgraph needs exactly one of 'endpoint' or 'schema_file'"))
+        elif g.endpoint is None and g.routing_url is None:
+            out.append((loc, "a subgraph read from 'schema_file' needs 'routing_url' (the URL the router calls)"))
+        for key, url in (("endpoint", g.endpoint), ("routing_url", g.routing_url)):
+            if url is not None and not url.lower().startswith(("http://", "https://")):
+                out.append((loc + (key,), f"{url!r} is not an http:// or https:// URL; give the subgraph's GraphQL URL"))
+        if config.federation is None:
+            out.append((loc, "graphql needs a top-level 'federation' section (router_config_path: where the "
+                             "supergraph is committed); add it, or remove graphql"))
+        name = g.subgraph_name or sname
+        if name in names:
+            out.append((loc + ("subgraph_name",), f"subgraph name {name!r} is also used by service {names[name]!r}; rename one"))
+        names.setdefault(name, sname)
+    if config.federation is not None and not names:
+        out.append((("federation",), "no service declares 'graphql', so there is nothing to compose; "
+                                     "add graphql to the subgraph services, or remove federation"))
     return out
 
 
@@ -536,7 +600,7 @@ def validate(source: Source) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as err:
-        problems += problems_from_pydantic(source, err.errors())
+        problems += problems_from_pydantic(source, err.errors(), model=Config)
         config = None
     if config is not None and not text_problems:
         problems += [source.problem(loc, msg) for loc, msg in reference_problems(config)]
@@ -559,7 +623,10 @@ def parse_config(text: str, name: str = DEFAULT_FILE) -> Config:
 def json_schema() -> dict[str, Any]:
     schema = Config.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = SCHEMA_ID
     schema["title"] = "Forge deploy.yaml"
+    # Service names are DNS-1123 labels: editors flag a bad name as they flag a bad value.
+    schema["properties"]["services"]["propertyNames"] = {"pattern": _DNS_LABEL.pattern, "maxLength": 63}
     return schema
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from forgegen import advice
 from forgegen.errors import ConfigError, Problem
 
 Loc = tuple[str | int, ...]
@@ -267,7 +268,7 @@ class _Builder:
             self.problem(node, loc, f"unsupported tag {node.tag!r}; remove it (Forge reads plain YAML values)")
         except (ValueError, TypeError, ArithmeticError, LookupError) as err:
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-            self.problem(node, loc, f"{_short(node.value)} is not a valid {tag} ({str(err)[:80]}); "
+            self.problem(node, loc, f"{advice.short_repr(node.value)} is not a valid {tag} ({str(err)[:80]}); "
                          "fix the value or remove the tag")
         return None
 
@@ -311,37 +312,25 @@ class _Builder:
 
 
 def problems_from_pydantic(source: Source, errors: Iterable[Mapping[str, Any]],
-                           *, advice: Mapping[str, str] | None = None) -> list[Problem]:
-    """Turn pydantic ``ValidationError.errors()`` into located problems, one per line."""
+                           *, model: type | None = None) -> list[Problem]:
+    """Turn pydantic ``ValidationError.errors()`` into located problems, one per line, each
+    saying what to write instead (``model``, the validated class: "did you mean" for keys)."""
     out: list[Problem] = []
     seen: set[tuple[str, str]] = set()
     for err in errors:
         loc = tuple(p for p in err.get("loc", ()) if not (isinstance(p, str) and p.startswith("function-")))
-        kind = err.get("type", "")
-        msg = str(err.get("msg", "invalid value"))
         on_key = bool(loc) and loc[-1] == "[key]"
         if on_key:
             loc = loc[:-1]
-        if kind == "extra_forbidden":
-            msg = f"unknown key {loc[-1]!r}; remove it or check its spelling"
+        if err.get("type") == "extra_forbidden":
+            msg = advice.message({**err, "loc": loc}, known_keys=advice.known_keys(model, loc[:-1]))
             problem = source.problem(loc, msg, key=True)
             problem = Problem(problem.file, problem.line, problem.column, format_loc(loc), msg)
         else:
-            if kind == "missing":
-                msg = "required but missing; add it"
-            elif msg.startswith("Value error, "):
-                msg = msg[len("Value error, "):]
-            elif kind.endswith("_type") or kind.endswith("_parsing"):
-                msg = f"{msg[0].lower() + msg[1:]} (got {_short(err.get('input'))})"
-            problem = source.problem(loc, msg, key=on_key)
+            problem = source.problem(loc, advice.message(err), key=on_key)
         key = (problem.path, problem.message)
         if key not in seen:
             seen.add(key)
             out.append(problem)
     out.sort(key=lambda p: (p.line or 0, p.column or 0, p.path))
     return out
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

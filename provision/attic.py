@@ -22,17 +22,17 @@ import os
 import re
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import urllib3
+
 from forge_provision.schema import AtticConfig, Cache, TokenSpec
 from forge_provision.tokens import CLAIM_NAMESPACE, make_token, permissions, read_token, secret_key
-
+from forgegen import transport
 from forgegen.errors import ConfigError, Problem, ProvisionError
 
 log = logging.getLogger(__name__)
@@ -70,52 +70,33 @@ def desired_settings(cache: Cache) -> dict[str, Any]:
 
 # -- HTTP ----------------------------------------------------------------------------------------
 
-class _NoCredentialsElsewhere(urllib.request.HTTPRedirectHandler):
-    """Redirects keep the token only on the same origin (scheme, host, port); one from https to
-    http is refused (the token would travel in clear)."""
-
-    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
-                         newurl: str) -> urllib.request.Request | None:
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is None:
-            return None
-        old, moved = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(new.full_url)
-        if old.scheme == "https" and moved.scheme != "https":
-            raise ProvisionError(f"Attic at {old.scheme}://{old.netloc} redirected to {moved.scheme}://{moved.netloc}: "
-                                 "refused (from https to plain http the token would travel in clear)",
-                                 hint="set server.endpoint to the server's final https URL")
-        if (old.scheme, old.hostname, old.port) != (moved.scheme, moved.hostname, moved.port):
-            new.remove_header("Authorization")
-        return new
-
-
 class AtticClient:
-    """The few calls of Attic's v1 API that configure caches (urllib, bearer token; the token
-    never follows a redirect to another origin)."""
+    """The few calls of Attic's v1 API that configure caches (Forge's pooled transport, bearer
+    token). GET follows redirects; the token never follows one to another origin (scheme, host,
+    port), and one from https to plain http is refused."""
 
     def __init__(self, endpoint: str, token: str, *, timeout: float = 30) -> None:
         self.endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
         self._token = token
         self.timeout = timeout
-        self._opener = urllib.request.build_opener(_NoCredentialsElsewhere)
+        self._http = transport.Transport(timeout=timeout)
 
     def _call(self, method: str, cache: str, body: Any = None) -> tuple[int, Any]:
         url = urllib.parse.urljoin(self.endpoint, "_api/v1/cache-config/" + urllib.parse.quote(cache, safe=""))
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, method=method)
-        request.add_header("Authorization", f"Bearer {self._token}")
-        request.add_header("Accept", "application/json")
+        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         if data is not None:
-            request.add_header("Content-Type", "application/json")
+            headers["Content-Type"] = "application/json"
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:  # noqa: S310 - http(s) only
-                return response.status, _json(response.read())
-        except urllib.error.HTTPError as err:
-            return err.code, _json(err.read())
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise ProvisionError(f"cannot reach Attic at {self.endpoint}: {reason}",
+            resp = self._http.send(method, url, headers, data)
+        except transport.InsecureRedirect as err:
+            raise ProvisionError(f"Attic at {err.source} redirected to {err.target}: refused (from https to plain "
+                                 "http the token would travel in clear)",
+                                 hint="set server.endpoint to the server's final https URL") from err
+        except (transport.TooManyRedirects, urllib3.exceptions.HTTPError, OSError) as err:
+            raise ProvisionError(f"cannot reach Attic at {self.endpoint}: {err}",
                                  hint="check server.endpoint in the config and that the server runs") from err
+        return resp.status, _json(resp.body)
 
     def _fail(self, what: str, cache: str, status: int, body: Any) -> ProvisionError:
         name = body.get("error") if isinstance(body, dict) else None

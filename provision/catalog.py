@@ -10,6 +10,7 @@ privilege, not one per table.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -202,26 +203,63 @@ def split_search_path(text: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+Handler = Callable[["DatabaseState", list[tuple]], None]
+
+
 def inspect_database(conn: Any, name: str, *, tables: list[tuple[str, str]] = (),
                      cdc: bool = False) -> DatabaseState:
-    """Read one database's schemas, extensions, privileges and publications (6-8 queries)."""
+    """Read one database's schemas, extensions, privileges and publications (6-8 queries, sent
+    together in one pipeline: one round trip to the server, not one per query)."""
     state = DatabaseState(name)
-    _read_schemas(conn, state)
-    state.extensions = dict(_rows(conn, """
-        SELECT e.extname, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"""))
-    _read_object_privileges(conn, state)
-    _read_publications(conn, state, tables, cdc)
+    queries: list[tuple[str, Any, Handler]] = [
+        (_SCHEMAS, None, _schemas), (_EXTENSIONS, None, _extensions),
+        (_OBJECTS + _OBJECT_TOTALS, None, _object_totals), (_OBJECTS + _OBJECT_GRANTS, None, _object_grants),
+        (_DEFAULT_GRANTS, None, _default_grants), (_PUBLICATIONS, None, _publications)]
+    if tables:
+        queries.append((_TABLES, ([s for s, _ in tables], [t for _, t in tables]), _tables))
+    if cdc:
+        queries.append((_WITHOUT_IDENTITY, None, _without_identity))
+    for (_, _, handle), rows in zip(queries, pipelined(conn, [(q, p) for q, p, _ in queries])):
+        handle(state, rows)
+    state.queries = len(queries)
     return state
 
 
-def _read_schemas(conn: Any, state: DatabaseState) -> None:
-    for nsp, owner, grantee, priv, grantor, public in _rows(conn, """
+def pipelined(conn: Any, queries: Sequence[tuple[str, Any]]) -> list[list[tuple]]:
+    """The rows of each query, every query sent before any result is awaited (libpq pipeline
+    mode; a connection that cannot pipeline sends them one by one)."""
+    if not getattr(conn, "pipeline", None) or not _can_pipeline():
+        return [_rows(conn, q, p) for q, p in queries]
+    with conn.pipeline():
+        cursors = [conn.execute(q, p) for q, p in queries]
+    return [c.fetchall() for c in cursors]
+
+
+def _can_pipeline() -> bool:
+    import psycopg
+
+    return bool(psycopg.Pipeline.is_supported())
+
+
+_EXTENSIONS = """
+        SELECT e.extname, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"""
+
+
+def _extensions(state: DatabaseState, rows: list[tuple]) -> None:
+    state.extensions = dict(rows)
+
+
+_SCHEMAS = """
         SELECT n.nspname, pg_get_userbyid(n.nspowner), pg_get_userbyid(a.grantee), a.privilege_type,
                CASE WHEN a.grantor <> n.nspowner THEN pg_get_userbyid(a.grantor) END, a.grantee = 0
         FROM pg_namespace n
         LEFT JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
                ON a.grantee <> n.nspowner
-        WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"""):
+        WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"""
+
+
+def _schemas(state: DatabaseState, rows: list[tuple]) -> None:
+    for nsp, owner, grantee, priv, grantor, public in rows:
         state.schemas[nsp] = owner
         if public:
             state.public_schema_grants[nsp].add(priv)
@@ -233,8 +271,7 @@ def _read_schemas(conn: Any, state: DatabaseState) -> None:
                 state.schema_owner_grants.add((nsp, grantee, priv))
 
 
-def _read_object_privileges(conn: Any, state: DatabaseState) -> None:
-    objects = """
+_OBJECTS = """
         WITH objs AS (
           SELECT c.oid, c.relname::text AS name, c.relnamespace AS nsp, c.relowner AS owner,
                  CASE WHEN c.relkind = 'S' THEN 'sequence' ELSE 'table' END AS kind,
@@ -249,19 +286,29 @@ def _read_object_privileges(conn: Any, state: DatabaseState) -> None:
           SELECT o.*, n.nspname FROM objs o JOIN pg_namespace n ON n.oid = o.nsp
           WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
         )"""
-    for nsp, kind, owner, count in _rows(conn, objects + """
-        SELECT nspname, kind, pg_get_userbyid(owner), count(*) FROM mine GROUP BY 1, 2, 3"""):
+_OBJECT_TOTALS = """
+        SELECT nspname, kind, pg_get_userbyid(owner), count(*) FROM mine GROUP BY 1, 2, 3"""
+
+
+def _object_totals(state: DatabaseState, rows: list[tuple]) -> None:
+    for nsp, kind, owner, count in rows:
         state.object_totals[(nsp, kind)] = state.object_totals.get((nsp, kind), 0) + count
         state.object_owned[(nsp, kind, owner)] = count
-    # Distinct objects, not ACL entries: one privilege granted by two grantors is one object.
-    # Grants made by a role other than the owner are listed by object (a REVOKE must run as them).
-    for nsp, kind, grantee, priv, count, by_owner, foreign, public in _rows(conn, objects + """
+
+
+# Distinct objects, not ACL entries: one privilege granted by two grantors is one object.
+# Grants made by a role other than the owner are listed by object (a REVOKE must run as them).
+_OBJECT_GRANTS = """
         SELECT m.nspname, m.kind, pg_get_userbyid(a.grantee), a.privilege_type, count(DISTINCT m.oid),
                count(DISTINCT m.oid) FILTER (WHERE a.grantor = m.owner),
                array_agg(ARRAY[pg_get_userbyid(a.grantor), m.name] ORDER BY m.name)
                  FILTER (WHERE a.grantor <> m.owner), a.grantee = 0
         FROM mine m, aclexplode(m.acl) a
-        WHERE a.grantee <> m.owner GROUP BY 1, 2, 3, 4, 8"""):
+        WHERE a.grantee <> m.owner GROUP BY 1, 2, 3, 4, 8"""
+
+
+def _object_grants(state: DatabaseState, rows: list[tuple]) -> None:
+    for nsp, kind, grantee, priv, count, by_owner, foreign, public in rows:
         if public:
             state.public_object_grants[(nsp, kind, priv)] = count
             continue
@@ -269,39 +316,55 @@ def _read_object_privileges(conn: Any, state: DatabaseState) -> None:
         state.object_owner_grants[(nsp, kind, grantee, priv)] = by_owner
         for grantor, obj in foreign or ():
             state.object_grantors.setdefault((nsp, kind, grantee, priv, grantor), []).append((nsp, obj))
-    for owner, nsp, objtype, grantee, priv in _rows(conn, """
+
+
+_DEFAULT_GRANTS = """
         SELECT pg_get_userbyid(d.defaclrole), n.nspname, d.defaclobjtype,
                pg_get_userbyid(a.grantee), a.privilege_type
         FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace,
              aclexplode(d.defaclacl) a
-        WHERE d.defaclobjtype IN ('r', 'S', 'f') AND a.grantee <> 0 AND a.grantee <> d.defaclrole"""):
+        WHERE d.defaclobjtype IN ('r', 'S', 'f') AND a.grantee <> 0 AND a.grantee <> d.defaclrole"""
+
+
+def _default_grants(state: DatabaseState, rows: list[tuple]) -> None:
+    for owner, nsp, objtype, grantee, priv in rows:
         state.default_grants[(owner, nsp, DEFAULT_ACL_KIND[objtype])].add((grantee, priv))
 
 
-def _read_publications(conn: Any, state: DatabaseState, tables: list[tuple[str, str]], cdc: bool) -> None:
-    for pub, alltables, nsp, rel in _rows(conn, """
+_PUBLICATIONS = """
         SELECT p.pubname, p.puballtables, n.nspname, c.relname
         FROM pg_publication p
         LEFT JOIN pg_publication_rel pr ON pr.prpubid = p.oid
         LEFT JOIN pg_class c ON c.oid = pr.prrelid
-        LEFT JOIN pg_namespace n ON n.oid = c.relnamespace"""):
+        LEFT JOIN pg_namespace n ON n.oid = c.relnamespace"""
+
+
+def _publications(state: DatabaseState, rows: list[tuple]) -> None:
+    for pub, alltables, nsp, rel in rows:
         state.publications[pub] = alltables
         if rel is not None:
             state.publication_tables[pub].add((nsp, rel))
-    state.queries = 6
-    if tables:
-        state.tables = {(s, t) for s, t in _rows(conn, """
+
+
+_TABLES = """
             SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             JOIN unnest(%s::text[], %s::text[]) AS want(s, t) ON want.s = n.nspname AND want.t = c.relname
-            WHERE c.relkind IN ('r', 'p')""", ([s for s, _ in tables], [t for _, t in tables]))}
-        state.queries += 1
-    if cdc:
-        state.tables_without_identity = {(s, t) for s, t in _rows(conn, """
+            WHERE c.relkind IN ('r', 'p')"""
+
+
+def _tables(state: DatabaseState, rows: list[tuple]) -> None:
+    state.tables = {(s, t) for s, t in rows}
+
+
+_WITHOUT_IDENTITY = """
             SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE c.relkind IN ('r', 'p') AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
               AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS (
-                     SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))""")}
-        state.queries += 1
+                     SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))"""
+
+
+def _without_identity(state: DatabaseState, rows: list[tuple]) -> None:
+    state.tables_without_identity = {(s, t) for s, t in rows}
 
 
 def available_extensions(conn: Any, names: list[str]) -> set[str]:

@@ -4,6 +4,7 @@
     forge-provision postgres apply --config db.yaml [--json] [--rotate-passwords] [--lock-timeout S]
     forge-provision postgres drift --config db.yaml [--json] [--check]
     forge-provision attic plan|apply --config attic.yaml [--json]
+    forge-provision schema postgres|attic
 
 Results go to stdout (the plan, the drift report, the apply summary, or one JSON document with
 ``--json``); progress and warnings go to stderr. Exit codes come from ``forgegen.errors``:
@@ -15,14 +16,14 @@ until a command runs.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from collections.abc import Sequence
 
 import click
 
-from forgegen.console import run_cli
+from forgegen import __version__
+from forgegen.console import run_cli, setup_logging
 from forgegen.errors import EXIT_FAILED, EXIT_OK
 
 CONFIG = click.option("--config", "-c", "config", required=True, envvar="FORGE_PROVISION_CONFIG",
@@ -43,14 +44,14 @@ def _warn(lines: Sequence[str]) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--verbose", "-v", is_flag=True, help="Log debug detail to stderr.")
-def cli(verbose: bool) -> None:
+@click.option("--verbose", "-v", count=True, help="More logging on stderr (-vv for debug).")
+@click.version_option(__version__, prog_name="forge-provision")
+def cli(verbose: int) -> None:
     """Provision PostgreSQL databases and Attic caches from YAML, idempotently, with a plan."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(verbose)
 
 
-@cli.group()
+@cli.group(short_help="Databases, roles, extensions, schemas, grants, CDC")
 def postgres() -> None:
     """Databases, roles, extensions, schemas, grants and CDC publications."""
 
@@ -93,7 +94,7 @@ def postgres_apply(config: str, as_json: bool, jobs: int, rotate_passwords: bool
     return EXIT_OK
 
 
-@postgres.command("drift")
+@postgres.command("drift", short_help="Report grants and attributes the config lacks")
 @CONFIG
 @JSON
 @CHECK
@@ -114,7 +115,7 @@ def attic() -> None:
     """Attic binary caches and access tokens."""
 
 
-@attic.command("plan")
+@attic.command("plan", short_help="Show cache and token changes; change nothing")
 @CONFIG
 @JSON
 @CHECK
@@ -128,7 +129,7 @@ def attic_plan(config: str, as_json: bool, check: bool) -> int:
     return EXIT_FAILED if check and outcome.changes else EXIT_OK
 
 
-@attic.command("apply")
+@attic.command("apply", short_help="Create and configure caches, mint tokens")
 @CONFIG
 @JSON
 def attic_apply(config: str, as_json: bool) -> int:
@@ -138,6 +139,16 @@ def attic_apply(config: str, as_json: bool) -> int:
 
     outcome = at.run_attic(schema.load_attic(config), "apply")
     _json(outcome.to_json()) if as_json else click.echo(report.attic(outcome, applied=True), nl=False)
+    return EXIT_OK
+
+
+@cli.command("schema", short_help="Print the JSON Schema of a configuration")
+@click.argument("kind", type=click.Choice(["postgres", "attic"]))
+def schema_cmd(kind: str) -> int:
+    """Print the JSON Schema of a postgres or attic configuration (for editor completion)."""
+    from forge_provision import schema
+
+    click.echo(json.dumps(schema.json_schema(kind), indent=2, sort_keys=True))
     return EXIT_OK
 
 

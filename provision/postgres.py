@@ -64,7 +64,6 @@ from forge_provision.plan import (
     plan_structure,
 )
 from forge_provision.schema import Connection, Database, PostgresConfig
-
 from forgegen.errors import ConfigError, Problem, ProvisionError
 
 log = logging.getLogger(__name__)

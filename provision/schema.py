@@ -25,10 +25,11 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic.json_schema import WithJsonSchema
 
 from forgegen import urls
 from forgegen.errors import ConfigError, Problem
-from forgegen.schema import EnvVarName
+from forgegen.names import env_var
 
 SCHEMA_VERSION = 1
 NAMEDATALEN = 63  # PostgreSQL truncates longer identifiers silently: refuse them instead
@@ -183,9 +184,11 @@ Identifier = Annotated[str, AfterValidator(_identifier)]
 RoleName = Annotated[str, AfterValidator(_role_name)]
 MemberName = Annotated[str, AfterValidator(_member_name)]
 SchemaName = Annotated[str, AfterValidator(_schema_name)]
-EnvVar = EnvVarName  # the same rule as deploy.yaml's credential variables
+EnvVar = Annotated[str, AfterValidator(env_var)]  # the same rule as deploy.yaml's credential variables
 SlotName = Annotated[str, AfterValidator(_slot_name)]
-Duration = Annotated[int, BeforeValidator(_duration)]
+Duration = Annotated[int, BeforeValidator(_duration), WithJsonSchema({
+    "anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^\s*(\d+\s*[A-Za-z]+\s*)+$"}],
+    "description": "seconds, or a duration such as '90d', '12h', '1y 6w' (units s m h d w y)"})]
 ValidUntil = Annotated[str, BeforeValidator(_valid_until)]
 CacheName = Annotated[str, AfterValidator(_cache_name)]
 CachePattern = Annotated[str, AfterValidator(_cache_pattern)]
@@ -197,16 +200,19 @@ FUNCTION_PRIVILEGES = ("EXECUTE",)
 SCHEMA_PRIVILEGES = ("USAGE", "CREATE")
 DATABASE_PRIVILEGES = ("CONNECT", "CREATE", "TEMPORARY")
 
+# The JSON Schema of a privilege list: one name, or a list of names (any case; ALL for every one).
+_PRIVILEGES_SCHEMA = WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+                                     "description": "privileges, e.g. [SELECT, INSERT] or ALL"})
 TablePrivileges = Annotated[tuple[str, ...], BeforeValidator(_upper_list),
-                            AfterValidator(_privileges(TABLE_PRIVILEGES))]
+                            AfterValidator(_privileges(TABLE_PRIVILEGES)), _PRIVILEGES_SCHEMA]
 SequencePrivileges = Annotated[tuple[str, ...], BeforeValidator(_upper_list),
-                               AfterValidator(_privileges(SEQUENCE_PRIVILEGES))]
+                               AfterValidator(_privileges(SEQUENCE_PRIVILEGES)), _PRIVILEGES_SCHEMA]
 FunctionPrivileges = Annotated[tuple[str, ...], BeforeValidator(_upper_list),
-                               AfterValidator(_privileges(FUNCTION_PRIVILEGES))]
+                               AfterValidator(_privileges(FUNCTION_PRIVILEGES)), _PRIVILEGES_SCHEMA]
 SchemaPrivileges = Annotated[tuple[str, ...], BeforeValidator(_upper_list),
-                             AfterValidator(_privileges(SCHEMA_PRIVILEGES))]
+                             AfterValidator(_privileges(SCHEMA_PRIVILEGES)), _PRIVILEGES_SCHEMA]
 DatabasePrivileges = Annotated[tuple[str, ...], BeforeValidator(_upper_list),
-                               AfterValidator(_privileges(DATABASE_PRIVILEGES, {"TEMP": "TEMPORARY"}))]
+                               AfterValidator(_privileges(DATABASE_PRIVILEGES, {"TEMP": "TEMPORARY"})), _PRIVILEGES_SCHEMA]
 
 
 class Model(BaseModel):
@@ -301,6 +307,12 @@ class TableRef(Model):
         return f"{self.schema_}.{self.name}"
 
 
+_TABLE_REF_SCHEMA = WithJsonSchema({"anyOf": [
+    {"type": "string", "description": "schema.table, or a table in public"},
+    {"type": "object", "properties": {"schema": {"type": "string"}, "name": {"type": "string"}},
+     "required": ["name"], "additionalProperties": False}]})
+
+
 def _table_ref(value: Any) -> Any:
     if isinstance(value, str):
         schema, dot, name = value.partition(".")
@@ -313,7 +325,7 @@ class Cdc(Model):
 
     role: RoleName
     publication: Identifier
-    tables: Literal["all"] | tuple[Annotated[TableRef, BeforeValidator(_table_ref)], ...] = "all"
+    tables: Literal["all"] | tuple[Annotated[TableRef, BeforeValidator(_table_ref), _TABLE_REF_SCHEMA], ...] = "all"
     slot: SlotName | None = None
     prune: bool = False
 
@@ -490,7 +502,7 @@ def _parse(model: type[Model], data: Any, source: Any, name: str, references) ->
     except ValidationError as err:
         if source is None:
             raise ConfigError([locate(tuple(e["loc"]), e["msg"]) for e in err.errors()]) from err
-        raise ConfigError(problems_from_pydantic(source, _union_errors(err.errors()))) from err
+        raise ConfigError(problems_from_pydantic(source, _union_errors(err.errors()), model=model)) from err
     problems = [locate(loc, msg) for loc, msg in references(cfg)]
     if problems:
         raise ConfigError(problems)
@@ -536,3 +548,16 @@ def parse_attic(data: Any, *, source: Any = None, name: str = "<config>") -> Att
 def load_attic(path: str | Path) -> AtticConfig:
     src = _source(path)
     return parse_attic(src.data, source=src, name=src.name)
+
+
+SCHEMA_BASE = "https://raw.githubusercontent.com/forge-deploy/forge/main/provision/schemas/"
+KINDS = {"postgres": PostgresConfig, "attic": AtticConfig}
+
+
+def json_schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema of a provisioning file (``postgres`` or ``attic``), for editors."""
+    schema = KINDS[kind].model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"{SCHEMA_BASE}{kind}.schema.json"
+    schema["title"] = f"forge-provision {kind} configuration"
+    return schema

@@ -2,6 +2,10 @@
 
 * Every test runs with HOME, KUBECONFIG and XDG_* pointing into its own tmp_path.
 * Nix runs offline (no substituters, no flake registry) with flakes enabled.
+* Hypothesis runs the ``ci`` profile: derandomized (the same draws on every run, so CI is
+  deterministic), no deadline, failures printed with their reproduction blob. ``explore``
+  (``HYPOTHESIS_PROFILE=explore``, used by ``scripts/explore-properties``, never in CI) draws at
+  random; every failure it finds is kept as an ``@example`` on the property test.
 * With FORGE_STRICT_SKIPS=1 (set by .ci/test) a skipped test fails the session: in CI every
   component is installed by .ci/setup, so a skip means something is missing.
 
@@ -14,9 +18,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 NIX_CONFIG = "experimental-features = nix-command flakes\nsubstituters =\nflake-registry =\n"
+
+settings.register_profile("ci", derandomize=True, print_blob=True, deadline=None, database=None)
+settings.register_profile("explore", derandomize=False, print_blob=True, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Every module in tests/fixtures/ is a fixture plugin (registry, postgres, kube stand-in, ...).
 pytest_plugins = sorted(

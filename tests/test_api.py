@@ -50,11 +50,14 @@ def test_pip_install_non_editable_gives_working_commands_with_templates(tmp_path
     target = tmp_path / "site"
     # Build from a copy, as from an sdist: pip would otherwise leave build/ in the checkout.
     source = copy_tree(checkout_files(), ROOT, tmp_path / "source")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(source)], check=True, capture_output=True, text=True)
+    built = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                            "--target", str(target), str(source)], check=True, capture_output=True, text=True)
+    assert "deprecated" not in built.stderr, built.stderr  # e.g. a `license = {text = ...}` table
     assert (target / "forgegen" / "templates" / "default.nix.jinja").is_file()
     assert (target / "forgegen" / "templates" / "_macros" / "header.nix.jinja").is_file()
     assert (target / "forgegen" / "deploy.schema.json").is_file()
+    for name in ("compose.cjs", "package.json", "package-lock.json"):  # the federation step's Node helper
+        assert (target / "forgegen" / "federation" / name).is_file(), name
     work = tmp_path / "work"
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target)}
@@ -105,3 +108,22 @@ def test_forge_provision_package_and_image_build(forge_src: Path, nixpkgs_standi
     archive = Path(json.loads(build.stdout)[0]["outputs"]["out"])
     listing = subprocess.run(["tar", "-tzf", str(archive)], capture_output=True, text=True, check=True).stdout
     assert "manifest.json" in listing
+
+
+@pytest.mark.parametrize("command", ["forgegen", "forge", "forge-provision"])
+def test_every_cli_has_version_and_help_summaries_that_fit(command: str) -> None:
+    exe = str(Path(sys.executable).parent / command)
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and f"{command}, version " in version.stdout
+    groups = [[]] + ([["postgres"], ["attic"]] if command == "forge-provision" else [])
+    for group in groups:
+        proc = subprocess.run([exe, *group, "--help"], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "COLUMNS": "80"})
+        commands = proc.stdout.split("Commands:")[1]
+        assert "..." not in commands, f"{command} {' '.join(group)} --help cuts a summary:\n{commands}"
+
+
+def test_forge_provision_verbose_counts() -> None:
+    from forge_provision.cli import cli
+
+    assert next(p for p in cli.params if p.name == "verbose").count

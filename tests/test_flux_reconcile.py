@@ -317,3 +317,12 @@ def test_reconcile_rejects_a_source_kind_without_commits(kube: Kube, flux: Flux)
                     kustomizations=("apps",), timeout=5)
     with pytest.raises(ReconcileError, match="only through a GitRepository"):
         reconcile(kube.api(), plan, commit="a" * 40, branch="main")
+
+
+def test_install_returns_only_when_nothing_more_is_queued(kube: Kube, flux: Flux, flux_remote: GitRemote) -> None:
+    # A Kustomization created before its source is ready queues a retry; a test reading the
+    # status while that retry runs sees Ready=Unknown (a race that failed CI once).
+    flux.install(("apps", "more"))
+    keys = [("GitRepository", flux.namespace, "gitops"), ("Kustomization", flux.namespace, "apps"),
+            ("Kustomization", flux.namespace, "more")]
+    assert kube.standin.call(lambda: flux.sim.settled(keys))

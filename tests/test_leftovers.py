@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from forge_provision.postgres import Secrets
-
 from forgegen import generator
 from forgegen.runtime import build
 from forgegen.runtime import registry as forge_registry

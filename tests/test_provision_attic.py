@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from forge_provision.attic import dump_toml, run_attic
 from forge_provision.cli import main
 from forge_provision.schema import parse_attic
 from forge_provision.tokens import make_token, read_token, secret_key
-
 from forgegen.errors import ConfigError, ProvisionError
 from tests.attic_standin.server import mint, verify
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from forge_provision.attic import AtticClient
 
+from forge_provision.attic import AtticClient
 from forgegen.errors import ProvisionError
 from tests.ports import free_port
 

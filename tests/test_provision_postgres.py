@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from forge_provision.cli import main
-from forge_provision.postgres import Outcome, run
-from forge_provision.schema import parse_postgres
 from psycopg import errors as pgerrors
 from psycopg import sql
 
+from forge_provision.cli import main
+from forge_provision.postgres import Outcome, run
+from forge_provision.schema import parse_postgres
 from forgegen.errors import ConfigError, ProvisionError
 
 pytestmark = pytest.mark.postgres

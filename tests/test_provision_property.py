@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from forge_provision.postgres import run
-from forge_provision.schema import parse_postgres
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
+from forge_provision.postgres import run
+from forge_provision.schema import parse_postgres
 
 pytestmark = pytest.mark.postgres
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from forge_provision.cli import main
 
+from forge_provision.cli import main
 from tests.fixtures.postgres import start_cluster, stop_cluster
 
 

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from forge_provision.cli import main
 from forge_provision.schema import load_attic, load_postgres, parse_postgres
-
 from forgegen.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,8 +48,8 @@ databases:
     with pytest.raises(ConfigError) as err:
         load_postgres(path)
     lines = str(err.value).splitlines()
-    assert f"{path}:4:12: roles[0].login: input should be a valid boolean" in lines[0]
-    assert lines[1] == f"{path}:5:5: roles[0].pasword_env: unknown key 'pasword_env'; remove it or check its spelling"
+    assert f"{path}:4:12: roles[0].login: expected true or false (got 'yes-please'); write true or false" in lines[0]
+    assert lines[1] == f"{path}:5:5: roles[0].pasword_env: unknown key 'pasword_env'; did you mean 'password_env'?"
     assert lines[2].startswith(f"{path}:6:11: roles[1].name: 'pg_mine': names starting with 'pg_' are reserved")
     assert lines[3].startswith(f"{path}:13:17: databases[0].grants[0].tables: unknown privilege 'DROP'")
 

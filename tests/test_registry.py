@@ -179,7 +179,9 @@ def test_verify_refuses_a_tag_that_resolves_to_another_digest(registry: Registry
 def test_backoff_doubles_from_250ms_and_caps_at_30s() -> None:
     policy = forge_registry.RetryPolicy()
     assert policy.attempts == 5
-    assert [policy.delay(n) for n in range(1, 10)] == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    bases = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert [policy.base_delay(n) for n in range(1, 10)] == bases
+    assert all(base / 2 <= policy.delay(n) <= base for n, base in enumerate(bases, 1))  # jittered
 
 
 @pytest.mark.parametrize(("text", "transient", "reason"), [
@@ -278,7 +280,8 @@ def test_client_retries_transient_statuses_and_returns_permanent_ones(fault_prox
     fault_proxy.inject("reset", 1)
     assert client.manifest_digest(unique_repo, "nope") is None  # 404 after three transient failures
     assert fault_proxy.faults == 3
-    fault_proxy.inject("403", 3)
+    fault_proxy.inject("403", 3)  # the proxy injects on new connections; the client keeps its one alive
+    client = forge_registry.RegistryClient(fault_proxy.host, insecure=True, policy=FAST, timeout=5)
     with pytest.raises(PushError) as info:
         client.manifest_digest(unique_repo, "nope")
     assert "HTTP 403" in str(info.value) and "(not retried)" in str(info.value)

@@ -49,7 +49,8 @@ class ProcessWatch(threading.Thread):
                 except OSError:
                     continue
                 argv = cmdline.split(b"\0")
-                if argv and argv[0].endswith(b"skopeo"):
+                # Only our own skopeo: the machine may be shared with other test sessions.
+                if argv and argv[0].endswith(b"skopeo") and _descends_from(pid, me):
                     self.skopeo_cmdlines.append([a.decode() for a in argv if a])
                     if self.secret in environ:
                         self.leaks.append(f"environment of skopeo {pid}")
@@ -60,6 +61,20 @@ class ProcessWatch(threading.Thread):
                     self.auth_modes.add(stat.S_IMODE(f.stat().st_mode))
                 except OSError:
                     pass
+
+
+def _descends_from(pid: str, ancestor: str) -> bool:
+    for _ in range(64):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return False
+        pid = next((line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), "0")
+        if pid == ancestor:
+            return True
+        if pid in ("0", "1"):
+            return False
+    return False
 
 
 @pytest.fixture
@@ -95,7 +110,7 @@ def test_password_is_absent_from_process_list_logs_and_report(auth_registry: Reg
     # skopeo ran, was seen, and got the credentials only as a file
     assert watch.skopeo_cmdlines, "the watcher never saw skopeo run"
     for argv in watch.skopeo_cmdlines:
-        assert "--authfile" in argv
+        assert "--authfile" in argv, " ".join(argv)
         assert not any(a.startswith("--creds") or a.startswith("--dest-creds") for a in argv)
     assert watch.leaks == []
     assert watch.auth_modes == {0o600}

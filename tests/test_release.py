@@ -202,7 +202,8 @@ def test_approval_required_without_yes_and_without_a_terminal_exits_2_before_pus
     assert proc.returncode == 2, proc.stderr
     assert "environment production requires approval" in proc.stderr
     assert "re-run with --yes" in proc.stderr
-    assert proc.stdout == ""
+    error = json.loads(proc.stdout)["error"]  # with --json, the failure is the JSON document
+    assert (error["kind"], error["exit_code"]) == ("ApprovalRequired", 2) and "--yes" in error["hint"]
     assert not registry_has(c, "api", tag) and not registry_has(c, "web", tag)
     assert c.remote_log(API_KUSTOMIZATION.format(env="staging")) == before
     assert jobs(c, "shop") == []

@@ -7,6 +7,7 @@ test_rollout_watch.py.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from datetime import UTC
 
@@ -198,7 +199,7 @@ def test_crash_loop_fails_with_exit_code_and_restarts() -> None:
 
 
 def test_restarts_within_tolerance_keep_waiting_beyond_fail() -> None:
-    tolerant = POLICY.model_copy(update={"restarts_tolerated": 3})
+    tolerant = dataclasses.replace(POLICY, restarts_tolerated=3)
     assert assess(snapshot(deployment(available=1), [pod("api-new-a", "rs-new"), crashing(3)]),
                   DEPLOY, tolerant, None, NOW).state == "progressing"
     assert assess(snapshot(deployment(available=1), [pod("api-new-a", "rs-new"), crashing(4)]),

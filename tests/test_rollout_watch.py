@@ -126,8 +126,11 @@ def test_restarts_within_the_tolerance_succeed(kube: Kube) -> None:
 
 def test_waits_for_the_expected_image_to_be_applied(kube: Kube) -> None:
     kube.deployment("web", "app:1")
-    fut = in_background(lambda: watch(kube, image="app:2"))
-    wait_until(lambda: lists_of(kube, "pods") >= 1)
+    lines: list[str] = []
+    fut = in_background(lambda: watch(kube, image="app:2", lines=lines))
+    # Wait until the watcher has judged app:1 (listing pods is not enough: it may read the
+    # Deployment after set_image and never see the old image).
+    wait_until(lambda: any("to use image app:2" in line for line in list(lines)))
     kube.set_image("Deployment", "web", "app:2")  # Flux applies it after we started watching
     result = fut.result(SAFETY + 5)
     assert result.outcome == "success" and result.image == "app:2"

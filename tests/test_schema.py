@@ -69,14 +69,14 @@ def test_models_are_frozen() -> None:
 def test_unknown_key_is_located_and_named() -> None:
     lines = problems(MINIMAL.replace("registry: {host: ghcr.io, organization: acme}",
                                      "registry: {host: ghcr.io, organisation: acme}"))
-    assert lines == ["deploy.yaml:3:27: registry.organisation: unknown key 'organisation'; remove it or check its spelling"]
+    assert lines == ["deploy.yaml:3:27: registry.organisation: unknown key 'organisation'; did you mean 'organization'?"]
 
 
 def test_wrong_type_is_located() -> None:
     lines = problems(MINIMAL.replace("api: {}", "api: {rollout: {restarts_tolerated: many}}"))
     assert len(lines) == 1
     assert lines[0].startswith("deploy.yaml:9:39: services.api.rollout.restarts_tolerated: ")
-    assert "integer" in lines[0]
+    assert "expected a whole number (got 'many'); write digits only" in lines[0]
 
 
 def test_every_problem_is_reported_at_once_in_file_order() -> None:

@@ -146,3 +146,60 @@ def test_a_file_that_cannot_be_written_leaves_every_file_as_it_was(tmp_path: Pat
         writer.write(tmp_path, files, "nix/forge", render.is_generated)
     assert snapshot(tmp_path) == before
     assert sorted(p.name for p in (tmp_path / "nix/forge").iterdir()) == ["a.nix"]  # no temp files left
+
+
+def test_init_writes_the_given_flake_urls_and_says_to_commit(tmp_path: Path) -> None:
+    proc = forgegen("init", "--project", "shop", "--forge-url", "git+file:///srv/forge",
+                    "--nixpkgs-url", "path:/srv/nixpkgs", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    flake = (tmp_path / "flake.nix").read_text()
+    assert 'forge.url = "git+file:///srv/forge";' in flake
+    assert 'nixpkgs.url = "path:/srv/nixpkgs";' in flake
+    assert "git init -q && git add -A && nix flake lock && git commit" in proc.stderr
+    first = (tmp_path / "deploy.yaml").read_text().splitlines()[0]
+    assert first.startswith("# yaml-language-server: $schema=https://")
+
+
+def test_init_refuses_a_url_that_is_not_a_flake_reference(tmp_path: Path) -> None:
+    proc = forgegen("init", "--forge-url", '/srv/forge"; evil', cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--forge-url '/srv/forge\"; evil' is not a flake reference" in proc.stderr
+    assert not (tmp_path / "deploy.yaml").exists()
+
+
+def test_check_takes_the_file_as_an_argument_and_counts_in_words(tmp_path: Path) -> None:
+    (tmp_path / "mine.yaml").write_text(SHOP)
+    proc = forgegen("check", "mine.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "mine.yaml: ok (2 services, 2 environments)" in proc.stderr
+    starter = ROOT / "examples" / "starter" / "deploy.yaml"
+    proc = forgegen("check", str(starter), cwd=tmp_path)
+    assert f"{starter}: ok (1 service, 2 environments)" in proc.stderr
+
+
+@pytest.mark.parametrize("command", [["check", "deploy.yaml"], ["sync"]])
+def test_json_on_an_invalid_file_prints_the_located_errors_as_json(tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "deploy.yaml").write_text(SHOP.replace("type: python", "tyep: python", 1))
+    proc = forgegen(*command, "--json", cwd=tmp_path)
+    assert proc.returncode == 2
+    doc = json.loads(proc.stdout)
+    assert doc["ok"] is False and doc["error"]["exit_code"] == 2 and doc["error"]["kind"] == "ConfigError"
+    [problem] = doc["error"]["problems"]
+    assert problem["file"] == "deploy.yaml" and problem["line"] > 0 and problem["column"] > 0
+    assert problem["message"] == "unknown key 'tyep'; did you mean 'type'?"
+    assert "did you mean 'type'?" in proc.stderr  # people still read stderr
+
+
+def test_json_on_a_usage_error_is_json_too(tmp_path: Path) -> None:
+    proc = forgegen("sync", "--json", "--no-such-option", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout)["error"]["kind"] == "UsageError"
+
+
+def test_init_and_readme_agree_on_what_a_relative_gitops_repo_is_relative_to() -> None:
+    from forgegen import generator
+
+    deploy = generator.init_files("shop")["deploy.yaml"]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "relative to where you run the apps (the repository root)" in deploy
+    assert "A relative `gitops.repo` path is relative to where you run the app (the repository root)" in readme

@@ -19,7 +19,6 @@ import traceback
 from pathlib import Path
 
 from forge_provision.cli import cli as provision_cli
-
 from forgegen.cli import cli as forgegen_cli
 from forgegen.console import run_cli
 from forgegen.runtime.gitops import GitOpsRepo, render_inputs

@@ -3,6 +3,7 @@
 
   inputs = {
     nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+    # Forge's flake; pin a release with a ref (github:forge-deploy/forge/v0.1.0) or by flake.lock.
     forge.url = "github:forge-deploy/forge";
     forge.inputs.nixpkgs.follows = "nixpkgs";
   };

@@ -24,6 +24,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,24 +196,25 @@ def run_build(plan: Plan, service: str, *, flake: str = ".", systems: Sequence[s
                          hint=f"its architectures are {', '.join(svc.image.architectures)} (deploy.yaml services.{svc.name}.architectures)")
     for s in wanted:
         arch_of(s)
-    builders = nix_builders(env)
-    missing = [s for s in wanted if not builders.can_build(s)]
-    if missing:
-        raise BuildError(
-            "; ".join(builders.missing_message(s, svc.name) for s in missing),
-            hint=f"add a remote builder for {', '.join(missing)} (nix.conf `builders = ssh-ng://user@host {missing[0]}`), "
-                 f"or enable emulation (`extra-platforms = {' '.join(missing)}` with binfmt/qemu), "
-                 f"or build only {', '.join(s for s in wanted if s not in missing) or 'the local system'}")
     installables = [installable(flake, s, svc.image.package) for s in wanted]
-    say(f"building {svc.name} image for {', '.join(wanted)}: nix build {' '.join(installables)}")
     start = time.monotonic()
-    try:
-        out = process.run(["nix", "build", "--json", "--no-link", *installables], env=env, timeout=timeout,
-                          what=f"build the {svc.name} image").stdout
-    except ToolMissing:
-        raise
-    except CommandError as err:
-        raise _build_error(svc, installables, err) from err
+    # Which systems Nix can build for (`nix show-config`, ~0.1 s of talking to the daemon) is asked
+    # while `nix build` starts evaluating; a system it cannot build fails with that explanation,
+    # whatever the build did (a foreign system without a builder fails there too, less clearly).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        asked = pool.submit(nix_builders, env)
+        say(f"building {svc.name} image for {', '.join(wanted)}: nix build {' '.join(installables)}")
+        try:
+            out = process.run(["nix", "build", "--json", "--no-link", *installables], env=env, timeout=timeout,
+                              what=f"build the {svc.name} image").stdout
+            failed = None
+        except ToolMissing:
+            raise
+        except CommandError as err:
+            failed = err
+        _check_builders(asked.result(), svc, wanted)
+    if failed is not None:
+        raise _build_error(svc, installables, failed) from failed
     seconds = time.monotonic() - start
     results = json.loads(out)
     if len(results) != len(installables):
@@ -228,6 +230,16 @@ def run_build(plan: Plan, service: str, *, flake: str = ".", systems: Sequence[s
         say(f"built {img.system}: {img.store_path} ({img.kind}, closure {_human(img.closure_size)}) in {seconds:.1f}s")
     cache = push_closure(plan, paths, progress=say, env=env) if push_cache else None
     return BuildResult(svc.name, svc.image.package, images, seconds, cache)
+
+
+def _check_builders(builders: Builders, svc: ServicePlan, wanted: Sequence[str]) -> None:
+    missing = [s for s in wanted if not builders.can_build(s)]
+    if missing:
+        raise BuildError(
+            "; ".join(builders.missing_message(s, svc.name) for s in missing),
+            hint=f"add a remote builder for {', '.join(missing)} (nix.conf `builders = ssh-ng://user@host {missing[0]}`), "
+                 f"or enable emulation (`extra-platforms = {' '.join(missing)}` with binfmt/qemu), "
+                 f"or build only {', '.join(s for s in wanted if s not in missing) or 'the local system'}")
 
 
 def _build_error(svc: ServicePlan, installables: Sequence[str], err: CommandError) -> BuildError:

@@ -13,18 +13,59 @@ from typing import Any
 
 import click
 
-from forgegen import console
-from forgegen.errors import NotAvailable
-from forgegen.plan import Plan, load_plan
-from forgegen.runtime import steps as stepmod
-from forgegen.runtime.tags import SourceRevision, source_revision
+from typing import TYPE_CHECKING
 
-PLAN_HELP = "the JSON plan written by `forgegen sync` (the flake apps pass it)"
+from forgegen import __version__, console
+from forgegen.errors import ForgeError, NotAvailable
+
+if TYPE_CHECKING:
+    from forgegen.plan import Plan
+    from forgegen.runtime.steps import Step
+    from forgegen.runtime.tags import SourceRevision
+
+# Everything else is imported inside the commands: ``forge --version`` and ``--help`` import
+# neither the plan nor any step (tests/test_startup.py); plan.plan_relpath('SERVICE') is this path.
+PLAN_HELP = ("the JSON plan written by `forgegen sync` (the flake apps pass it; default: "
+             "nix/forge/plans/SERVICE.json of this repository)")
+
+
+def _steps():  # noqa: ANN202 - the module forgegen.runtime.steps, imported when a command runs
+    from forgegen.runtime import steps
+
+    return steps
 
 
 def _plan_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path),
-                        envvar="FORGE_PLAN", required=True, help=PLAN_HELP)(f)
+                        envvar="FORGE_PLAN", help=PLAN_HELP)(f)
+
+
+def _load(plan_path: Path | None, target: str | None) -> Plan:
+    """The plan given with --plan, else the one `forgegen sync` wrote in this repository."""
+    from forgegen.plan import find_plan, load_plan
+
+    if plan_path is not None:
+        return load_plan(plan_path)
+    return find_plan(target.partition(":")[0] or None if target else None)
+
+
+def _complete_target(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of SERVICE[:ENVIRONMENT] from the plans (--plan, or this repository's)."""
+    from click.shell_completion import CompletionItem
+
+    from forgegen.plan import find_plan, find_root, load_plan, service_names
+
+    try:
+        plan_path = ctx.params.get("plan_path")
+        plans = [load_plan(plan_path)] if plan_path else [find_plan(n) for n in service_names(find_root())]
+    except ForgeError:
+        return []
+    words = [w for p in plans for s in p.services for w in (s.name, *(f"{s.name}:{t.environment}" for t in s.targets))]
+    return [CompletionItem(w) for w in words if w.startswith(incomplete)]
+
+
+def _target_argument(name: str, metavar: str, *, required: bool = True) -> Callable[..., Any]:
+    return click.argument(name, metavar=metavar, required=required, shell_complete=_complete_target)
 
 
 def _common(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -39,7 +80,7 @@ def _revision_options(f: Callable[..., Any]) -> Callable[..., Any]:
                         show_default=True, help="the source checkout whose commit names the image")(f)
 
 
-def print_steps(command: str, target: str, steps: list[stepmod.Step], json_output: bool,
+def print_steps(command: str, target: str, steps: list[Step], json_output: bool,
                 extra: dict[str, Any] | None = None) -> None:
     """The ``--dry-run`` output: numbered steps (stdout is the result here), or one JSON document."""
     if json_output:
@@ -58,28 +99,30 @@ def not_available(command: str, step: str) -> NotAvailable:
 
 
 def _revision(source_dir: Path, allow_dirty: bool) -> SourceRevision:
+    from forgegen.runtime.tags import source_revision
+
     return source_revision(source_dir, os.environ, allow_dirty=allow_dirty)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="more logging on stderr (-vv for debug)")
-@click.version_option(package_name="forge-deploy", prog_name="forge")
+@click.version_option(__version__, prog_name="forge")
 def cli(verbose: int) -> None:
     """Build, push, deploy, watch and roll back Nix-built services through GitOps and Flux."""
     console.setup_logging(verbose)
 
 
-@cli.command()
+@cli.command(short_help="Build SERVICE's image with Nix")
 @_common
 @_revision_options
-@click.argument("service")
-def build(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
+@_target_argument("service", "SERVICE")
+def build(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
           service: str) -> None:
     """Build SERVICE's image with Nix for each of its architectures."""
-    plan = load_plan(plan_path)
-    svc, _ = stepmod.split_target(service, plan)
+    plan = _load(plan_path, service)
+    svc, _ = _steps().split_target(service, plan)
     if dry_run:
-        print_steps("build", svc.name, stepmod.describe("build", plan, svc, None, None), json_output)
+        print_steps("build", svc.name, _steps().describe("build", plan, svc, None, None), json_output)
         return
     from forgegen.runtime.build import run_build
 
@@ -91,43 +134,47 @@ def build(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, a
             click.echo(image.store_path)
 
 
-@cli.command()
+@cli.command(short_help="Build and push SERVICE's image under deterministic tags")
 @_common
 @_revision_options
-@click.argument("service")
-def push(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
+@_target_argument("service", "SERVICE")
+def push(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
          service: str) -> None:
     """Build SERVICE's image and push it under <arch>-<sha7> and <arch>-latest."""
-    plan = load_plan(plan_path)
-    svc, _ = stepmod.split_target(service, plan)
+    plan = _load(plan_path, service)
+    svc, _ = _steps().split_target(service, plan)
     revision = _revision(source_dir, allow_dirty)
     if dry_run:
-        print_steps("push", svc.name, stepmod.describe("push", plan, svc, None, revision), json_output,
+        print_steps("push", svc.name, _steps().describe("push", plan, svc, None, revision), json_output,
                     {"source_commit": revision.sha7})
         return
     from forgegen.runtime.registry import run_push
 
-    result = run_push(plan, svc.name, revision=revision, flake=str(source_dir), progress=console.say)
+    result = run_push(plan, svc.name, revision=revision, flake=str(source_dir), progress=console.say,
+                      live=console.live)
     if json_output:
         console.emit_json({"command": "push", **result.to_json()})
     else:
         click.echo(result.deploy_reference)
 
 
-@cli.command()
+@cli.command(short_help='Build, push, commit the tag, reconcile Flux, watch')
 @_common
 @_revision_options
 @click.option("--pin-digest", is_flag=True, help="write the pushed digest next to the tag (name:tag@digest)")
-@click.argument("target", metavar="SERVICE[:ENVIRONMENT]")
-def deploy(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
+@_target_argument("target", "SERVICE[:ENVIRONMENT]")
+def deploy(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
            pin_digest: bool, target: str) -> None:
-    """Build, push, write the tag to the GitOps repo, reconcile Flux, and watch the rollout."""
-    plan = load_plan(plan_path)
-    svc, tgt = stepmod.split_target(target, plan)
+    """Build, push, write the tag to the GitOps repo, reconcile Flux, and watch the rollout.
+
+    Without :ENVIRONMENT, the service's first environment in promotion order (the first of
+    deploy.yaml's environments it is deployed to)."""
+    plan = _load(plan_path, target)
+    svc, tgt = _steps().split_target(target, plan)
     revision = _revision(source_dir, allow_dirty)
     if dry_run:
         assert tgt is not None
-        steps = stepmod.describe("deploy", plan, svc, tgt, revision)
+        steps = _steps().describe("deploy", plan, svc, tgt, revision)
         print_steps("deploy", f"{svc.name}:{tgt.environment}", steps, json_output,
                     {"service": svc.name, "environment": tgt.environment, "source_commit": revision.sha7})
         return
@@ -158,16 +205,16 @@ def _report(run: Callable[[], dict[str, Any]], json_output: bool) -> None:
                 + (f" ({doc['image']})" if doc.get("image") else ""))
 
 
-@cli.command()
+@cli.command(short_help='Watch a rollout; fail fast with the reason and the logs')
 @_common
-@click.argument("target", metavar="SERVICE:ENVIRONMENT")
-def rollout(plan_path: Path, json_output: bool, dry_run: bool, target: str) -> None:
+@_target_argument("target", "SERVICE:ENVIRONMENT")
+def rollout(plan_path: Path | None, json_output: bool, dry_run: bool, target: str) -> None:
     """Watch SERVICE's rollout in ENVIRONMENT; fail fast with the reason and the logs."""
-    plan = load_plan(plan_path)
-    svc, tgt = stepmod.split_target(target, plan, need_env=True)
+    plan = _load(plan_path, target)
+    svc, tgt = _steps().split_target(target, plan, need_env=True)
     assert tgt is not None
     if dry_run:
-        print_steps("rollout", f"{svc.name}:{tgt.environment}", stepmod.describe("rollout", plan, svc, tgt, None), json_output)
+        print_steps("rollout", f"{svc.name}:{tgt.environment}", _steps().describe("rollout", plan, svc, tgt, None), json_output)
         return
     from forgegen.runtime.rollout import raise_for_outcome, run_rollout
 
@@ -177,34 +224,34 @@ def rollout(plan_path: Path, json_output: bool, dry_run: bool, target: str) -> N
     raise_for_outcome(doc)
 
 
-@cli.command()
+@cli.command(short_help='Put the previous image back (commit, reconcile, watch)')
 @_common
 @click.option("--to", "to_tag", metavar="TAG", help="roll back to this tag (default: the previous distinct tag)")
-@click.argument("target", metavar="SERVICE:ENVIRONMENT")
-def rollback(plan_path: Path, json_output: bool, dry_run: bool, to_tag: str | None, target: str) -> None:
+@_target_argument("target", "SERVICE:ENVIRONMENT")
+def rollback(plan_path: Path | None, json_output: bool, dry_run: bool, to_tag: str | None, target: str) -> None:
     """Put the previous image back: commit it to the GitOps repo, reconcile, watch."""
-    plan = load_plan(plan_path)
-    svc, tgt = stepmod.split_target(target, plan, need_env=True)
+    plan = _load(plan_path, target)
+    svc, tgt = _steps().split_target(target, plan, need_env=True)
     assert tgt is not None
     if dry_run:
         print_steps("rollback", f"{svc.name}:{tgt.environment}",
-                    stepmod.describe("rollback", plan, svc, tgt, None, to_tag=to_tag), json_output)
+                    _steps().describe("rollback", plan, svc, tgt, None, to_tag=to_tag), json_output)
         return
     from forgegen.runtime import deploy as deploy_mod
 
     _report(lambda: deploy_mod.run_rollback(plan, svc.name, tgt.environment, to=to_tag, say=console.say), json_output)
 
 
-@cli.command()
+@cli.command(short_help='What runs where: tag in git, image, replicas, Flux')
 @_common
 @click.option("--environments", "environments", metavar="ENV[,ENV…]", help="only these environments")
-@click.argument("service", required=False)
-def status(plan_path: Path, json_output: bool, dry_run: bool, environments: str | None, service: str | None) -> None:
+@_target_argument("service", "[SERVICE]", required=False)
+def status(plan_path: Path | None, json_output: bool, dry_run: bool, environments: str | None, service: str | None) -> None:
     """What runs where: the tag in git, the image running, replicas, Flux's applied revision."""
-    plan = load_plan(plan_path)
-    svc = stepmod.split_target(service, plan)[0] if service else None
+    plan = _load(plan_path, service)
+    svc = _steps().split_target(service, plan)[0] if service else None
     if dry_run:
-        print_steps("status", service or plan.project, stepmod.describe("status", plan, svc, None, None), json_output)
+        print_steps("status", service or plan.project, _steps().describe("status", plan, svc, None, None), json_output)
         return
     from forgegen.runtime import deploy as deploy_mod
 
@@ -216,22 +263,22 @@ def status(plan_path: Path, json_output: bool, dry_run: bool, environments: str 
     deploy_mod.raise_for_status(doc)
 
 
-@cli.command()
+@cli.command(short_help='Every service (or one), environment by environment')
 @_common
 @_revision_options
 @click.option("--environments", "environments", metavar="ENV[,ENV…]",
               help="only these environments (taken in promotion order)")
 @click.option("--yes", "-y", is_flag=True, help="approve every environment that requires approval")
-@click.argument("service", required=False)
-def release(plan_path: Path, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
+@_target_argument("service", "[SERVICE]", required=False)
+def release(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
             environments: str | None, yes: bool, service: str | None) -> None:
     """Every service (or SERVICE), environment by environment, with migrations and gates."""
-    plan = load_plan(plan_path)
-    services = [stepmod.split_target(service, plan)[0]] if service else list(plan.services)
+    plan = _load(plan_path, service)
+    services = [_steps().split_target(service, plan)[0]] if service else list(plan.services)
     envs = _environments(plan, environments)
     revision = _revision(source_dir, allow_dirty)
     if dry_run:
-        print_steps("release", service or plan.project, stepmod.release_steps(plan, services, envs, revision),
+        print_steps("release", service or plan.project, _steps().release_steps(plan, services, envs, revision),
                     json_output, {"environments": envs, "source_commit": revision.sha7})
         return
     from forgegen.runtime import release as release_mod

@@ -19,7 +19,7 @@ The order, as Kargo and Skaffold users expect it:
 
 The first failure stops the release. The report (``--json``) says where — ``failed`` is
 ``{environment, service, step}`` with step one of ``preflight``, ``push``, ``migrate:<name>``,
-``deploy:<gitops|reconcile|rollout>``, ``check:<name>``, ``gate`` — and lists in ``not_done``
+``deploy:<gitops|reconcile|rollout>``, ``check:<name>``, ``federation``, ``gate`` — and lists in ``not_done``
 every step that did not run. :class:`ReleaseFailed` carries that report (exit 1).
 """
 
@@ -36,7 +36,7 @@ from forgegen.errors import (ApprovalRequired, ClusterUnreachable, ForgeError, M
                              RolloutPending, UsageError)
 from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime import deploy as deploy_mod
-from forgegen.runtime import gitops, kube, migrate, registry, verify
+from forgegen.runtime import federation, gitops, kube, migrate, registry, verify
 from forgegen.runtime.steps import dependency_order
 from forgegen.runtime.tags import SourceRevision, image_tags
 
@@ -226,6 +226,10 @@ def _run(plan: Plan, services: list[str] | None, environments: list[str], *, rev
                 _stop(report, stages, order, t0, where=(step[0], stage.environment, svc.name), err=step[1],
                       position=(si, pi, step[0]))
             entry["outcome"] = "success"
+        fed_err = _federation(plan, stage, clients, entry_stage, revision, say, cwd)
+        if fed_err is not None:
+            _stop(report, stages, order, t0, where=("federation", stage.environment, None), err=fed_err,
+                  position=(si, len(stage.pairs), "federation"))
         gate = _gate(plan, stage, clients, entry_stage, pushed, cwd)
         entry_stage["gate"] = gate
         entry_stage["elapsed_seconds"] = round(time.monotonic() - t_stage, 3)
@@ -304,6 +308,22 @@ def _release_service(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any,
     return None
 
 
+def _federation(plan: Plan, stage: Stage, clients: dict, entry_stage: dict[str, Any], revision: SourceRevision,
+                say: Say, cwd: str | Path | None) -> ForgeError | None:
+    """The federation step (:mod:`forgegen.runtime.federation`), when subgraphs are deployed here;
+    the error that stops the release, or None."""
+    try:
+        fed = federation.run_federation(plan, stage.environment, api=clients[_client_key(stage.pairs[0][1])],
+                                        source_commit=revision.sha7, say=say, cwd=cwd)
+    except ForgeError as err:
+        entry_stage["federation"] = {"outcome": "failed", "errors": getattr(err, "errors", [])}
+        entry_stage["outcome"] = "failed"
+        return err
+    if fed is not None:
+        entry_stage["federation"] = fed
+    return None
+
+
 def _gate(plan: Plan, stage: Stage, clients: dict, entry_stage: dict[str, Any], pushed: dict[str, Any],
           cwd: str | Path | None) -> dict[str, Any]:
     """Every service of the environment healthy (as ``forge status`` judges) and verified."""
@@ -348,6 +368,7 @@ def _stop(report: dict[str, Any], stages: list[Stage], order: list[ServicePlan],
                                  "steps": steps[at + 1:]})
             for svc, _ in stage.pairs[pi + 1:]:
                 not_done.append({"environment": stage.environment, "service": svc.name, "steps": service_steps(svc)})
+        if failed_step != "gate":  # a service step or the federation step failed: the gate did not run
             not_done.append({"environment": stage.environment, "service": None, "steps": ["gate"]})
         first_stage = si + 1
     for stage in stages[first_stage:]:

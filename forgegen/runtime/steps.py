@@ -12,6 +12,7 @@ from typing import Any
 from forgegen import pattern
 from forgegen.errors import UsageError
 from forgegen.plan import Plan, ServicePlan, TargetPlan
+from forgegen.runtime.federation import dry_run_steps
 from forgegen.runtime.gitops import manifest_path
 from forgegen.runtime.tags import ImageTags, SourceRevision, image_tags
 
@@ -180,6 +181,8 @@ def release_steps(plan: Plan, services: list[ServicePlan], environments: list[st
             for c in service.verify:
                 steps.append(Step("verify-check", f"{service.name}/{env}: check {c.name}",
                                   {"service": service.name, "environment": env, "http": c.http, "command": list(c.command or ())}))
+        steps += [Step("federation", f"{env}: fetch {', '.join(s['name'] for s in d['subgraphs'])}'s SDL, compose the "
+                       f"supergraph, commit {d['file']}, reconcile", d) for d in dry_run_steps(plan, env)]
         steps.append(Step("gate", f"all of {env} healthy and verified before the next environment", {"environment": env}))
     return steps
 

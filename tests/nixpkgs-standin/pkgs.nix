@@ -118,7 +118,7 @@ let
     inherit buildPythonApplication;
     pytest = hostTool "pytest";
   } // builtins.listToAttrs (map (n: { name = n; value = pythonDep n; }) [
-    "setuptools" "click" "jinja2" "pydantic" "pyyaml" "rich" "kubernetes" "psycopg"
+    "setuptools" "click" "jinja2" "pydantic" "pyyaml" "rich" "kubernetes" "urllib3" "psycopg"
     "aiohttp" "hypothesis" "pytest-timeout"
   ]);
 

@@ -173,6 +173,18 @@ class FluxSim(Controller):
                 raise AttributeError(f"FluxScript has no {k!r}")
             setattr(self.script, k, v)
 
+    def settled(self, keys: list[Hashable]) -> bool:
+        """No reconcile of ``keys`` running, queued, due or retrying soon (call on the loop):
+        what a test waits for before it reads a status that a retry would flip to Unknown."""
+        now = self.cluster.loop.time()
+        for key in keys:
+            if key in self._busy or key in self._again or key in self._due or key in self._queued:
+                return False
+            timer = self._timers.get(key)
+            if timer is not None and timer.when() - now < 5.0:  # a retry, not the interval
+                return False
+        return True
+
     def _ignored(self, kind: str, name: str) -> bool:
         return "*" in self.script.ignore or f"{kind}/{name}" in self.script.ignore
 
