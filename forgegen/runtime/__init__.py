@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 
 
-def cache_dir(name: str) -> Path:
-    """Forge's cache directory ``name``: ``$XDG_CACHE_HOME/forge/<name>`` (``~/.cache`` without it)."""
+def cache_dir(name: str = "") -> Path:
+    """Forge's cache directory ``name``: ``$XDG_CACHE_HOME/forge/<name>`` (``~/.cache`` without it;
+    no ``name``: ``forge`` itself)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "forge" / name

@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from forgegen import process
 from forgegen.errors import PushError
+from forgegen.runtime import cache_dir
 from forgegen.runtime.build import BuiltImage
 
 if TYPE_CHECKING:
@@ -65,8 +66,7 @@ class OciImage:
 
 
 def _cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "forge" / "oci"
+    return cache_dir("oci")
 
 
 def compressor_fingerprint() -> str:
