@@ -89,7 +89,7 @@ class ConfigError(ForgeError):
 
     @classmethod
     def single(cls, file: str, message: str, *, line: int | None = None,
-               column: int | None = None, path: str = "") -> "ConfigError":
+               column: int | None = None, path: str = "") -> ConfigError:
         return cls([Problem(file, line, column, path, message)])
 
 

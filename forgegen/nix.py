@@ -16,8 +16,10 @@ from typing import Any
 
 from forgegen.errors import RenderError
 
+# Nix keywords: never bare attribute names (schema.py refuses them as names, render quotes them).
 KEYWORDS = frozenset({"if", "then", "else", "assert", "with", "let", "in", "rec", "inherit", "or"})
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*$")
+# A bare Nix identifier (attribute names that need no quoting).
+IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*$")
 
 
 class NixText(str):
@@ -73,7 +75,7 @@ def nix_ident(name: str) -> NixText:
     """An attribute name: bare when it is a plain identifier, quoted otherwise (keywords too)."""
     if not isinstance(name, str):
         raise RenderError(f"nix_ident expects a string, got {type(name).__name__}: {name!r}")
-    if _IDENT.fullmatch(name) and name not in KEYWORDS:
+    if IDENT.fullmatch(name) and name not in KEYWORDS:
         return NixText(name)
     return nix_str(name)
 

@@ -9,15 +9,13 @@ Nix. Reading a plan imports only ``pattern`` and ``errors`` (no pydantic); build
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any, Literal
-
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from forgegen import pattern, urls
 from forgegen.errors import ConfigError, UsageError
@@ -58,7 +56,7 @@ class PlanModel:
                 object.__setattr__(self, name, _coerce(tp, value, name))
 
     @classmethod
-    def from_dict(cls, data: object, where: str = "") -> "typing.Self":
+    def from_dict(cls, data: object, where: str = "") -> typing.Self:
         """A record from a JSON mapping (keys as :func:`dump` writes them); PlanError otherwise."""
         if not isinstance(data, dict):
             raise PlanError(where, f"must be a mapping, not {type(data).__name__}")
@@ -389,7 +387,7 @@ class Plan(PlanModel):
                "services": [service.dump()]}
         return json_document(doc)
 
-    def for_service(self, name: str) -> "Plan":
+    def for_service(self, name: str) -> Plan:
         """The same plan narrowed to one service (what a service's apps get)."""
         return dataclasses.replace(self, services=(self.service(name),))
 
@@ -525,7 +523,8 @@ def _read_document(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"plan file {path} does not exist",
-                         hint="run the flake app (nix run .#deploy:<service>), or `forgegen sync` and pass nix/forge/plans/<service>.json") from None
+                         hint="run the flake app (nix run .#deploy:<service>), or `forgegen sync` and pass "
+                              "nix/forge/plans/<service>.json") from None
     except (OSError, ValueError) as err:
         raise ConfigError(f"{path}: cannot read the plan: {err}") from err
     if not isinstance(data, dict) or data.get("generator") != GENERATOR:

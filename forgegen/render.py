@@ -8,7 +8,6 @@ through a Nix filter. Output is deterministic: no timestamps, no absolute paths,
 from __future__ import annotations
 
 import dataclasses
-
 import json
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -49,7 +48,7 @@ def _marked(value: Any) -> Any:
 def _nix_path(relative: str) -> nix.NixText:
     """A relative Nix path literal (``./services/api.nix``); only generated names reach here."""
     p = PurePosixPath(relative)
-    if p.is_absolute() or not all(nix._IDENT.fullmatch(part.replace(".", "_")) or part == ".." for part in p.parts):
+    if p.is_absolute() or not all(nix.IDENT.fullmatch(part.replace(".", "_")) or part == ".." for part in p.parts):
         raise RenderError(f"cannot write {relative!r} as a Nix path literal")
     text = relative if relative.startswith("../") else f"./{relative}"
     return nix.NixText(text)
@@ -81,7 +80,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=False,
     )
     env.filters.update({
-        "nix": lambda v, indent=0: nix.to_nix(v, " " * indent),
+        "nix": _nix_filter,
         "nix_str": nix.nix_str,
         "nix_ident": nix.nix_ident,
         "nix_attrpath": nix.nix_attrpath,
@@ -132,3 +131,8 @@ def is_generated(path: Path) -> bool:
             return fh.readline().startswith(GENERATED_MARK)
     except (OSError, ValueError):
         return False
+
+
+def _nix_filter(v: Any, indent: int = 0) -> str:
+    """The ``nix`` template filter: a value as Nix source, nested lines indented by ``indent``."""
+    return nix.to_nix(v, " " * indent)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forgegen import writer
+from forgegen.runtime import cache_dir
 
 OUTPUT_DIR = "nix/forge"  # render.OUTPUT_DIR (tests/test_sync_cache.py keeps them equal)
 STAMP_VERSION = 1
@@ -53,9 +54,8 @@ def _key(config_path: Path, root: Path, config: bytes) -> str:
 
 
 def _stamp_path(root: Path) -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     name = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:32]
-    return Path(base) / "forge" / "sync" / f"{name}.json"
+    return cache_dir("sync") / f"{name}.json"
 
 
 def _on_disk(root: Path) -> dict[str, str] | None:

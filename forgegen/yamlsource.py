@@ -207,7 +207,8 @@ def load_file(path: str | Path, *, display: str | None = None, collect: bool = F
             raise ConfigError([_too_big(name, limits)])
         text = raw.decode("utf-8")
     except FileNotFoundError as err:
-        raise ConfigError([Problem(name, None, None, "", "file not found; create it (`forgegen init` writes a commented one) or pass --config")]) from err
+        raise ConfigError([Problem(name, None, None, "", "file not found; create it (`forgegen init` writes a "
+                                                          "commented one) or pass --config")]) from err
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError([Problem(name, None, None, "", f"cannot read the file: {err}")]) from err
     return load_text(text, name, collect=collect, limits=limits)

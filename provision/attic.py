@@ -30,10 +30,10 @@ from typing import Any, Literal
 
 import urllib3
 
-from forgegen import transport
-from forgegen.errors import ConfigError, Problem, ProvisionError
 from forge_provision.schema import AtticConfig, Cache, TokenSpec
 from forge_provision.tokens import CLAIM_NAMESPACE, make_token, permissions, read_token, secret_key
+from forgegen import transport
+from forgegen.errors import ConfigError, Problem, ProvisionError
 
 log = logging.getLogger(__name__)
 

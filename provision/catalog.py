@@ -106,7 +106,7 @@ class DatabaseState:
     queries: int = 0
 
     @classmethod
-    def empty(cls, name: str) -> "DatabaseState":
+    def empty(cls, name: str) -> DatabaseState:
         """A database CREATE DATABASE … TEMPLATE template0 would make (for plans)."""
         state = cls(name, exists=False)
         state.schemas["public"] = "pg_database_owner"

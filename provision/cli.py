@@ -63,7 +63,8 @@ def postgres() -> None:
 @JOBS
 def postgres_plan(config: str, as_json: bool, check: bool, jobs: int) -> int:
     """Print the statements apply would run; change nothing."""
-    from forge_provision import postgres as pg, report, schema
+    from forge_provision import postgres as pg
+    from forge_provision import report, schema
 
     outcome = pg.run(schema.load_postgres(config), "plan", jobs=jobs)
     _warn(outcome.warnings)
@@ -80,7 +81,8 @@ def postgres_plan(config: str, as_json: bool, check: bool, jobs: int) -> int:
               help="Seconds to wait for another apply against the same server to finish.")
 def postgres_apply(config: str, as_json: bool, jobs: int, rotate_passwords: bool, lock_timeout: float) -> int:
     """Run only what is needed to make the server match the config."""
-    from forge_provision import postgres as pg, report, schema
+    from forge_provision import postgres as pg
+    from forge_provision import report, schema
 
     started = time.monotonic()
     outcome = pg.run(schema.load_postgres(config), "apply", rotate_passwords=rotate_passwords, jobs=jobs,
@@ -99,7 +101,8 @@ def postgres_apply(config: str, as_json: bool, jobs: int, rotate_passwords: bool
 @JOBS
 def postgres_drift(config: str, as_json: bool, check: bool, jobs: int) -> int:
     """Report grants and attributes the databases have but the config does not."""
-    from forge_provision import postgres as pg, report, schema
+    from forge_provision import postgres as pg
+    from forge_provision import report, schema
 
     outcome = pg.run(schema.load_postgres(config), "drift", jobs=jobs)
     _warn(outcome.warnings)
@@ -118,7 +121,8 @@ def attic() -> None:
 @CHECK
 def attic_plan(config: str, as_json: bool, check: bool) -> int:
     """Show the caches to create or reconfigure and the tokens to write; change nothing."""
-    from forge_provision import attic as at, report, schema
+    from forge_provision import attic as at
+    from forge_provision import report, schema
 
     outcome = at.run_attic(schema.load_attic(config), "plan")
     _json(outcome.to_json()) if as_json else click.echo(report.attic(outcome, applied=False), nl=False)
@@ -130,7 +134,8 @@ def attic_plan(config: str, as_json: bool, check: bool) -> int:
 @JSON
 def attic_apply(config: str, as_json: bool) -> int:
     """Create and configure the caches, mint tokens and write the client config."""
-    from forge_provision import attic as at, report, schema
+    from forge_provision import attic as at
+    from forge_provision import report, schema
 
     outcome = at.run_attic(schema.load_attic(config), "apply")
     _json(outcome.to_json()) if as_json else click.echo(report.attic(outcome, applied=True), nl=False)

@@ -69,7 +69,7 @@ class Planner:
     def drift(self, scope: str, target: str, detail: str, pruned: bool) -> None:
         self.findings.append(Finding(scope, target, detail, pruned))
 
-    def extend(self, other: "Planner") -> None:
+    def extend(self, other: Planner) -> None:
         self.changes += other.changes
         self.warnings += other.warnings
         self.errors += other.errors

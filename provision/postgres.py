@@ -5,7 +5,8 @@ The order of a run:
 1. Read every password variable the config names. A missing one fails here, before any
    connection is made, naming the variable and the role (never a value).
 2. Connect as the admin (TLS ``verify-full`` and SCRAM-SHA-256 only unless the config allows
-   less); ``apply`` takes the run's advisory lock there, so two applies never interleave. Read the cluster (roles, memberships, databases, slots) and, in
+   less); ``apply`` takes the run's advisory lock there, so two applies never interleave. Read
+   the cluster (roles, memberships, databases, slots) and, in
    parallel, every configured database that exists. Plan everything; stop on any error.
 3. ``apply`` only: cluster changes (roles, attributes, passwords, memberships, database owners)
    in one transaction; then each ``CREATE DATABASE`` on its own (it cannot run in a
@@ -38,16 +39,32 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from forgegen.errors import ConfigError, Problem, ProvisionError
 from forge_provision.catalog import (
-    ClusterState, DatabaseInfo, DatabaseState, available_extensions, inspect_cluster, inspect_database,
+    ClusterState,
+    DatabaseInfo,
+    DatabaseState,
+    available_extensions,
+    inspect_cluster,
+    inspect_database,
 )
 from forge_provision.failures import explain, explain_connect
 from forge_provision.plan import (
-    Acting, Change, Finding, Planner, _q, cdc_settings_warnings, cdc_tables, drift_publications,
-    pending_object_schemas, plan_cdc, plan_cluster, plan_grants, plan_structure,
+    Acting,
+    Change,
+    Finding,
+    Planner,
+    _q,
+    cdc_settings_warnings,
+    cdc_tables,
+    drift_publications,
+    pending_object_schemas,
+    plan_cdc,
+    plan_cluster,
+    plan_grants,
+    plan_structure,
 )
 from forge_provision.schema import Connection, Database, PostgresConfig
+from forgegen.errors import ConfigError, Problem, ProvisionError
 
 log = logging.getLogger(__name__)
 

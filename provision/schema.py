@@ -12,11 +12,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator,
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
 )
 from pydantic.json_schema import WithJsonSchema
 
@@ -134,7 +141,7 @@ def _duration(value: Any) -> int:
 
 def _valid_until(value: Any) -> Any:
     """``infinity`` or a timestamp with a time zone, kept as ISO 8601 in UTC."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     if isinstance(value, str) and value.strip().lower() == "infinity":
         return "infinity"
@@ -147,7 +154,7 @@ def _valid_until(value: Any) -> Any:
         raise ValueError("must be 'infinity' or a timestamp such as '2030-01-01T00:00:00Z'")
     if value.tzinfo is None:
         raise ValueError(f"{value.isoformat()!r} has no time zone; add one, e.g. 'Z' for UTC")
-    return value.astimezone(timezone.utc).isoformat()
+    return value.astimezone(UTC).isoformat()
 
 
 def _cache_name(value: str) -> str:

@@ -9,6 +9,7 @@ bound only to examples/rbac/forge.yaml)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -205,3 +206,38 @@ def test_without_the_forge_role_the_deploy_stops_at_reconcile_with_an_rbac_hint(
     assert "403" in message and "did not allow" in message and "cannot reach" not in message
     assert "forge-unbound" in message  # who was refused, as the API server says
     assert "examples/rbac/forge.yaml" in report["error"]["hint"]
+
+
+# What `--dry-run` lists (steps.describe) grouped into the steps deploy runs and reports.
+_PHASE = {"build": "push", "cache-push": "push", "push": "push", "push-index": "push", "verify": "push",
+          "gitops-edit": "gitops", "gitops-check": "gitops", "gitops-push": "gitops",
+          "reconcile": "reconcile", "rollout": "rollout"}
+
+
+@pytest.mark.parametrize("backend", ["standin"], indirect=True)
+def test_dry_run_lists_what_deploy_then_does(shop_cluster: ShopCluster) -> None:
+    """`--dry-run` is a second description of deploy: it names the steps the real run executes,
+    in order, with the values the real run uses (tag, image, manifest, commit message, objects)."""
+    dry = shop_cluster.run("deploy:api:staging", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    steps = json.loads(dry.stdout)["steps"]
+    proc = shop_cluster.run("deploy:api:staging", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    executed = [k.removesuffix("_seconds") for k in report["timings"] if k != "total_seconds"]
+    described = [s["step"] for s in steps if s["step"] != "rollback-on-failure"]  # runs only on a failed rollout
+    assert set(described) <= set(_PHASE), f"a described step deploy does not run: {set(described) - set(_PHASE)}"
+    assert set(_PHASE[s] for s in described) == set(executed)
+    # the order: deploy's progress lines are prefixed by the step that prints them
+    said = [m.group(1) for m in re.finditer(r"^(push|gitops|flux|rollout): ", proc.stderr, re.MULTILINE)]
+    ran = [{"flux": "reconcile"}.get(p, p) for p in dict.fromkeys(said)]
+    assert list(dict.fromkeys(_PHASE[s] for s in described)) == ran, proc.stderr
+    by_name = {s["step"]: s for s in steps}
+    tag = report["push"]["deploy_tag"]
+    assert tag in by_name["push"]["details"]["tags"]
+    assert by_name["gitops-edit"]["details"]["tag"] == tag
+    assert by_name["gitops-edit"]["details"]["file"] == report["gitops"]["file"]
+    assert by_name["gitops-push"]["details"]["message"] == report["gitops"]["message"]
+    assert report["image"] in by_name["rollout"]["summary"]
+    flux = by_name["reconcile"]["details"]
+    assert [k["name"] for k in report["reconcile"]["kustomizations"]] == flux["kustomizations"]

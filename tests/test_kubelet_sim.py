@@ -12,9 +12,9 @@ import re
 
 import pytest
 
+from tests.controlplane.launch import KUBELET_TIMINGS
 from tests.fixtures.kube import wait_until
 from tests.fixtures.realkube import RealKube
-from tests.controlplane.launch import KUBELET_TIMINGS
 from tests.kube_standin import ImageScript, Settings, completes, crash, image_pull_error, ready, unschedulable
 from tests.kubelet_sim import KubeletSim
 from tests.kubelet_sim.scripts import decode, encode, entry_key

@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from forge_provision.postgres import Secrets
 from forgegen import generator
 from forgegen.runtime import build
 from forgegen.runtime import registry as forge_registry
 from forgegen.runtime.gitops import GitOpsRepo
-from forge_provision.postgres import Secrets
 from tests.fixtures.gitops import seed_remote
 from tests.fixtures.registry import ImageFlake, forge_plan
 

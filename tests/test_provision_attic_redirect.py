@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from forgegen.errors import ProvisionError
 from forge_provision.attic import AtticClient
+from forgegen.errors import ProvisionError
 from tests.ports import free_port
 
 TOKEN = "attic-admin-token-PLANTED"

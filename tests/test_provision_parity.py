@@ -6,7 +6,13 @@ import pytest
 from psycopg import errors as pgerrors
 
 from tests.test_provision_postgres import (  # noqa: F401
-    APP_PW, _passwords, apply, drift, owner_exec, plan, shop,
+    APP_PW,
+    _passwords,
+    apply,
+    drift,
+    owner_exec,
+    plan,
+    shop,
 )
 
 pytestmark = pytest.mark.postgres

@@ -8,8 +8,8 @@ test_rollout_watch.py.
 from __future__ import annotations
 
 import dataclasses
-
 import itertools
+from datetime import UTC
 
 import pytest
 
@@ -32,9 +32,9 @@ DEPLOY = WorkloadPlan(kind="Deployment", name="api", container="api")
 
 
 def ts(t: float) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def template(image: str = "reg/api:v2") -> dict:

@@ -7,7 +7,7 @@ not on a simplified model of it.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from forgegen.plan import RolloutPlan, WorkloadPlan
 from forgegen.runtime.rollout import Snapshot, assess
@@ -19,7 +19,7 @@ TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
 
 
 def ts(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- DaemonSet: which pods are new ------------------------------------------------------------

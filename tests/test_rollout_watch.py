@@ -14,8 +14,8 @@ import io
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes.client import AppsV1Api, CoreV1Api  # noqa: F401 - loaded here, not inside the first watch
 import pytest
+from kubernetes.client import AppsV1Api, CoreV1Api  # noqa: F401 - loaded here, not inside the first watch
 
 from forgegen.plan import RolloutPlan, WorkloadPlan
 from forgegen.runtime.rollout import RolloutResult, watch_rollout

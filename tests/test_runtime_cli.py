@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from forgegen import plan as planmod, render, schema
+from forgegen import plan as planmod
+from forgegen import render, schema
 from tests.fixtures.nixenv import ROOT
 
 BIN = Path(sys.executable).parent

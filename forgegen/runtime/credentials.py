@@ -11,11 +11,11 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from forgegen import process
 from forgegen.errors import UsageError
 from forgegen.plan import RegistryPlan
-
 
 # ---------------------------------------------------------------------------------------------
 # Credentials: from environment variables, into a temporary auth file
@@ -101,13 +101,13 @@ def stored_credentials(host: str, environ: Mapping[str, str] | None = None) -> C
         if not isinstance(doc, dict):
             continue
         keys = (host, f"https://{host}", f"http://{host}", f"https://{host}/v1/")
-        helpers = doc.get("credHelpers") if isinstance(doc.get("credHelpers"), dict) else {}
+        helpers: dict[str, object] = doc["credHelpers"] if isinstance(doc.get("credHelpers"), dict) else {}
         helper = next((helpers[k] for k in keys if isinstance(helpers.get(k), str)), None) or doc.get("credsStore")
         if isinstance(helper, str) and helper:
             found = _from_helper(helper, host, path, environ)
             if found is not None:
                 return found
-        auths = doc.get("auths") if isinstance(doc.get("auths"), dict) else {}
+        auths: dict[str, Any] = doc["auths"] if isinstance(doc.get("auths"), dict) else {}
         entry = next((auths[k] for k in keys if isinstance(auths.get(k), dict)), None)
         found = _from_entry(entry, path) if entry else None
         if found is not None:

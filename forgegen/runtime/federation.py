@@ -37,7 +37,7 @@ from typing import Any
 from forgegen import pattern, process, urls
 from forgegen.errors import CommandError, ForgeError, GitOpsError
 from forgegen.plan import Plan, ServicePlan, TargetPlan
-from forgegen.runtime import flux, gitops
+from forgegen.runtime import cache_dir, flux, gitops
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
@@ -183,7 +183,7 @@ def node_modules(say: Say = log.info) -> Path:
     configured = os.environ.get("FORGE_FEDERATION_NODE_MODULES")
     if configured:
         return Path(configured)
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "forge"
+    base = cache_dir()
     target = base / f"federation-{_lock_hash()}"
     if (target / "node_modules" / "@theguild" / "federation-composition").is_dir():
         return target / "node_modules"

@@ -8,7 +8,7 @@ Two pieces (STYLE.md point 31):
   ``done``, ``failed`` (Flux's reason and message), and the request to send next, if any.
 * :func:`reconcile` — the thin loop: annotate, then watch (list, watch from the list's
   ``resourceVersion``, resume when a connection drops, re-list on ``410 Gone``; the watch
-  threads are :class:`forgegen.runtime.watch.Stream`) until the verdict is final or the
+  loop is :func:`forgegen.runtime.watch.watch_until`) until the verdict is final or the
   deadline passes.
 
 The protocol (REFERENCE.md, "Flux reconcile"): a merge patch sets the annotation
@@ -36,18 +36,18 @@ the partial :class:`ReconcileResult` as ``err.result`` for the JSON report.
 
 from __future__ import annotations
 
-import json
 import logging
-import queue
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from forgegen.errors import ReconcileError
+from forgegen.runtime.kube import api_error, iso
+from forgegen.runtime.watch import Fatal, Streams, rv, watch_until
 
 if TYPE_CHECKING:
     from forgegen.plan import FluxPlan, TargetPlan
@@ -93,7 +93,7 @@ def request_token(now_ns: int | None = None) -> str:
             now_ns = _last_token_ns = max(time.time_ns(), _last_token_ns + 1)
     ns = now_ns
     secs, frac = divmod(ns, 1_000_000_000)
-    base = datetime.fromtimestamp(secs, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    base = datetime.fromtimestamp(secs, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
     digits = f"{frac:09d}".rstrip("0")
     return f"{base}.{digits}Z" if digits else f"{base}Z"
 
@@ -161,14 +161,14 @@ class FluxSnapshot:
         if resource == "source":
             if kind == "DELETED":
                 self.source = None
-            elif self.source is None or _rv(self.source) <= _rv(obj):
+            elif self.source is None or rv(self.source) <= rv(obj):
                 self.source = obj
             return
         if kind == "DELETED":
             self.kustomizations.pop(name, None)
             return
         held = self.kustomizations.get(name)
-        if held is None or _rv(held) <= _rv(obj):
+        if held is None or rv(held) <= rv(obj):
             self.kustomizations[name] = obj
 
     def replace(self, resource: str, items: Iterable[dict]) -> None:
@@ -313,14 +313,32 @@ def assess(snap: FluxSnapshot, exp: Expectation) -> Verdict:
     ns = exp.namespace
     src = object_status(exp.source_kind, ns, exp.source_name, snap.source)
     kss = tuple(object_status("Kustomization", ns, k, snap.kustomizations.get(k)) for k in exp.kustomizations)
+    v = _Verdicts(src, kss)
+    refused = _refused(snap, exp, v)
+    if refused is not None:
+        return refused
+    if not exp.ours(src.revision):
+        return _source_waiting(exp, v)
+    return _kustomizations_verdict(exp, v)
 
-    def verdict(state: VerdictState, message: str, **kw: Any) -> Verdict:
-        return Verdict(state, message, source=src, kustomizations=kss, **kw)
 
-    def fail(obj: ObjectStatus, reason: str, message: str, hint: str) -> Verdict:
-        return verdict("failed", message, failure=Failure(obj.where, reason, message, hint))
+@dataclass(frozen=True)
+class _Verdicts:
+    """Verdicts that carry the objects as seen (for the report)."""
 
-    # -- the source ---------------------------------------------------------------------------
+    src: ObjectStatus
+    kss: tuple[ObjectStatus, ...]
+
+    def verdict(self, state: VerdictState, message: str, **kw: Any) -> Verdict:
+        return Verdict(state, message, source=self.src, kustomizations=self.kss, **kw)
+
+    def fail(self, obj: ObjectStatus, reason: str, message: str, hint: str) -> Verdict:
+        return self.verdict("failed", message, failure=Failure(obj.where, reason, message, hint))
+
+
+def _refused(snap: FluxSnapshot, exp: Expectation, v: _Verdicts) -> Verdict | None:
+    """A failure no waiting can cure: an object gone or suspended, a source on another ref."""
+    ns, src, kss, fail = exp.namespace, v.src, v.kss, v.fail
     if snap.source is None:
         return fail(src, "NotFound", f"{src.kind} {ns}/{src.name} was deleted while Forge waited for it",
                     _missing_hint(src.kind))
@@ -348,25 +366,32 @@ def assess(snap: FluxSnapshot, exp: Expectation) -> Verdict:
         if ks.suspended:
             return fail(ks, "Suspended", f"Kustomization {ns}/{ks.name} is suspended: Flux will not apply commit {exp.sha7}",
                         f"resume it: `flux resume kustomization {ks.name} -n {ns}`, then deploy again")
+    return None
 
-    if not source_ours:
-        handled = handled_token(src.last_handled, exp.source_token) and src.observed
-        seen = src.revision or "no artifact yet"
-        if handled and src.ready == "False":
-            return fail(src, src.reason or "NotReady",
-                        f"{src.kind} {ns}/{src.name} could not fetch branch {exp.branch}: "
-                        f"{src.reason or 'Ready=False'}: {src.message or '(no message)'}",
-                        f"check spec.url and the credentials of {src.kind} {ns}/{src.name} "
-                        f"(`kubectl -n {ns} describe {_kubectl_kind(src.kind)} {src.name}`, `flux get sources git -A`)")
-        unmet = (f"{src.kind} {ns}/{src.name} serves {seen}, not commit {exp.sha7} "
-                 f"({src.describe()}; last handled request {src.last_handled or 'none'})",)
-        if handled:
-            return verdict("waiting", f"{src.kind} {ns}/{src.name} fetched {seen}, not our commit {exp.sha7} "
-                           "(our push raced its fetch): asking it to fetch again", request="source", unmet=unmet)
-        return verdict("waiting", f"waiting for {src.kind} {ns}/{src.name} to fetch {exp.revision} (it serves {seen})",
-                       unmet=unmet)
 
-    # -- the source serves our commit: now the Kustomizations ----------------------------------
+def _source_waiting(exp: Expectation, v: _Verdicts) -> Verdict:
+    """The source does not serve our commit yet: wait, ask again, or fail on its error."""
+    ns, src, verdict, fail = exp.namespace, v.src, v.verdict, v.fail
+    handled = handled_token(src.last_handled, exp.source_token) and src.observed
+    seen = src.revision or "no artifact yet"
+    if handled and src.ready == "False":
+        return fail(src, src.reason or "NotReady",
+                    f"{src.kind} {ns}/{src.name} could not fetch branch {exp.branch}: "
+                    f"{src.reason or 'Ready=False'}: {src.message or '(no message)'}",
+                    f"check spec.url and the credentials of {src.kind} {ns}/{src.name} "
+                    f"(`kubectl -n {ns} describe {_kubectl_kind(src.kind)} {src.name}`, `flux get sources git -A`)")
+    unmet = (f"{src.kind} {ns}/{src.name} serves {seen}, not commit {exp.sha7} "
+             f"({src.describe()}; last handled request {src.last_handled or 'none'})",)
+    if handled:
+        return verdict("waiting", f"{src.kind} {ns}/{src.name} fetched {seen}, not our commit {exp.sha7} "
+                       "(our push raced its fetch): asking it to fetch again", request="source", unmet=unmet)
+    return verdict("waiting", f"waiting for {src.kind} {ns}/{src.name} to fetch {exp.revision} (it serves {seen})",
+                   unmet=unmet)
+
+
+def _kustomizations_verdict(exp: Expectation, v: _Verdicts) -> Verdict:
+    """The source serves our commit: ask the Kustomizations, then wait until each applied it."""
+    ns, src, kss, verdict, fail = exp.namespace, v.src, v.kss, v.verdict, v.fail
     if exp.kustomization_token is None:
         return verdict("waiting", f"{src.kind} {ns}/{src.name} fetched {src.revision}", source_ours=True,
                        request="kustomizations",
@@ -500,21 +525,8 @@ class ReconcileResult:
 # The loop
 
 
-def _api_error(err: Exception) -> tuple[int | None, str, dict]:
-    """(HTTP status, message, details) of a kubernetes ApiException (or any error)."""
-    status = getattr(err, "status", None)
-    body = getattr(err, "body", None)
-    if body:
-        try:
-            doc = json.loads(body)
-            return status, doc.get("message") or str(body), doc.get("details") or {}
-        except (ValueError, AttributeError):
-            return status, str(body), {}
-    return status, f"{type(err).__name__}: {err}", {}
-
-
 def _not_found(kind: str, group: str, version: str, namespace: str, name: str, err: Exception) -> ReconcileError:
-    _, message, details = _api_error(err)
+    _, message, details = api_error(err)
     if not details.get("name"):  # the type itself is not served: Flux is not installed
         return ReconcileError(
             f"the cluster does not serve Flux's {kind} API ({group}/{version}) looking for {namespace}/{kind}/{name}: "
@@ -536,172 +548,213 @@ def reconcile(api: Any, flux: FluxPlan, *, commit: str, branch: str, timeout: fl
     deadline passes.
     """
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
-    from forgegen.runtime.watch import Stream, close_streams, next_batch
-
-    if flux.source_kind not in SOURCE_TYPES:
-        raise ReconcileError(f"unknown Flux source kind {flux.source_kind!r} (at {flux.namespace}/{flux.source_kind}/"
-                             f"{flux.source_name})", hint="use GitRepository, OCIRepository or Bucket in flux.source.kind")
-    if flux.source_kind != "GitRepository":
-        raise ReconcileError(
-            f"Forge can wait for a pushed commit only through a GitRepository, not a {flux.source_kind} "
-            f"(at {flux.namespace}/{flux.source_kind}/{flux.source_name})",
-            hint="point flux.source in deploy.yaml at the GitRepository that follows the GitOps repository")
-    sgroup, sversion, splural = SOURCE_TYPES[flux.source_kind]
-    kgroup, kversion, kplural = KUSTOMIZATION
-    ns = flux.namespace
-    co = client.CustomObjectsApi(api)
-    deadline_s = flux.timeout if timeout is None else timeout
-    t0, wall0 = time.monotonic(), time.time()
-    exp = Expectation(ns, flux.source_kind, flux.source_name, tuple(flux.kustomizations), branch, commit.lower(),
-                      accept=accept)
-    result = ReconcileResult("timeout", "", commit, branch, started_at=_iso(wall0))
-    lines = result.progress
-
-    def say(msg: str) -> None:
-        if not lines or lines[-1] != msg:
-            lines.append(msg)
-            log.info("%s", msg)
-            if progress is not None:
-                progress(msg)
-
-    def annotate(kind: str, group: str, version: str, plural: str, name: str, token: str) -> None:
-        body = {"metadata": {"annotations": {REQUESTED_AT: token}}}
-        try:
-            co.patch_namespaced_custom_object(group, version, ns, plural, name, body,
-                                              _content_type="application/merge-patch+json", _request_timeout=(5, 15))
-        except ApiException as err:
-            if err.status == 404:
-                raise _fail(_not_found(kind, group, version, ns, name, err), result, t0) from err
-            raise
-        result.requests.append({"object": f"{ns}/{kind}/{name}", "token": token,
-                                "at_seconds": round(time.monotonic() - t0, 3)})
-
-    # Every Kustomization must exist before we wait on the source (fail fast on a typo).
-    for name in flux.kustomizations:
-        try:
-            co.get_namespaced_custom_object(kgroup, kversion, ns, kplural, name, _request_timeout=(5, 15))
-        except ApiException as err:
-            if err.status == 404:
-                raise _fail(_not_found("Kustomization", kgroup, kversion, ns, name, err), result, t0) from err
-            raise _fail(_unreachable(err, f"{ns}/Kustomization/{name}"), result, t0) from err
-        except Exception as err:  # noqa: BLE001 - connection refused, TLS, DNS: say which object
-            raise _fail(_unreachable(err, f"{ns}/Kustomization/{name}"), result, t0) from err
-    token = request_token()
-    say(f"annotating {flux.source_kind} {flux.source_name} in {ns} namespace")
+    _check_source_kind(flux)
+    run = _Reconcile(client.CustomObjectsApi(api), flux, commit=commit, branch=branch, accept=accept,
+                     progress=progress, seconds=flux.timeout if timeout is None else timeout,
+                     watch_seconds=watch_seconds)
+    run.check_kustomizations()  # every Kustomization must exist before we wait (fail fast on a typo)
+    run.say(f"annotating {flux.source_kind} {flux.source_name} in {flux.namespace} namespace")
     try:
-        annotate(flux.source_kind, sgroup, sversion, splural, flux.source_name, token)
+        run.exp = run.requests.source(run.exp)
     except ReconcileError:
         raise
     except Exception as err:  # noqa: BLE001
-        raise _fail(_unreachable(err, f"{ns}/{flux.source_kind}/{flux.source_name}"), result, t0) from err
-    exp = _replace(exp, source_token=token)
-    result.token = token
+        raise run.fail(_unreachable(err, f"{flux.namespace}/{flux.source_kind}/{flux.source_name}")) from err
+    with run.streams as streams:
+        run.open_streams()
+        done = watch_until(streams, run, run.judge, lambda: run.end, wake=run.wake, on_fatal=run.fatal)
+        if done is None:
+            raise run.fail(_timeout(run.exp, run.verdict, run.seconds, streams.trouble, streams.synced, run.result))
+        return done
 
-    out: queue.Queue = queue.Queue()
-    stop = threading.Event()
-    streams = [
-        Stream("source", co.list_namespaced_custom_object,
-                {"group": sgroup, "version": sversion, "namespace": ns, "plural": splural,
-                 "field_selector": f"metadata.name={flux.source_name}"}, out, stop, watch_seconds),
-        Stream("kustomizations", co.list_namespaced_custom_object,
-                {"group": kgroup, "version": kversion, "namespace": ns, "plural": kplural,
-                 **({"field_selector": f"metadata.name={flux.kustomizations[0]}"}
-                    if len(flux.kustomizations) == 1 else {})}, out, stop, watch_seconds),
-    ]
-    for s in streams:
-        s.start()
-    snap = FluxSnapshot()
-    synced: set[str] = set()
-    trouble: str | None = None
-    verdict: Verdict | None = None
-    backoff = REQUEST_BACKOFF[0]
-    next_source_request = 0.0
-    retry_at: float | None = None  # a request that failed on the wire is retried then
-    end = t0 + deadline_s
-    try:
+
+def _check_source_kind(flux: FluxPlan) -> None:
+    where = f"{flux.namespace}/{flux.source_kind}/{flux.source_name}"
+    if flux.source_kind not in SOURCE_TYPES:
+        raise ReconcileError(f"unknown Flux source kind {flux.source_kind!r} (at {where})",
+                             hint="use GitRepository, OCIRepository or Bucket in flux.source.kind")
+    if flux.source_kind != "GitRepository":
+        raise ReconcileError(
+            f"Forge can wait for a pushed commit only through a GitRepository, not a {flux.source_kind} (at {where})",
+            hint="point flux.source in deploy.yaml at the GitRepository that follows the GitOps repository")
+
+
+class _Requester:
+    """Sends reconcile requests: the annotation with a fresh token each time, a backoff between
+    re-requests of a source that fetched an older commit, a short retry after a request the
+    API lost on the wire."""
+
+    def __init__(self, co: Any, flux: FluxPlan, result: ReconcileResult, t0: float,
+                 say: Callable[[str], None]) -> None:
+        self.co, self.flux, self.result, self.t0, self.say = co, flux, result, t0, say
+        self.backoff = REQUEST_BACKOFF[0]
+        self.next_source = 0.0  # no re-request of the source before then
+        self.retry_at: float | None = None  # a request that failed on the wire is retried then
+
+    def ready(self, request: str | None, now: float) -> bool:
+        if self.retry_at is not None and now < self.retry_at:
+            return False
+        return request == "kustomizations" or (request == "source" and now >= self.next_source)
+
+    def wake(self, request: str | None) -> float | None:
+        times = [t for t in (self.next_source if request == "source" else None, self.retry_at) if t is not None]
+        return min(times) if times else None
+
+    def source(self, exp: Expectation) -> Expectation:
+        token = request_token()
+        self.annotate(self.flux.source_kind, SOURCE_TYPES[self.flux.source_kind], self.flux.source_name, token)
+        self.result.token = token
+        return replace(exp, source_token=token)
+
+    def resend_source(self, exp: Expectation) -> Expectation:
+        exp = self.source(exp)
+        self.retry_at = None
+        self.next_source = time.monotonic() + self.backoff
+        self.backoff = min(self.backoff * 2, REQUEST_BACKOFF[1])
+        return exp
+
+    def kustomizations(self, exp: Expectation) -> Expectation:
+        token = request_token()
+        for name in self.flux.kustomizations:
+            self.say(f"annotating Kustomization {name} in {self.flux.namespace} namespace")
+            self.annotate("Kustomization", KUSTOMIZATION, name, token)
+        self.result.token, self.retry_at = token, None
+        return replace(exp, kustomization_token=token)
+
+    def annotate(self, kind: str, gvp: tuple[str, str, str], name: str, token: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        (group, version, plural), ns = gvp, self.flux.namespace
+        body = {"metadata": {"annotations": {REQUESTED_AT: token}}}
+        try:
+            self.co.patch_namespaced_custom_object(group, version, ns, plural, name, body,
+                                                   _content_type="application/merge-patch+json",
+                                                   _request_timeout=(5, 15))
+        except ApiException as err:
+            if err.status == 404:
+                raise _fail(_not_found(kind, group, version, ns, name, err), self.result, self.t0) from err
+            raise
+        self.result.requests.append({"object": f"{ns}/{kind}/{name}", "token": token,
+                                     "at_seconds": round(time.monotonic() - self.t0, 3)})
+
+
+class _Reconcile:
+    """One reconcile wait: the snapshot the watches feed (:class:`FluxSnapshot`, only our
+    Kustomizations), the expectation, the last verdict, the result and the clocks."""
+
+    def __init__(self, co: Any, flux: FluxPlan, *, commit: str, branch: str, accept: Callable[[str], bool] | None,
+                 progress: Callable[[str], None] | None, seconds: float, watch_seconds: int) -> None:
+        self.co, self.flux, self.progress, self.seconds = co, flux, progress, seconds
+        self.t0, wall0 = time.monotonic(), time.time()
+        self.end = self.t0 + seconds
+        self.exp = Expectation(flux.namespace, flux.source_kind, flux.source_name, tuple(flux.kustomizations),
+                               branch, commit.lower(), accept=accept)
+        self.result = ReconcileResult("timeout", "", commit, branch, started_at=iso(wall0))
+        self.requests = _Requester(co, flux, self.result, self.t0, self.say)
+        self.snap = FluxSnapshot()
+        self.verdict: Verdict | None = None
+        self.streams = Streams(watch_seconds)
+
+    def say(self, msg: str) -> None:
+        lines = self.result.progress
+        if not lines or lines[-1] != msg:
+            lines.append(msg)
+            log.info("%s", msg)
+            if self.progress is not None:
+                self.progress(msg)
+
+    def fail(self, err: ReconcileError) -> ReconcileError:
+        return _fail(err, self.result, self.t0)
+
+    def check_kustomizations(self) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        kgroup, kversion, kplural = KUSTOMIZATION
+        ns = self.flux.namespace
+        for name in self.flux.kustomizations:
+            try:
+                self.co.get_namespaced_custom_object(kgroup, kversion, ns, kplural, name, _request_timeout=(5, 15))
+            except ApiException as err:
+                if err.status == 404:
+                    raise self.fail(_not_found("Kustomization", kgroup, kversion, ns, name, err)) from err
+                raise self.fail(_unreachable(err, f"{ns}/Kustomization/{name}")) from err
+            except Exception as err:  # noqa: BLE001 - connection refused, TLS, DNS: say which object
+                raise self.fail(_unreachable(err, f"{ns}/Kustomization/{name}")) from err
+
+    def open_streams(self) -> None:
+        f, list_fn = self.flux, self.co.list_namespaced_custom_object
+        sgroup, sversion, splural = SOURCE_TYPES[f.source_kind]
+        kgroup, kversion, kplural = KUSTOMIZATION
+        self.streams.open("source", list_fn, group=sgroup, version=sversion, namespace=f.namespace, plural=splural,
+                          field_selector=f"metadata.name={f.source_name}")
+        one = {"field_selector": f"metadata.name={f.kustomizations[0]}"} if len(f.kustomizations) == 1 else {}
+        self.streams.open("kustomizations", list_fn, group=kgroup, version=kversion, namespace=f.namespace,
+                          plural=kplural, **one)
+
+    # The sink watch_until feeds: the source, and only our Kustomizations.
+    def replace(self, resource: str, items: Iterable[dict]) -> None:
+        self.snap.replace(resource, [o for o in items
+                                     if resource == "source" or o["metadata"]["name"] in self.flux.kustomizations])
+
+    def apply(self, resource: str, kind: str, obj: dict) -> None:
+        if resource == "kustomizations" and obj.get("metadata", {}).get("name") not in self.flux.kustomizations:
+            return
+        self.snap.apply(resource, kind, obj)
+
+    def judge(self) -> ReconcileResult | None:
+        """Judge the snapshot; send the request the verdict asks for and judge again at once."""
+        if not self.streams.listed("source", "kustomizations"):
+            return None
         while True:
             now = time.monotonic()
-            if synced >= {"source", "kustomizations"}:
-                verdict = assess(snap, exp)
-                say(verdict.message)
-                result.source, result.kustomizations = verdict.source, verdict.kustomizations
-                if verdict.source_ours and result.source_after is None:
-                    result.source_after = now - t0
-                if verdict.state == "done":
-                    result.outcome, result.message = "success", verdict.message
-                    result.revision = verdict.kustomizations[0].revision if verdict.kustomizations else None
-                    result.applied_after = result.elapsed = time.monotonic() - t0
-                    return result
-                if verdict.state == "failed":
-                    f = verdict.failure
-                    assert f is not None
-                    result.outcome, result.reason, result.message = "failed", f.reason, f.message
-                    raise _fail(ReconcileError(f"{f.message} (at {f.where})", hint=f.hint), result, t0)
-                try:
-                    if verdict.request == "kustomizations" and (retry_at is None or now >= retry_at):
-                        ktoken = request_token()
-                        for name in flux.kustomizations:
-                            say(f"annotating Kustomization {name} in {ns} namespace")
-                            annotate("Kustomization", kgroup, kversion, kplural, name, ktoken)
-                        exp = _replace(exp, kustomization_token=ktoken)
-                        result.token, retry_at = ktoken, None
-                        continue
-                    if verdict.request == "source" and now >= next_source_request and (retry_at is None or now >= retry_at):
-                        stoken = request_token()
-                        annotate(flux.source_kind, sgroup, sversion, splural, flux.source_name, stoken)
-                        exp = _replace(exp, source_token=stoken)
-                        result.token, retry_at = stoken, None
-                        next_source_request = time.monotonic() + backoff
-                        backoff = min(backoff * 2, REQUEST_BACKOFF[1])
-                        continue
-                except ReconcileError:
-                    raise
-                except Exception as err:  # noqa: BLE001 - the API went away mid-request: retry shortly
-                    trouble = _api_error(err)[1]
-                    log.debug("reconcile request failed: %s; retrying", trouble)
-                    retry_at = time.monotonic() + 0.2
-            now = time.monotonic()
-            if now >= end:
-                raise _fail(_timeout(exp, verdict, deadline_s, trouble, synced, result), result, t0)
-            wait = end - now
-            if verdict is not None and verdict.request == "source":
-                wait = min(wait, max(next_source_request - now, 0.0) + 0.001)
-            if retry_at is not None:
-                wait = min(wait, max(retry_at - now, 0.0) + 0.001)
-            batch = next_batch(out, wait)
-            if not batch:
-                continue
-            for item in batch:
-                tag, resource = item[0], item[1]
-                if tag == "sync":
-                    snap.replace(resource, [o for o in item[2] if resource == "source"
-                                            or o["metadata"]["name"] in flux.kustomizations])
-                    synced.add(resource)
-                    trouble = None
-                elif tag == "event":
-                    if resource == "kustomizations" and item[3].get("metadata", {}).get("name") not in flux.kustomizations:
-                        continue
-                    snap.apply(resource, item[2], item[3])
-                elif tag == "trouble":
-                    trouble = item[2]
-                elif tag == "fatal":
-                    err = item[2]
-                    what = f"{ns}/{flux.source_kind}/{flux.source_name}" if resource == "source" else f"{ns}/Kustomizations"
-                    raise _fail(ReconcileError(
-                        f"cannot watch Flux {resource} in {ns}: {err.status} {err.reason} (at {what})",
-                        hint="check the Kubernetes credentials and RBAC (get, list, watch and patch on "
-                             "gitrepositories and kustomizations), and that Flux is installed (`flux check`)"),
-                        result, t0) from err
-    finally:
-        close_streams(streams, stop)
+            verdict = self.verdict = assess(self.snap, self.exp)
+            self.say(verdict.message)
+            result = self.result
+            result.source, result.kustomizations = verdict.source, verdict.kustomizations
+            if verdict.source_ours and result.source_after is None:
+                result.source_after = now - self.t0
+            if verdict.state == "done":
+                result.outcome, result.message = "success", verdict.message
+                result.revision = verdict.kustomizations[0].revision if verdict.kustomizations else None
+                result.applied_after = result.elapsed = time.monotonic() - self.t0
+                return result
+            if verdict.state == "failed":
+                f = verdict.failure
+                assert f is not None
+                result.outcome, result.reason, result.message = "failed", f.reason, f.message
+                raise self.fail(ReconcileError(f"{f.message} (at {f.where})", hint=f.hint))
+            if not self.request(verdict, now):
+                return None
 
+    def request(self, verdict: Verdict, now: float) -> bool:
+        """Send the request ``verdict`` asks for, if it is due; True if one was sent."""
+        if not self.requests.ready(verdict.request, now):
+            return False
+        try:
+            if verdict.request == "kustomizations":
+                self.exp = self.requests.kustomizations(self.exp)
+            else:
+                self.exp = self.requests.resend_source(self.exp)
+            return True
+        except ReconcileError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the API went away mid-request: retry shortly
+            self.streams.trouble = api_error(err)[1]
+            log.debug("reconcile request failed: %s; retrying", self.streams.trouble)
+            self.requests.retry_at = time.monotonic() + 0.2
+            return False
 
-def _replace(exp: Expectation, **changes: Any) -> Expectation:
-    from dataclasses import replace
+    def wake(self) -> float | None:
+        return self.requests.wake(self.verdict.request if self.verdict is not None else None)
 
-    return replace(exp, **changes)
+    def fatal(self, event: Fatal) -> ReconcileError:
+        f, err, resource = self.flux, event.error, event.resource
+        what = f"{f.namespace}/{f.source_kind}/{f.source_name}" if resource == "source" else f"{f.namespace}/Kustomizations"
+        return self.fail(ReconcileError(
+            f"cannot watch Flux {resource} in {f.namespace}: {err.status} {err.reason} (at {what})",
+            hint="check the Kubernetes credentials and RBAC (get, list, watch and patch on "
+                 "gitrepositories and kustomizations), and that Flux is installed (`flux check`)"))
 
 
 def _fail(err: ReconcileError, result: ReconcileResult, t0: float) -> ReconcileError:
@@ -719,7 +772,7 @@ RBAC_HINT = ("grant the credentials Forge uses the ClusterRole of examples/rbac/
 
 
 def _unreachable(err: Exception, where: str) -> ReconcileError:
-    status, message, _ = _api_error(err)
+    status, message, _ = api_error(err)
     what = f"{status} {message}" if status else message
     if status in (401, 403):  # reached, but refused: say so, not "cannot reach"
         return ReconcileError(f"the Kubernetes API did not allow Forge to reconcile Flux: {what} (at {where})",
@@ -764,17 +817,6 @@ def _timeout(exp: Expectation, verdict: Verdict | None, seconds: float, trouble:
     return ReconcileError(f"{result.message} (at {where})", hint=hint)
 
 
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _rv(obj: dict) -> int:
-    try:
-        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
-    except ValueError:
-        return 0
-
-
 # =============================================================================================
 # `forge status`
 
@@ -796,7 +838,9 @@ def flux_status(api: Any, target: TargetPlan) -> dict[str, Any]:
 
     def get(group: str, version: str, plural: str, name: str, kind: str) -> dict | None:
         try:
-            return co.get_namespaced_custom_object(group, version, f.namespace, plural, name, _request_timeout=(5, 15))
+            obj: Any = co.get_namespaced_custom_object(group, version, f.namespace, plural, name,
+                                                       _request_timeout=(5, 15))
+            return obj
         except ApiException as err:
             if err.status == 404:
                 return None

@@ -61,6 +61,7 @@ import yaml
 from forgegen import pattern, process, urls, yamlsource
 from forgegen.errors import CommandError, ConfigError, GitOpsError, ToolMissing
 from forgegen.plan import Plan, ServicePlan, TargetPlan
+from forgegen.runtime import cache_dir
 from forgegen.runtime.kustomize import (
     ImageState,
     Match,
@@ -155,8 +156,7 @@ class LedgerEntry:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "forge" / "gitops"
+    return cache_dir("gitops")
 
 
 def is_url(repo: str) -> bool:
@@ -239,7 +239,7 @@ class GitOpsRepo:
 
     @classmethod
     def open(cls, repo: str, branch: str, *, cache: str | Path | None = None,
-             cwd: str | Path | None = None) -> "GitOpsRepo":
+             cwd: str | Path | None = None) -> GitOpsRepo:
         url = resolve_remote(repo, cwd=cwd)
         root = Path(cache) if cache is not None else cache_root()
         key = hashlib.sha256(url.encode()).hexdigest()[:16]
@@ -254,7 +254,7 @@ class GitOpsRepo:
         return _git(args, cwd=self.workdir, check=check, what=what, input=input, timeout=timeout)
 
     @contextlib.contextmanager
-    def locked(self, timeout: float = LOCK_TIMEOUT) -> Iterator["GitOpsRepo"]:
+    def locked(self, timeout: float = LOCK_TIMEOUT) -> Iterator[GitOpsRepo]:
         """Exclusive use of the cached clone by this process/thread (``flock`` on a lock file)."""
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -410,7 +410,7 @@ class GitOpsRepo:
                        what="read the manifest's history")
         out: list[str | None] = []
         chunks = res.stdout.split(marker + " ")
-        for spec, chunk in zip(specs, chunks[1:]):
+        for chunk in chunks[1:len(specs) + 1]:
             kind, _, body = chunk.partition("\n")
             out.append(body[:-1] if kind.strip() == "blob" and body.endswith("\n") else None)
         return out + [None] * (len(specs) - len(out))
@@ -447,13 +447,7 @@ def apply_tag(plan: Plan, service: str, environment: str, *, tag: str | None, di
     nothing is committed or pushed. ``cache`` overrides the cache directory (one per machine in
     real use; tests give each simulated machine its own).
     """
-    if tag is None and digest is None:
-        raise GitOpsError(f"cannot deploy {service} to {environment}: neither a tag nor a digest was given",
-                          hint="pass the tag (and digest) the push produced")
-    if tag is not None:
-        check_tag(tag)
-    if digest is not None:
-        check_digest(digest)
+    _check_reference(service, environment, tag, digest)
     svc = plan.service(service)
     target = svc.target(environment)
     g = target.gitops
@@ -463,9 +457,6 @@ def apply_tag(plan: Plan, service: str, environment: str, *, tag: str | None, di
     repo = GitOpsRepo.open(g.repo, g.branch, cache=cache, cwd=cwd)
     timings: dict[str, float] = {}
 
-    def timed(name: str, t0: float) -> None:
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
-
     with repo.locked():
         attempt = 0
         checked: tuple[str, str] | None = None  # (base commit, edited text) that kubectl kustomize accepted
@@ -474,13 +465,13 @@ def apply_tag(plan: Plan, service: str, environment: str, *, tag: str | None, di
             attempt += 1
             t0 = cycle_start = time.perf_counter()
             head = repo.sync()
-            timed("fetch", t0)
+            _timed(timings, "fetch", t0)
             t0 = time.perf_counter()
             text = repo.read_text(relpath)
             before = read_image(text, image, source=relpath)
             edit = edit_images(text, image, tag=tag, digest=digest, source=relpath)
-            timed("edit", t0)
-            base = dict(service=service, environment=environment, repo=repo.url, branch=g.branch, file=relpath,
+            _timed(timings, "edit", t0)
+            base: dict[str, Any] = dict(service=service, environment=environment, repo=repo.url, branch=g.branch, file=relpath,
                         image=image, tag=tag, digest=digest, previous_tag=before.tag,
                         previous_digest=before.digest, matches=edit.matches, message=message,
                         dry_run=dry_run, timings=timings)
@@ -498,27 +489,12 @@ def apply_tag(plan: Plan, service: str, environment: str, *, tag: str | None, di
                     rendered = check_render(repo, svc, target,
                                             expected=_expected(edit.rendered, image, tag, digest))
                     checked = (head, edit.text)
-                timed("check", t0)
+                _timed(timings, "check", t0)
                 if dry_run:
                     repo.reset()  # undo the edit: a dry run leaves the clone as it found it
                     return GitOpsResult(changed=True, commit=None, revision=head, attempts=attempt,
                                         rendered_image=rendered, **base)
-                t0 = time.perf_counter()
-                repo.git("commit", "--quiet", "--no-verify", "-F", "-", "--", relpath, input=message,
-                         what="commit the GitOps change")
-                commit = repo.git("rev-parse", "HEAD", what="read the new commit").stdout.strip()
-                timed("commit", t0)
-                t0 = time.perf_counter()
-                try:
-                    push = repo.git("push", "--quiet", "--porcelain", "origin", f"HEAD:refs/heads/{g.branch}",
-                                    check=False, what="push the GitOps commit", timeout=NETWORK_TIMEOUT)
-                except CommandError as err:  # a timeout: the remote may or may not have taken it
-                    raise GitOpsError(
-                        f"cannot tell whether the GitOps commit {commit[:12]} for {relpath} reached "
-                        f"{repo.display} (branch {g.branch}): {err.message}",
-                        hint=f"look at the branch (`git ls-remote {repo.url} {g.branch}`), then deploy again: "
-                             "a deploy of the same tag makes no second commit") from err
-                timed("push", t0)
+                commit, push = _commit_and_push(repo, relpath, message, g.branch, timings)
             except BaseException:
                 _reset_quietly(repo)
                 raise
@@ -529,14 +505,7 @@ def apply_tag(plan: Plan, service: str, environment: str, *, tag: str | None, di
                 return GitOpsResult(changed=True, commit=commit, revision=commit, attempts=attempt,
                                     rendered_image=rendered, **base)
             _reset_quietly(repo)
-            output = f"{push.stdout}\n{push.stderr}"
-            if not any(m in output for m in _RACE_MARKERS):
-                raise GitOpsError(
-                    f"cannot push the commit for {relpath} to the GitOps repository {repo.display} (branch "
-                    f"{g.branch}): git push exited with {push.returncode}\n  "
-                    f"{_indent(push.stderr.strip() or push.stdout.strip())}",
-                    hint="check that the remote is reachable, your push rights, and any branch protection or hook "
-                         "on the remote; nothing was pushed and the cached clone was reset")
+            _raise_unless_raced(repo, push, relpath, g.branch)
             if attempt >= g.push_attempts:
                 raise GitOpsError(
                     f"cannot push {relpath} to {repo.display} (branch {g.branch}): the branch moved under every "
@@ -546,6 +515,54 @@ def apply_tag(plan: Plan, service: str, environment: str, *, tag: str | None, di
             log.info("the GitOps branch moved (attempt %d of %d); fetching and re-applying in %.2fs",
                      attempt, g.push_attempts, delay)
             time.sleep(delay)
+
+
+def _check_reference(service: str, environment: str, tag: str | None, digest: str | None) -> None:
+    if tag is None and digest is None:
+        raise GitOpsError(f"cannot deploy {service} to {environment}: neither a tag nor a digest was given",
+                          hint="pass the tag (and digest) the push produced")
+    if tag is not None:
+        check_tag(tag)
+    if digest is not None:
+        check_digest(digest)
+
+
+def _timed(timings: dict[str, float], name: str, t0: float) -> None:
+    timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+
+def _commit_and_push(repo: GitOpsRepo, relpath: str, message: str, branch: str,
+                     timings: dict[str, float]) -> tuple[str, process.Result]:
+    """Commit the edited manifest and push it once: (the commit, git push's completed process)."""
+    t0 = time.perf_counter()
+    repo.git("commit", "--quiet", "--no-verify", "-F", "-", "--", relpath, input=message,
+             what="commit the GitOps change")
+    commit = repo.git("rev-parse", "HEAD", what="read the new commit").stdout.strip()
+    _timed(timings, "commit", t0)
+    t0 = time.perf_counter()
+    try:
+        push = repo.git("push", "--quiet", "--porcelain", "origin", f"HEAD:refs/heads/{branch}",
+                        check=False, what="push the GitOps commit", timeout=NETWORK_TIMEOUT)
+    except CommandError as err:  # a timeout: the remote may or may not have taken it
+        raise GitOpsError(
+            f"cannot tell whether the GitOps commit {commit[:12]} for {relpath} reached "
+            f"{repo.display} (branch {branch}): {err.message}",
+            hint=f"look at the branch (`git ls-remote {repo.url} {branch}`), then deploy again: "
+                 "a deploy of the same tag makes no second commit") from err
+    _timed(timings, "push", t0)
+    return commit, push
+
+
+def _raise_unless_raced(repo: GitOpsRepo, push: process.Result, relpath: str, branch: str) -> None:
+    """A rejected push is retried only when the branch moved (a race); anything else fails here."""
+    output = f"{push.stdout}\n{push.stderr}"
+    if not any(m in output for m in _RACE_MARKERS):
+        raise GitOpsError(
+            f"cannot push the commit for {relpath} to the GitOps repository {repo.display} (branch "
+            f"{branch}): git push exited with {push.returncode}\n  "
+            f"{_indent(push.stderr.strip() or push.stdout.strip())}",
+            hint="check that the remote is reachable, your push rights, and any branch protection or hook "
+                 "on the remote; nothing was pushed and the cached clone was reset")
 
 
 def backoff(attempt: int, cycle: float) -> float:

@@ -49,7 +49,7 @@ def snapshot_now(api: Any, namespace: str, workload: WorkloadPlan) -> Snapshot:
     from kubernetes import client
 
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-    kw = {"_preload_content": False, "_request_timeout": TIMEOUT}
+    kw: dict[str, Any] = {"_preload_content": False, "_request_timeout": TIMEOUT}
     read = {"Deployment": apps.list_namespaced_deployment, "StatefulSet": apps.list_namespaced_stateful_set,
             "DaemonSet": apps.list_namespaced_daemon_set}[workload.kind]
     snap = Snapshot()
@@ -66,7 +66,7 @@ def snapshot_now(api: Any, namespace: str, workload: WorkloadPlan) -> Snapshot:
     return snap
 
 
-def _items(resp: Any) -> list[dict]:
+def _items(resp: Any) -> list[dict[str, Any]]:
     doc = json.loads(resp.data)
     kind = (doc.get("kind") or "").removesuffix("List")
     return [{"kind": kind, **item} for item in doc.get("items") or []]

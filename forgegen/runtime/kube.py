@@ -13,9 +13,11 @@ The context is the environment's ``kube_context``, else the kubeconfig's current
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,3 +103,25 @@ def client_for(conn: Connection, *, environ: Mapping[str, str] | None = None) ->
 def client_for_target(target: TargetPlan, *, environ: Mapping[str, str] | None = None) -> Any:
     """The ApiClient for one environment of a service plan (its kubeconfig and context)."""
     return api_client(target.kubeconfig, target.kube_context, environ=environ)
+
+
+# =============================================================================================
+# Small helpers shared by the watchers (Flux reconcile, rollout, migrations)
+
+
+def api_error(err: Exception) -> tuple[int | None, str, dict[str, Any]]:
+    """(HTTP status, message, details) of a kubernetes ApiException (or any error)."""
+    status = getattr(err, "status", None)
+    body = getattr(err, "body", None)
+    if body:
+        try:
+            doc = json.loads(body)
+            return status, doc.get("message") or str(body), doc.get("details") or {}
+        except (ValueError, AttributeError):
+            return status, str(body), {}
+    return status, f"{type(err).__name__}: {err}", {}
+
+
+def iso(t: float) -> str:
+    """A wall-clock time as RFC 3339 UTC with microseconds (the reports' ``started_at``)."""
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

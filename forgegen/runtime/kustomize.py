@@ -237,7 +237,7 @@ class _Slot:
     __slots__ = ("node", "alias", "parent", "role", "key")
 
     def __init__(self, node: _Node, alias: tuple[int, int] | None, parent: _Node | None, role: str,
-                 key: "_Slot | None" = None) -> None:
+                 key: _Slot | None = None) -> None:
         self.node, self.alias, self.parent, self.role, self.key = node, alias, parent, role, key
 
     @property
@@ -389,7 +389,7 @@ def _line_of(text: str, index: int) -> int:
 class _File:
     """One file's documents, parsed on demand (only documents that can name the image)."""
 
-    def __init__(self, text: str, source: str, image: str, *, like: "_File | None" = None,
+    def __init__(self, text: str, source: str, image: str, *, like: _File | None = None,
                  edits: dict[tuple[int, int], str] | None = None) -> None:
         """``like``/``edits``: the file ``text`` was made from by ``edits`` (its documents are
         the same, shifted; the same ones can name the image)."""
@@ -453,7 +453,7 @@ class _File:
             self._relevant = sorted({i for needle in (name, "\\") for i in self._chunks_with(needle)})
         return self._relevant
 
-    def _chunks_with(self, needle: "str | re.Pattern[str]") -> Iterator[int]:
+    def _chunks_with(self, needle: str | re.Pattern[str]) -> Iterator[int]:
         """The documents ``needle`` occurs in (one search per hit, skipping to the next document)."""
         starts = [s for s, _ in self.chunks]
         pos = 0
@@ -524,7 +524,7 @@ class _File:
 
     # -- locating ------------------------------------------------------------------------
 
-    def locate(self, everything: bool = False) -> list["_Site"]:
+    def locate(self, everything: bool = False) -> list[_Site]:
         sites: list[_Site] = []
         chunks = self.relevant(everything)
         for i in chunks:
@@ -537,7 +537,7 @@ class _File:
         sites.extend(self._setters([slot for i in marked for slot in self.chunk(i)[1]], taken))
         return sites
 
-    def _entries(self, root: _Node) -> Iterator["_EntrySite"]:
+    def _entries(self, root: _Node) -> Iterator[_EntrySite]:
         if root.kind != "m" or "images" not in self.eff(root):
             return
         seq = self.eff(root)["images"][1]
@@ -562,7 +562,7 @@ class _File:
                                  "reads only the last)", "keep one images: list, then deploy again")
         yield from ours
 
-    def _entry(self, root: _Node, seq: _Slot, item: _Slot, fields: dict, names: dict) -> "_EntrySite":
+    def _entry(self, root: _Node, seq: _Slot, item: _Slot, fields: dict, names: dict) -> _EntrySite:
         name_pair = fields.get("name")
         at = name_pair[0].start if name_pair else item.start
         if _str(name_pair) == self.image and self.image in names:
@@ -583,7 +583,7 @@ class _File:
                                  "write the entry out in full where it is used, then deploy again")
         return _EntrySite(self, item.node, fields)
 
-    def _setters(self, scalars: list[_Slot], taken: set[int]) -> list["_Site"]:
+    def _setters(self, scalars: list[_Slot], taken: set[int]) -> list[_Site]:
         """Sites marked by ``$imagepolicy`` comments: the last value on a line, then the comment."""
         text = self.text
         last: dict[int, _Slot] = {}
@@ -688,7 +688,7 @@ class _File:
 class _Site:
     doc: _File
 
-    def plan(self, p: "_Plan", tag: str | None, digest: str | None) -> list[Match]:
+    def plan(self, p: _Plan, tag: str | None, digest: str | None) -> list[Match]:
         raise NotImplementedError
 
     def current(self) -> tuple[str | None, str | None]:
@@ -714,7 +714,7 @@ class _EntrySite(_Site):
         name = _str(self.fields.get("newName")) or _str(self.fields.get("name")) or self.doc.image
         return [join_reference(name, *self.current())]
 
-    def plan(self, p: "_Plan", tag: str | None, digest: str | None) -> list[Match]:
+    def plan(self, p: _Plan, tag: str | None, digest: str | None) -> list[Match]:
         out: list[Match] = []
         new_name = _str(self.fields.get("newName"))
         wanted: list[tuple[Literal["newTag", "digest"], str | None]] = []
@@ -738,7 +738,7 @@ class _EntrySite(_Site):
                 self._set(p, key, pair, value)
         return out
 
-    def _set(self, p: "_Plan", key: str, pair: tuple[_Slot, _Slot] | None, value: str) -> None:
+    def _set(self, p: _Plan, key: str, pair: tuple[_Slot, _Slot] | None, value: str) -> None:
         flow = self.entry.flow
         if pair is None or pair[1].parent is not self.entry:  # missing, or read through a merge key
             p.insert(self.entry, key, _render(value, None, flow=flow))
@@ -751,7 +751,7 @@ class _EntrySite(_Site):
             p.set_node(pair[1].node, value, keep_anchor=not p.reanchor(pair[1].node, pair[1]))
         p.pin(self.entry, key, pair)
 
-    def _unset(self, p: "_Plan", key: str, pair: tuple[_Slot, _Slot] | None) -> None:
+    def _unset(self, p: _Plan, key: str, pair: tuple[_Slot, _Slot] | None) -> None:
         if pair is None or not _str(pair):
             return
         if pair[1].parent is not self.entry:  # read through a merge key: override it
@@ -780,7 +780,7 @@ class _SplitSite(_Site):
         digests = [_setter_value(s) for s in self.fields.get("digest", [])]
         return next((t for t in tags if t), None), next((d for d in digests if d), None)
 
-    def plan(self, p: "_Plan", tag: str | None, digest: str | None) -> list[Match]:
+    def plan(self, p: _Plan, tag: str | None, digest: str | None) -> list[Match]:
         tags, digests = self.fields.get("tag", []), self.fields.get("digest", [])
         first = (tags + digests)[0]
         if tag is not None and not tags:
@@ -808,7 +808,7 @@ class _RefSite(_SplitSite):
     def rendered(self) -> list[str]:
         return [self.fields["image"][0].node.value]
 
-    def plan(self, p: "_Plan", tag: str | None, digest: str | None) -> list[Match]:
+    def plan(self, p: _Plan, tag: str | None, digest: str | None) -> list[Match]:
         slot = self.fields["image"][0]
         name, _, _ = split_reference(slot.node.value)
         return [p.set_setter(slot, "image", join_reference(name, tag, digest), self.policy)]

@@ -15,7 +15,7 @@ re-run of the same release idempotent:
 Two pieces, as for rollouts (STYLE.md point 31): :func:`assess` is pure (the Job and its pods →
 ``running`` / ``succeeded`` / ``failed`` with the reason, the pod and the exit code), and
 :func:`run_migration` is the loop: it watches the Job and its pods (``controller-uid`` label)
-with :class:`~forgegen.runtime.watch.Stream` and stops at the verdict or the timeout. A pod that
+with :func:`~forgegen.runtime.watch.watch_until` and stops at the verdict or the timeout. A pod that
 cannot start (image pull, missing secret) fails the migration at once rather than at the
 deadline. On failure the result carries the pod's last log lines.
 
@@ -28,9 +28,7 @@ import hashlib
 import json
 import logging
 import math
-import queue
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -39,7 +37,7 @@ from typing import Any
 from forgegen.errors import MigrationFailed
 from forgegen.plan import MigrationPlan
 from forgegen.runtime.rollout import FATAL_WAITING
-from forgegen.runtime.watch import Stream, close_streams, next_batch
+from forgegen.runtime.watch import Fatal, Streams, watch_until
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +218,7 @@ def run_migration(api: Any, *, service: str, migration: MigrationPlan, namespace
     result.outcome = "timeout" if verdict.reason == "Timeout" else "failed"
     if result.pod is not None:
         try:
-            resp = core.read_namespaced_pod_log(result.pod, namespace, container=CONTAINER, tail_lines=LOG_LINES,
+            resp: Any = core.read_namespaced_pod_log(result.pod, namespace, container=CONTAINER, tail_lines=LOG_LINES,
                                                 _preload_content=False, _request_timeout=(5, 10))
             result.logs = resp.data.decode("utf-8", errors="replace").splitlines()[-LOG_LINES:]
         except Exception as err:  # noqa: BLE001 - the evidence is best effort
@@ -273,69 +271,69 @@ def _create_job(batch: Any, body: dict, namespace: str, where: str) -> dict:
             pause = min(pause * 2, 1.0)
 
 
+class _JobWatch:
+    """The sink :func:`watch_until` feeds for one migration Job: the Job (by uid) and its pods."""
+
+    def __init__(self, uid: str) -> None:
+        self.uid = uid
+        self.job: dict | None = None
+        self.pods: dict[str, dict] = {}
+
+    def replace(self, resource: str, items: Iterable[dict]) -> None:
+        if resource == "job":
+            self.job = next((o for o in items if o["metadata"].get("uid") == self.uid), None)
+        else:
+            self.pods = {p["metadata"]["uid"]: p for p in items}
+
+    def apply(self, resource: str, kind: str, obj: dict) -> None:
+        if resource == "job":
+            if obj["metadata"].get("uid") == self.uid:
+                self.job = None if kind == "DELETED" else obj
+        elif kind == "DELETED":
+            self.pods.pop(obj["metadata"]["uid"], None)
+        else:
+            self.pods[obj["metadata"]["uid"]] = obj
+
+
 def _watch(batch: Any, core: Any, name: str, namespace: str, uid: str, timeout: float,
            say: Callable[[str], None], watch_seconds: int) -> Verdict:
-    out: queue.Queue = queue.Queue()
-    stop = threading.Event()
-    streams = [Stream("job", batch.list_namespaced_job, {"namespace": namespace, "field_selector": f"metadata.name={name}"},
-                      out, stop, watch_seconds),
-               Stream("pods", core.list_namespaced_pod, {"namespace": namespace, "label_selector": f"controller-uid={uid}"},
-                      out, stop, watch_seconds)]
-    for s in streams:
-        s.start()
-    job: dict | None = None
-    pods: dict[str, dict] = {}
-    synced: set[str] = set()
+    where = f"{namespace}/Job/{name}"
+    seen = _JobWatch(uid)
     last_message = ""
     end = time.monotonic() + timeout
-    trouble_since: float | None = None  # since when the streams have reached nothing
-    trouble = ""
-    try:
-        while True:
-            if trouble_since is not None and time.monotonic() - trouble_since > API_LOST_AFTER:
-                raise MigrationFailed(
-                    f"lost the Kubernetes API while watching the migration Job {namespace}/Job/{name}: nothing but "
-                    f"connection errors for {API_LOST_AFTER:g}s ({trouble})", hint=_API_HINT)
-            if synced >= {"job", "pods"}:
-                verdict = assess(job, pods.values())
-                if verdict.state != "running":
-                    return verdict
-                if verdict.message != last_message:
-                    last_message = verdict.message
-                    say(f"job {name}: {verdict.message}")
-            remaining = end - time.monotonic()
-            if remaining <= 0:
-                current = assess(job, pods.values())
-                return Verdict("failed", "Timeout", f"the Job did not finish within {timeout:g}s ({current.message})",
-                               current.pod, current.exit_code)
-            for item in next_batch(out, min(remaining, API_LOST_AFTER)):
-                tag, resource = item[0], item[1]
-                if tag == "trouble":
-                    trouble = item[2]
-                    trouble_since = trouble_since or time.monotonic()
-                    continue
-                trouble_since = None
-                if tag == "sync":
-                    synced.add(resource)
-                    if resource == "job":
-                        job = next((o for o in item[2] if o["metadata"].get("uid") == uid), None)
-                    else:
-                        pods = {p["metadata"]["uid"]: p for p in item[2]}
-                elif tag == "event":
-                    kind, obj = item[2], item[3]
-                    if resource == "job":
-                        if obj["metadata"].get("uid") == uid:
-                            job = None if kind == "DELETED" else obj
-                    elif kind == "DELETED":
-                        pods.pop(obj["metadata"]["uid"], None)
-                    else:
-                        pods[obj["metadata"]["uid"]] = obj
-                elif tag == "fatal":
-                    err = item[2]
-                    raise MigrationFailed(f"cannot watch the migration Job {namespace}/Job/{name}: {err.status} {err.reason}",
-                                          hint="check the Kubernetes credentials and RBAC (list/watch on jobs and pods, "
-                                               "get on pods/log)") from err
-            if synced >= {"job"} and job is None:
-                return Verdict("failed", "JobDeleted", f"the Job {namespace}/Job/{name} was deleted while it ran")
-    finally:
-        close_streams(streams, stop)
+
+    def judge() -> Verdict | None:
+        nonlocal last_message
+        if streams.trouble_since is not None and time.monotonic() - streams.trouble_since > API_LOST_AFTER:
+            raise MigrationFailed(
+                f"lost the Kubernetes API while watching the migration Job {where}: nothing but "
+                f"connection errors for {API_LOST_AFTER:g}s ({streams.trouble})", hint=_API_HINT)
+        if streams.listed("job") and seen.job is None:
+            return Verdict("failed", "JobDeleted", f"the Job {where} was deleted while it ran")
+        if not streams.listed("job", "pods"):
+            return None
+        verdict = assess(seen.job, seen.pods.values())
+        if verdict.state != "running":
+            return verdict
+        if verdict.message != last_message:
+            last_message = verdict.message
+            say(f"job {name}: {verdict.message}")
+        return None
+
+    def fatal(event: Fatal) -> MigrationFailed:
+        err = event.error
+        return MigrationFailed(f"cannot watch the migration Job {where}: {err.status} {err.reason}",
+                               hint="check the Kubernetes credentials and RBAC (list/watch on jobs and pods, "
+                                    "get on pods/log)")
+
+    with Streams(watch_seconds) as streams:
+        streams.open("job", batch.list_namespaced_job, namespace=namespace, field_selector=f"metadata.name={name}")
+        streams.open("pods", core.list_namespaced_pod, namespace=namespace, label_selector=f"controller-uid={uid}")
+        # judge again at least every API_LOST_AFTER seconds, so a lost API is noticed
+        verdict = watch_until(streams, seen, judge, lambda: end, on_fatal=fatal,
+                              wake=lambda: time.monotonic() + API_LOST_AFTER)
+    if verdict is not None:
+        return verdict
+    current = assess(seen.job, seen.pods.values())
+    return Verdict("failed", "Timeout", f"the Job did not finish within {timeout:g}s ({current.message})",
+                   current.pod, current.exit_code)

@@ -20,11 +20,15 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from forgegen import process
 from forgegen.errors import PushError
+from forgegen.runtime import cache_dir
 from forgegen.runtime.build import BuiltImage
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -62,8 +66,7 @@ class OciImage:
 
 
 def _cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "forge" / "oci"
+    return cache_dir("oci")
 
 
 def compressor_fingerprint() -> str:
@@ -152,7 +155,7 @@ def _convert(stream: IO[bytes], dest: Path, source: str, on_blob: BlobReady | No
         for member in tar:
             if not member.isfile():
                 continue
-            f = tar.extractfile(member)
+            f: Any = tar.extractfile(member)
             assert f is not None
             name = os.path.normpath(member.name)
             if name.endswith(".json") or name in ("repositories", "oci-layout") or member.size <= 4096:
@@ -272,7 +275,7 @@ def _gzip_blocks(f: Any, first: bytes, raw_hash: Any, emit: Callable[[bytes], No
     """A pipeline: this thread reads (inflating Nix's archive), one thread hashes the raw bytes in
     order, ``workers`` deflate blocks, one thread writes them in order. hashlib, zlib and file
     writes release the GIL, so the stages overlap; the output is the same as done one by one."""
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
     state = {"crc": 0}
 
@@ -293,7 +296,7 @@ def _gzip_blocks(f: Any, first: bytes, raw_hash: Any, emit: Callable[[bytes], No
             length += len(block)
             last = not following
             deflated = pool.submit(_deflate_block, block, dictionary, last)
-            written.append(writer.submit(lambda d=deflated: emit(d.result())))
+            written.append(writer.submit(_emit_when_done, emit, deflated))
             if len(written) > 2 * workers:
                 written.pop(0).result()
             if last:
@@ -323,3 +326,8 @@ def image_index(images: Sequence[OciImage]) -> bytes:
         {"mediaType": MEDIA_OCI_MANIFEST, "digest": img.manifest_digest, "size": len(img.manifest),
          "platform": dict(img.platform)} for img in images]}
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _emit_when_done(emit: Callable[[bytes], None], deflated: Future[bytes]) -> None:
+    """The writer thread's task: write one block once its compression is done (in order)."""
+    emit(deflated.result())

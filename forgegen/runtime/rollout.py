@@ -37,16 +37,15 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from forgegen.errors import RolloutFailed, RolloutPending, RolloutTimeout
-from forgegen.runtime.watch import Stream, close_streams, next_batch
+from forgegen.runtime.kube import api_error, iso
+from forgegen.runtime.watch import Fatal, Streams, rv, watch_until
 
 if TYPE_CHECKING:
     from forgegen.plan import Plan, RolloutPlan, WorkloadPlan
@@ -99,7 +98,7 @@ class Snapshot:
             bucket.pop(uid, None)
             return
         held = bucket.get(uid)
-        if held is not None and _rv(held) > _rv(obj):
+        if held is not None and rv(held) > rv(obj):
             return  # an older version (two streams racing after a re-list): keep the newer
         bucket[uid] = obj
 
@@ -809,10 +808,6 @@ def take_baseline(snap: Snapshot, since: float) -> None:
 _OWNED: dict[str, set[str]] = {"Deployment": {"replicasets"}, "DaemonSet": {"controllerrevisions"}}
 
 
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def watch_rollout(api: Any, *, namespace: str, workload: WorkloadPlan, expected_image: str | None,
                   policy: RolloutPlan, deadline: float | None = None,
                   progress: Callable[[str], None] | None = None, watch_seconds: int = 60,
@@ -828,10 +823,8 @@ def watch_rollout(api: Any, *, namespace: str, workload: WorkloadPlan, expected_
     w = _Watch(api, namespace, workload, expected_image, expected_digest, policy,
                deadline if deadline is not None else policy.deadline, progress, watch_seconds)
     w.since = since if since is not None else w.wall0
-    try:
+    with w.streams:
         return w.run()
-    finally:
-        close_streams(w.streams.values(), w.stop)
 
 
 class _Watch:
@@ -845,24 +838,18 @@ class _Watch:
         self.apps, self.core = client.AppsV1Api(api), client.CoreV1Api(api)
         self.namespace, self.workload, self.policy = namespace, workload, policy
         self.expected_image, self.expected_digest = expected_image, expected_digest
-        self.fixed_deadline, self.progress, self.watch_seconds = fixed_deadline, progress, watch_seconds
+        self.fixed_deadline, self.progress = fixed_deadline, progress
         self.t0, self.wall0 = time.monotonic(), time.time()
         self.since = self.wall0
-        self.out: queue.Queue = queue.Queue()
-        self.stop = threading.Event()
-        self.streams: dict[str, Stream] = {}
+        self.streams = Streams(watch_seconds)
         self.snap = Snapshot()
-        self.synced: set[str] = set()
         self.lines: list[str] = []
         self.last_fp: Progress | None = None
         self.last_progress = self.t0
-        self.trouble: str | None = None
         self.status: Status | None = None
 
     def start(self, resource: str, fn: Callable[..., Any], **kw: Any) -> None:
-        s = Stream(resource, fn, {"namespace": self.namespace, **kw}, self.out, self.stop, self.watch_seconds)
-        self.streams[resource] = s
-        s.start()
+        self.streams.open(resource, fn, namespace=self.namespace, **kw)
 
     def say(self, msg: str) -> None:
         if not self.lines or self.lines[-1] != msg:
@@ -876,29 +863,38 @@ class _Watch:
                          "DaemonSet": self.apps.list_namespaced_daemon_set}[self.workload.kind]
         self.start("workload", list_workload, field_selector=f"metadata.name={self.workload.name}")
         self.start("events", self.core.list_namespaced_event)
-        while True:
-            # Judge only once every collection has been listed: a partial view must not pass.
-            needed = {"workload", "events"} | (
-                {"pods"} | _OWNED.get(self.workload.kind, set()) if "pods" in self.streams else set())
-            if needed <= self.synced and (self.snap.workload is None or "pods" in self.streams):
-                self.status = assess(self.snap, self.workload, self.policy, self.expected_image, time.time(),
-                                     expected_digest=self.expected_digest)
-                self.say(self.status.message)
-                if self.status.state != "progressing":
-                    return self.finish(self.status, time.monotonic() - self.t0)
-                if self.status.progress != self.last_fp:
-                    self.last_fp, self.last_progress = self.status.progress, time.monotonic()
-            end = self.end()
-            mono = time.monotonic()
-            if mono >= end:
-                return self.finish(self.timed_out(end, needed <= self.synced), mono - self.t0, timeout=True)
-            wait = end - mono
-            if self.status is not None and self.status.wake_at is not None:
-                wait = min(wait, max(self.status.wake_at - time.time(), 0.0) + 0.01)
-            for item in next_batch(self.out, wait):
-                self.consume(item)
-            if self.snap.workload is not None and "pods" not in self.streams:
-                self.open_owned_streams(selector(self.snap.workload))
+        done = watch_until(self.streams, self, self.judge, self.end, wake=self.wake, on_fatal=self.fatal)
+        if done is not None:
+            return done
+        end = self.end()
+        return self.finish(self.timed_out(end, self.streams.listed(*self.needed())), time.monotonic() - self.t0,
+                           timeout=True)
+
+    def needed(self) -> set[str]:
+        """What must be listed before a verdict: a partial view must not pass."""
+        return {"workload", "events"} | (
+            {"pods"} | _OWNED.get(self.workload.kind, set()) if "pods" in self.streams else set())
+
+    def judge(self) -> RolloutResult | None:
+        if self.snap.workload is not None and "pods" not in self.streams:
+            self.open_owned_streams(selector(self.snap.workload))
+            return None
+        if not self.streams.listed(*self.needed()):
+            return None
+        self.status = assess(self.snap, self.workload, self.policy, self.expected_image, time.time(),
+                             expected_digest=self.expected_digest)
+        self.say(self.status.message)
+        if self.status.state != "progressing":
+            return self.finish(self.status, time.monotonic() - self.t0)
+        if self.status.progress != self.last_fp:
+            self.last_fp, self.last_progress = self.status.progress, time.monotonic()
+        return None
+
+    def wake(self) -> float | None:
+        """The status's own wake-up time (wall clock) as a monotonic time."""
+        if self.status is None or self.status.wake_at is None:
+            return None
+        return time.monotonic() + max(self.status.wake_at - time.time(), 0.0) + 0.009
 
     def end(self) -> float:
         if self.fixed_deadline is not None:
@@ -909,31 +905,29 @@ class _Watch:
     def timed_out(self, end: float, synced: bool) -> Status:
         status = self.status
         message = (status.message if status else "") or "no status seen"
-        if self.trouble and not synced:
-            message = f"the Kubernetes API could not be watched: {self.trouble}"
+        trouble = self.streams.trouble
+        if trouble and not synced:
+            message = f"the Kubernetes API could not be watched: {trouble}"
         return Status("failed", message, Failure(
             "DeadlineExceeded" if synced else "ApiUnavailable", f"no successful rollout within {end - self.t0:.0f}s: {message}"),
             status.revision if status else None, status.new_pods if status else (), status.image if status else None)
 
-    def consume(self, item: tuple[Any, ...]) -> None:
-        tag, resource = item[0], item[1]
-        if tag == "sync":
-            self.snap.replace(resource, item[2])
-            self.synced.add(resource)
-            self.trouble = None
-            if resource == "pods":
-                self.take_baseline()
-        elif tag == "event":
-            self.snap.apply(resource, item[2], item[3])
-        elif tag == "trouble":
-            self.trouble = item[2]
-        elif tag == "fatal":
-            err = item[2]
-            raise RolloutFailed(
-                f"cannot watch {resource} of {self.namespace}/{self.workload.kind}/{self.workload.name}: "
-                f"{err.status} {err.reason}",
-                hint="check the Kubernetes credentials and RBAC (list/watch on the workload, replicasets, "
-                     "controllerrevisions, pods and events, get on pods/log)") from err
+    # The sink watch_until feeds: the snapshot, plus the restart baseline at each pod list.
+    def replace(self, resource: str, items: Iterable[dict]) -> None:
+        self.snap.replace(resource, items)
+        if resource == "pods":
+            self.take_baseline()
+
+    def apply(self, resource: str, kind: str, obj: dict) -> None:
+        self.snap.apply(resource, kind, obj)
+
+    def fatal(self, event: Fatal) -> RolloutFailed:
+        err = event.error
+        return RolloutFailed(
+            f"cannot watch {event.resource} of {self.namespace}/{self.workload.kind}/{self.workload.name}: "
+            f"{err.status} {err.reason}",
+            hint="check the Kubernetes credentials and RBAC (list/watch on the workload, replicasets, "
+                 "controllerrevisions, pods and events, get on pods/log)")
 
     def take_baseline(self) -> None:
         """Restart counts of the pods already settled before the rollout began, at first sight."""
@@ -959,7 +953,7 @@ def _finish(core: Any, namespace: str, workload: WorkloadPlan, expected_image: s
         outcome="timeout" if timeout else _OUTCOME[status.state],
         message=f.message if f else status.message, namespace=namespace, kind=workload.kind, name=workload.name,
         container=workload.container, reason=f.reason if f else None, expected_image=expected_image,
-        image=status.image, revision=status.revision, progress=list(lines), started_at=_iso(wall0),
+        image=status.image, revision=status.revision, progress=list(lines), started_at=iso(wall0),
         verdict_after=verdict, pods=status.new_pods)
     if f is not None:
         result.evidence = list(f.evidence)
@@ -987,7 +981,7 @@ def _finish(core: Any, namespace: str, workload: WorkloadPlan, expected_image: s
                     text = resp.data.decode("utf-8", errors="replace")
                     result.logs[key] = text.splitlines()[-LOG_LINES:]
                 except Exception as err:  # noqa: BLE001 - the evidence is best effort
-                    result.log_errors[key] = _api_message(err)
+                    result.log_errors[key] = api_error(err)[1]
     result.elapsed = time.monotonic() - t0
     return result
 
@@ -1004,16 +998,6 @@ def _worst_pod(snap: Snapshot, status: Status) -> str | None:
     return None
 
 
-def _api_message(err: Exception) -> str:
-    body = getattr(err, "body", None)
-    if body:
-        try:
-            return json.loads(body).get("message") or str(body)
-        except (ValueError, AttributeError):
-            return str(body)
-    return f"{type(err).__name__}: {err}"
-
-
 def _warning_events(snap: Snapshot, status: Status) -> list[dict]:
     names = set(status.new_pods)
     out = []
@@ -1028,13 +1012,6 @@ def _warning_events(snap: Snapshot, status: Status) -> list[dict]:
                     "first_seen": ev.get("firstTimestamp") or ev.get("eventTime"),
                     "last_seen": _event_time(ev)})
     return out[-EVENT_LIMIT:]
-
-
-def _rv(obj: dict) -> int:
-    try:
-        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
-    except ValueError:
-        return 0
 
 
 # =============================================================================================

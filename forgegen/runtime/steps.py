@@ -13,6 +13,7 @@ from forgegen import pattern
 from forgegen.errors import UsageError
 from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime.federation import dry_run_steps
+from forgegen.runtime.gitops import manifest_path
 from forgegen.runtime.tags import ImageTags, SourceRevision, image_tags
 
 
@@ -76,7 +77,7 @@ def _push_steps(plan: Plan, service: ServicePlan, tags: ImageTags) -> list[Step]
 def _gitops_steps(service: ServicePlan, target: TargetPlan, tag: str, revision: SourceRevision,
                   project: str) -> list[Step]:
     g = target.gitops
-    manifest = f"{g.path}/{g.file}" if g.path not in ("", ".") else g.file
+    manifest = manifest_path(target)
     message = pattern.fill(g.commit_message, {
         "project": project, "service": service.name, "environment": target.environment, "cluster": target.cluster,
         "tag": tag, "image": image_ref(service.image.repository, tag), "source_commit": revision.sha7})
@@ -85,7 +86,8 @@ def _gitops_steps(service: ServicePlan, target: TargetPlan, tag: str, revision: 
              {"repo": g.repo, "branch": g.branch, "file": manifest, "image": service.image.repository, "tag": tag}),
         Step("gitops-check", f"kubectl kustomize {g.path} shows {service.workload.kind}/{service.workload.name} "
                              f"running {image_ref(service.image.repository, tag)}", {"path": g.path}),
-        Step("gitops-push", f"commit and push to {g.repo} {g.branch} (on a rejected push: fetch, re-apply the edit, retry; up to {g.push_attempts} attempts)",
+        Step("gitops-push", f"commit and push to {g.repo} {g.branch} (on a rejected push: fetch, re-apply the edit, "
+                            f"retry; up to {g.push_attempts} attempts)",
              {"message": message, "attempts": g.push_attempts}),
     ]
 
@@ -140,7 +142,7 @@ def describe(command: str, plan: Plan, service: ServicePlan | None, target: Targ
         g = target.gitops
         chosen = to_tag or "the previous distinct tag in the manifest's git history"
         steps.append(Step("rollback-select", f"choose {chosen} for {service.image.repository}",
-                          {"repo": g.repo, "file": f"{g.path}/{g.file}", "to": to_tag}))
+                          {"repo": g.repo, "file": manifest_path(target), "to": to_tag}))
         steps.append(Step("verify", f"check {service.image.repository}:<tag> exists in the registry", {}))
         steps += _gitops_steps(service, target, to_tag or "<previous>", revision or SourceRevision("-------", "none"), plan.project)
         steps.append(_reconcile_step(target))

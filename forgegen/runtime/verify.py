@@ -107,7 +107,7 @@ def run_check(check: CheckPlan, *, progress: Callable[[str], None] | None = None
             pause = min(pause * 2, BACKOFF[1])
         result.attempts += 1
         if check.http is not None:
-            status, error = http_attempt(str(check.http["url"]), expect_status=int(check.http.get("expect_status") or 200),
+            status, error = http_attempt(str(check.http["url"]), expect_status=int(check.http.get("expect_status") or 200),  # type: ignore[call-overload]
                                          contains=check.http.get("contains"), timeout=check.timeout)  # type: ignore[arg-type]
             result.status = status
         else:

@@ -100,7 +100,7 @@ class AtticStandIn:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def start(self) -> "AtticStandIn":
+    def start(self) -> AtticStandIn:
         standin = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -209,7 +209,7 @@ class Api:
                     break
                 try:
                     item = await asyncio.wait_for(queue.get(), timeout=min(left, 1.0 if bookmarks else left))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if bookmarks:
                         item = {"type": "BOOKMARK", "object": {"kind": rt.kind, "apiVersion": rt.api_version,
                                                                "metadata": {"resourceVersion": str(store.rv)}}}

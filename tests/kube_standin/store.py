@@ -16,7 +16,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .patch import PatchError, apply_patch
@@ -25,7 +25,7 @@ from .resources import Registry, ResourceType, type_from_crd
 
 def timestamp(t: float | None = None, *, precise: bool = False) -> str:
     """RFC 3339 UTC, whole seconds as metav1.Time serializes; ``precise`` keeps microseconds (MicroTime)."""
-    dt = datetime.fromtimestamp(time.time() if t is None else t, tz=timezone.utc)
+    dt = datetime.fromtimestamp(time.time() if t is None else t, tz=UTC)
     if precise:
         return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -125,7 +125,7 @@ class Client:
                     rv = await self._relist(path, params, known, handler)
                     synced()
                 rv = await self._watch(path, params, rv, known, handler, stopped)
-            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, ApiStatus) as e:
+            except (TimeoutError, aiohttp.ClientError, ConnectionError, ApiStatus) as e:
                 if stopped():
                     return
                 if isinstance(e, ApiStatus) and e.code == 410:

@@ -39,7 +39,7 @@ def self_signed(directory: Path, address: str) -> tuple[str, str]:
 
 def _select(lines: list[tuple[str, str]], q: dict) -> str:
     if q.get("sinceSeconds"):
-        since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=int(q["sinceSeconds"]))
+        since = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=int(q["sinceSeconds"]))
         lines = [(ts, line) for ts, line in lines
                  if datetime.datetime.fromisoformat(ts.replace("Z", "+00:00")) >= since]
     if q.get("tailLines") is not None:

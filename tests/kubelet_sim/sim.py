@@ -340,7 +340,7 @@ class KubeletSim:
                         c["lastHeartbeatTime"] = now
                     self.nodes[name] = await self.client.merge_patch(f"/api/v1/nodes/{name}/status",
                                                                      {"status": {"conditions": conds}})
-                except (ApiStatus, OSError, asyncio.TimeoutError) as e:
+                except (TimeoutError, ApiStatus, OSError) as e:
                     print(f"kubelet-sim: heartbeat of {name}: {e!r}", file=sys.stderr, flush=True)
 
     # -- scripts ------------------------------------------------------------------------------
@@ -401,7 +401,7 @@ class KubeletSim:
             except ApiStatus as e:  # gone, or its namespace is going: nothing to write any more
                 if e.code != 404 and "being terminated" not in e.message:
                     print(f"kubelet-sim: {op[0]} in {op[2] if op[0] == 'status' else op[1]}: {e}", file=sys.stderr, flush=True)
-            except (OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, OSError) as e:
                 print(f"kubelet-sim: {op[0]}: {e!r}", file=sys.stderr, flush=True)
 
     async def _write(self, op: tuple) -> None:

@@ -14,7 +14,6 @@ scripted kubelet (``controllers.kubelet``: a run-to-completion pod ends ``Succee
 
 from __future__ import annotations
 
-
 from ..cluster import Controller
 from ..store import ApiError, Change, timestamp
 from .workloads import controller_of, new_pod, parse_time, pod_ready, set_condition
