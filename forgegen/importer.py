@@ -90,7 +90,7 @@ def read_old(path: Path) -> OldService:
         raise ConfigError(problems)
     raw = service.get("type")
     kind = ALIASES.get(str(raw).lower(), str(raw).lower()) if raw else "generic"
-    return OldService(path, name, kind if kind in TYPES else "generic", None if raw is None else str(raw),
+    return OldService(path, str(name), kind if kind in TYPES else "generic", None if raw is None else str(raw),
                       {k: str(v) for k, v in registry.items()}, {k: str(v) for k, v in cache.items()},
                       str(manifests["kustomization"]) if manifests.get("kustomization") else None)
 

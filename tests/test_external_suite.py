@@ -109,8 +109,9 @@ def test_without_a_kubeconfig_no_external_test_exists() -> None:
 @pytest.mark.realplane
 @pytest.mark.timeout(900)
 def test_the_external_backend_runs_against_a_real_control_plane(control_plane: Any, tmp_path: Path) -> None:
-    from forgegen.runtime.kube import api_client
     from kubernetes.client import CoreV1Api
+
+    from forgegen.runtime.kube import api_client
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_E2E_")}
     # as a user bound only to examples/rbac/forge-e2e.yaml: that is all the suite needs

@@ -18,6 +18,7 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -297,8 +298,8 @@ LEASE = "forge-release-shop-staging"
 
 
 def hold_lease(c: ShopCluster, holder: str, *, renewed: str = "now", duration: int = 30) -> None:
-    from datetime import datetime, timedelta, timezone
-    when = datetime.now(timezone.utc) - (timedelta(hours=1) if renewed == "an hour ago" else timedelta())
+    from datetime import datetime, timedelta
+    when = datetime.now(UTC) - (timedelta(hours=1) if renewed == "an hour ago" else timedelta())
     stamp = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     c.kube.standin.create("leases", {
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",

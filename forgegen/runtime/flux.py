@@ -109,7 +109,7 @@ def token_ns(token: str | None) -> int | None:
     m = _TOKEN.match(token or "")
     if m is None:
         return None
-    secs = int(datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp())
+    secs = int(datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp())
     return secs * 1_000_000_000 + int((m.group(2) or "0").ljust(9, "0"))
 
 

@@ -22,9 +22,10 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from forgegen.errors import ClusterUnreachable, UsageError
 
@@ -48,7 +49,7 @@ def identity() -> str:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _micro(t: datetime) -> str:
@@ -57,7 +58,7 @@ def _micro(t: datetime) -> str:
 
 def _parse(value: Any) -> datetime | None:
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if not value:
         return None
     text = str(value).replace("Z", "+00:00")

@@ -29,12 +29,10 @@ Say = Callable[[str], None]
 
 
 def replaced(record: Any, **changes: Any) -> Any:
-    """A plan record with ``changes`` (plan records are pydantic models or frozen dataclasses)."""
+    """A plan record (a frozen dataclass) with ``changes``."""
     import dataclasses
 
-    if dataclasses.is_dataclass(record):
-        return dataclasses.replace(record, **changes)
-    return record.model_copy(update=changes)
+    return dataclasses.replace(record, **changes)
 
 
 def reconcile_targets(plan: Plan, arg: str) -> tuple[str, list[tuple[TargetPlan, tuple[str, ...]]]]:
@@ -149,12 +147,12 @@ def run_migrate(plan: Plan, svc: ServicePlan, target: TargetPlan, *, tag: str, s
                 say(f"    | {line}")
             report["outcome"] = "failed"
             report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
-            err = MigrationFailed(
+            failure = MigrationFailed(
                 f"migration {m.name} of {svc.name} in {target.environment} {result.outcome}: {result.reason}: "
                 f"{result.message}" + (f" (exit code {result.exit_code})" if result.exit_code is not None else ""),
                 hint=f"`kubectl -n {target.namespace} logs job/{result.job}` shows its logs; re-running "
                      "`forge migrate` deletes the failed Job and runs it again")
-            raise DeployFailed(err.message, report, hint=err.hint) from err
+            raise DeployFailed(failure.message, report, hint=failure.hint) from failure
     report["outcome"] = "success"
     report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
     return report

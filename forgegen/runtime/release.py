@@ -310,7 +310,7 @@ def _run(plan: Plan, services: list[str] | None, environments: list[str], *, rev
     try:
         say(f"release {what} at {revision.sha7}: {' → '.join(s.environment for s in stages)}")
         pushed = _push_all(plan, stages, order, report, revision=revision, flake=flake, say=say, t0=t0, opts=opts)
-        for si, stage in enumerate(stages):
+        for si in range(len(stages)):
             _release_stage(plan, stages, si, order, report, clients=clients, pushed=pushed, revision=revision,
                            say=say, cwd=cwd, t0=t0, opts=opts)
         report["outcome"] = "success"
