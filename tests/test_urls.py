@@ -178,70 +178,6 @@ def test_a_hand_edited_plan_with_a_credential_is_refused(tmp_path: Path) -> None
 # -- the supported way: a credential helper (GIT_ASKPASS) against a remote that requires auth ---
 
 
-class _GitHttp:
-    """git's smart HTTP (``git http-backend`` as CGI) behind Basic auth, on a loopback port."""
-
-    def __init__(self, root: Path, user: str, password: str) -> None:
-        import base64
-        import http.server
-        import threading
-
-        from tests.ports import free_port
-
-        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-        self.authorized = 0
-
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _cgi(self) -> None:
-                if self.headers.get("Authorization") != expected:
-                    self.send_response(401)
-                    self.send_header("WWW-Authenticate", 'Basic realm="git"')
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                outer.authorized += 1
-                path, _, query = self.path.partition("?")
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                env = {"GIT_PROJECT_ROOT": str(root), "GIT_HTTP_EXPORT_ALL": "1", "PATH_INFO": path,
-                       "QUERY_STRING": query, "REQUEST_METHOD": self.command, "REMOTE_USER": user,
-                       "CONTENT_TYPE": self.headers.get("Content-Type", ""), "CONTENT_LENGTH": str(len(body)),
-                       "GIT_HTTP_RECEIVE_PACK": "1", "PATH": os.environ["PATH"]}
-                if self.headers.get("Content-Encoding"):
-                    env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
-                out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True,
-                                     timeout=60, check=False).stdout
-                head, _, payload = out.partition(b"\r\n\r\n")
-                status = 200
-                headers = []
-                for line in head.decode().split("\r\n"):
-                    name, _, value = line.partition(": ")
-                    if name.lower() == "status":
-                        status = int(value.split()[0])
-                    elif name:
-                        headers.append((name, value))
-                self.send_response(status)
-                for name, value in headers:
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_POST = _cgi
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 DEPLOY_LIKE = """\
 import json, sys
 from forgegen import console
@@ -255,12 +191,13 @@ console.emit_json(result.to_json())
 
 
 def test_a_credential_from_a_helper_never_reaches_argv_output_or_the_cached_clone(tmp_path: Path) -> None:
+    from tests.controlplane.gitserver import GitServer
     from tests.fixtures.gitops import GITOPS_TEMPLATE, seed_remote
 
     root = tmp_path / "srv"
     root.mkdir()
     seed_remote(GITOPS_TEMPLATE, root / "gitops.git")
-    server = _GitHttp(root, "forge-bot", CI_TOKEN)
+    server = GitServer(root, basic_auth=("forge-bot", CI_TOKEN))
     try:
         askpass = tmp_path / "askpass"
         askpass.write_text('#!/bin/sh\ncase "$1" in Username*) echo forge-bot ;; *) echo "$FORGE_TEST_GIT_TOKEN" ;; esac\n')
@@ -268,9 +205,9 @@ def test_a_credential_from_a_helper_never_reaches_argv_output_or_the_cached_clon
         env, log = _git_wrapper(tmp_path)
         env.update(GIT_ASKPASS=str(askpass), FORGE_TEST_GIT_TOKEN=CI_TOKEN,
                    PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-        res, cmdlines = _run_sampling_proc([sys.executable, "-c", DEPLOY_LIKE, f"{server.url}/gitops.git"], tmp_path, env)
+        res, cmdlines = _run_sampling_proc([sys.executable, "-c", DEPLOY_LIKE, server.url(root / "gitops.git")], tmp_path, env)
     finally:
-        server.close()
+        server.stop()
     assert res.returncode == 0, res.stderr[-3000:]
     assert server.authorized > 0 and '"changed": true' in res.stdout
     leaks = [where for where, text in [("stdout", res.stdout), ("stderr", res.stderr), ("git argv", log.read_text()),

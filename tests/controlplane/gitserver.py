@@ -2,11 +2,14 @@
 
 Flux's source-controller fetches over http(s) or ssh only, never ``file://``; this serves every
 bare repository under ``root`` at ``http://127.0.0.1:<port>/<path relative to root>``, read and
-write (``http.receivepack`` is allowed via the environment), in a daemon thread.
+write (``http.receivepack`` is allowed via the environment), in a daemon thread. With
+``basic_auth=(user, password)`` every request needs that Basic ``Authorization`` (401 otherwise),
+and ``authorized`` counts the requests that had it.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import threading
@@ -18,11 +21,21 @@ GIT = "/usr/bin/git"
 
 class _Handler(BaseHTTPRequestHandler):
     root: Path
+    owner: GitServer
 
     def log_message(self, format: str, *args: object) -> None:  # quiet
         pass
 
     def _cgi(self) -> None:
+        expected = self.owner.expected_auth
+        if expected is not None:
+            if self.headers.get("Authorization") != expected:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.owner.authorized += 1
         path, _, query = self.path.partition("?")
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
@@ -58,8 +71,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class GitServer:
-    def __init__(self, root: Path) -> None:
-        handler = type("Handler", (_Handler,), {"root": root})
+    def __init__(self, root: Path, *, basic_auth: tuple[str, str] | None = None) -> None:
+        self.expected_auth = None if basic_auth is None else (
+            "Basic " + base64.b64encode(":".join(basic_auth).encode()).decode())
+        self.authorized = 0
+        handler = type("Handler", (_Handler,), {"root": root, "owner": self})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.root = root
