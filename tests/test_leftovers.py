@@ -15,20 +15,11 @@ from forgegen.runtime import registry as forge_registry
 from forgegen.runtime.gitops import GitOpsRepo
 from tests.fixtures.gitops import seed_remote
 from tests.fixtures.registry import ImageFlake, forge_plan
+from tests.test_yamlsource import MINIMAL  # the smallest valid deploy.yaml
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 
-DEPLOY = """\
-version: 1
-project: shop
-registry: {host: ghcr.io, organization: acme}
-gitops: {repo: ../gitops}
-environments:
-  - name: staging
-services:
-  api: {}
-"""
 
 
 def _dead_pid() -> int:
@@ -41,7 +32,7 @@ def test_sync_refuses_to_write_through_a_symlink_leaving_the_project(tmp_path: P
     project, outside = tmp_path / "project", tmp_path / "outside"
     project.mkdir()
     outside.mkdir()
-    (project / "deploy.yaml").write_text(DEPLOY)
+    (project / "deploy.yaml").write_text(MINIMAL)
     (project / "nix").mkdir()
     (project / "nix" / "forge").symlink_to(outside, target_is_directory=True)
     res = subprocess.run([str(BIN / "forgegen"), "sync"], cwd=project, capture_output=True, text=True,
@@ -54,7 +45,7 @@ def test_sync_refuses_to_write_through_a_symlink_leaving_the_project(tmp_path: P
 def test_sync_refuses_a_symlinked_file_leaving_the_project(tmp_path: Path) -> None:
     project, outside = tmp_path / "project", tmp_path / "outside.nix"
     project.mkdir()
-    (project / "deploy.yaml").write_text(DEPLOY)
+    (project / "deploy.yaml").write_text(MINIMAL)
     generator.sync(project / "deploy.yaml")
     outside.write_text("mine\n")
     target = project / "nix" / "forge" / "default.nix"
