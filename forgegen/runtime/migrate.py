@@ -207,7 +207,7 @@ def run_migration(api: Any, *, service: str, migration: MigrationPlan, namespace
                               f"({type(err).__name__})", hint=_API_HINT) from err
     uid = job["metadata"]["uid"]
     verdict = _watch(batch, core, name, namespace, uid, migration.timeout, say, watch_seconds)
-    if verdict.state == "failed" and verdict.exit_code is None and verdict.reason != "Timeout":
+    if verdict.state in ("failed", "succeeded") and verdict.exit_code is None and verdict.reason != "Timeout":
         verdict = _with_pod_evidence(core, namespace, uid, verdict)
     result.elapsed = time.monotonic() - t0
     result.pod, result.exit_code, result.reason, result.message = verdict.pod, verdict.exit_code, verdict.reason, verdict.message
@@ -227,8 +227,8 @@ def run_migration(api: Any, *, service: str, migration: MigrationPlan, namespace
 
 
 def _with_pod_evidence(core: Any, namespace: str, uid: str, verdict: Verdict) -> Verdict:
-    """The Job's Failed condition can arrive before the watch delivered its pod's final status:
-    read the pods once more for the pod name and exit code (best effort)."""
+    """The Job's Complete or Failed condition can arrive before the watch delivered its pod's final
+    status: read the pods once more for the pod name and exit code (best effort)."""
     try:
         resp = core.list_namespaced_pod(namespace, label_selector=f"controller-uid={uid}", _preload_content=False,
                                         _request_timeout=(5, 15))
