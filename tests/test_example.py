@@ -69,13 +69,20 @@ def test_release_sha_comes_from_release_git_sha(shop: Flake) -> None:
     assert report["steps"][1]["details"]["tags"] == ["amd64-abcdef0", "amd64-latest"]
 
 
-def test_dirty_tree_is_refused_unless_allowed(shop: Flake) -> None:
+def test_dirty_tree_is_refused_unless_allowed_and_a_dry_run_says_so(shop: Flake) -> None:
     (shop.dir / "services" / "api" / "main.sh").write_text("echo changed\n")
-    proc = shop.run_app("deploy:api", "--dry-run", check=False)
+    proc = shop.run_app("deploy:api", check=False)
     assert proc.returncode == 2, proc.stderr
     assert "uncommitted changes" in proc.stderr and "--allow-dirty" in proc.stderr
+    # a dry run describes the steps anyway, and says the real run would refuse
+    dry = shop.run_app("deploy:api", "--dry-run", "--json")
+    doc = json.loads(dry.stdout)
+    assert doc["steps"][0]["step"] == "build" and doc["source_dirty"] is True
+    assert any("uncommitted changes" in w and "--allow-dirty" in w for w in doc["warnings"]), doc
+    assert "uncommitted changes" in dry.stderr
     ok = shop.run_app("deploy:api", "--dry-run", "--allow-dirty", "--json")
-    assert json.loads(ok.stdout)["steps"][0]["step"] == "build"
+    doc = json.loads(ok.stdout)
+    assert doc["steps"][0]["step"] == "build" and doc["source_dirty"] is True and "warnings" not in doc
 
 
 def test_release_without_yes_and_without_a_terminal_needs_approval(shop: Flake) -> None:

@@ -98,10 +98,26 @@ def not_available(command: str, step: str) -> NotAvailable:
                         hint=f"run `forge {command} --dry-run` to see every step it will take")
 
 
-def _revision(source_dir: Path, allow_dirty: bool) -> SourceRevision:
+def _revision(source_dir: Path, allow_dirty: bool, dry_run: bool = False) -> SourceRevision:
+    """The commit to tag. A dry run describes a dirty tree too (``_source_facts`` says the real run
+    would refuse it); the real run refuses it unless ``allow_dirty``."""
     from forgegen.runtime.tags import source_revision
 
-    return source_revision(source_dir, os.environ, allow_dirty=allow_dirty)
+    return source_revision(source_dir, os.environ, allow_dirty=allow_dirty or dry_run)
+
+
+def _source_facts(revision: SourceRevision, allow_dirty: bool) -> dict[str, Any]:
+    """What a dry run reports about the source: its commit, and whether the tree is dirty (with a
+    warning, also on stderr, when the real run would refuse it)."""
+    facts: dict[str, Any] = {"source_commit": revision.sha7}
+    if revision.dirty:
+        facts["source_dirty"] = True
+        if not allow_dirty:
+            warning = (f"the source tree has uncommitted changes: the real run refuses them (tag {revision.sha7} "
+                       "would not describe the image); commit or stash them, or pass --allow-dirty")
+            console.say(f"forge: warning: {warning}")
+            facts["warnings"] = [warning]
+    return facts
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -143,10 +159,10 @@ def push(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: P
     """Build SERVICE's image and push it under <arch>-<sha7> and <arch>-latest."""
     plan = _load(plan_path, service)
     svc, _ = _steps().split_target(service, plan)
-    revision = _revision(source_dir, allow_dirty)
+    revision = _revision(source_dir, allow_dirty, dry_run)
     if dry_run:
         print_steps("push", svc.name, _steps().describe("push", plan, svc, None, revision), json_output,
-                    {"source_commit": revision.sha7})
+                    _source_facts(revision, allow_dirty))
         return
     from forgegen.runtime.registry import run_push
 
@@ -171,12 +187,12 @@ def deploy(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir:
     deploy.yaml's environments it is deployed to)."""
     plan = _load(plan_path, target)
     svc, tgt = _steps().split_target(target, plan)
-    revision = _revision(source_dir, allow_dirty)
+    revision = _revision(source_dir, allow_dirty, dry_run)
     if dry_run:
         assert tgt is not None
         steps = _steps().describe("deploy", plan, svc, tgt, revision)
         print_steps("deploy", f"{svc.name}:{tgt.environment}", steps, json_output,
-                    {"service": svc.name, "environment": tgt.environment, "source_commit": revision.sha7})
+                    {"service": svc.name, "environment": tgt.environment, **_source_facts(revision, allow_dirty)})
         return
     from forgegen.runtime import deploy as deploy_mod
 
@@ -291,10 +307,10 @@ def release(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir
     plan = _load(plan_path, service)
     services = [_steps().split_target(service, plan)[0]] if service else list(plan.services)
     envs = _environments(plan, environments)
-    revision = _revision(source_dir, allow_dirty)
+    revision = _revision(source_dir, allow_dirty, dry_run)
     if dry_run:
         print_steps("release", service or plan.project, _steps().release_steps(plan, services, envs, revision),
-                    json_output, {"environments": envs, "source_commit": revision.sha7})
+                    json_output, {"environments": envs, **_source_facts(revision, allow_dirty)})
         return
     from forgegen.runtime import release as release_mod
 
@@ -344,7 +360,7 @@ def migrate(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir
     plan = _load(plan_path, target)
     svc, tgt = _steps().split_target(target, plan, need_env=True)
     assert tgt is not None
-    tag = tag or image_tags(_revision(source_dir, allow_dirty).sha7, svc.image.architectures).deploy_tag
+    tag = tag or image_tags(_revision(source_dir, allow_dirty, dry_run).sha7, svc.image.architectures).deploy_tag
     if dry_run:
         jobs = ops.migration_jobs(plan, svc, tgt, tag)
         steps = [_steps().Step("migrate", f"create {j['metadata']['namespace']}/Job/{j['metadata']['name']} "
