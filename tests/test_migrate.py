@@ -144,7 +144,7 @@ def test_an_api_that_goes_away_mid_migration_fails_it_without_waiting_for_the_ti
 
     from forgegen.errors import MigrationFailed
 
-    kube.script(IMAGE, ImageScript(logs=("api: migrating",)))  # never finishes
+    kube.script(IMAGE, ImageScript(logs=("api: migrating",), completes_after=None))  # never finishes
     api = kube.api()
     outcome: list[object] = []
 

@@ -272,7 +272,7 @@ def test_the_api_going_away_mid_migration_is_exit_1_with_the_report(release_clus
 
     c = release_cluster
     tag = f"amd64-{head_sha(c)}"
-    c.kube.script(f"{c.image('api')}:{tag}", ImageScript(logs=("api: migrating",)))  # never finishes
+    c.kube.script(f"{c.image('api')}:{tag}", ImageScript(logs=("api: migrating",), completes_after=None))  # never finishes
     done: list[subprocess.CompletedProcess[str]] = []
     runner = threading.Thread(target=lambda: done.append(c.run("release", "--yes", "--json", stdin=subprocess.DEVNULL)),
                               daemon=True)
