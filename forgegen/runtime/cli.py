@@ -185,28 +185,21 @@ def deploy(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir:
             json_output)
 
 
-def _report(run: Callable[[], dict[str, Any]], json_output: bool) -> None:
+def _report(run: Callable[[], Any], json_output: bool) -> None:
     """Run a lifecycle command; print its JSON report (also when it failed), then the verdict."""
-    from forgegen.runtime.deploy import DeployFailed
+    from forgegen.errors import DeployFailed
+    from forgegen.runtime import present
 
     try:
-        doc = run()
+        report = run()
     except DeployFailed as err:
         if json_output:
-            console.emit_json(err.report)
+            console.emit_json(err.document())
         raise
+    doc = report if isinstance(report, dict) else report.to_json()
     if json_output:
         console.emit_json(doc)
-    if doc["command"] == "release":
-        console.say(f"forge release {doc['target']}: {doc['outcome']} ({', '.join(doc['environments'])}; "
-                    + ", ".join(f"{s}:{ref.rpartition(':')[2]}" for s, ref in doc["images"].items()) + ")")
-        return
-    if doc["command"] == "reconcile":
-        console.say(f"forge reconcile {doc['target']}: {doc['outcome']} ("
-                    + ", ".join(r["result"]["revision"] or r["commit"] for r in doc["reconciles"]) + ")")
-        return
-    console.say(f"forge {doc['command']} {doc['service']}:{doc['environment']}: {doc['outcome']}"
-                + (f" ({doc['image']})" if doc.get("image") else ""))
+    console.say(present.verdict(doc))
 
 
 @cli.command(short_help='Watch a rollout; fail fast with the reason and the logs')
@@ -222,7 +215,7 @@ def rollout(plan_path: Path | None, json_output: bool, dry_run: bool, target: st
         return
     from forgegen.runtime.rollout import raise_for_outcome, run_rollout
 
-    doc = run_rollout(plan, svc.name, tgt.environment, json_output=json_output)
+    doc = run_rollout(plan, svc.name, tgt.environment, json_output=json_output).to_json()
     if json_output:
         console.emit_json(doc)
     raise_for_outcome(doc)
@@ -258,13 +251,14 @@ def status(plan_path: Path | None, json_output: bool, dry_run: bool, environment
         print_steps("status", service or plan.project, _steps().describe("status", plan, svc, None, None), json_output)
         return
     from forgegen.runtime import deploy as deploy_mod
+    from forgegen.runtime import present
 
-    doc = deploy_mod.run_status(plan, svc.name if svc else None, environments=_environments(plan, environments))
+    report = deploy_mod.run_status(plan, svc.name if svc else None, environments=_environments(plan, environments))
     if json_output:
-        console.emit_json(doc)
+        console.emit_json(report.to_json())
     else:
-        click.echo(deploy_mod.render_status(doc))
-    deploy_mod.raise_for_status(doc)
+        click.echo(present.status_table(report.to_json()))
+    deploy_mod.raise_for_status(report)
 
 
 @cli.command(short_help='Every service (or one), environment by environment')
