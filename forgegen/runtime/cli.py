@@ -196,10 +196,9 @@ def _report(run: Callable[[], Any], json_output: bool) -> None:
         if json_output:
             console.emit_json(err.document())
         raise
-    doc = report if isinstance(report, dict) else report.to_json()
     if json_output:
-        console.emit_json(doc)
-    console.say(present.verdict(doc))
+        console.emit_json(report if isinstance(report, dict) else report.to_json())
+    console.say(present.verdict(report))
 
 
 @cli.command(short_help='Watch a rollout; fail fast with the reason and the logs')

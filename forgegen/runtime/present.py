@@ -8,10 +8,14 @@ live progress line of :class:`ProgressPrinter` on a terminal. Nothing here decid
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Mapping
 from typing import Any
+
+from forgegen import urls
+from forgegen.runtime import reports
 
 # The kubelet names a pod "pod=NAME_NAMESPACE(UID)" (or "in pod NAME_NAMESPACE(UID)" in events);
 # the report names the pod on its own line, so the text shows neither the repeat nor the UID.
@@ -24,7 +28,8 @@ def without_kubelet_pod(text: str) -> str:
 
 
 class ProgressPrinter:
-    """kubectl-style progress on stderr: a live line on a terminal, plain new lines otherwise."""
+    """kubectl-style progress on stderr: a live line on a terminal, plain new lines otherwise;
+    everything passes through the one redaction (:func:`forgegen.urls.redact`), as ``console.say`` does."""
 
     def __init__(self, stream: Any = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
@@ -38,6 +43,7 @@ class ProgressPrinter:
             self._status.start()
 
     def __call__(self, message: str) -> None:
+        message = urls.redact(message)
         if self.live:
             self.console.print(message, markup=False)
             self._status.update(message)
@@ -47,7 +53,7 @@ class ProgressPrinter:
 
     def say(self, text: str) -> None:
         """A block of plain lines (after the live line is closed)."""
-        self.stream.write(text + "\n")
+        self.stream.write(urls.redact(text) + "\n")
         self.stream.flush()
 
     def close(self) -> None:
@@ -121,14 +127,27 @@ def not_done(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def verdict(doc: Mapping[str, Any]) -> str:
-    """The closing line of a lifecycle command (deploy, rollback, reconcile, migrate, release)."""
-    command = doc["command"]
-    if command == "release":
-        return (f"forge release {doc['target']}: {doc['outcome']} ({', '.join(doc['environments'])}; "
-                + ", ".join(f"{s}:{ref.rpartition(':')[2]}" for s, ref in doc["images"].items()) + ")")
-    if command == "reconcile":
-        return (f"forge reconcile {doc['target']}: {doc['outcome']} ("
-                + ", ".join(r["result"]["revision"] or r["commit"] for r in doc["reconciles"]) + ")")
-    return (f"forge {command} {doc['service']}:{doc['environment']}: {doc['outcome']}"
-            + (f" ({doc['image']})" if doc.get("image") else ""))
+@functools.singledispatch
+def verdict(report: Any) -> str:
+    """The closing line of a lifecycle command, by the kind of its report."""
+    raise TypeError(f"no verdict line for {type(report).__name__}")
+
+
+@verdict.register
+def _(report: reports.DeployReport | reports.MigrateReport) -> str:
+    image = report.image if isinstance(report, reports.DeployReport) else reports.UNSET
+    return (f"forge {report.command} {report.service}:{report.environment}: {report.outcome}"
+            + (f" ({image})" if image and not isinstance(image, reports.Unset) else ""))
+
+
+@verdict.register
+def _(report: reports.ReconcileReport) -> str:
+    doc = report.to_json()
+    return (f"forge reconcile {report.target}: {report.outcome} ("
+            + ", ".join((r.get("result") or {}).get("revision") or r["commit"] for r in doc["reconciles"]) + ")")
+
+
+@verdict.register
+def _(report: dict) -> str:  # a release report (release.py keeps it as a dict)
+    return (f"forge release {report['target']}: {report['outcome']} ({', '.join(report['environments'])}; "
+            + ", ".join(f"{s}:{ref.rpartition(':')[2]}" for s, ref in report["images"].items()) + ")")
