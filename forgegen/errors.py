@@ -199,10 +199,6 @@ class ApprovalRequired(UsageError):
     """An environment needs approval (``--yes`` or an interactive "y") and did not get it (exit 2)."""
 
 
-class NotAvailable(ForgeError):
-    """A step is not implemented in this version of Forge."""
-
-
 class ProvisionError(ForgeError):
     """Provisioning PostgreSQL or an Attic cache failed."""
 

@@ -9,14 +9,13 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from typing import TYPE_CHECKING
-
 from forgegen import __version__, console
-from forgegen.errors import ForgeError, NotAvailable
+from forgegen.errors import ForgeError
 
 if TYPE_CHECKING:
     from forgegen.plan import Plan
@@ -29,7 +28,8 @@ PLAN_HELP = ("the JSON plan written by `forgegen sync` (the flake apps pass it; 
              "nix/forge/plans/SERVICE.json of this repository)")
 
 
-def _steps():  # noqa: ANN202 - the module forgegen.runtime.steps, imported when a command runs
+def _steps() -> ModuleType:
+    """The module forgegen.runtime.steps, imported when a command runs (not for --help)."""
     from forgegen.runtime import steps
 
     return steps
@@ -91,11 +91,6 @@ def print_steps(command: str, target: str, steps: list[Step], json_output: bool,
     click.echo(f"forge {command} {target} --dry-run: {len(steps)} step(s), nothing will change")
     for i, step in enumerate(steps, 1):
         click.echo(f"{i:>3}. [{step.name}] {step.summary}")
-
-
-def not_available(command: str, step: str) -> NotAvailable:
-    return NotAvailable(f"`forge {command}`: the {step} step is not available in this version of Forge yet",
-                        hint=f"run `forge {command} --dry-run` to see every step it will take")
 
 
 def _revision(source_dir: Path, allow_dirty: bool) -> SourceRevision:

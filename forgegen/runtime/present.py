@@ -147,7 +147,7 @@ def _(report: reports.ReconcileReport) -> str:
             + ", ".join((r.get("result") or {}).get("revision") or r["commit"] for r in doc["reconciles"]) + ")")
 
 
-@verdict.register
-def _(report: dict) -> str:  # a release report (release.py keeps it as a dict)
+@verdict.register(dict)
+def _(report: dict[str, Any]) -> str:  # a release report (release.py keeps it as a dict)
     return (f"forge release {report['target']}: {report['outcome']} ({', '.join(report['environments'])}; "
             + ", ".join(f"{s}:{ref.rpartition(':')[2]}" for s, ref in report["images"].items()) + ")")
