@@ -53,13 +53,15 @@ def to_json_value(value: Any) -> Any:
     return value
 
 
+@dataclass
 class Record:
-    """A dataclass whose JSON is its fields (``UNSET`` ones left out); ``extra`` mappings, when a
-    record declares a field with metadata ``flatten``, are merged in at the top level."""
+    """A report record (a dataclass) whose JSON is its fields: ``UNSET`` ones are left out, a
+    field with metadata ``flatten`` (a mapping of step results) is merged in at the top level,
+    ``internal`` ones are not shown, ``key`` renames one."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is UNSET or f.metadata.get("internal"):
                 continue
@@ -138,11 +140,6 @@ class RollRecord(Timed):
         result = getattr(err, "result", None)
         if result is not None and hasattr(result, "to_json"):
             self.steps.setdefault(step, result)
-
-    def step_json(self, name: str) -> dict[str, Any]:
-        """A step's entry as JSON ({} when it did not run)."""
-        value = self.steps.get(name)
-        return to_json_value(value) if value is not None else {}
 
 
 @dataclass(kw_only=True)
