@@ -181,7 +181,7 @@ class ReconcileEntry(Record):
     cluster: str | None
     commit: str
     kustomizations: list[str]
-    result: Any = UNSET
+    result: Reportable | None | Unset = UNSET
 
 
 @dataclass(kw_only=True)
@@ -215,7 +215,7 @@ class MigrateReport(Timed):
     tag: str
     command: Literal["migrate"] = "migrate"
     outcome: str = "running"
-    migrations: list[Any] = field(default_factory=list)
+    migrations: list[Reportable] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
