@@ -14,8 +14,9 @@ This module imports nothing from the package.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -132,8 +133,17 @@ class GitOpsFileError(GitOpsError):
     exit_code = EXIT_USAGE
 
 
+class Reportable(Protocol):
+    """A report or step result: what ``--json`` prints is its ``to_json()``."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
 class ReconcileError(ForgeError):
-    """Flux did not apply our revision (not Ready, or timed out)."""
+    """Flux did not apply our revision (not Ready, or timed out). ``result`` is the partial
+    reconcile result for the report, when the wait got that far."""
+
+    result: Reportable | None = None
 
 
 class RolloutFailed(ForgeError):
@@ -151,6 +161,28 @@ class RolloutPending(ForgeError):
     exit_code = EXIT_PENDING
 
 
+class DeployFailed(ForgeError):
+    """A lifecycle command (deploy, rollback, status, reconcile, migrate) failed; ``report`` is its
+    report, printed with ``--json`` (exit 1, or ``exit_code``: 4 for a pending OnDelete rollout)."""
+
+    def __init__(self, message: str, report: Reportable | Mapping[str, Any], *, hint: str | None = None,
+                 exit_code: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.report = report
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def document(self) -> dict[str, Any]:
+        """The report as JSON data."""
+        if isinstance(self.report, Mapping):
+            return dict(self.report)
+        return self.report.to_json()
+
+
+class ReleaseFailed(DeployFailed):
+    """A release stopped at a failed step; ``report`` says where and what was not done (exit 1)."""
+
+
 class ClusterUnreachable(ForgeError):
     """The Kubernetes API of an environment does not answer (checked before a release changes anything)."""
 
@@ -165,10 +197,6 @@ class VerificationFailed(ForgeError):
 
 class ApprovalRequired(UsageError):
     """An environment needs approval (``--yes`` or an interactive "y") and did not get it (exit 2)."""
-
-
-class NotAvailable(ForgeError):
-    """A step is not implemented in this version of Forge."""
 
 
 class ProvisionError(ForgeError):

@@ -112,7 +112,7 @@ def _exact(tp: object) -> frozenset[type]:
         parts = [_exact(a) for a in typing.get_args(tp)]
         return frozenset().union(*parts) if all(parts) else frozenset()
     if tp is type(None) or tp in (str, bool, int, float) or (isinstance(tp, type) and issubclass(tp, PlanModel)):
-        return frozenset({tp})  # type: ignore[arg-type]
+        return frozenset({tp})
     return frozenset()  # tuples (their items), dicts, literals: always checked
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from fractions import Fraction
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
@@ -108,7 +108,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _pattern(*allowed: str):
+def _pattern(*allowed: str) -> Callable[[str], str]:
     def check(value: str) -> str:
         pattern.parse(value, allowed)  # ValueError with the message for deploy.yaml
         return value
@@ -509,7 +509,8 @@ def rendered_name_problems(config: Config) -> list[tuple[Loc, str]]:
     out: dict[Loc, str] = {}
     kustomizations = [kustomizations_of(config, i) for i in range(len(config.environments))]
 
-    def check(loc: Loc, text: str, values: dict[str, str], rule, env: str | None = None) -> None:
+    def check(loc: Loc, text: str, values: dict[str, str], rule: Callable[[str], object],
+              env: str | None = None) -> None:
         if loc in out:
             return
         name = pattern.fill(text, values)

@@ -132,6 +132,6 @@ class Backoff:
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def delay(self, failed_attempt: int, server_asked: float | None = None) -> float:
-        base = min(self.max_delay, self.initial_delay * (2 ** (failed_attempt - 1)))
+        base = min(self.max_delay, self.initial_delay * 2.0 ** (failed_attempt - 1))
         wait = base / 2 + self.rng.uniform(0, base / 2)
         return max(wait, server_asked) if server_asked is not None else wait

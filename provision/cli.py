@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import click
 
-from forgegen import __version__
+from forgegen import __version__, console
 from forgegen.console import run_cli, setup_logging
 from forgegen.errors import EXIT_FAILED, EXIT_OK
 
@@ -35,12 +35,13 @@ JOBS = click.option("--jobs", "-j", default=4, show_default=True, type=click.Int
 
 
 def _json(data: object) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    """The one JSON document on stdout (``--json``), through the console's one output channel."""
+    console.emit_json(data)
 
 
 def _warn(lines: Sequence[str]) -> None:
     for line in lines:
-        click.echo(f"warning: {line}", err=True)
+        console.say(f"warning: {line}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,7 +88,7 @@ def postgres_apply(config: str, as_json: bool, jobs: int, rotate_passwords: bool
     started = time.monotonic()
     outcome = pg.run(schema.load_postgres(config), "apply", rotate_passwords=rotate_passwords, jobs=jobs,
                      lock_timeout=lock_timeout,
-                     on_change=lambda ch: click.echo(f"apply: {report.change_line(ch)}", err=True))
+                     on_change=lambda ch: console.say(f"apply: {report.change_line(ch)}"))
     _warn(outcome.warnings)
     _json(outcome.to_json()) if as_json else click.echo(report.postgres_applied(outcome, time.monotonic() - started),
                                                         nl=False)

@@ -35,6 +35,8 @@ def test_demo_deploys_the_example_and_shows_a_failed_rollout_rolled_back() -> No
     assert len(error) <= 120, error
     assert re.fullmatch(r"forge: error: deploy of api to staging: rollout failed \(\w+\); rolled back to amd64-\w{7}", error)
     assert not re.search(r"pod=\S+\([0-9a-f-]{36}\)", proc.stderr.split("forge: error:")[1])
+    # The failure block names the pod on its own line: the kubelet's NAME_NAMESPACE(UID) is shown nowhere.
+    assert not re.search(r"\S+_\S+\([0-9a-f-]{36}\)", proc.stderr)
     # The last line says what was shown and that it ended as expected.
     last = proc.stderr.rstrip().splitlines()[-1]
     assert last.startswith("demo: ended as expected") and "rolled back" in last and len(last) <= 120

@@ -15,13 +15,13 @@ import pytest
 
 from forgegen.errors import RolloutFailed, RolloutTimeout
 from forgegen.plan import RolloutPlan, WorkloadPlan
+from forgegen.runtime.present import rollout_report as render_report
 from forgegen.runtime.rollout import (
     FATAL_WAITING,
     RolloutResult,
     Snapshot,
     assess,
     raise_for_outcome,
-    render_report,
     same_image,
 )
 

@@ -347,7 +347,7 @@ def test_run_rollout_prints_progress_and_returns_the_report(kube: Kube) -> None:
     kube.script("app:bad", crash(after=0.05, exit_logs=("boom",)))
     kube.set_image("Deployment", "api", "app:bad")
     err = io.StringIO()
-    doc = run_rollout(plan_for(kube.kubeconfig), "api", "staging", json_output=False, stream=err)
+    doc = run_rollout(plan_for(kube.kubeconfig), "api", "staging", json_output=False, stream=err).to_json()
     assert doc["outcome"] == "failed" and doc["service"] == "api" and doc["environment"] == "staging"
     text = err.getvalue()
     assert "rollout of default/Deployment/api FAILED" in text and "| boom" in text

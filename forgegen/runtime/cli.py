@@ -9,14 +9,13 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from typing import TYPE_CHECKING
-
 from forgegen import __version__, console
-from forgegen.errors import ForgeError, NotAvailable
+from forgegen.errors import ForgeError
 
 if TYPE_CHECKING:
     from forgegen.plan import Plan
@@ -29,7 +28,8 @@ PLAN_HELP = ("the JSON plan written by `forgegen sync` (the flake apps pass it; 
              "nix/forge/plans/SERVICE.json of this repository)")
 
 
-def _steps():  # noqa: ANN202 - the module forgegen.runtime.steps, imported when a command runs
+def _steps() -> ModuleType:
+    """The module forgegen.runtime.steps, imported when a command runs (not for --help)."""
     from forgegen.runtime import steps
 
     return steps
@@ -91,11 +91,6 @@ def print_steps(command: str, target: str, steps: list[Step], json_output: bool,
     click.echo(f"forge {command} {target} --dry-run: {len(steps)} step(s), nothing will change")
     for i, step in enumerate(steps, 1):
         click.echo(f"{i:>3}. [{step.name}] {step.summary}")
-
-
-def not_available(command: str, step: str) -> NotAvailable:
-    return NotAvailable(f"`forge {command}`: the {step} step is not available in this version of Forge yet",
-                        hint=f"run `forge {command} --dry-run` to see every step it will take")
 
 
 def _revision(source_dir: Path, allow_dirty: bool, dry_run: bool = False) -> SourceRevision:
@@ -201,28 +196,20 @@ def deploy(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir:
             json_output)
 
 
-def _report(run: Callable[[], dict[str, Any]], json_output: bool) -> None:
+def _report(run: Callable[[], Any], json_output: bool) -> None:
     """Run a lifecycle command; print its JSON report (also when it failed), then the verdict."""
-    from forgegen.runtime.deploy import DeployFailed
+    from forgegen.errors import DeployFailed
+    from forgegen.runtime import present
 
     try:
-        doc = run()
+        report = run()
     except DeployFailed as err:
         if json_output:
-            console.emit_json(err.report)
+            console.emit_json(err.document())
         raise
     if json_output:
-        console.emit_json(doc)
-    if doc["command"] == "release":
-        console.say(f"forge release {doc['target']}: {doc['outcome']} ({', '.join(doc['environments'])}; "
-                    + ", ".join(f"{s}:{ref.rpartition(':')[2]}" for s, ref in doc["images"].items()) + ")")
-        return
-    if doc["command"] == "reconcile":
-        console.say(f"forge reconcile {doc['target']}: {doc['outcome']} ("
-                    + ", ".join(r["result"]["revision"] or r["commit"] for r in doc["reconciles"]) + ")")
-        return
-    console.say(f"forge {doc['command']} {doc['service']}:{doc['environment']}: {doc['outcome']}"
-                + (f" ({doc['image']})" if doc.get("image") else ""))
+        console.emit_json(report if isinstance(report, dict) else report.to_json())
+    console.say(present.verdict(report))
 
 
 @cli.command(short_help='Watch a rollout; fail fast with the reason and the logs')
@@ -238,7 +225,7 @@ def rollout(plan_path: Path | None, json_output: bool, dry_run: bool, target: st
         return
     from forgegen.runtime.rollout import raise_for_outcome, run_rollout
 
-    doc = run_rollout(plan, svc.name, tgt.environment, json_output=json_output)
+    doc = run_rollout(plan, svc.name, tgt.environment, json_output=json_output).to_json()
     if json_output:
         console.emit_json(doc)
     raise_for_outcome(doc)
@@ -274,13 +261,14 @@ def status(plan_path: Path | None, json_output: bool, dry_run: bool, environment
         print_steps("status", service or plan.project, _steps().describe("status", plan, svc, None, None), json_output)
         return
     from forgegen.runtime import deploy as deploy_mod
+    from forgegen.runtime import present
 
-    doc = deploy_mod.run_status(plan, svc.name if svc else None, environments=_environments(plan, environments))
+    report = deploy_mod.run_status(plan, svc.name if svc else None, environments=_environments(plan, environments))
     if json_output:
-        console.emit_json(doc)
+        console.emit_json(report.to_json())
     else:
-        click.echo(deploy_mod.render_status(doc))
-    deploy_mod.raise_for_status(doc)
+        click.echo(present.status_table(report.to_json()))
+    deploy_mod.raise_for_status(report)
 
 
 @cli.command(short_help='Every service (or one), environment by environment')

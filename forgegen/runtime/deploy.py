@@ -16,32 +16,32 @@ from __future__ import annotations
 
 import importlib
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from forgegen.errors import EXIT_PENDING, ForgeError, GitOpsError, PushError, RolloutFailed, UsageError
+from forgegen.errors import EXIT_PENDING, DeployFailed, ForgeError, GitOpsError, PushError, RolloutFailed, UsageError
 from forgegen.plan import Plan, ServicePlan, TargetPlan
-from forgegen.runtime import flux, gitops, health, kube, registry
+from forgegen.runtime import flux, gitops, health, kube, present, registry
 from forgegen.runtime import rollout as rollout_mod
+from forgegen.runtime.reports import (
+    DeployReport,
+    GitState,
+    RollbackAttempt,
+    RollRecord,
+    StatusReport,
+    StatusRow,
+    Unset,
+    WorkloadState,
+    to_json_value,
+)
 from forgegen.runtime.tags import SourceRevision
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
-
-
-class DeployFailed(ForgeError):
-    """A deploy, rollback or status step failed; ``report`` is the JSON document (exit 1)."""
-
-    def __init__(self, message: str, report: dict[str, Any], *, hint: str | None = None,
-                 exit_code: int | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.report = report
-        if exit_code is not None:  # a pending OnDelete rollout exits 4, not 1
-            self.exit_code = exit_code
+T = TypeVar("T")
 
 
 def _image(service: ServicePlan, tag: str) -> str:
@@ -61,52 +61,66 @@ def preflight(plan: Plan, service: str, environment: str | None) -> tuple[Servic
     return svc, target, conn
 
 
-def _step(report: dict[str, Any], name: str, fn: Callable[[], Any]) -> Any:
-    """Run one step, recording how long it took; a ForgeError marks the report failed at it."""
-    t0 = time.monotonic()
-    try:
-        return fn()
-    except ForgeError as err:
-        report["outcome"] = "failed"
-        report["failed_step"] = name
-        report["error"] = {"type": type(err).__name__, "message": err.message, "hint": err.hint}
-        result = getattr(err, "result", None)
-        if result is not None and hasattr(result, "to_json"):
-            report.setdefault(name, result.to_json())
-        raise
-    finally:
-        report["timings"][f"{name}_seconds"] = round(time.monotonic() - t0, 3)
+def _step(record: RollRecord, name: str, fn: Callable[[], T]) -> T:
+    """Run one step, recording how long it took; a ForgeError marks the record failed at it."""
+    with record.timed(name):
+        try:
+            return fn()
+        except ForgeError as err:
+            record.failed(name, err)
+            raise
 
 
-def _roll(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, *, tag: str, source_commit: str,
-          report: dict[str, Any], prefix: str, say: Say, cwd: str | Path | None,
-          digest: str | None = None, expected_digest: str | None = None,
-          accept: Callable[[str], Callable[[str], bool]] | None = None) -> rollout_mod.RolloutResult:
+def roll(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, *, tag: str, source_commit: str,
+         record: RollRecord, prefix: str, say: Say, cwd: str | Path | None,
+         digest: str | None = None, expected_digest: str | None = None,
+         accept: Callable[[str], Callable[[str], bool]] | None = None) -> rollout_mod.RolloutResult:
     """GitOps edit → reconcile → rollout for one tag (pinned to ``digest`` when given); each
-    result lands in ``report``. ``expected_digest`` (the pushed digest) lets the rollout check
-    what runs by digest (an unchanged image under a sibling tag is the same image).
-    ``accept(our_commit)`` may give the reconcile a test for later commits that contain ours
-    (parallel deploys to one environment)."""
+    result lands in ``record`` under its step name (``prefix`` + gitops/reconcile/rollout).
+    ``expected_digest`` (the pushed digest) lets the rollout check what runs by digest (an
+    unchanged image under a sibling tag is the same image). ``accept(our_commit)`` may give the
+    reconcile a test for later commits that contain ours (parallel deploys to one environment)."""
     since = time.time()
-    g = _step(report, f"{prefix}gitops", lambda: gitops.apply_tag(
+    g = _step(record, f"{prefix}gitops", lambda: gitops.apply_tag(
         plan, svc.name, target.environment, tag=tag, digest=digest, source_commit=source_commit, cwd=cwd))
-    report[f"{prefix}gitops"] = g.to_json()
+    record.steps[f"{prefix}gitops"] = g
     say(f"gitops: {'committed ' + g.commit[:7] if g.commit else 'already at ' + tag + ' (no commit)'}"
         f" in {g.repo} {g.branch}:{g.file}")
-    rec = _step(report, f"{prefix}reconcile", lambda: flux.reconcile(
+    rec = _step(record, f"{prefix}reconcile", lambda: flux.reconcile(
         api, target.flux, commit=g.revision, branch=target.gitops.branch, progress=lambda m: say(f"flux: {m}"),
         accept=accept(g.revision) if accept else None))
-    report[f"{prefix}reconcile"] = rec.to_json()
+    record.steps[f"{prefix}reconcile"] = rec
     say(f"flux: applied {rec.revision}")
     expected = _image(svc, tag) + (f"@{digest}" if digest else "")
-    result = _step(report, f"{prefix}rollout", lambda: rollout_mod.watch_rollout(
+    result = _step(record, f"{prefix}rollout", lambda: rollout_mod.watch_rollout(
         api, namespace=target.namespace, workload=svc.workload, expected_image=expected,
         expected_digest=digest or expected_digest, since=since,
         policy=svc.rollout, progress=lambda m: say(f"rollout: {m}")))
-    report[f"{prefix}rollout"] = result.to_json()
+    record.steps[f"{prefix}rollout"] = result
     if not result.ok:  # the evidence, for people: reason, pod, exit code, logs, Warning events
-        say(rollout_mod.render_report(result.to_json()))
+        say(present.rollout_report(result.to_json()))
     return result
+
+
+def _merge(report: dict[str, Any], record: RollRecord) -> None:
+    """What ``record`` holds, written into a dict report (:func:`_roll`)."""
+    report.setdefault("timings", {}).update(record.timings)
+    report.update({name: to_json_value(value) for name, value in record.steps.items()})
+    if not isinstance(record.error, Unset):
+        report.update(outcome=record.outcome, failed_step=record.failed_step, error=record.error.to_json())
+    if not isinstance(record.rollback, Unset):
+        report["rollback"] = record.rollback.to_json()
+
+
+def _roll(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, *, report: dict[str, Any],
+          **kwargs: Any) -> rollout_mod.RolloutResult:
+    """:func:`roll` for a caller that keeps its report as a dict (release.py, until it adopts
+    :class:`~forgegen.runtime.reports.RollRecord`): the record is written into ``report``."""
+    record = RollRecord()
+    try:
+        return roll(plan, svc, target, api, record=record, **kwargs)
+    finally:
+        _merge(report, record)
 
 
 # What reconcile and rollout use: kubernetes.client loads each API class (and the models it
@@ -133,60 +147,71 @@ def _preload_kubernetes() -> None:
 
 def run_deploy(plan: Plan, service: str, environment: str | None, *, revision: SourceRevision,
                flake: str = ".", say: Say = log.info, cwd: str | Path | None = None,
-               pin_digest: bool = False) -> dict[str, Any]:
+               pin_digest: bool = False) -> DeployReport:
     """``forge deploy S[:E]``: returns the report; raises :class:`DeployFailed` (report inside).
     ``pin_digest`` writes the pushed digest next to the tag, so the cluster runs exactly it."""
     svc, target, conn = preflight(plan, service, environment)
     _preload_kubernetes()
-    report: dict[str, Any] = {"command": "deploy", "service": svc.name, "environment": target.environment,
-                              "source_commit": revision.sha7, "outcome": "running", "timings": {}}
-    t0 = time.monotonic()
+    report = DeployReport(command="deploy", service=svc.name, environment=target.environment,
+                          source_commit=revision.sha7)
     try:
         pushed = _step(report, "push", lambda: registry.run_push(plan, svc.name, revision=revision, flake=flake,
                                                                   progress=lambda m: say(f"push: {m}")))
-        report["push"] = pushed.to_json()
-        report["image"] = _image(svc, pushed.deploy_tag)
-        report["digest"] = pushed.deploy_digest
+        report.steps["push"] = pushed
+        report.image, report.digest = _image(svc, pushed.deploy_tag), pushed.deploy_digest
         api = kube.client_for(conn)
-        result = _roll(plan, svc, target, api, tag=pushed.deploy_tag, source_commit=revision.sha7,
-                       report=report, prefix="", say=say, cwd=cwd,
-                       digest=pushed.deploy_digest if pin_digest else None, expected_digest=pushed.deploy_digest)
-        report["outcome"] = result.outcome
+        result = roll(plan, svc, target, api, tag=pushed.deploy_tag, source_commit=revision.sha7,
+                      record=report, prefix="", say=say, cwd=cwd,
+                      digest=pushed.deploy_digest if pin_digest else None, expected_digest=pushed.deploy_digest)
+        report.outcome = result.outcome
         if not result.ok:
-            report["failed_step"] = "rollout"
-            previous = report["gitops"].get("previous_tag")
+            report.failed_step = "rollout"
+            previous = report.steps["gitops"].previous_tag
             if svc.rollout.rollback_on_failure and result.outcome != "pending-on-delete":  # never for OnDelete
-                _rollback_after_failure(plan, svc, target, api, previous, pushed.deploy_tag, revision, report, say, cwd)
+                rollback_after_failure(plan, svc, target, api, previous, pushed.deploy_tag, revision, report, say, cwd)
     except ForgeError as err:
-        report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
-        raise DeployFailed(f"deploy of {svc.name} to {target.environment} failed at {report.get('failed_step')}: "
-                           f"{err.message}", report, hint=err.hint) from err
-    report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
-    if report["outcome"] != "success":
-        raise DeployFailed(_rollout_message(report), report, hint=_rollout_hint(report),
-                           exit_code=EXIT_PENDING if report["outcome"] == "pending-on-delete" else None)
+        report.finish()
+        step = None if isinstance(report.failed_step, Unset) else report.failed_step
+        raise DeployFailed(f"deploy of {svc.name} to {target.environment} failed at {step}: {err.message}",
+                           report, hint=err.hint) from err
+    report.finish()
+    if report.outcome != "success":
+        doc = report.to_json()
+        raise DeployFailed(_rollout_message(doc), report, hint=_rollout_hint(doc),
+                           exit_code=EXIT_PENDING if report.outcome == "pending-on-delete" else None)
     return report
+
+
+def rollback_after_failure(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, previous: str | None,
+                           failed_tag: str, revision: SourceRevision, record: RollRecord, say: Say,
+                           cwd: str | Path | None) -> None:
+    """``rollback_on_failure``: put ``previous`` back (its steps land in ``record`` as ``rollback_…``)."""
+    if not previous or previous == failed_tag:
+        record.rollback = RollbackAttempt(outcome="skipped", reason="no previous tag in the GitOps history")
+        say("rollback: skipped (no previous tag in the GitOps history)")
+        return
+    say(f"rollback: the rollout failed; putting {previous} back")
+    attempt = record.rollback = RollbackAttempt(to=previous)
+    try:
+        result = roll(plan, svc, target, api, tag=previous, source_commit=revision.sha7,
+                      record=record, prefix="rollback_", say=say, cwd=cwd)
+        attempt.outcome = result.outcome
+    except ForgeError as err:
+        attempt.outcome = "failed"
+        attempt.error = err.message
 
 
 def _rollback_after_failure(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, previous: str | None,
                             failed_tag: str, revision: SourceRevision, report: dict[str, Any], say: Say,
                             cwd: str | Path | None) -> None:
-    if not previous or previous == failed_tag:
-        report["rollback"] = {"outcome": "skipped", "reason": "no previous tag in the GitOps history"}
-        say("rollback: skipped (no previous tag in the GitOps history)")
-        return
-    say(f"rollback: the rollout failed; putting {previous} back")
-    report["rollback"] = {"to": previous}
+    """:func:`rollback_after_failure` for a dict report (release.py, until it adopts ``RollRecord``)."""
+    record = RollRecord()
     try:
-        result = _roll(plan, svc, target, api, tag=previous, source_commit=revision.sha7,
-                       report=report, prefix="rollback_", say=say, cwd=cwd)
-        report["rollback"]["outcome"] = result.outcome
-    except ForgeError as err:
-        report["rollback"]["outcome"] = "failed"
-        report["rollback"]["error"] = err.message
+        rollback_after_failure(plan, svc, target, api, previous, failed_tag, revision, record, say, cwd)
+    finally:
+        _merge(report, record)
 
 
-_KUBELET_POD = re.compile(r"\s*pod=\S+?_\S+?\([0-9a-f-]{36}\)")  # "pod=NAME_NAMESPACE(UID)", named elsewhere
 LINE = 116
 
 
@@ -200,7 +225,7 @@ def _rollout_message(report: Mapping[str, Any]) -> str:
     if rb:
         text += (f"; rolled back to {rb.get('to', '-')}" if rb.get("outcome") == "success"
                  else f"; rollback to {rb.get('to', '-')}: {rb.get('outcome')}")
-    detail = _KUBELET_POD.sub("", str(r.get("message") or "")).strip()
+    detail = present.without_kubelet_pod(str(r.get("message") or ""))
     if detail:
         text += "\n  " + (detail if len(detail) <= LINE else detail[:LINE - 1] + "…")
     return text
@@ -218,36 +243,34 @@ def _rollout_hint(report: Mapping[str, Any]) -> str:
 
 
 def run_rollback(plan: Plan, service: str, environment: str, *, to: str | None = None, say: Say = log.info,
-                 cwd: str | Path | None = None) -> dict[str, Any]:
+                 cwd: str | Path | None = None) -> DeployReport:
     """``forge rollback S:E [--to TAG]``: the GitOps history is the ledger."""
     svc, target, conn = preflight(plan, service, environment)
-    report: dict[str, Any] = {"command": "rollback", "service": svc.name, "environment": target.environment,
-                              "outcome": "running", "timings": {}}
-    t0 = time.monotonic()
+    report = DeployReport(command="rollback", service=svc.name, environment=target.environment)
     try:
         current = _step(report, "ledger", lambda: gitops.current_tag(plan, svc.name, target.environment, cwd=cwd))
-        report["from"] = current
+        report.from_tag = current
         chosen = to or _step(report, "ledger", lambda: gitops.previous_tag(
             plan, svc.name, target.environment, current=current or "", cwd=cwd))
         if not chosen:
             raise GitOpsError(f"cannot roll back {svc.name} in {target.environment}: the history of its manifest "
                               f"has no tag other than {current!r}",
                               hint="pass --to TAG to choose the tag explicitly")
-        report["to"] = chosen
-        digest = _step(report, "verify", lambda: _registry_digest(plan, svc, chosen))
-        report["digest"] = digest
+        report.to = chosen
+        digest = report.digest = _step(report, "verify", lambda: _registry_digest(plan, svc, chosen))
         say(f"rollback: {svc.name} in {target.environment}: {current} → {chosen} ({digest})")
         api = kube.client_for(conn)
-        result = _roll(plan, svc, target, api, tag=chosen, source_commit=f"rollback-from-{current or 'none'}",
-                       report=report, prefix="", say=say, cwd=cwd)
-        report["outcome"] = result.outcome
+        result = roll(plan, svc, target, api, tag=chosen, source_commit=f"rollback-from-{current or 'none'}",
+                      record=report, prefix="", say=say, cwd=cwd)
+        report.outcome = result.outcome
     except ForgeError as err:
-        report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
+        report.finish()
         raise DeployFailed(f"rollback of {svc.name} in {target.environment} failed: {err.message}", report,
                            hint=err.hint) from err
-    report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
-    if report["outcome"] != "success":
-        raise DeployFailed(_rollout_message(report), report, hint=_rollout_hint(report))
+    report.finish()
+    if report.outcome != "success":
+        doc = report.to_json()
+        raise DeployFailed(_rollout_message(doc), report, hint=_rollout_hint(doc))
     return report
 
 
@@ -270,7 +293,7 @@ def _registry_digest(plan: Plan, svc: ServicePlan, tag: str) -> str:
 
 
 def run_status(plan: Plan, service: str | None = None, *, environments: list[str] | None = None,
-               cwd: str | Path | None = None) -> dict[str, Any]:
+               cwd: str | Path | None = None) -> StatusReport:
     """``forge status [S]``: per service and environment, git vs cluster vs Flux. Never raises
     for one unreachable cluster or repository: that row says what went wrong."""
     services = [plan.service(service)] if service else list(plan.services)
@@ -287,37 +310,37 @@ def run_status(plan: Plan, service: str | None = None, *, environments: list[str
                     clients[key] = kube.api_client(*key)
                 return clients[key]
 
-            row = status_row(plan, svc, target, connect, cwd=cwd)
-            rows.append(row)
-    return {"command": "status", "project": plan.project, "services": rows,
-            "healthy": all(r["healthy"] for r in rows)}
+            rows.append(status_entry(plan, svc, target, connect, cwd=cwd))
+    return StatusReport(project=plan.project, services=rows)
+
+
+def status_entry(plan: Plan, svc: ServicePlan, target: TargetPlan, connect: Callable[[], Any], *,
+                 cwd: str | Path | None = None) -> StatusRow:
+    """One service in one environment: the tag in git, the workload, Flux, and whether they agree.
+    ``connect()`` gives the environment's ApiClient. Problems become ``errors``, never raise."""
+    row = StatusRow(service=svc.name, environment=target.environment, namespace=target.namespace)
+    try:
+        state, head = gitops.current_state(plan, svc.name, target.environment, cwd=cwd)
+        row.git = GitState(tag=state.tag, digest=state.digest, commit=head)
+    except ForgeError as err:
+        row.errors.append(f"git: {err.message}")
+    try:
+        api = connect()
+        row.workload = _workload_status(api, svc, target, row.git)
+        row.flux = flux.flux_status(api, target)
+    except ForgeError as err:
+        row.errors.append(f"cluster: {err.message}")
+    row.judge()
+    return row
 
 
 def status_row(plan: Plan, svc: ServicePlan, target: TargetPlan, connect: Callable[[], Any], *,
                cwd: str | Path | None = None) -> dict[str, Any]:
-    """One service in one environment: the tag in git, the workload, Flux, and whether they agree.
-    ``connect()`` gives the environment's ApiClient. Problems become ``errors``, never raise."""
-    row: dict[str, Any] = {"service": svc.name, "environment": target.environment,
-                           "namespace": target.namespace, "errors": []}
-    try:
-        state, head = gitops.current_state(plan, svc.name, target.environment, cwd=cwd)
-        row["git"] = {"tag": state.tag, "digest": state.digest, "commit": head}
-    except ForgeError as err:
-        row["git"] = None
-        row["errors"].append(f"git: {err.message}")
-    try:
-        api = connect()
-        row["workload"] = _workload_status(api, svc, target, row["git"])
-        row["flux"] = flux.flux_status(api, target)
-    except ForgeError as err:
-        row.setdefault("workload", None)
-        row.setdefault("flux", None)
-        row["errors"].append(f"cluster: {err.message}")
-    row["healthy"] = _healthy(row)
-    return row
+    """:func:`status_entry` as JSON data (release.py's gate, until it adopts ``StatusRow``)."""
+    return status_entry(plan, svc, target, connect, cwd=cwd).to_json()
 
 
-def _workload_status(api: Any, svc: ServicePlan, target: TargetPlan, git: Mapping[str, Any] | None) -> dict[str, Any]:
+def _workload_status(api: Any, svc: ServicePlan, target: TargetPlan, git: GitState | None) -> WorkloadState:
     """The workload's counts and image, and the one health judgement (:mod:`forgegen.runtime.health`)
     for the image git deploys."""
     from kubernetes.client.exceptions import ApiException
@@ -332,8 +355,8 @@ def _workload_status(api: Any, svc: ServicePlan, target: TargetPlan, git: Mappin
                             hint="check the kube context (`kubectl config current-context`)") from err
     obj = snap.workload
     if obj is None:
-        return {"found": False, "healthy": False}
-    tag, digest = (git or {}).get("tag"), (git or {}).get("digest")
+        return WorkloadState(found=False, healthy=False)
+    tag, digest = (git.tag, git.digest) if git is not None else (None, None)
     expected = f"{_image(svc, tag)}{'@' + digest if digest else ''}" if tag else None
     verdict = health.judge(snap, svc.workload, svc.rollout, expected, digest)
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
@@ -345,49 +368,15 @@ def _workload_status(api: Any, svc: ServicePlan, target: TargetPlan, git: Mappin
                   "updated": status.get("updatedReplicas") or 0, "ready": status.get("readyReplicas") or 0,
                   "available": status.get("availableReplicas") or 0}
     generation = (obj.get("metadata") or {}).get("generation")
-    return {"found": True, "image": verdict.image, **counts,
-            "observed": status.get("observedGeneration") is not None and status.get("observedGeneration") == generation,
-            "verdict": verdict.state, "healthy": health.healthy(verdict),
-            "message": verdict.failure.message if verdict.failure else verdict.message}
+    return WorkloadState(
+        found=True, image=verdict.image, **counts,
+        observed=status.get("observedGeneration") is not None and status.get("observedGeneration") == generation,
+        verdict=verdict.state, healthy=health.healthy(verdict),
+        message=verdict.failure.message if verdict.failure else verdict.message)
 
 
-def _healthy(row: Mapping[str, Any]) -> bool:
-    w, f, g = row.get("workload"), row.get("flux"), row.get("git")
-    if row["errors"] or not w or not w.get("found") or not f or not g:
-        return False
-    return bool(w["healthy"] and f.get("ready"))
-
-
-def render_status(doc: Mapping[str, Any]) -> str:
-    """The status table (kubectl-like columns)."""
-    header = ("SERVICE", "ENV", "GIT TAG", "RUNNING", "READY", "UP-TO-DATE", "AVAILABLE", "FLUX", "HEALTHY")
-    rows = [header]
-    for r in doc["services"]:
-        w = r.get("workload") or {}
-        f = r.get("flux") or {}
-        running = (w.get("image") or "-").rpartition(":")[2] if w.get("found") else "-"
-        applied = "-"
-        if f:
-            ks = f.get("kustomizations") or []
-            applied = ("Ready" if f.get("ready") else "NotReady") + (
-                f" {(ks[0].get('last_applied_revision') or '')[-12:]}" if ks else "")
-        rows.append((r["service"], r["environment"], (r.get("git") or {}).get("tag") or "-", running,
-                     f"{w.get('ready', '-')}/{w.get('desired', '-')}" if w.get("found") else "-",
-                     str(w.get("updated", "-")) if w.get("found") else "-",
-                     str(w.get("available", "-")) if w.get("found") else "-", applied,
-                     "yes" if r["healthy"] else "no"))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
-    lines = ["   ".join(str(c).ljust(widths[i]) for i, c in enumerate(row)).rstrip() for row in rows]
-    for r in doc["services"]:
-        for e in r["errors"]:
-            lines.append(f"{r['service']}/{r['environment']}: {e}")
-    return "\n".join(lines)
-
-
-def raise_for_status(doc: Mapping[str, Any]) -> None:
-    if not doc["healthy"]:
-        bad = [f"{r['service']}/{r['environment']}" for r in doc["services"] if not r["healthy"]]
-        raise DeployFailed(f"not healthy: {', '.join(bad)}", dict(doc),
+def raise_for_status(report: StatusReport) -> None:
+    if not report.healthy:
+        bad = [f"{r.service}/{r.environment}" for r in report.services if not r.healthy]
+        raise DeployFailed(f"not healthy: {', '.join(bad)}", report,
                            hint="`forge rollout S:E` shows why a rollout is stuck; `flux get kustomizations -A` for Flux")
-
-

@@ -763,7 +763,7 @@ def _fail(err: ReconcileError, result: ReconcileResult, t0: float) -> ReconcileE
         result.outcome = "failed"
     if not result.message:
         result.message = err.message
-    err.result = result  # type: ignore[attr-defined]
+    err.result = result
     return err
 
 

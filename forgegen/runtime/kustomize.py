@@ -55,7 +55,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from yaml.events import (
@@ -80,7 +80,7 @@ _STR = "tag:yaml.org,2002:str"
 _NULL = "tag:yaml.org,2002:null"
 _MERGE = "tag:yaml.org,2002:merge"
 _PARSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_RESOLVER = yaml.resolver.Resolver()
+_RESOLVER: Any = yaml.resolver.Resolver()  # its methods are untyped in the stubs
 _MAX_MERGED = 1_000_000  # keys gathered through merge keys, beyond 20 per character of the file
 
 Field = Literal["newTag", "digest", "image", "tag", "name"]
@@ -287,38 +287,39 @@ def _compose(text: str, base: int) -> tuple[list[_Node], list[_Slot]]:
     Aliases are linked to their anchor's node, never expanded."""
     roots: list[_Node] = []
     scalars: list[_Slot] = []
-    stack: list[list] = []  # [node, pending key slot]
+    stack: list[list[Any]] = []  # [node, pending key slot]
     anchors: dict[str, _Node] = {}
     for ev in yaml.parse(text, Loader=_PARSER):
-        kind = type(ev)
-        if kind is ScalarEvent:
-            node = _Node("s", base + ev.start_mark.index)
-            node.end, node.value, node.style = base + ev.end_mark.index, ev.value, ev.style
+        first, last = ev.start_mark, ev.end_mark
+        assert first is not None and last is not None  # the parser marks every event
+        if isinstance(ev, ScalarEvent):
+            node = _Node("s", base + first.index)
+            node.end, node.value, node.style = base + last.index, ev.value, ev.style
             node.tag = ev.tag if ev.tag and ev.tag != "!" else (
                 _STR if ev.tag == "!" else _RESOLVER.resolve(yaml.ScalarNode, ev.value, ev.implicit))
             if ev.anchor or ev.tag:
-                node.vstart = _skip_properties(text, ev.start_mark.index, ev.end_mark.index) + base
+                node.vstart = _skip_properties(text, first.index, last.index) + base
             anchors.update({ev.anchor: node} if ev.anchor else {})
             scalars.append(_attach(stack, roots, node, None))
-        elif kind is AliasEvent:
-            node = anchors.get(ev.anchor)
-            if node is None:
-                raise _ComposeError(f"found undefined alias *{ev.anchor}", ev.start_mark.index)
-            slot = _attach(stack, roots, node, (base + ev.start_mark.index, base + ev.end_mark.index))
-            if node.kind == "s":
+        elif isinstance(ev, AliasEvent):
+            alias = anchors.get(ev.anchor or "")
+            if alias is None:
+                raise _ComposeError(f"found undefined alias *{ev.anchor}", first.index)
+            slot = _attach(stack, roots, alias, (base + first.index, base + last.index))
+            if alias.kind == "s":
                 scalars.append(slot)
-        elif kind is MappingStartEvent or kind is SequenceStartEvent:
-            node = _Node("m" if kind is MappingStartEvent else "q", base + ev.start_mark.index)
+        elif isinstance(ev, MappingStartEvent | SequenceStartEvent):
+            node = _Node("m" if isinstance(ev, MappingStartEvent) else "q", base + first.index)
             node.flow = bool(ev.flow_style)
             anchors.update({ev.anchor: node} if ev.anchor else {})
             _attach(stack, roots, node, None)
             stack.append([node, None])
-        elif kind is MappingEndEvent or kind is SequenceEndEvent:
+        elif isinstance(ev, MappingEndEvent | SequenceEndEvent):
             node = stack.pop()[0]
-            node.end = base + ev.end_mark.index
-            if kind is MappingEndEvent:
+            node.end = base + last.index
+            if isinstance(ev, MappingEndEvent):
                 _link_merges(node)
-        elif kind is DocumentStartEvent:
+        elif isinstance(ev, DocumentStartEvent):
             anchors = {}
     return roots, scalars
 
@@ -334,7 +335,7 @@ def _skip_properties(text: str, start: int, end: int) -> int:
     return m.end() if m else start
 
 
-def _attach(stack: list[list], roots: list[_Node], node: _Node, alias: tuple[int, int] | None) -> _Slot:
+def _attach(stack: list[list[Any]], roots: list[_Node], node: _Node, alias: tuple[int, int] | None) -> _Slot:
     if not stack:
         slot = _Slot(node, alias, None, "root")
         roots.append(node)
@@ -394,7 +395,7 @@ class _File:
         """``like``/``edits``: the file ``text`` was made from by ``edits`` (its documents are
         the same, shifted; the same ones can name the image)."""
         self.text, self.source, self.image = text, source, image
-        self.chunks = _chunks(text) if like is None or edits is None else _shift(like.chunks, edits)
+        self.chunks: list[tuple[int, int]] = _chunks(text) if like is None or edits is None else _shift(like.chunks, edits)
         self.parsed: dict[int, tuple[list[_Node], list[_Slot]]] = {}
         self.whole: tuple[list[_Node], list[_Slot]] | None = None
         self.effs: dict[int, dict[str, tuple[_Slot, _Slot]]] = {}
@@ -562,7 +563,8 @@ class _File:
                                  "reads only the last)", "keep one images: list, then deploy again")
         yield from ours
 
-    def _entry(self, root: _Node, seq: _Slot, item: _Slot, fields: dict, names: dict) -> _EntrySite:
+    def _entry(self, root: _Node, seq: _Slot, item: _Slot, fields: dict[str, tuple[_Slot, _Slot]],
+               names: dict[str, _Slot]) -> _EntrySite:
         name_pair = fields.get("name")
         at = name_pair[0].start if name_pair else item.start
         if _str(name_pair) == self.image and self.image in names:
@@ -727,7 +729,9 @@ class _EntrySite(_Site):
         for key, value in wanted:
             pair = self.fields.get(key)
             old = _str(pair)
-            at = pair[1].start if pair else (self.fields.get("name") or self.fields.get("newName"))[1].start
+            named = pair or self.fields.get("name") or self.fields.get("newName")
+            assert named is not None  # the entry was matched by its name
+            at = named[1].start
             out.append(Match("images", key, _line_of(self.doc.text, at), old, value, new_name))
             if pair is not None and pair[1].node.kind != "s":
                 raise self.doc.error(pair[1].start, f"images[].{key} is not a plain value",
@@ -791,7 +795,7 @@ class _SplitSite(_Site):
                 first.start, f"the $imagepolicy fields of {self.policy} ({self.doc.image}) have no :digest field "
                 f"to write {digest} to", f'add `digest: "" # {{"$imagepolicy": "{self.policy}:digest"}}` beside '
                 "the :tag field (and render it in the chart), or deploy by tag")
-        out = [p.set_setter(s, "tag", tag, self.policy) for s in (tags if tag is not None else [])]
+        out = [p.set_setter(s, "tag", tag, self.policy) for s in tags] if tag is not None else []
         for s in digests:  # a tag deploy empties the digest: with it, the old image would run
             if digest is not None or _setter_value(s):
                 out.append(p.set_setter(s, "digest", digest or "", self.policy))
@@ -982,7 +986,7 @@ def _verify(before: _File, after: _File, sites: list[_Site], tag: str | None, di
             _compare(before, after, a, b, fields, scalars)
 
 
-def _compare(before: _File, after: _File, a: _Node, b: _Node, fields: set, scalars: set[int]) -> None:
+def _compare(before: _File, after: _File, a: _Node, b: _Node, fields: set[tuple[int, str]], scalars: set[int]) -> None:
     """Walk two documents together (each pair of nodes once; aliases never expanded)."""
     stack: list[tuple[_Node, _Node, _Node | None, str | None]] = [(a, b, None, None)]
     seen: set[tuple[int, int]] = set()
@@ -1031,7 +1035,7 @@ def _plain_safe(value: str, *, flow: bool) -> bool:
     if flow and ":" in value:
         return False
     try:
-        return yaml.safe_load(value) == value
+        return bool(yaml.safe_load(value) == value)
     except yaml.YAMLError:
         return False
 

@@ -14,15 +14,14 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from forgegen.errors import ForgeError, GitOpsError, MigrationFailed, UsageError
+from forgegen.errors import DeployFailed, ForgeError, GitOpsError, MigrationFailed, ReconcileError, UsageError
 from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime import flux, gitops, kube, migrate
-from forgegen.runtime.deploy import DeployFailed
+from forgegen.runtime.reports import MigrateReport, MigrationFailure, ReconcileEntry, ReconcileReport, StepError
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
@@ -75,40 +74,37 @@ def gitops_head(target: TargetPlan, *, cwd: str | Path | None = None) -> str:
 
 
 def run_reconcile(plan: Plan, arg: str, *, revision: str | None = None, timeout: float | None = None,
-                  say: Say = log.info, cwd: str | Path | None = None) -> dict[str, Any]:
+                  say: Say = log.info, cwd: str | Path | None = None) -> ReconcileReport:
     """``forge reconcile [S:]E``: returns the report; raises :class:`DeployFailed` (report inside)."""
     env, groups = reconcile_targets(plan, arg)
     if revision is not None and not flux._HEX.fullmatch(revision.lower()):
         raise UsageError(f"--revision {revision!r} is not a commit SHA (7 to 64 hex digits)",
                          hint="pass the GitOps commit, e.g. `git -C gitops rev-parse HEAD`")
     conns = [kube.resolve(t.kubeconfig, t.kube_context) for t, _ in groups]
-    report: dict[str, Any] = {"command": "reconcile", "target": arg, "environment": env, "outcome": "running",
-                              "reconciles": [], "timings": {}}
-    t0 = time.monotonic()
+    report = ReconcileReport(target=arg, environment=env)
     try:
         for (target, kustomizations), conn in zip(groups, conns):
             commit = revision or gitops_head(target, cwd=cwd)
             say(f"reconcile: {env}: asking Flux to apply {commit[:7]} of {target.gitops.branch} "
                 f"({', '.join(kustomizations)})")
             fplan = replaced(target.flux, kustomizations=kustomizations)
-            entry: dict[str, Any] = {"cluster": target.cluster, "commit": commit, "kustomizations": list(kustomizations)}
-            report["reconciles"].append(entry)
+            entry = ReconcileEntry(cluster=target.cluster, commit=commit, kustomizations=list(kustomizations))
+            report.reconciles.append(entry)
             try:
                 rec = flux.reconcile(kube.client_for(conn), fplan, commit=commit, branch=target.gitops.branch,
                                      timeout=timeout, progress=lambda m: say(f"flux: {m}"))
             except ForgeError as err:
-                result = getattr(err, "result", None)
-                entry["result"] = result.to_json() if result is not None else None
+                entry.result = err.result if isinstance(err, ReconcileError) else None
                 raise
-            entry["result"] = rec.to_json()
+            entry.result = rec
             say(f"flux: applied {rec.revision}")
     except ForgeError as err:
-        report["outcome"] = "failed"
-        report["error"] = {"type": type(err).__name__, "message": err.message, "hint": err.hint}
-        report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
+        report.outcome = "failed"
+        report.error = StepError.of(err)
+        report.finish()
         raise DeployFailed(f"reconcile of {arg} failed: {err.message}", report, hint=err.hint) from err
-    report["outcome"] = "success"
-    report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
+    report.outcome = "success"
+    report.finish()
     return report
 
 
@@ -119,17 +115,14 @@ def migration_jobs(plan: Plan, svc: ServicePlan, target: TargetPlan, tag: str) -
                                  service=svc.name, migration=m, image=m.image or image) for m in svc.migrations]
 
 
-def run_migrate(plan: Plan, svc: ServicePlan, target: TargetPlan, *, tag: str, say: Say = log.info) -> dict[str, Any]:
+def run_migrate(plan: Plan, svc: ServicePlan, target: TargetPlan, *, tag: str, say: Say = log.info) -> MigrateReport:
     """``forge migrate S:E``: every migration of S in E, in order; the first failure stops."""
     where = f"{target.environment}/{svc.name}"
     if not svc.migrations:
         raise UsageError(f"service {svc.name} has no migrations",
                          hint=f"declare them under services.{svc.name}.migrations in deploy.yaml")
     conn = kube.resolve(target.kubeconfig, target.kube_context)
-    report: dict[str, Any] = {"command": "migrate", "service": svc.name, "environment": target.environment,
-                              "namespace": target.namespace, "tag": tag, "outcome": "running", "migrations": [],
-                              "timings": {}}
-    t0 = time.monotonic()
+    report = MigrateReport(service=svc.name, environment=target.environment, namespace=target.namespace, tag=tag)
     image = f"{svc.image.repository}:{tag}"
     api = kube.client_for(conn)
     for m in svc.migrations:
@@ -137,22 +130,22 @@ def run_migrate(plan: Plan, svc: ServicePlan, target: TargetPlan, *, tag: str, s
             result = migrate.run_migration(api, service=svc.name, migration=m, namespace=target.namespace,
                                            image=m.image or image, tag=tag, progress=lambda msg: say(f"{where}: {msg}"))
         except ForgeError as err:
-            report["migrations"].append({"name": m.name, "outcome": "failed", "error": err.message})
-            report["outcome"] = "failed"
-            report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
+            report.migrations.append(MigrationFailure(name=m.name, error=err.message))
+            report.outcome = "failed"
+            report.finish()
             raise DeployFailed(f"migrate {svc.name}:{target.environment}: {err.message}", report, hint=err.hint) from err
-        report["migrations"].append(result.to_json())
+        report.migrations.append(result)
         if not result.ok:
             for line in result.logs[-20:]:
                 say(f"    | {line}")
-            report["outcome"] = "failed"
-            report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
+            report.outcome = "failed"
+            report.finish()
             failure = MigrationFailed(
                 f"migration {m.name} of {svc.name} in {target.environment} {result.outcome}: {result.reason}: "
                 f"{result.message}" + (f" (exit code {result.exit_code})" if result.exit_code is not None else ""),
                 hint=f"`kubectl -n {target.namespace} logs job/{result.job}` shows its logs; re-running "
                      "`forge migrate` deletes the failed Job and runs it again")
             raise DeployFailed(failure.message, report, hint=failure.hint) from failure
-    report["outcome"] = "success"
-    report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
+    report.outcome = "success"
+    report.finish()
     return report

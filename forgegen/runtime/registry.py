@@ -39,21 +39,21 @@ from forgegen import process
 from forgegen.errors import CommandError, PushError, ToolMissing
 from forgegen.plan import Plan, RegistryPlan
 from forgegen.runtime.build import BuildResult, run_build
-from forgegen.runtime.credentials import (  # noqa: F401 - re-exported
+from forgegen.runtime.credentials import (
     Credentials,
     auth_file,
     credential_variables,
     resolve_credentials,
     stored_credentials,
 )
-from forgegen.runtime.oci import (  # noqa: F401 - re-exported
+from forgegen.runtime.oci import (
     MEDIA_OCI_INDEX,
     MEDIA_OCI_MANIFEST,
     OciImage,
     image_index,
     oci_layout,
 )
-from forgegen.runtime.registry_api import (  # noqa: F401 - re-exported
+from forgegen.runtime.registry_api import (
     DEFAULT_HTTP_TIMEOUT,
     Diagnosis,
     RegistryClient,
@@ -63,6 +63,15 @@ from forgegen.runtime.registry_api import (  # noqa: F401 - re-exported
     permanent_hint,
 )
 from forgegen.runtime.tags import SourceRevision, arch_of, image_tags
+
+# The push API, and what callers used to find here before the split (credentials, OCI layout,
+# registry client): re-exported on purpose.
+__all__ = [
+    "DEFAULT_ATTEMPT_TIMEOUT", "DEFAULT_HTTP_TIMEOUT", "MEDIA_OCI_INDEX", "MEDIA_OCI_MANIFEST", "Credentials",
+    "Diagnosis", "OciImage", "PushResult", "PushedImage", "PushedIndex", "RegistryClient", "RetryPolicy",
+    "auth_file", "credential_variables", "diagnose", "diagnose_status", "image_index", "oci_layout",
+    "permanent_hint", "resolve_credentials", "run_push", "skopeo_copy", "stored_credentials", "verify_tags",
+]
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +275,7 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
                       verified, credentials.source if credentials else None, time.monotonic() - start)
 
 
-def _prepare_images(build: BuildResult, systems: Sequence[str], cache_dir: Path | None, early: "_EarlyUploads",
+def _prepare_images(build: BuildResult, systems: Sequence[str], cache_dir: Path | None, early: _EarlyUploads,
                     say: Progress) -> list[tuple[str, OciImage]]:
     """Each architecture's OCI layout; layers converted now are uploaded meanwhile by ``early``."""
     try:

@@ -15,7 +15,7 @@ import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any, Protocol
 
 import urllib3
 
@@ -51,7 +51,7 @@ class RetryPolicy:
             raise UsageError(f"push attempts must be at least 1, not {self.attempts}")
 
     def base_delay(self, failed_attempt: int) -> float:
-        return min(self.max_delay, self.initial_delay * (2 ** (failed_attempt - 1)))
+        return min(self.max_delay, self.initial_delay * 2.0 ** (failed_attempt - 1))
 
     def delay(self, failed_attempt: int, server_asked: float | None = None) -> float:
         return transport.Backoff(self.initial_delay, self.max_delay, self.rng).delay(failed_attempt, server_asked)
@@ -193,6 +193,14 @@ Response = transport.Response
 
 _TRANSPORT_ERRORS = (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError, transport.InsecureRedirect,
                      transport.TooManyRedirects)
+
+
+class Blob(Protocol):
+    """What a blob upload reads: an open file, or a wrapper that counts the bytes as they go."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
 
 
 class RegistryClient:
@@ -388,7 +396,7 @@ class RegistryClient:
                             hint="the registry rewrote the manifest; use a registry that stores manifests as sent")
         return expected
 
-    def upload_blob(self, repository: str, digest: str, blob: IO[bytes], size: int) -> None:
+    def upload_blob(self, repository: str, digest: str, blob: Blob, size: int) -> None:
         """Upload one blob (``POST`` an upload, ``PUT`` the bytes with their digest), streamed from
         the open file ``blob``; a transient failure starts the upload again, up to the policy's attempts."""
         what = f"upload blob {digest[:19]} to {self.host}/{repository}"

@@ -53,7 +53,7 @@ from forgegen.errors import (ApprovalRequired, ClusterUnreachable, ForgeError, M
                              RolloutPending, UsageError)
 from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime import deploy as deploy_mod
-from forgegen.runtime import federation, gitops, kube, lock, migrate, registry, verify
+from forgegen.runtime import federation, gitops, kube, lock, migrate, present, registry, verify
 from forgegen.runtime.steps import dependency_order
 from forgegen.runtime.tags import SourceRevision, image_tags
 
@@ -238,7 +238,7 @@ def run_release(plan: Plan, services: list[str] | None, environments: list[str],
                       cwd=cwd, opts=opts)
     except ReleaseFailed as err:
         _save(err.report, opts)
-        for line in render_not_done(err.report):
+        for line in present.not_done(err.report):
             say(line)
         raise
     _save(report, opts)
@@ -682,11 +682,3 @@ def _stop(report: dict[str, Any], stages: list[Stage], order: list[ServicePlan],
     raise ReleaseFailed(f"release of {report['target']} stopped at {place}: {err.message}{tail}", report,
                         hint=err.hint or "the report's not_done lists every step that did not run") from err
 
-
-def render_not_done(report: dict[str, Any]) -> list[str]:
-    """``not_done`` for people: one line per environment/service."""
-    lines = []
-    for d in report.get("not_done") or []:
-        place = "/".join(p for p in (d["environment"], d["service"]) if p) or "-"
-        lines.append(f"not done: {place}: {', '.join(d['steps'])}")
-    return lines

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from forgegen.errors import RolloutFailed, RolloutPending, RolloutTimeout
 from forgegen.runtime.kube import api_error, iso
+from forgegen.runtime.reports import RolloutReport
 from forgegen.runtime.watch import Fatal, Streams, rv, watch_until
 
 if TYPE_CHECKING:
@@ -1018,90 +1019,30 @@ def _warning_events(snap: Snapshot, status: Status) -> list[dict]:
 # The command: `forge rollout SERVICE:ENVIRONMENT`
 
 
-class ProgressPrinter:
-    """kubectl-style progress on stderr: a live line on a terminal, plain new lines otherwise."""
-
-    def __init__(self, stream: Any = None) -> None:
-        import sys
-
-        self.stream = stream if stream is not None else sys.stderr
-        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._status: Any = None
-        if self.live:
-            from rich.console import Console
-
-            self.console = Console(file=self.stream, highlight=False)
-            self._status = self.console.status("")
-            self._status.start()
-
-    def __call__(self, message: str) -> None:
-        if self.live:
-            self.console.print(message, markup=False)
-            self._status.update(message)
-        else:
-            self.stream.write(message + "\n")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self._status is not None:
-            self._status.stop()
-            self._status = None
-
-
-def render_report(doc: Mapping[str, Any]) -> str:
-    """The human summary of a rollout report (stderr)."""
-    w = doc["workload"]
-    where = f"{w['namespace']}/{w['kind']}/{w['name']}"
-    if doc["outcome"] == "success":
-        return f"rollout of {where} succeeded: {doc['message']} ({doc['timings']['elapsed_seconds']:.1f}s)"
-    if doc["outcome"] == "pending-on-delete":
-        return f"rollout of {where} PENDING (OnDelete): {doc['message']}"
-    out = [f"rollout of {where} {'timed out' if doc['outcome'] == 'timeout' else 'FAILED'}: {doc['reason']}",
-           f"  {doc['message']}"]
-    if doc.get("pod"):
-        bits = [f"pod {doc['pod']}", f"container {doc['container']}"]
-        if doc.get("exit_code") is not None:
-            bits.append(f"exit code {doc['exit_code']}")
-        if doc.get("restart_count") is not None:
-            bits.append(f"restarts {doc['restart_count']}")
-        out.append("  " + ", ".join(bits))
-    out += [f"  also: {e}" for e in doc.get("evidence") or []]
-    for key, title in (("previous", "previous container"), ("current", "current container")):
-        logs = doc["logs"].get(key) or []
-        if logs:
-            out.append(f"  last {len(logs)} log lines of the {title}:")
-            out += [f"    | {line}" for line in logs]
-    if doc.get("events"):
-        out.append("  recent Warning events:")
-        out += [f"    {e['last_seen']}  {e['object']}  {e['reason']}: {e['message']}"
-                + (f" (x{e['count']})" if (e.get("count") or 1) > 1 else "") for e in doc["events"][-10:]]
-    return "\n".join(out)
-
-
 def run_rollout(plan: Plan, service: str, environment: str | None, *, json_output: bool,
                 expected_image: str | None = None, deadline: float | None = None,
-                api: Any = None, stream: Any = None) -> dict[str, Any]:
-    """``forge rollout S:E``: watch, print progress and the verdict on stderr, return the report.
+                api: Any = None, stream: Any = None) -> RolloutReport:
+    """``forge rollout S:E``: watch, print progress and the verdict on stderr (``stream``), return
+    the report.
 
     The caller prints the report with ``--json`` and calls :func:`raise_for_outcome` for the
     exit code. ``api`` overrides the client built from the plan's kubeconfig/context.
     """
     import sys
 
-    from forgegen.runtime import kube
+    from forgegen.runtime import kube, present
 
     svc = plan.service(service)
     tgt = svc.target(environment)
     client = api if api is not None else kube.client_for_target(tgt)
     err = stream if stream is not None else sys.stderr
-    printer = ProgressPrinter(err)
+    printer = present.ProgressPrinter(err)
     try:
         result = watch_rollout(client, namespace=tgt.namespace, workload=svc.workload, expected_image=expected_image,
                                policy=svc.rollout, deadline=deadline, progress=printer)
     finally:
         printer.close()
-    doc = {"command": "rollout", "service": svc.name, "environment": tgt.environment, **result.to_json()}
-    report = render_report(doc)
-    err.write((report.splitlines()[0] if json_output else report) + "\n")
-    err.flush()
-    return doc
+    report = RolloutReport(service=svc.name, environment=tgt.environment, result=result)
+    text = present.rollout_report(result.to_json())
+    printer.say(text.splitlines()[0] if json_output else text)
+    return report
