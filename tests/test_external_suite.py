@@ -6,6 +6,10 @@ same code path runs in a pytest subprocess pointed at the session's real control
 ``tests/kube_standin/podspec.py`` — a command ``exit 3``, a memory limit with ``tail /dev/zero``,
 a readiness probe on a closed port, an absent tag, an invalid reference — as a real kubelet
 would act on them). Without the variable, no ``external`` test exists at all (never skipped).
+
+The deploy end-to-end tests run the same way with the session's registry and a bare repository
+served by the control plane's git server (what source-controller reads) standing in for the
+user's registry and git remote, and a namespace of their own for the Flux objects.
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ PROOF = ("test_failure_is_reported_with_reason_pod_and_evidence and Deployment",
          "test_kubectl")
 SUITE_USER = "forge-e2e"
 FILES = ("tests/test_rollout_scenarios.py", "tests/test_kube_standin_kubectl.py")
+# the deploy end-to-end tests through the external path: deploy, crash loop with rollback,
+# rollback, status; release through two environments with migration Jobs, a failing migration
+DEPLOY_FILES = ("tests/test_deploy.py", "tests/test_release.py")
+DEPLOY_PROOF = ("test_deploy_pushes_commits_reconciles_and_rolls_out", "test_crash_looping_image",
+                "test_rollback_goes_to_the_previous", "test_status_shows_git_cluster_and_flux",
+                "test_release_goes_through_staging_then_production", "test_a_failing_migration_stops")
 
 
 def pytest_run(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -98,6 +108,30 @@ def test_a_context_the_kubeconfig_lacks_is_refused_by_name(tmp_path: Path) -> No
     assert f"FORGE_E2E_CONTEXT=b: no such context in {config}" in proc.stdout + proc.stderr
 
 
+def test_the_deploy_tests_exist_for_an_external_cluster_only_with_every_deploy_variable(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_E2E_")}
+    env["FORGE_E2E_KUBECONFIG"] = str(tmp_path / "config")  # collection never reads it
+    proc = pytest_run("--collect-only", *DEPLOY_FILES, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[external]" not in proc.stdout and "[real]" in proc.stdout
+    assert ("deploy end-to-end tests: not run (FORGE_E2E_REGISTRY, FORGE_E2E_GIT_URL, FORGE_E2E_FLUX_NAMESPACE "
+            "unset)") in proc.stdout
+    env.update(FORGE_E2E_REGISTRY="registry.example:5000/e2e", FORGE_E2E_GIT_URL="https://git.example/gitops.git",
+               FORGE_E2E_FLUX_NAMESPACE="flux-system")
+    proc = pytest_run("--collect-only", *DEPLOY_FILES, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    external = {line for line in proc.stdout.splitlines() if "[external]" in line}
+    # every test that runs on our control plane but the one that needs a user without the Role
+    real = {line.replace("[real]", "[external]") for line in proc.stdout.splitlines()
+            if "[real]" in line and "without_the_forge_role" not in line}
+    assert external == real and len(external) >= 8, (external, real)
+    assert "deploy end-to-end tests: run" in proc.stdout
+    assert "external deploy: images registry.example:5000/e2e/<service> built from the nixpkgs stand-in" in proc.stdout
+    env["FORGE_E2E_REGISTRY"] = "http://"
+    proc = pytest_run("--collect-only", *DEPLOY_FILES, env=env, timeout=300)
+    assert proc.returncode != 0 and "FORGE_E2E_REGISTRY='http://': expected" in proc.stdout + proc.stderr
+
+
 def test_without_a_kubeconfig_no_external_test_exists() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_E2E_")}
     proc = pytest_run("--collect-only", "-q", *FILES, env=env, timeout=300)
@@ -133,3 +167,48 @@ def test_the_external_backend_runs_against_a_real_control_plane(control_plane: A
     left = [n for n in core.list_namespace().items
             if n.metadata.name.startswith("forge-e2e-") and n.metadata.deletion_timestamp is None]
     assert not left, [n.metadata.name for n in left]
+
+
+@pytest.mark.realplane
+@pytest.mark.timeout(1200)
+def test_the_deploy_tests_run_against_a_real_control_plane_as_an_external_cluster(
+        control_plane: Any, registry: Any, nixpkgs_standin: Path, tmp_path: Path) -> None:
+    from kubernetes.client import CoreV1Api
+
+    from forgegen.runtime.kube import api_client
+
+    control_plane.apply((ROOT / "examples" / "rbac" / "forge-e2e.yaml").read_text())
+    suite_user = users_kubeconfig(control_plane.user_kubeconfig(SUITE_USER), tmp_path / "kube")
+    flux_ns = control_plane.create_namespace("e2e-user-flux")  # the user's: a namespace for the suite's Flux objects
+    bare = tmp_path / "user-gitops.git"  # under the session's base temp: the git server serves it
+    subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(bare)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_E2E_")}
+    env.update(FORGE_E2E_KUBECONFIG=str(suite_user), FORGE_E2E_CONTEXT="realplane", FORGE_STRICT_SKIPS="1",
+               FORGE_E2E_REGISTRY=f"http://{registry.host}/user-org/e2e", FORGE_E2E_GIT_URL=control_plane.git_url(bare),
+               FORGE_E2E_FLUX_NAMESPACE=flux_ns, FORGE_E2E_SIMULATED_KUBELET="1",
+               # the override path real nixpkgs takes, with the stand-in (offline: no substituters)
+               FORGE_E2E_NIXPKGS=f"path:{nixpkgs_standin}", FORGE_E2E_NIX_CONFIG="substituters =")
+    proc = pytest_run("-m", "external", "-k", " or ".join(DEPLOY_PROOF), "-rA", f"--basetemp={tmp_path / 'suite'}",
+                      *DEPLOY_FILES, env=env, timeout=1100)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-20000:]
+    assert "deploy end-to-end tests: run" in out and f"Flux objects in namespace {flux_ns}" in out
+    passed = re.findall(r"^PASSED (\S+)", proc.stdout, re.M)
+    assert all(p.endswith("[external]") for p in passed), passed
+    for name in DEPLOY_PROOF:
+        assert any(name in p for p in passed), (name, passed)
+    assert not re.search(r"\d+ (skipped|failed|error)", proc.stdout), out[-5000:]
+    # what it pushed, where the user said; the tag the GitOps template starts from, seeded
+    tags = subprocess.run(["skopeo", "list-tags", "--tls-verify=false", f"docker://{registry.host}/user-org/e2e/api"],
+                          capture_output=True, text=True, check=True)
+    assert "amd64-0000000" in tags.stdout
+    # it cleaned up: no branch on the remote, no Flux object, no namespace of its own left
+    assert subprocess.run(["git", f"--git-dir={bare}", "for-each-ref", "refs/heads"], capture_output=True, text=True,
+                          check=True).stdout == ""
+    for kind in ("kustomize.toolkit.fluxcd.io/v1/namespaces/{ns}/kustomizations",
+                 "source.toolkit.fluxcd.io/v1/namespaces/{ns}/gitrepositories"):
+        assert control_plane.get("/apis/" + kind.format(ns=flux_ns))["items"] == [], kind
+    core = CoreV1Api(api_client(str(control_plane.kubeconfig), None))
+    left = [n.metadata.name for n in core.list_namespace().items
+            if n.metadata.name.startswith("forge-e2e-") and n.metadata.deletion_timestamp is None]
+    assert not left, left
