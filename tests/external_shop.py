@@ -19,9 +19,9 @@ superset of forge.yaml). The tests read the GitOps remote through a local mirror
 each read.
 
 A real kubelet runs the images, so a test's image script becomes the service's own program:
-:meth:`ExternalBackend.script` rewrites ``services/<service>/main.sh`` to the shell text of
-tests/kube_standin/podspec.py (``echo`` the logs, ``sleep``, ``exit N``) and commits; the next
-deploy builds, pushes and rolls out that image (a new tag). Only with ``FORGE_E2E_NIXPKGS`` are
+:meth:`ExternalBackend.script` rewrites ``services/<service>/main.sh`` (:func:`program_of`: ``echo``
+the logs, ``exit N``; a migration's outcome under ``migrate``) and commits; the next deploy
+builds, pushes and rolls out that image (a new tag). Only with ``FORGE_E2E_NIXPKGS`` are
 the images real programs a real node can run; with the nixpkgs stand-in (the project's own
 proof) the simulated kubelet cannot run them and is told the same behaviour through its
 ConfigMap (``FORGE_E2E_SIMULATED_KUBELET=1``).
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import uuid
 from pathlib import Path
@@ -42,7 +43,6 @@ from tests.fixtures.external import DeploySettings, external_kubeconfig, portabl
 from tests.fixtures.kube import wait_until
 from tests.fixtures.nixenv import Flake
 from tests.kube_standin import ImageScript
-from tests.kube_standin.podspec import container_for
 
 INITIAL_TAG = "amd64-0000000"  # what examples/gitops starts from
 FLUX_API = {"gitrepositories": "/apis/source.toolkit.fluxcd.io/v1",
@@ -64,12 +64,34 @@ class ExternalRegistry:
         self.host, self.url, self.organization = settings.host, settings.url, settings.organization
 
 
-def shell_of(script: ImageScript) -> str:
-    """The program a real image runs for ``script``: podspec's ``sh -c`` text (echo, sleep, exit)."""
-    fields, volumes = container_for(script)
-    if volumes or set(fields) != {"image", "command"}:
-        raise AssertionError(f"{script}: no program alone shows this on a real node (it needs {sorted(fields)})")
-    return fields["command"][2] + "\n"
+def program_of(script: ImageScript) -> str:
+    """The example service's program that does ``script`` on a real node (bash builtins only, and
+    the example's own ``sleep`` loop to serve): a crash prints its logs and exits with its code on
+    every start, migration or not; otherwise ``<service> migrate`` (the example's migration Job)
+    prints the completion logs and exits with the completion code, and the service serves."""
+    unsupported = [f for f in ("oom", "pull_error", "invalid_name", "config_error", "create_error", "run_error",
+                               "unschedulable", "unhealthy", "exits") if getattr(script, f) not in (None, False)]
+    if unsupported or (script.exit_after is None and script.ready_after != 0.0):
+        raise AssertionError(f"{script}: no program alone shows this on a real node ({unsupported or 'readiness'})")
+
+    def echo(lines: tuple[str, ...]) -> list[str]:
+        return [f"echo {shlex.quote(line)}" for line in lines]
+
+    lines = echo(script.logs)  # at every start
+    if script.exit_after is not None:
+        lines += [*echo(script.exit_logs), f"exit {script.exit_code}"]
+    else:
+        lines += ['if [ "${1:-}" = migrate ]; then', *("  " + x for x in echo(script.completion_logs)),
+                  f"  exit {script.completion_code}", "fi", "while true; do sleep 3600; done"]
+    return "\n".join(lines) + "\n"
+
+
+def write_program(shop: Flake, service: str, script: ImageScript) -> str:
+    """Make ``service``'s program (``services/<service>/main.sh``) do ``script``; commit; the commit."""
+    main = shop.dir / "services" / service / "main.sh"
+    assert main.is_file(), f"no service {service} in the example"
+    main.write_text("# scripted by the test (tests/external_shop.py)\n" + program_of(script))
+    return shop.commit(f"{service}: scripted by the test")
 
 
 class ExternalBackend:
@@ -82,7 +104,7 @@ class ExternalBackend:
         from tests.fixtures.realkube import namespaced_kubeconfig
 
         self.settings, self.shop = settings, shop
-        self.id = f"forge-e2e-{uuid.uuid4().hex[:8]}"
+        self.id = self.branch = f"forge-e2e-{uuid.uuid4().hex[:8]}"
         admin = tmp_path / "external-admin.kubeconfig"
         admin.write_text(yaml.safe_dump(portable_kubeconfig(Path(external_kubeconfig() or ""),
                                                             os.environ.get("FORGE_E2E_CONTEXT") or None)))
@@ -187,10 +209,7 @@ class ExternalBackend:
     def script(self, image: str, script: ImageScript) -> None:
         """Make the service of ``image`` really do ``script`` (its main.sh), and commit."""
         service = image.rsplit("/", 1)[-1].split(":")[0].split("@")[0]
-        main = self.shop.dir / "services" / service / "main.sh"
-        assert main.is_file(), f"{image}: no service {service} in the example"
-        main.write_text(f"# scripted by the test: {script}\n" + shell_of(script))
-        sha = self.shop.commit(f"{service}: scripted by the test")
+        sha = write_program(self.shop, service, script)
         if self.settings.simulated_kubelet:
             from tests.kubelet_sim.scripts import publish_script
             publish_script(self.api, f"{self.settings.host}/{self.settings.organization}/{service}:amd64-{sha[:7]}",

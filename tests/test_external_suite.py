@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from tests.fixtures.nixenv import ROOT
-from tests.kube_standin import ImageScript, crash
+from tests.kube_standin import ImageScript, completes, crash
 from tests.kube_standin.podspec import TABLE, container_for, script_of
 
 # a cross-section: every failure a real kubelet can be made to show, for Deployments; a crash for
@@ -40,8 +40,9 @@ PROOF = ("test_failure_is_reported_with_reason_pod_and_evidence and Deployment",
          "test_kubectl")
 SUITE_USER = "forge-e2e"
 FILES = ("tests/test_rollout_scenarios.py", "tests/test_kube_standin_kubectl.py")
-# the deploy end-to-end tests through the external path: deploy, crash loop with rollback,
-# rollback, status; release through two environments with migration Jobs, a failing migration
+# the deploy end-to-end tests through the external path; among them at least: deploy, crash loop
+# with rollback, rollback, status; release through two environments with migration Jobs, a
+# failing migration
 DEPLOY_FILES = ("tests/test_deploy.py", "tests/test_release.py")
 DEPLOY_PROOF = ("test_deploy_pushes_commits_reconciles_and_rolls_out", "test_crash_looping_image",
                 "test_rollback_goes_to_the_previous", "test_status_shows_git_cluster_and_flux",
@@ -94,6 +95,39 @@ def test_a_crash_is_a_command_with_its_exit_code_and_logs() -> None:
     # a spec outside the vocabulary is left to the kubelet's default, never guessed at
     assert script_of({"image": "busybox:1.36", "command": ["sh", "-c", "exit 3; rm -rf /"]}) is None
     assert script_of({"image": "app:1"}) is None
+
+
+@pytest.mark.nix
+@pytest.mark.parametrize("script", [crash(exit_code=3, logs=["api: connecting to db", "api: fatal: no DATABASE_URL"]),
+                                    completes(exit_code=2, logs=("api: applying 0042_add_email",),
+                                              exit_logs=('ERROR: column "email" already exists',))],
+                         ids=["crash", "failing-migration"])
+def test_a_scripted_image_on_a_real_cluster_is_its_own_program_doing_it(shop: Any, script: ImageScript) -> None:
+    """What a real node runs for the deploy tests' image scripts (tests/external_shop.py): the
+    example's own program, rewritten and built by Nix, prints the logs and exits with the code —
+    here run directly (the image around it needs real nixpkgs, FORGE_E2E_NIXPKGS)."""
+    from tests.external_shop import write_program
+
+    write_program(shop, "api", script)
+    shop.nix("build", ".#api", "--out-link", "api-result")
+    out = shop.dir / "api-result"
+    # a crash: every start, the Deployment's and the migration Job's; a migration: `api migrate`
+    for args in ([[], ["migrate"]] if script.exit_after is not None else [["migrate"]]):
+        proc = subprocess.run([str(out / "bin" / "api"), *args], capture_output=True, text=True, timeout=60,
+                              env={"PATH": "/nonexistent"})  # an image holds no coreutils: builtins only
+        if script.exit_after is not None:
+            assert (proc.returncode, proc.stdout.splitlines()) == (script.exit_code, [*script.logs, *script.exit_logs])
+        else:
+            assert (proc.returncode, proc.stdout.splitlines()) == (script.completion_code,
+                                                                   [*script.logs, *script.completion_logs])
+    if script.exit_after is None:  # and otherwise it serves: still running after its logs
+        serving = subprocess.Popen([str(out / "bin" / "api")], stdout=subprocess.PIPE, text=True)
+        try:
+            assert serving.stdout is not None and serving.stdout.readline() == f"{script.logs[0]}\n"
+            assert serving.poll() is None
+        finally:
+            serving.kill()
+            serving.wait(30)
 
 
 def test_a_context_the_kubeconfig_lacks_is_refused_by_name(tmp_path: Path) -> None:
@@ -188,13 +222,16 @@ def test_the_deploy_tests_run_against_a_real_control_plane_as_an_external_cluste
                FORGE_E2E_FLUX_NAMESPACE=flux_ns, FORGE_E2E_SIMULATED_KUBELET="1",
                # the override path real nixpkgs takes, with the stand-in (offline: no substituters)
                FORGE_E2E_NIXPKGS=f"path:{nixpkgs_standin}", FORGE_E2E_NIX_CONFIG="substituters =")
-    proc = pytest_run("-m", "external", "-k", " or ".join(DEPLOY_PROOF), "-rA", f"--basetemp={tmp_path / 'suite'}",
-                      *DEPLOY_FILES, env=env, timeout=1100)
+    # every deploy end-to-end test that has an external variant (the same ones that run on ours)
+    proc = pytest_run("-m", "external", "-rA", f"--basetemp={tmp_path / 'suite'}", *DEPLOY_FILES, env=env,
+                      timeout=1100)
     out = proc.stdout + proc.stderr
+    print(proc.stdout.strip().splitlines()[-1])  # its summary line: how long the deploy part took
     assert proc.returncode == 0, out[-20000:]
     assert "deploy end-to-end tests: run" in out and f"Flux objects in namespace {flux_ns}" in out
+    assert f"built from nixpkgs path:{nixpkgs_standin}" in out
     passed = re.findall(r"^PASSED (\S+)", proc.stdout, re.M)
-    assert all(p.endswith("[external]") for p in passed), passed
+    assert len(passed) >= 10 and all(re.search(r"(\[|-)external\]$", p) for p in passed), passed
     for name in DEPLOY_PROOF:
         assert any(name in p for p in passed), (name, passed)
     assert not re.search(r"\d+ (skipped|failed|error)", proc.stdout), out[-5000:]
