@@ -43,11 +43,15 @@ def test_the_forge_role_grants_what_forge_does_and_nothing_more(control_plane: C
     for verb, resource in (("watch", "deployments.apps"), ("list", "replicasets.apps"), ("watch", "pods"),
                            ("get", "pods/log"), ("list", "events"), ("create", "jobs.batch"),
                            ("patch", "kustomizations.kustomize.toolkit.fluxcd.io"),
-                           ("patch", "gitrepositories.source.toolkit.fluxcd.io")):
+                           ("patch", "gitrepositories.source.toolkit.fluxcd.io"),
+                           # the release lock (forgegen/runtime/lock.py): read, take, renew, give back
+                           ("get", "leases.coordination.k8s.io"), ("create", "leases.coordination.k8s.io"),
+                           ("update", "leases.coordination.k8s.io")):
         assert can_i(control_plane, user, verb, resource, ns), (verb, resource)
     for verb, resource in (("get", "secrets"), ("create", "pods"), ("patch", "deployments.apps"),
                            ("create", "kustomizations.kustomize.toolkit.fluxcd.io"), ("delete", "pods"),
-                           ("create", "rolebindings.rbac.authorization.k8s.io")):
+                           ("create", "rolebindings.rbac.authorization.k8s.io"),
+                           ("delete", "leases.coordination.k8s.io")):
         assert not can_i(control_plane, user, verb, resource, ns), (verb, resource)
     # and nothing outside the namespaces it is bound in
     assert not can_i(control_plane, user, "list", "pods", "kube-system")

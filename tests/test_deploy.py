@@ -41,11 +41,11 @@ def test_deploy_pushes_commits_reconciles_and_rolls_out(shop_cluster: ShopCluste
     assert f"newTag: {tag}" in shop_cluster.remote_file("clusters/staging/api/kustomization.yaml")
     assert shop_cluster.remote_log("clusters/staging/api/kustomization.yaml")[0] == f"deploy(api): staging → {tag}"
     assert report["reconcile"]["outcome"] == "success"
-    assert report["reconcile"]["revision"] == f"main@sha1:{commit}"
+    assert report["reconcile"]["revision"] == f"{shop_cluster.branch}@sha1:{commit}"
     assert report["rollout"]["outcome"] == "success"
     assert shop_cluster.running_image("api") == image
     ks = shop_cluster.flux("Kustomization", "apps-staging")
-    assert ks["status"]["lastAppliedRevision"] == f"main@sha1:{commit}"
+    assert ks["status"]["lastAppliedRevision"] == f"{shop_cluster.branch}@sha1:{commit}"
     assert "forge deploy api:staging: success" in proc.stderr
 
 

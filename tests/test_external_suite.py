@@ -6,6 +6,10 @@ same code path runs in a pytest subprocess pointed at the session's real control
 ``tests/kube_standin/podspec.py`` — a command ``exit 3``, a memory limit with ``tail /dev/zero``,
 a readiness probe on a closed port, an absent tag, an invalid reference — as a real kubelet
 would act on them). Without the variable, no ``external`` test exists at all (never skipped).
+
+The deploy end-to-end tests run the same way with the session's registry and a bare repository
+served by the control plane's git server (what source-controller reads) standing in for the
+user's registry and git remote, and a namespace of their own for the Flux objects.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import pytest
 import yaml
 
 from tests.fixtures.nixenv import ROOT
-from tests.kube_standin import ImageScript, crash
+from tests.kube_standin import ImageScript, completes, crash
 from tests.kube_standin.podspec import TABLE, container_for, script_of
 
 # a cross-section: every failure a real kubelet can be made to show, for Deployments; a crash for
@@ -36,6 +40,13 @@ PROOF = ("test_failure_is_reported_with_reason_pod_and_evidence and Deployment",
          "test_kubectl")
 SUITE_USER = "forge-e2e"
 FILES = ("tests/test_rollout_scenarios.py", "tests/test_kube_standin_kubectl.py")
+# the deploy end-to-end tests through the external path; among them at least: deploy, crash loop
+# with rollback, rollback, status; release through two environments with migration Jobs, a
+# failing migration
+DEPLOY_FILES = ("tests/test_deploy.py", "tests/test_release.py")
+DEPLOY_PROOF = ("test_deploy_pushes_commits_reconciles_and_rolls_out", "test_crash_looping_image",
+                "test_rollback_goes_to_the_previous", "test_status_shows_git_cluster_and_flux",
+                "test_release_goes_through_staging_then_production", "test_a_failing_migration_stops")
 
 
 def pytest_run(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -86,6 +97,39 @@ def test_a_crash_is_a_command_with_its_exit_code_and_logs() -> None:
     assert script_of({"image": "app:1"}) is None
 
 
+@pytest.mark.nix
+@pytest.mark.parametrize("script", [crash(exit_code=3, logs=["api: connecting to db", "api: fatal: no DATABASE_URL"]),
+                                    completes(exit_code=2, logs=("api: applying 0042_add_email",),
+                                              exit_logs=('ERROR: column "email" already exists',))],
+                         ids=["crash", "failing-migration"])
+def test_a_scripted_image_on_a_real_cluster_is_its_own_program_doing_it(shop: Any, script: ImageScript) -> None:
+    """What a real node runs for the deploy tests' image scripts (tests/external_shop.py): the
+    example's own program, rewritten and built by Nix, prints the logs and exits with the code —
+    here run directly (the image around it needs real nixpkgs, FORGE_E2E_NIXPKGS)."""
+    from tests.external_shop import write_program
+
+    write_program(shop, "api", script)
+    shop.nix("build", ".#api", "--out-link", "api-result")
+    out = shop.dir / "api-result"
+    # a crash: every start, the Deployment's and the migration Job's; a migration: `api migrate`
+    for args in ([[], ["migrate"]] if script.exit_after is not None else [["migrate"]]):
+        proc = subprocess.run([str(out / "bin" / "api"), *args], capture_output=True, text=True, timeout=60,
+                              env={"PATH": "/nonexistent"})  # an image holds no coreutils: builtins only
+        if script.exit_after is not None:
+            assert (proc.returncode, proc.stdout.splitlines()) == (script.exit_code, [*script.logs, *script.exit_logs])
+        else:
+            assert (proc.returncode, proc.stdout.splitlines()) == (script.completion_code,
+                                                                   [*script.logs, *script.completion_logs])
+    if script.exit_after is None:  # and otherwise it serves: still running after its logs
+        serving = subprocess.Popen([str(out / "bin" / "api")], stdout=subprocess.PIPE, text=True)
+        try:
+            assert serving.stdout is not None and serving.stdout.readline() == f"{script.logs[0]}\n"
+            assert serving.poll() is None
+        finally:
+            serving.kill()
+            serving.wait(30)
+
+
 def test_a_context_the_kubeconfig_lacks_is_refused_by_name(tmp_path: Path) -> None:
     config = tmp_path / "config"
     config.write_text("apiVersion: v1\nkind: Config\nclusters: []\nusers: []\n"
@@ -96,6 +140,30 @@ def test_a_context_the_kubeconfig_lacks_is_refused_by_name(tmp_path: Path) -> No
                       env=env, timeout=300)
     assert proc.returncode != 0
     assert f"FORGE_E2E_CONTEXT=b: no such context in {config}" in proc.stdout + proc.stderr
+
+
+def test_the_deploy_tests_exist_for_an_external_cluster_only_with_every_deploy_variable(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_E2E_")}
+    env["FORGE_E2E_KUBECONFIG"] = str(tmp_path / "config")  # collection never reads it
+    proc = pytest_run("--collect-only", *DEPLOY_FILES, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[external]" not in proc.stdout and "[real]" in proc.stdout
+    assert ("deploy end-to-end tests: not run (FORGE_E2E_REGISTRY, FORGE_E2E_GIT_URL, FORGE_E2E_FLUX_NAMESPACE "
+            "unset)") in proc.stdout
+    env.update(FORGE_E2E_REGISTRY="registry.example:5000/e2e", FORGE_E2E_GIT_URL="https://git.example/gitops.git",
+               FORGE_E2E_FLUX_NAMESPACE="flux-system")
+    proc = pytest_run("--collect-only", *DEPLOY_FILES, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    external = {line for line in proc.stdout.splitlines() if "[external]" in line}
+    # every test that runs on our control plane but the one that needs a user without the Role
+    real = {line.replace("[real]", "[external]") for line in proc.stdout.splitlines()
+            if "[real]" in line and "without_the_forge_role" not in line}
+    assert external == real and len(external) >= 8, (external, real)
+    assert "deploy end-to-end tests: run" in proc.stdout
+    assert "external deploy: images registry.example:5000/e2e/<service> built from the nixpkgs stand-in" in proc.stdout
+    env["FORGE_E2E_REGISTRY"] = "http://"
+    proc = pytest_run("--collect-only", *DEPLOY_FILES, env=env, timeout=300)
+    assert proc.returncode != 0 and "FORGE_E2E_REGISTRY='http://': expected" in proc.stdout + proc.stderr
 
 
 def test_without_a_kubeconfig_no_external_test_exists() -> None:
@@ -133,3 +201,51 @@ def test_the_external_backend_runs_against_a_real_control_plane(control_plane: A
     left = [n for n in core.list_namespace().items
             if n.metadata.name.startswith("forge-e2e-") and n.metadata.deletion_timestamp is None]
     assert not left, [n.metadata.name for n in left]
+
+
+@pytest.mark.realplane
+@pytest.mark.timeout(1200)
+def test_the_deploy_tests_run_against_a_real_control_plane_as_an_external_cluster(
+        control_plane: Any, registry: Any, nixpkgs_standin: Path, tmp_path: Path) -> None:
+    from kubernetes.client import CoreV1Api
+
+    from forgegen.runtime.kube import api_client
+
+    control_plane.apply((ROOT / "examples" / "rbac" / "forge-e2e.yaml").read_text())
+    suite_user = users_kubeconfig(control_plane.user_kubeconfig(SUITE_USER), tmp_path / "kube")
+    flux_ns = control_plane.create_namespace("e2e-user-flux")  # the user's: a namespace for the suite's Flux objects
+    bare = tmp_path / "user-gitops.git"  # under the session's base temp: the git server serves it
+    subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(bare)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_E2E_")}
+    env.update(FORGE_E2E_KUBECONFIG=str(suite_user), FORGE_E2E_CONTEXT="realplane", FORGE_STRICT_SKIPS="1",
+               FORGE_E2E_REGISTRY=f"http://{registry.host}/user-org/e2e", FORGE_E2E_GIT_URL=control_plane.git_url(bare),
+               FORGE_E2E_FLUX_NAMESPACE=flux_ns, FORGE_E2E_SIMULATED_KUBELET="1",
+               # the override path real nixpkgs takes, with the stand-in (offline: no substituters)
+               FORGE_E2E_NIXPKGS=f"path:{nixpkgs_standin}", FORGE_E2E_NIX_CONFIG="substituters =")
+    # every deploy end-to-end test that has an external variant (the same ones that run on ours)
+    proc = pytest_run("-m", "external", "-rA", f"--basetemp={tmp_path / 'suite'}", *DEPLOY_FILES, env=env,
+                      timeout=1100)
+    out = proc.stdout + proc.stderr
+    print(proc.stdout.strip().splitlines()[-1])  # its summary line: how long the deploy part took
+    assert proc.returncode == 0, out[-20000:]
+    assert "deploy end-to-end tests: run" in out and f"Flux objects in namespace {flux_ns}" in out
+    assert f"built from nixpkgs path:{nixpkgs_standin}" in out
+    passed = re.findall(r"^PASSED (\S+)", proc.stdout, re.M)
+    assert len(passed) >= 10 and all("external" in p.rsplit("[", 1)[-1].rstrip("]").split("-") for p in passed), passed
+    for name in DEPLOY_PROOF:
+        assert any(name in p for p in passed), (name, passed)
+    assert not re.search(r"\d+ (skipped|failed|error)", proc.stdout), out[-5000:]
+    # what it pushed, where the user said; the tag the GitOps template starts from, seeded
+    tags = subprocess.run(["skopeo", "list-tags", "--tls-verify=false", f"docker://{registry.host}/user-org/e2e/api"],
+                          capture_output=True, text=True, check=True)
+    assert "amd64-0000000" in tags.stdout
+    # it cleaned up: no branch on the remote, no Flux object, no namespace of its own left
+    assert subprocess.run(["git", f"--git-dir={bare}", "for-each-ref", "refs/heads"], capture_output=True, text=True,
+                          check=True).stdout == ""
+    for kind in ("kustomize.toolkit.fluxcd.io/v1/namespaces/{ns}/kustomizations",
+                 "source.toolkit.fluxcd.io/v1/namespaces/{ns}/gitrepositories"):
+        assert control_plane.get("/apis/" + kind.format(ns=flux_ns))["items"] == [], kind
+    core = CoreV1Api(api_client(str(control_plane.kubeconfig), None))
+    left = [n.metadata.name for n in core.list_namespace().items
+            if n.metadata.name.startswith("forge-e2e-") and n.metadata.deletion_timestamp is None]
+    assert not left, left

@@ -25,7 +25,6 @@ import pytest
 
 from tests.fixtures.health import Health
 from tests.fixtures.nixenv import Flake, tool_path
-from tests.fixtures.registry import Registry
 from tests.fixtures.shop import BOTH_BACKENDS, ShopCluster, shop_cluster_on
 from tests.kube_standin import completes, crash
 
@@ -52,7 +51,7 @@ def independent() -> bool:
 
 
 @pytest.fixture
-def release_cluster(backend: str, request: pytest.FixtureRequest, shop: Flake, registry: Registry, tmp_path: Path,
+def release_cluster(backend: str, request: pytest.FixtureRequest, shop: Flake, tmp_path: Path,
                     health: Health, migrations: bool, independent: bool) -> Iterator[ShopCluster]:
     def edit_deploy(text: str) -> str:
         if independent:
@@ -71,7 +70,7 @@ def release_cluster(backend: str, request: pytest.FixtureRequest, shop: Flake, r
             text = text.replace("namespace: shop\n", f"namespace: {PRODUCTION_NS}\n")
         return text
 
-    with shop_cluster_on(backend, request, shop, registry, tmp_path, environments=("staging", "production"),
+    with shop_cluster_on(backend, request, shop, None, tmp_path, environments=("staging", "production"),
                          edit_deploy=edit_deploy, edit_gitops=edit_gitops) as cluster:
         yield cluster
 
