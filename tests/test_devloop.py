@@ -391,3 +391,30 @@ def test_dry_run_usage_errors_and_the_single_test_command(tmp_path: Path) -> Non
     assert level.returncode == 2 and "dev.test replaces the test pyramid" in level.stderr
     proc = forge(root, "test", "old", "c d", env={"ARGS": "a b"})
     assert (proc.returncode, proc.stdout) == (0, "<a><b><c d>"), proc.stderr
+
+
+@pytest.mark.nix
+def test_the_flake_apps_run_the_levels_and_the_dev_commands(shop) -> None:  # noqa: ANN001 - the Flake fixture
+    """The rendered apps through `nix run`: the levels with the type's tools on PATH, arguments
+    passed on, a level not configured refused, dev-up/dev-status/dev-down from the repository root."""
+    deploy = shop.dir / "deploy.yaml"
+    deploy.write_text(deploy.read_text().replace("    type: node\n", (
+        "    type: generic\n    dev:\n      unit: \"echo unit-ran; test -d \\\"$FORGE_TEST_RESULTS\\\"\"\n"
+        "      integration: \"echo integration-ran\"\n")).replace(
+        "    type: python\n", "    type: python\n    dev: {unit: \"command -v ruff >/dev/null && echo ruff-on-path\", "
+                             "integration: null, e2e: null}\n", 1))
+    sync = subprocess.run([VENV_BIN / "forgegen", "sync"], cwd=shop.dir, capture_output=True, text=True)
+    assert sync.returncode == 0, sync.stderr
+    shop.commit("dev levels")
+    assert shop.run_app("test:web").stdout.splitlines() == ["unit-ran", "integration-ran"]
+    assert shop.run_app("test:web:integration", "--json").stdout.startswith("{")
+    assert shop.run_app("test:api:unit").stdout == "ruff-on-path\n"
+    refused = shop.run_app("test:web:e2e", check=False)
+    assert refused.returncode == 2 and "services.web.dev.e2e" in refused.stderr
+    up = json.loads(shop.run_app("dev-up:web", "--json").stdout)
+    assert up["services"][0]["state"] == "nothing to start" and (shop.dir / ".forge/dev/web.env").is_file()
+    assert shop.run_app("dev-status").stdout == "web [dev]\n"  # up, with nothing declared to run
+    shop.run_app("dev-down")
+    assert not (shop.dir / ".forge/dev/web.env").exists()
+    whole = json.loads(shop.run_app("test", "--dry-run", "--json").stdout)
+    assert {s["details"]["service"] for s in whole["steps"]} == {"api", "web"}

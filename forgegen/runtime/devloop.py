@@ -100,6 +100,9 @@ class Session:
     def spawn(self, name: str, command: str, env: dict[str, str], *, log: Path | None = None,
               args: tuple[str, ...] = ()) -> Any:
         """``bash -c 'COMMAND "$@"'`` in the service's directory, in a process group of its own."""
+        dev_path = os.environ.get("FORGE_DEV_PATH")  # the type's tools (the flake app sets it)
+        if dev_path:
+            env = {**env, "PATH": f"{dev_path}:{env.get('PATH', os.environ.get('PATH', ''))}"}
         out = log.open("ab") if log else None
         try:
             proc = process.spawn(["bash", "-c", f'{command} "$@"', f"{name}:{self.svc.name}", *args],
