@@ -339,7 +339,7 @@ def _dev_paths(ctx: Context, name: str) -> tuple[Path, Path]:
 
 def _dev_running(record: dict[str, Any] | None) -> bool:
     pg = (record or {}).get("postgres")
-    return bool(pg) and infra.postgres_running(pg["root"])
+    return pg is not None and infra.postgres_running(pg["root"])
 
 
 def dev_up(ctx: Context, svc: ServicePlan) -> dict[str, Any]:

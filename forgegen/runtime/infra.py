@@ -204,7 +204,7 @@ def start_postgres(root: str, database: str) -> Postgres:
 def _create_database(bindir: Path, pg: Postgres) -> None:
     if pg.database == ADMIN:
         return
-    process.run([bindir / "createdb", "-h", "127.0.0.1", "-p", str(pg.port), "-U", ADMIN, pg.database],
+    process.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(pg.port), "-U", ADMIN, pg.database],
                 env={"PGPASSWORD": pg.password}, timeout=PG_TIMEOUT, what="create the development database")
 
 
@@ -251,7 +251,7 @@ def provision(pg: Postgres, config: Path, env_out: dict[str, str], state: Path) 
     derived = state / "provision.json"
     derived.write_text(json.dumps(doc))
     passwords = {k: v for k, v in env_out.items() if k not in pg.env()}
-    process.run(["forge-provision", "postgres", "apply", "--config", derived],
+    process.run(["forge-provision", "postgres", "apply", "--config", str(derived)],
                 env={**passwords, PASSWORD_ENV: pg.password}, timeout=600, secrets=[pg.password, *passwords.values()],
                 what=f"provision the development PostgreSQL from {config}")
     return [d["name"] for d in doc.get("databases") or [] if isinstance(d, dict) and "name" in d]
