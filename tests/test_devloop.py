@@ -307,7 +307,8 @@ func TestDatabaseAnswers(t *testing.T) {
 
 
 def test_a_go_service_runs_its_levels_and_product_wide_test_runs_every_service(tmp_path: Path) -> None:
-    services = API + "  core:\n    type: go\n    path: svc/core\n    dev: {infra: {postgres: {}}}\n"
+    services = ("  api: {type: python, path: svc/api, dev: {integration: null, e2e: null}}\n"
+                "  core:\n    type: go\n    path: svc/core\n    dev: {infra: {postgres: {}}}\n")
     files = {f"svc/core/{k}": v for k, v in GO_SERVICE.items()}
     root = python_repo(tmp_path, services, files)
     core = forge(root, "test", "core", "--json")

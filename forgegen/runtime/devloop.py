@@ -105,15 +105,16 @@ class Session:
             env = {**env, "PATH": f"{dev_path}:{env.get('PATH', os.environ.get('PATH', ''))}"}
         out = log.open("ab") if log else None
         try:
-            proc = process.spawn(["bash", "-c", f'{command} "$@"', f"{name}:{self.svc.name}", *args],
-                                 cwd=service_dir(self.ctx, self.svc), env=env, new_session=True,
-                                 stdout=out if out else self.ctx.stdout, stderr=process.STDOUT if out else None)
+            with infra.deferred():  # a signal now is handled once the process is recorded
+                proc = process.spawn(["bash", "-c", f'{command} "$@"', f"{name}:{self.svc.name}", *args],
+                                     cwd=service_dir(self.ctx, self.svc), env=env, new_session=True,
+                                     stdout=out if out else self.ctx.stdout, stderr=process.STDOUT if out else None)
+                self.record["processes"].append({"name": name, "pgid": proc.pid, "start": infra.start_time(proc.pid),
+                                                 **({"log": str(log)} if log else {})})
+                self.save()
         finally:
             if out:
                 out.close()
-        self.record["processes"].append({"name": name, "pgid": proc.pid, "start": infra.start_time(proc.pid),
-                                         **({"log": str(log)} if log else {})})
-        self.save()
         return proc
 
     def start_service(self, log: Path) -> str:

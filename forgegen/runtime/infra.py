@@ -55,12 +55,16 @@ class Interrupted(KeyboardInterrupt):
 
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_held: list[list[int] | None] = [None]  # signals that arrived inside deferred()
 
 
 @contextmanager
 def interruptible() -> Iterator[None]:
     """Turn SIGINT/SIGTERM/SIGHUP into :class:`Interrupted` for the duration (main thread only)."""
     def handler(signum: int, frame: FrameType | None) -> None:
+        if _held[0] is not None:
+            _held[0].append(signum)
+            return
         raise Interrupted(signum)
     previous = {s: signal.signal(s, handler) for s in _SIGNALS}
     try:
@@ -68,6 +72,20 @@ def interruptible() -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold :class:`Interrupted` back until the block ends (start a process *and* record it).
+    Not the signal mask: a child started inside would inherit it."""
+    outer = _held[0]
+    _held[0] = outer if outer is not None else []
+    try:
+        yield
+    finally:
+        held, _held[0] = _held[0], outer
+        if outer is None and held:
+            raise Interrupted(held[0])
 
 
 @contextmanager
