@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -311,13 +312,16 @@ def test_a_go_service_runs_its_levels_and_product_wide_test_runs_every_service(t
                 "  core:\n    type: go\n    path: svc/core\n    dev: {infra: {postgres: {}}}\n")
     files = {f"svc/core/{k}": v for k, v in GO_SERVICE.items()}
     root = python_repo(tmp_path, services, files)
-    core = forge(root, "test", "core", "--json")
+    # The machine's Go build cache (concurrency-safe): HOME is per test, and a cold cache compiles
+    # the standard library again.
+    gocache = {"GOCACHE": os.environ.get("GOCACHE") or str(Path(pwd.getpwuid(os.getuid()).pw_dir, ".cache/go-build"))}
+    core = forge(root, "test", "core", "--json", env=gocache)
     assert core.returncode == 0, core.stderr
     levels = json.loads(core.stdout)["services"][0]["levels"]
     assert [(lv["level"], lv["outcome"]) for lv in levels] == [
         ("unit", "passed"), ("integration", "passed"), ("e2e", "not-configured")]
     assert "core:e2e: not configured (services.core.dev.e2e)" in core.stderr
-    whole = forge(root, "test", "--json", env={"BREAK": "1"})
+    whole = forge(root, "test", "--json", env={"BREAK": "1", **gocache})
     assert whole.returncode == 1
     doc = json.loads(whole.stdout)
     assert [(s["service"], s["outcome"], s["failed_level"]) for s in doc["services"]] == [
