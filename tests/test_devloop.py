@@ -390,6 +390,8 @@ def test_dry_run_usage_errors_and_the_single_test_command(tmp_path: Path) -> Non
     assert [s["step"] for s in dry["steps"]] == ["run", "postgres", "run", "teardown", "postgres", "start", "run",
                                                  "teardown"]
     assert not (root / ".forge").exists()
+    assert [json.loads(forge(root, "dev", "up", "gen", "--json").stdout)["services"][0]["changed"]
+            for _ in range(2)] == [True, False]  # nothing declared: up, and idempotent
     gen = forge(root, "test", "gen")
     assert gen.returncode == 2 and "services.gen.dev.unit" in gen.stderr
     level = forge(root, "test", "old:unit")

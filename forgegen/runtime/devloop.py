@@ -347,7 +347,7 @@ def dev_up(ctx: Context, svc: ServicePlan) -> dict[str, Any]:
     """Start the service's ``dev.infra`` (idempotent) and write ``.forge/dev/<service>.env``."""
     path, env_file = _dev_paths(ctx, svc.name)
     record = infra.read_record(path)
-    if record is not None and _dev_running(record) and env_file.is_file():
+    if record is not None and env_file.is_file() and (svc.dev.postgres is None or _dev_running(record)):
         ctx.say(f"forge dev up {svc.name}: already up (env: {env_file})")
         return {"service": svc.name, "state": "up", "changed": False, **_public(record, env_file)}
     if record is not None:  # left half-started, or its server died: start again
