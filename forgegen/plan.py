@@ -278,31 +278,58 @@ class CheckPlan(PlanModel):
 
 DEV_DEFAULTS: dict[str, dict[str, Any]] = {
     "rust": {"tools": ("cargo", "rustc", "clippy", "rustfmt"),
-             "test": "cargo test", "lint": "cargo clippy -- -D warnings", "fmt": "cargo fmt",
-             "fmt-check": "cargo fmt -- --check"},
+             "lint": "cargo clippy -- -D warnings", "fmt": "cargo fmt",
+             "fmt-check": "cargo fmt -- --check",
+             "unit": "cargo test --lib --bins", "integration": "cargo test --tests", "e2e": None},
     "python": {"tools": ("python3", "python3Packages.pytest", "ruff"),
-               "test": "pytest", "lint": "ruff check .", "fmt": "ruff format .",
-               "fmt-check": "ruff format --check ."},
+               "lint": "ruff check .", "fmt": "ruff format .",
+               "fmt-check": "ruff format --check .",
+               "unit": "pytest -q tests/unit", "integration": "pytest -q tests/integration",
+               "e2e": "pytest -q tests/e2e"},
     "go": {"tools": ("go",),
-           "test": "go test ./...", "lint": "go vet ./...", "fmt": "gofmt -w .",
-           "fmt-check": 'test -z "$(gofmt -l .)"'},
+           "lint": "go vet ./...", "fmt": "gofmt -w .",
+           "fmt-check": 'test -z "$(gofmt -l .)"',
+           "unit": "go test -short ./...", "integration": "go test -tags integration ./...", "e2e": None},
     "node": {"tools": ("nodejs",),
-             "test": "npm test", "lint": "npm run lint", "fmt": "npx prettier --write .",
-             "fmt-check": "npx prettier --check ."},
-    "generic": {"tools": (), "test": None, "lint": None, "fmt": None, "fmt-check": None},
+             "lint": "npm run lint", "fmt": "npx prettier --write .",
+             "fmt-check": "npx prettier --check .",
+             "unit": "npm run test:unit", "integration": "npm run test:integration", "e2e": "npm run test:e2e"},
+    "generic": {"tools": (), "lint": None, "fmt": None, "fmt-check": None,
+                "unit": None, "integration": None, "e2e": None},
 }
-DEV_VERBS = ("test", "lint", "fmt", "fmt-check")
+DEV_VERBS = ("lint", "fmt", "fmt-check")
+TEST_LEVELS = ("unit", "integration", "e2e")  # the pyramid, in order
+
+
+@dataclass(frozen=True, kw_only=True)
+class DevPostgresPlan(PlanModel):
+    provision: str | None  # forge-provision config, relative to deploy.yaml's directory
 
 
 @dataclass(frozen=True, kw_only=True)
 class DevPlan(PlanModel):
-    """What the development apps run: deploy.yaml's ``dev``, else the service type's defaults."""
+    """What the development apps run: deploy.yaml's ``dev``, else the service type's defaults.
+
+    ``test`` is set only when deploy.yaml sets ``dev.test``: one command that replaces the test
+    pyramid. A level that is None is not configured (deploy.yaml's ``null``, or a type without a
+    default).
+    """
 
     test: str | None
     lint: str | None
     fmt: str | None
     fmt_check: str | None = field(metadata={"alias": "fmt-check"})
     tools: tuple[str, ...]  # attribute paths in pkgs put on PATH
+    unit: str | None = None
+    integration: str | None = None
+    e2e: str | None = None
+    start: str | None = None
+    health: str | None = None  # a URL pattern with {port}
+    health_timeout: float = 120.0
+    postgres: DevPostgresPlan | None = None
+
+    def level(self, name: str) -> str | None:
+        return {"unit": self.unit, "integration": self.integration, "e2e": self.e2e}[name]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -467,8 +494,15 @@ def dev_plan(service: schema.Service) -> DevPlan:
     configured = service.dev.model_dump(by_alias=True)
     defaults = DEV_DEFAULTS[service.type]
     commands = {verb: configured.get(verb) or defaults[verb] for verb in DEV_VERBS}
-    return DevPlan(test=commands["test"], lint=commands["lint"], fmt=commands["fmt"],
-                   fmt_check=commands["fmt-check"], tools=defaults["tools"])
+    # A level explicitly null in deploy.yaml is not configured; an unset one takes the default.
+    given = service.dev.model_fields_set
+    levels = {lv: configured[lv] if lv in given else defaults[lv] for lv in TEST_LEVELS}
+    pg = service.dev.infra.postgres
+    return DevPlan(test=service.dev.test, lint=commands["lint"], fmt=commands["fmt"],
+                   fmt_check=commands["fmt-check"], tools=defaults["tools"],
+                   **levels, start=service.dev.start,
+                   health=service.dev.health, health_timeout=service.dev.health_timeout,
+                   postgres=DevPostgresPlan(provision=pg.provision) if pg is not None else None)
 
 
 def service_plan(config: schema.Config, name: str) -> ServicePlan:

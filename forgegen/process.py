@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 from forgegen import urls
 from forgegen.errors import CommandError, ToolMissing
@@ -138,17 +141,49 @@ def spawn(
     *,
     cwd: str | Path | None = None,
     env: Mapping[str, str] | None = None,
-    stdout: int | None = None,
-    stderr: int | None = None,
+    stdout: int | IO[Any] | None = None,
+    stderr: int | IO[Any] | None = None,
+    new_session: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start a long-running program (a server in tests, a streaming pipe). Caller owns it."""
+    """Start a long-running program (a server in tests, a streaming pipe). Caller owns it.
+
+    ``new_session``: the program leads its own session and process group (its pid is the group
+    id), so :func:`kill_group` stops it with everything it started, and a Ctrl-C at the terminal
+    reaches only the caller, which decides."""
     argv = tuple(str(a) for a in argv)
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
     if which(argv[0], env=full_env) is None and "/" not in argv[0]:
         raise ToolMissing(f"cannot start {argv[0]!r}: it is not on PATH", argv=argv)
-    return subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=stdout, stderr=stderr)
+    return subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=stdout, stderr=stderr,
+                            start_new_session=new_session)
+
+
+def kill_group(pgid: int, *, grace: float = 10.0) -> None:
+    """SIGTERM the process group ``pgid``, then SIGKILL what is left after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not group_alive(pgid):
+                return
+            time.sleep(0.05)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` runs (zombies waiting for a parent do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 def remove_stale_temp(parent: Path, prefix: str) -> None:

@@ -344,8 +344,35 @@ class Federation(Model):
         "federation({project}): {environment} supergraph\n\nsource: {source_commit}"
 
 
+def _health_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"{_short(value)} is not an http(s) URL; use e.g. 'http://127.0.0.1:{{port}}/healthz'")
+    return value
+
+
+class DevPostgres(Model):
+    """A throwaway PostgreSQL for integration tests, e2e and dev-up."""
+
+    provision: RelativePath | None = Field(
+        None, description="a forge-provision config (relative to deploy.yaml's directory) applied to it")
+
+
+class DevInfra(Model):
+    postgres: DevPostgres | None = Field(None, description="start a local PostgreSQL; `{}` for a bare one")
+
+
 class DevCommands(Model):
-    test: str | None = None
+    """Development commands, run in the service's path. Unset: the type's default; null: none."""
+
+    test: str | None = Field(None, description="one command that replaces the whole test pyramid")
+    unit: str | None = Field(None, description="unit tests (first level of the pyramid)")
+    integration: str | None = Field(None, description="integration tests, with dev.infra running")
+    e2e: str | None = Field(None, description="end-to-end tests against the started service ($FORGE_BASE_URL)")
+    start: str | None = Field(None, description="runs the service locally on $PORT (e2e-prepare)")
+    health: Annotated[str, AfterValidator(_pattern("port")), AfterValidator(_health_url)] | None = Field(
+        None, description="URL that answers 2xx once the started service is ready, e.g. http://127.0.0.1:{port}/healthz")
+    health_timeout: Duration = Field(120.0, description="how long e2e-prepare waits for the health URL")
+    infra: DevInfra = DevInfra()
     lint: str | None = None
     fmt: str | None = None
     fmt_check: str | None = Field(None, alias="fmt-check")

@@ -375,4 +375,8 @@ def _environments(plan: Plan, spec: str | None) -> list[str]:
     return sorted(dict.fromkeys(wanted), key=plan.environments.index)  # promotion order
 
 
+from forgegen.runtime import devcli  # noqa: E402 - the development loop's commands (test, e2e, dev)
+
+devcli.register(cli)
+
 main = console.entry_point(cli, "forge")
