@@ -241,7 +241,8 @@ def run_level(ctx: Context, svc: ServicePlan, level: str, command: str) -> int:
         if level == "e2e" and svc.dev.start is not None:
             session.start_service(Path(env["FORGE_TEST_RESULTS"]) / "service.log")
         proc = session.spawn(level, command, {**session.env, **env}, args=ctx.args)
-        return proc.wait()
+        code: int = proc.wait()
+        return code
     finally:
         session.close()
 
