@@ -39,6 +39,7 @@ def forgegen() -> int | None:
 def forge_provision() -> int | None:
     if _version("forge-provision"):
         return 0
-    from forge_provision.cli import main
+    import importlib
 
-    return main()
+    main = importlib.import_module("forge_provision.cli").main  # the other package of this distribution
+    return main()  # type: ignore[no-any-return]

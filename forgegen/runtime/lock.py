@@ -91,12 +91,12 @@ class Lease:
     lost: str | None = None
 
     def _co(self) -> Any:
-        from kubernetes import client
+        from forgegen.runtime import kubeapi
 
-        return client.CustomObjectsApi(self.api)
+        return kubeapi.CustomObjectsApi(self.api)
 
     def _read(self) -> dict | None:
-        from kubernetes.client.exceptions import ApiException
+        from forgegen.runtime.kubeapi import ApiException
 
         try:
             return self._co().get_namespaced_custom_object("coordination.k8s.io", "v1", self.namespace, "leases",
@@ -112,7 +112,7 @@ class Lease:
 
     def renew(self) -> bool:
         """Move ``renewTime`` forward; False (and ``lost`` set) when someone else holds it now."""
-        from kubernetes.client.exceptions import ApiException
+        from forgegen.runtime.kubeapi import ApiException
 
         for _ in range(5):
             obj = self._read()
@@ -130,7 +130,7 @@ class Lease:
         return False
 
     def release(self) -> None:
-        from kubernetes.client.exceptions import ApiException
+        from forgegen.runtime.kubeapi import ApiException
 
         for _ in range(5):
             try:
@@ -154,10 +154,10 @@ class Lease:
 def acquire(api: Any, *, namespace: str, name: str, holder: str, what: str, wait: float,
             duration: int = DURATION, say: Callable[[str], None] = log.info) -> Lease:
     """Take the Lease, waiting up to ``wait`` seconds for its holder; raise :class:`ReleaseLocked`."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
+    from forgegen.runtime import kubeapi
+    from forgegen.runtime.kubeapi import ApiException
 
-    co = client.CustomObjectsApi(api)
+    co = kubeapi.CustomObjectsApi(api)
     lease = Lease(api, namespace, name, holder, duration)
     deadline = time.monotonic() + wait
     t0 = time.monotonic()
