@@ -31,7 +31,8 @@ success on the previous commit. Forge waits for *our* commit:
 
 Failures raise :class:`~forgegen.errors.ReconcileError` (four-part messages); the error carries
 the partial :class:`ReconcileResult` as ``err.result`` for the JSON report.
-``kubernetes`` is imported inside functions only (``import forgegen.cli`` stays light).
+The API is reached through :mod:`forgegen.runtime.kubeapi` (imported inside functions); objects
+are read as the typed views of :mod:`forgegen.runtime.k8stypes`.
 """
 
 from __future__ import annotations
@@ -544,7 +545,8 @@ def reconcile(api: Any, flux: FluxPlan, *, commit: str, branch: str, timeout: fl
               watch_seconds: int = 60) -> ReconcileResult:
     """Ask Flux to apply ``commit`` (pushed to ``branch``) and wait until every Kustomization has.
 
-    ``api`` is a ``kubernetes.client.ApiClient``; ``flux`` the target's :class:`FluxPlan`;
+    ``api`` is a :class:`forgegen.runtime.kubeapi.Client` (or a ``kubernetes`` ApiClient); ``flux``
+    the target's :class:`FluxPlan`;
     ``timeout`` overrides ``flux.timeout`` (seconds). ``accept(sha)`` may say that another commit
     Flux fetched contains ours (a later push on top of ours); by default only our commit counts.
     ``progress`` gets each new status line. Returns a :class:`ReconcileResult` on success; raises

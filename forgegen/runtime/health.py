@@ -12,7 +12,7 @@ snapshot, and restarts count as the watch counts them: those of a pod Ready by n
 before this look (a pod that restarted days ago is healthy); a container crash-looping or
 terminated now, or a pod not Ready, is not healthy.
 
-``kubernetes`` is imported inside functions only.
+The API is reached through :mod:`forgegen.runtime.kubeapi` (imported inside functions).
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ the rollout fails after the workload's ``progressDeadlineSeconds`` (600 s by def
 StatefulSets and DaemonSets, which have none) *without progress*, as the Deployment controller
 counts it, so a long but steadily progressing rollout is not cut short.
 
-``kubernetes`` is imported inside functions only (``import forgegen.cli`` stays light).
+The API is reached through :mod:`forgegen.runtime.kubeapi` (imported inside functions); objects
+are read as the typed views of :mod:`forgegen.runtime.k8stypes`.
 """
 
 from __future__ import annotations
@@ -816,8 +817,8 @@ def watch_rollout(api: Any, *, namespace: str, workload: WorkloadPlan, expected_
                   expected_digest: str | None = None, since: float | None = None) -> RolloutResult:
     """Watch ``workload`` in ``namespace`` until it is rolled out, fails, or the deadline passes.
 
-    ``api`` is a ``kubernetes.client.ApiClient``. ``progress`` gets each new status line
-    (kubectl's wording). ``expected_digest`` is the pushed image's digest (see :func:`assess`).
+    ``api`` is a :class:`forgegen.runtime.kubeapi.Client` (or a ``kubernetes`` ApiClient).
+    ``progress`` gets each new status line (kubectl's wording). ``expected_digest`` is the pushed image's digest (see :func:`assess`).
     ``since`` (wall-clock, default: now) is when the rollout began: restarts of pods already
     Ready before it count only from the moment the watch first sees them. Returns a
     :class:`RolloutResult`; see the module docstring.
