@@ -90,3 +90,16 @@ def test_the_console_script_passes_other_command_lines_to_the_cli() -> None:
     code = code.replace("'--version', '--help'", "'--help'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "Usage: forge" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_the_runtime_s_cluster_and_gitops_modules_import_neither_pydantic_nor_kubernetes() -> None:
+    """A deploy reads its JSON plan, edits YAML with yamlsource and speaks to the cluster through
+    kubeapi: the modules it loads import neither the schema's pydantic nor the kubernetes client."""
+    code = ("import forgegen.runtime.cli, forgegen.runtime.deploy, forgegen.runtime.release, "
+            "forgegen.runtime.migrate, forgegen.runtime.kubeapi, forgegen.runtime.k8stypes")
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    names = {line.rpartition("|")[2].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "forgegen.runtime.gitops" in names and "forgegen.yamlsource" in names
+    heavy = sorted(n for n in names if n.split(".")[0] in ("pydantic", "pydantic_core", "kubernetes"))
+    assert heavy == []
