@@ -203,3 +203,19 @@ def test_certificate_data_fields_reach_the_real_api_server(control_plane: Any, t
     assert type(api) is kubeapi.Client
     assert kubeapi.VersionApi(api).get_code()["major"] == "1"
     kubeapi.CoreV1Api(api).list_namespaced_pod("default", _preload_content=False, _request_timeout=(5, 15))
+
+
+def test_a_kubeconfig_it_cannot_read_is_worded_by_the_kubernetes_loader(tmp_path: Path) -> None:
+    from forgegen.errors import ConfigError
+
+    config = tmp_path / "bad.kubeconfig"
+    config.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": f"https://127.0.0.1:{free_port()}",
+                                               "certificate-authority-data": "!!!not base64!!!"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}]}))
+    with pytest.raises(ConfigError) as err:
+        kube_client(config)
+    assert f"cannot read kubeconfig {config}" in str(err.value) and "base64" in str(err.value)
+    assert "kubectl config view" in (err.value.hint or "")

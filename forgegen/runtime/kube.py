@@ -86,8 +86,8 @@ def client_for(conn: Connection, *, environ: Mapping[str, str] | None = None) ->
     if conn.kubeconfig is not None:
         try:
             client = kubeapi.from_kubeconfig(conn.kubeconfig, conn.context)
-        except OSError:  # an unreadable token or key file: the kubernetes loader words the error
-            client = None
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):  # an unreadable token or key file,
+            client = None  # bad base64, a malformed entry: the kubernetes loader words the error
         if client is not None:
             return client
     return kubeapi.of(kubernetes_client_for(conn, environ=environ))
