@@ -1,5 +1,9 @@
 """Benchmark: start-up of the three CLIs (`--version`, and `forge deploy --help`), command wall.
 
+Each command runs as its console script does (``forgegen.entry``; a checkout without that
+module through its CLI module's ``main``), with ``-c`` and ``sys.argv``: the editable install's
+path finder, which an installed wheel does not have, is in every figure including ``python -c pass``.
+
 Each figure is the wall time (and CPU seconds, user+sys) of a new process, median of
 ``--rounds``, next to ``python -c pass`` (the anchor: Python's own start-up). ``--before DIR``
 runs another checkout (e.g. an extracted ``git archive main``) in alternate rounds; every variant
@@ -24,18 +28,23 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.trees import PYTHON_FLAGS, code_dir, variant_env  # noqa: E402
 
+# (the console script's entry in forgegen.entry, the CLI module a checkout without it enters by, argv)
 COMMANDS = {
     "python -c pass": None,
-    "forge --version": ("forgegen.runtime.cli", ["--version"]),
-    "forgegen --version": ("forgegen.cli", ["--version"]),
-    "forge-provision --version": ("forge_provision.cli", ["--version"]),
-    "forge deploy --help": ("forgegen.runtime.cli", ["deploy", "--help"]),
+    "forge --version": ("forge", "forgegen.runtime.cli", ["--version"]),
+    "forgegen --version": ("forgegen", "forgegen.cli", ["--version"]),
+    "forge-provision --version": ("forge_provision", "forge_provision.cli", ["--version"]),
+    "forge deploy --help": ("forge", "forgegen.runtime.cli", ["deploy", "--help"]),
 }
 
 
-def once(command: tuple[str, list[str]] | None, flags: list[str], env: dict[str, str], cwd: str) -> tuple[float, float]:
-    code = "pass" if command is None else f"import sys; from {command[0]} import main; sys.exit(main())"
-    argv = [sys.executable, *flags, "-c", code, *(command[1] if command else [])]
+def once(command: tuple[str, str, list[str]] | None, flags: list[str], env: dict[str, str], cwd: str,
+         ) -> tuple[float, float]:
+    code = "pass"
+    if command is not None:
+        code = (f"import sys\ntry:\n    from forgegen.entry import {command[0]} as main\n"
+                f"except ImportError:\n    from {command[1]} import main\nsys.exit(main())")
+    argv = [sys.executable, *flags, "-c", code, *(command[2] if command else [])]
     before = os.times()
     t0 = time.perf_counter()
     proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True)

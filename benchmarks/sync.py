@@ -138,12 +138,18 @@ def cli_rounds(base: Path, args: argparse.Namespace) -> None:
         variants = {"after": code_dir(ROOT, base / "after"), "before": code_dir(args.before, base / "before")}
     walls: dict[str, list[float]] = {name: [] for name in variants}
     cpus: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.rounds):
+    # Each variant keeps its sync stamp in a cache of its own (alternating variants would otherwise
+    # overwrite each other's stamp, and every round would take the full path); round 0 warms it.
+    for i in range(args.rounds + 1):
         for name, tree in variants.items():
+            env = {**os.environ, **(variant_env(tree) if tree else {}), "XDG_CACHE_HOME": str(base / f"cache-{name}")}
             before = os.times()
             t0 = time.perf_counter()
             proc = subprocess.run([sys.executable, *(PYTHON_FLAGS if tree else []), "-m", "forgegen", "sync"], cwd=repo,
-                                  env={**os.environ, **(variant_env(tree) if tree else {})}, capture_output=True)
+                                  env=env, capture_output=True)
+            if i == 0:
+                assert proc.returncode == 0, proc.stderr
+                continue
             walls[name].append(time.perf_counter() - t0)
             after = os.times()
             cpus[name].append(after.children_user + after.children_system - before.children_user - before.children_system)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from forgegen.errors import ConfigError, ForgeError
-
 if TYPE_CHECKING:
+    from forgegen.errors import ConfigError, ForgeError
     from forgegen.plan import Plan, build_plan, load_plan
     from forgegen.schema import Config, json_schema, load_config, parse_config
 
@@ -31,7 +30,7 @@ __all__ = [
     "parse_config",
 ]
 
-_LAZY = {"Plan": "plan", "build_plan": "plan", "load_plan": "plan",
+_LAZY = {"ConfigError": "errors", "ForgeError": "errors", "Plan": "plan", "build_plan": "plan", "load_plan": "plan",
          "Config": "schema", "json_schema": "schema", "load_config": "schema", "parse_config": "schema"}
 
 

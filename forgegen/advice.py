@@ -13,9 +13,10 @@ import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+if TYPE_CHECKING:  # imported where a model is walked: the runtime reads YAML with yamlsource, never pydantic
+    from pydantic import BaseModel
 
 Err = Mapping[str, Any]
 
@@ -139,6 +140,8 @@ def _unwrap(tp: Any) -> list[Any]:
 
 
 def _model_of(tp: Any) -> type[BaseModel] | None:
+    from pydantic import BaseModel
+
     for alt in _unwrap(tp):
         if isinstance(alt, type) and issubclass(alt, BaseModel):
             return alt
@@ -146,6 +149,8 @@ def _model_of(tp: Any) -> type[BaseModel] | None:
 
 
 def _step(tp: Any, part: str | int) -> Any:
+    from pydantic import BaseModel
+
     for alt in _unwrap(tp):
         if isinstance(alt, type) and issubclass(alt, BaseModel) and isinstance(part, str):
             for name, f in alt.model_fields.items():

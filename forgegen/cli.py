@@ -53,8 +53,9 @@ def sync(config_path: Path, dry_run: bool, check: bool, json_output: bool) -> No
         from forgegen import generator
 
         result = generator.sync(config_path, dry_run=dry_run or check, stamp=True)
-    for change in result.outcome.changes:
-        console.say(f"{change.verb:>10}  {change.path}")
+    lines = [f"{change.verb:>10}  {change.path}" for change in result.outcome.changes]
+    if lines:  # one write for all of them (500 services: ~500 lines)
+        console.say("\n".join(lines))
     summary = ", ".join(f"{result.outcome.count(v)} {v}" for v in ("create", "overwrite", "remove", "identical"))
     console.say(f"{'would change' if (dry_run or check) and result.outcome.changed else 'sync'}: {summary}")
     if json_output:

@@ -63,6 +63,7 @@ def _on_disk(root: Path) -> dict[str, str] | None:
     directory (a symlink goes the full path, which knows what to do with it)."""
     out: dict[str, str] = {}
     managed = root / OUTPUT_DIR
+    skip = len(str(managed))  # os.walk's paths are str(managed) + "/…"
     try:
         if not stat.S_ISDIR(os.lstat(managed).st_mode):
             return None
@@ -72,7 +73,7 @@ def _on_disk(root: Path) -> dict[str, str] | None:
                 mode = os.lstat(path).st_mode
                 if stat.S_ISREG(mode):
                     with open(path, "rb") as handle:
-                        out[Path(path).relative_to(root).as_posix()] = hashlib.sha256(handle.read()).hexdigest()
+                        out[OUTPUT_DIR + path[skip:]] = hashlib.sha256(handle.read()).hexdigest()
                 elif not stat.S_ISDIR(mode):
                     return None
     except OSError:

@@ -123,26 +123,20 @@ def _roll(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, *, report:
         _merge(report, record)
 
 
-# What reconcile and rollout use: kubernetes.client loads each API class (and the models it
-# names, ~0.5 s of CPU in kubernetes 37) on first attribute access, not at import.
-PRELOAD = ("kubernetes.config", "kubernetes.watch.watch", "kubernetes.client.exceptions")
-PRELOAD_APIS = ("ApiClient", "AppsV1Api", "CoreV1Api", "CustomObjectsApi")
+# What the cluster steps import (the kubeconfig reader and the HTTP client): loaded in the background
+# while the build, push and GitOps steps wait on their subprocesses.
+PRELOAD = ("yaml", "urllib3", "forgegen.runtime.kubeapi")
 
 
-def _preload_kubernetes() -> None:
-    """Load the kubernetes client, with the API classes the deploy uses, in the background
-    while the build, push and GitOps steps wait on their subprocesses (otherwise the rollout
-    step pays for it); the import lock makes it safe."""
+def _preload_cluster_client() -> None:
+    """Import :data:`PRELOAD` in a background thread (the import lock makes it safe)."""
     def load() -> None:
         try:
-            client = importlib.import_module("kubernetes.client")
             for name in PRELOAD:
                 importlib.import_module(name)
-            for name in PRELOAD_APIS:
-                getattr(client, name)
         except Exception:  # noqa: BLE001 - the real import later reports any problem
             pass
-    threading.Thread(target=load, name="forge-preload-kubernetes", daemon=True).start()
+    threading.Thread(target=load, name="forge-preload", daemon=True).start()
 
 
 def run_deploy(plan: Plan, service: str, environment: str | None, *, revision: SourceRevision,
@@ -151,7 +145,7 @@ def run_deploy(plan: Plan, service: str, environment: str | None, *, revision: S
     """``forge deploy S[:E]``: returns the report; raises :class:`DeployFailed` (report inside).
     ``pin_digest`` writes the pushed digest next to the tag, so the cluster runs exactly it."""
     svc, target, conn = preflight(plan, service, environment)
-    _preload_kubernetes()
+    _preload_cluster_client()
     report = DeployReport(command="deploy", service=svc.name, environment=target.environment,
                           source_commit=revision.sha7)
     try:
@@ -307,7 +301,7 @@ def run_status(plan: Plan, service: str | None = None, *, environments: list[str
 
             def connect(key: tuple[str | None, str | None] = key) -> Any:
                 if key not in clients:
-                    clients[key] = kube.api_client(*key)
+                    clients[key] = kube.client_for(kube.resolve(*key))
                 return clients[key]
 
             rows.append(status_entry(plan, svc, target, connect, cwd=cwd))
@@ -343,7 +337,7 @@ def status_row(plan: Plan, svc: ServicePlan, target: TargetPlan, connect: Callab
 def _workload_status(api: Any, svc: ServicePlan, target: TargetPlan, git: GitState | None) -> WorkloadState:
     """The workload's counts and image, and the one health judgement (:mod:`forgegen.runtime.health`)
     for the image git deploys."""
-    from kubernetes.client.exceptions import ApiException
+    from forgegen.runtime.kubeapi import ApiException
 
     try:
         snap = health.snapshot_now(api, target.namespace, svc.workload)
@@ -364,7 +358,7 @@ def _workload_status(api: Any, svc: ServicePlan, target: TargetPlan, git: GitSta
         counts = {"desired": status.get("desiredNumberScheduled") or 0, "updated": status.get("updatedNumberScheduled") or 0,
                   "ready": status.get("numberReady") or 0, "available": status.get("numberAvailable") or 0}
     else:
-        counts = {"desired": spec.get("replicas") if spec.get("replicas") is not None else 1,
+        counts = {"desired": spec["replicas"] if spec.get("replicas") is not None else 1,
                   "updated": status.get("updatedReplicas") or 0, "ready": status.get("readyReplicas") or 0,
                   "available": status.get("availableReplicas") or 0}
     generation = (obj.get("metadata") or {}).get("generation")

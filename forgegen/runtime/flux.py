@@ -31,7 +31,8 @@ success on the previous commit. Forge waits for *our* commit:
 
 Failures raise :class:`~forgegen.errors.ReconcileError` (four-part messages); the error carries
 the partial :class:`ReconcileResult` as ``err.result`` for the JSON report.
-``kubernetes`` is imported inside functions only (``import forgegen.cli`` stays light).
+The API is reached through :mod:`forgegen.runtime.kubeapi` (imported inside functions); objects
+are read as the typed views of :mod:`forgegen.runtime.k8stypes`.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from forgegen.errors import ReconcileError
+from forgegen.runtime.k8stypes import Condition, FluxObject, FluxSpec, FluxStatus, ObjectMeta
 from forgegen.runtime.kube import api_error, iso
 from forgegen.runtime.watch import Fatal, Streams, rv, watch_until
 
@@ -152,11 +154,12 @@ def git_revision(branch: str, sha: str) -> str:
 class FluxSnapshot:
     """What the watches have seen: the source object and the Kustomizations by name."""
 
-    source: dict | None = None
-    kustomizations: dict[str, dict] = field(default_factory=dict)
+    source: FluxObject | None = None
+    kustomizations: dict[str, FluxObject] = field(default_factory=dict)
 
-    def apply(self, resource: str, kind: str, obj: dict) -> None:
+    def apply(self, resource: str, kind: str, wire: dict) -> None:
         """Apply one watch event (``ADDED``/``MODIFIED``/``DELETED``) of ``resource``."""
+        obj = cast(FluxObject, wire)
         name = (obj.get("metadata") or {}).get("name", "")
         if resource == "source":
             if kind == "DELETED":
@@ -173,11 +176,11 @@ class FluxSnapshot:
 
     def replace(self, resource: str, items: Iterable[dict]) -> None:
         """Replace a collection with a fresh list (after the first list or a 410)."""
-        items = list(items)
+        objs = [cast(FluxObject, o) for o in items]
         if resource == "source":
-            self.source = items[0] if items else None
+            self.source = objs[0] if objs else None
         else:
-            self.kustomizations = {o["metadata"]["name"]: o for o in items}
+            self.kustomizations = {o["metadata"]["name"]: o for o in objs}
 
 
 @dataclass(frozen=True)
@@ -265,10 +268,12 @@ class ObjectStatus:
         return doc
 
 
-def object_status(kind: str, namespace: str, name: str, obj: dict | None) -> ObjectStatus:
+def object_status(kind: str, namespace: str, name: str, obj: FluxObject | None) -> ObjectStatus:
     if obj is None:
         return ObjectStatus(kind, namespace, name, found=False)
-    meta, spec, st = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    meta: ObjectMeta = obj.get("metadata") or {}
+    spec: FluxSpec = obj.get("spec") or {}
+    st: FluxStatus = obj.get("status") or {}
     ready = _condition(st, "Ready")
     reconciling = _condition(st, "Reconciling")
     if kind == "Kustomization":
@@ -284,7 +289,7 @@ def object_status(kind: str, namespace: str, name: str, obj: dict | None) -> Obj
         reconciling=reconciling.get("message") if reconciling and reconciling.get("status") == "True" else None)
 
 
-def _condition(status: Mapping[str, Any], type_: str) -> dict | None:
+def _condition(status: FluxStatus, type_: str) -> Condition | None:
     return next((c for c in status.get("conditions") or [] if c.get("type") == type_), None)
 
 
@@ -540,17 +545,18 @@ def reconcile(api: Any, flux: FluxPlan, *, commit: str, branch: str, timeout: fl
               watch_seconds: int = 60) -> ReconcileResult:
     """Ask Flux to apply ``commit`` (pushed to ``branch``) and wait until every Kustomization has.
 
-    ``api`` is a ``kubernetes.client.ApiClient``; ``flux`` the target's :class:`FluxPlan`;
+    ``api`` is a :class:`forgegen.runtime.kubeapi.Client` (or a ``kubernetes`` ApiClient); ``flux``
+    the target's :class:`FluxPlan`;
     ``timeout`` overrides ``flux.timeout`` (seconds). ``accept(sha)`` may say that another commit
     Flux fetched contains ours (a later push on top of ours); by default only our commit counts.
     ``progress`` gets each new status line. Returns a :class:`ReconcileResult` on success; raises
     :class:`ReconcileError` (with ``.result``) when Flux fails, an object is missing, or the
     deadline passes.
     """
-    from kubernetes import client
+    from forgegen.runtime import kubeapi
 
     _check_source_kind(flux)
-    run = _Reconcile(client.CustomObjectsApi(api), flux, commit=commit, branch=branch, accept=accept,
+    run = _Reconcile(kubeapi.CustomObjectsApi(api), flux, commit=commit, branch=branch, accept=accept,
                      progress=progress, seconds=flux.timeout if timeout is None else timeout,
                      watch_seconds=watch_seconds)
     run.check_kustomizations()  # every Kustomization must exist before we wait (fail fast on a typo)
@@ -623,7 +629,7 @@ class _Requester:
         return replace(exp, kustomization_token=token)
 
     def annotate(self, kind: str, gvp: tuple[str, str, str], name: str, token: str) -> None:
-        from kubernetes.client.exceptions import ApiException
+        from forgegen.runtime.kubeapi import ApiException
 
         (group, version, plural), ns = gvp, self.flux.namespace
         body = {"metadata": {"annotations": {REQUESTED_AT: token}}}
@@ -668,7 +674,7 @@ class _Reconcile:
         return _fail(err, self.result, self.t0)
 
     def check_kustomizations(self) -> None:
-        from kubernetes.client.exceptions import ApiException
+        from forgegen.runtime.kubeapi import ApiException
 
         kgroup, kversion, kplural = KUSTOMIZATION
         ns = self.flux.namespace
@@ -830,13 +836,13 @@ def flux_status(api: Any, target: TargetPlan) -> dict[str, Any]:
     ``last_attempted_revision``. A missing object is reported (``found: false``), not raised;
     an unreachable API raises :class:`ReconcileError`.
     """
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
+    from forgegen.runtime import kubeapi
+    from forgegen.runtime.kubeapi import ApiException
 
     f = target.flux
-    co = client.CustomObjectsApi(api)
+    co = kubeapi.CustomObjectsApi(api)
 
-    def get(group: str, version: str, plural: str, name: str, kind: str) -> dict | None:
+    def get(group: str, version: str, plural: str, name: str, kind: str) -> FluxObject | None:
         try:
             obj: Any = co.get_namespaced_custom_object(group, version, f.namespace, plural, name,
                                                        _request_timeout=(5, 15))

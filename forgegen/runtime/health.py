@@ -12,7 +12,7 @@ snapshot, and restarts count as the watch counts them: those of a pod Ready by n
 before this look (a pod that restarted days ago is healthy); a container crash-looping or
 terminated now, or a pod not Ready, is not healthy.
 
-``kubernetes`` is imported inside functions only.
+The API is reached through :mod:`forgegen.runtime.kubeapi` (imported inside functions).
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ def snapshot_now(api: Any, namespace: str, workload: WorkloadPlan) -> Snapshot:
     """One list of the workload, its ReplicaSets / ControllerRevisions and its pods.
 
     Raises the client's ``ApiException`` (and connection errors) to the caller."""
-    from kubernetes import client
+    from forgegen.runtime import kubeapi
 
-    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    apps, core = kubeapi.AppsV1Api(api), kubeapi.CoreV1Api(api)
     kw: dict[str, Any] = {"_preload_content": False, "_request_timeout": TIMEOUT}
     read = {"Deployment": apps.list_namespaced_deployment, "StatefulSet": apps.list_namespaced_stateful_set,
             "DaemonSet": apps.list_namespaced_daemon_set}[workload.kind]

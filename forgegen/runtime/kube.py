@@ -1,4 +1,4 @@
-"""Connecting to a cluster: a ``kubernetes`` ApiClient from kubeconfig, context or in-cluster config.
+"""Connecting to a cluster: a client from kubeconfig, context or in-cluster config.
 
 Where the connection comes from, first match wins (kubectl's order, plus deploy.yaml):
 
@@ -8,7 +8,9 @@ Where the connection comes from, first match wins (kubectl's order, plus deploy.
 4. in-cluster config (``KUBERNETES_SERVICE_HOST`` and the service-account token) inside a pod.
 
 The context is the environment's ``kube_context``, else the kubeconfig's current context.
-``kubernetes`` is imported inside the functions only: ``import forgegen.cli`` must stay light.
+Forge's own calls go through :mod:`forgegen.runtime.kubeapi` (:func:`client_for`); :func:`api_client`
+gives a ``kubernetes`` ``ApiClient`` (imported inside the functions only: ``import forgegen.cli``
+must stay light).
 """
 
 from __future__ import annotations
@@ -73,10 +75,26 @@ def resolve(kubeconfig: str | None = None, context: str | None = None, *,
 def api_client(kubeconfig: str | None = None, context: str | None = None, *,
                environ: Mapping[str, str] | None = None) -> Any:
     """A ``kubernetes.client.ApiClient`` for the resolved connection (see :func:`resolve`)."""
-    return client_for(resolve(kubeconfig, context, environ=environ), environ=environ)
+    return kubernetes_client_for(resolve(kubeconfig, context, environ=environ), environ=environ)
 
 
 def client_for(conn: Connection, *, environ: Mapping[str, str] | None = None) -> Any:
+    """The client Forge's own calls use (:mod:`forgegen.runtime.kubeapi`): plain HTTP for the
+    kubeconfigs it reads itself, else on a ``kubernetes`` ``ApiClient`` (exec plugins, in-cluster…)."""
+    from forgegen.runtime import kubeapi
+
+    if conn.kubeconfig is not None:
+        try:
+            client = kubeapi.from_kubeconfig(conn.kubeconfig, conn.context)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):  # an unreadable token or key file,
+            client = None  # bad base64, a malformed entry: the kubernetes loader words the error
+        if client is not None:
+            return client
+    return kubeapi.of(kubernetes_client_for(conn, environ=environ))
+
+
+def kubernetes_client_for(conn: Connection, *, environ: Mapping[str, str] | None = None) -> Any:
+    """A ``kubernetes.client.ApiClient`` for ``conn`` (the ``kubernetes`` package's loader)."""
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
@@ -101,8 +119,8 @@ def client_for(conn: Connection, *, environ: Mapping[str, str] | None = None) ->
 
 
 def client_for_target(target: TargetPlan, *, environ: Mapping[str, str] | None = None) -> Any:
-    """The ApiClient for one environment of a service plan (its kubeconfig and context)."""
-    return api_client(target.kubeconfig, target.kube_context, environ=environ)
+    """The client (:func:`client_for`) for one environment of a service plan (its kubeconfig and context)."""
+    return client_for(resolve(target.kubeconfig, target.kube_context, environ=environ), environ=environ)
 
 
 # =============================================================================================

@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from forgegen.errors import ClusterUnreachable, UsageError
+from forgegen.runtime.k8stypes import Lease as LeaseObject
+from forgegen.runtime.k8stypes import LeaseSpec
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ def _parse(value: Any) -> datetime | None:
         return None
 
 
-def expired(spec: dict[str, Any], now: datetime) -> bool:
+def expired(spec: LeaseSpec, now: datetime) -> bool:
     """Free, or its holder stopped renewing: ``renewTime + leaseDurationSeconds`` is past."""
     if not spec.get("holderIdentity"):
         return True
@@ -91,12 +93,12 @@ class Lease:
     lost: str | None = None
 
     def _co(self) -> Any:
-        from kubernetes import client
+        from forgegen.runtime import kubeapi
 
-        return client.CustomObjectsApi(self.api)
+        return kubeapi.CustomObjectsApi(self.api)
 
-    def _read(self) -> dict | None:
-        from kubernetes.client.exceptions import ApiException
+    def _read(self) -> LeaseObject | None:
+        from forgegen.runtime.kubeapi import ApiException
 
         try:
             return self._co().get_namespaced_custom_object("coordination.k8s.io", "v1", self.namespace, "leases",
@@ -106,13 +108,13 @@ class Lease:
                 return None
             raise
 
-    def _write(self, obj: dict) -> dict:
+    def _write(self, obj: LeaseObject) -> LeaseObject:
         return self._co().replace_namespaced_custom_object("coordination.k8s.io", "v1", self.namespace, "leases",
                                                            self.name, obj, _request_timeout=(5, 15))
 
     def renew(self) -> bool:
         """Move ``renewTime`` forward; False (and ``lost`` set) when someone else holds it now."""
-        from kubernetes.client.exceptions import ApiException
+        from forgegen.runtime.kubeapi import ApiException
 
         for _ in range(5):
             obj = self._read()
@@ -130,7 +132,7 @@ class Lease:
         return False
 
     def release(self) -> None:
-        from kubernetes.client.exceptions import ApiException
+        from forgegen.runtime.kubeapi import ApiException
 
         for _ in range(5):
             try:
@@ -154,16 +156,16 @@ class Lease:
 def acquire(api: Any, *, namespace: str, name: str, holder: str, what: str, wait: float,
             duration: int = DURATION, say: Callable[[str], None] = log.info) -> Lease:
     """Take the Lease, waiting up to ``wait`` seconds for its holder; raise :class:`ReleaseLocked`."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
+    from forgegen.runtime import kubeapi
+    from forgegen.runtime.kubeapi import ApiException
 
-    co = client.CustomObjectsApi(api)
+    co = kubeapi.CustomObjectsApi(api)
     lease = Lease(api, namespace, name, holder, duration)
     deadline = time.monotonic() + wait
     t0 = time.monotonic()
     waited_for: str | None = None
     while True:
-        obj: dict | None = None
+        obj: LeaseObject | None = None
         try:
             obj = lease._read()
             now = _now()
@@ -184,9 +186,9 @@ def acquire(api: Any, *, namespace: str, name: str, holder: str, what: str, wait
                 time.sleep(POLL)
                 continue
             stamp = _micro(now)
-            body_spec = {"holderIdentity": holder, "leaseDurationSeconds": duration, "acquireTime": stamp,
-                         "renewTime": stamp,
-                         "leaseTransitions": int(spec.get("leaseTransitions") or 0) + (1 if obj is not None else 0)}
+            body_spec: LeaseSpec = {
+                "holderIdentity": holder, "leaseDurationSeconds": duration, "acquireTime": stamp, "renewTime": stamp,
+                "leaseTransitions": int(spec.get("leaseTransitions") or 0) + (1 if obj is not None else 0)}
             meta = {"name": name, "namespace": namespace,
                     "labels": {"app.kubernetes.io/managed-by": "forge"},
                     "annotations": {"forge.dev/release": what}}
@@ -214,7 +216,7 @@ def acquire(api: Any, *, namespace: str, name: str, holder: str, what: str, wait
                                      hint="Forge needs get/create/update on leases.coordination.k8s.io") from err
 
 
-def what_of(obj: dict) -> str | None:
+def what_of(obj: LeaseObject) -> str | None:
     return ((obj.get("metadata") or {}).get("annotations") or {}).get("forge.dev/release")
 
 

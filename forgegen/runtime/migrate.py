@@ -19,7 +19,8 @@ with :func:`~forgegen.runtime.watch.watch_until` and stops at the verdict or the
 cannot start (image pull, missing secret) fails the migration at once rather than at the
 deadline. On failure the result carries the pod's last log lines.
 
-``kubernetes`` is imported inside functions only.
+The API is reached through :mod:`forgegen.runtime.kubeapi`; objects are read as the typed views of
+:mod:`forgegen.runtime.k8stypes`.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from forgegen.errors import MigrationFailed
 from forgegen.plan import MigrationPlan
+from forgegen.runtime import k8stypes as k8s
+from forgegen.runtime.k8stypes import Condition, Job, Pod
 from forgegen.runtime.rollout import FATAL_WAITING
 from forgegen.runtime.watch import Fatal, Streams, watch_until
 
@@ -94,14 +97,11 @@ class Verdict:
     exit_code: int | None = None
 
 
-def _condition(job: dict, type_: str) -> dict | None:
-    for c in (job.get("status") or {}).get("conditions") or []:
-        if c.get("type") == type_ and c.get("status") == "True":
-            return c
-    return None
+def _condition(job: Job, type_: str) -> Condition | None:
+    return next((c for c in k8s.conditions(job) if c.get("type") == type_ and c.get("status") == "True"), None)
 
 
-def assess(job: dict | None, pods: Iterable[dict]) -> Verdict:
+def assess(job: Job | None, pods: Iterable[Pod]) -> Verdict:
     """Where a migration Job stands, from the Job and its pods."""
     if job is None:
         return Verdict("running", message="waiting for the Job to exist")
@@ -114,18 +114,18 @@ def assess(job: dict | None, pods: Iterable[dict]) -> Verdict:
     if failed is not None:
         return Verdict("failed", failed.get("reason") or "Failed", failed.get("message") or "the Job failed", last, code)
     for pod in reversed(pods):  # a container that cannot start never fails the Job by itself
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        for cs in k8s.container_statuses(pod):
             waiting = (cs.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in FATAL_WAITING:
-                return Verdict("failed", waiting["reason"], waiting.get("message") or waiting["reason"],
-                               pod["metadata"]["name"])
+            reason = waiting.get("reason")
+            if reason in FATAL_WAITING:
+                return Verdict("failed", reason, waiting.get("message") or reason, pod["metadata"]["name"])
     active = (job.get("status") or {}).get("active") or 0
     return Verdict("running", message=f"{active} pod(s) active" if active else "waiting for a pod", pod=last)
 
 
-def _exit_code(pod: dict) -> int | None:
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+def _exit_code(pod: Pod) -> int | None:
+    for cs in k8s.container_statuses(pod):
+        term = k8s.terminated(cs)
         if term and term.get("exitCode") is not None:
             return int(term["exitCode"])
     return None
@@ -171,10 +171,11 @@ def run_migration(api: Any, *, service: str, migration: MigrationPlan, namespace
     :class:`MigrationFailed` only when the Job cannot be created or watched at all.
     """
     import urllib3
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
-    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    from forgegen.runtime import kubeapi
+    from forgegen.runtime.kubeapi import ApiException
+
+    batch, core = kubeapi.BatchV1Api(api), kubeapi.CoreV1Api(api)
     name = job_name(service, migration.name, tag)
     where = f"{namespace}/Job/{name}"
     result = MigrationResult(migration.name, name, namespace, image, tuple(migration.command))
@@ -241,8 +242,8 @@ def _with_pod_evidence(core: Any, namespace: str, uid: str, verdict: Verdict) ->
     return Verdict(verdict.state, verdict.reason, verdict.message, pods[-1]["metadata"]["name"], _exit_code(pods[-1]))
 
 
-def _read_job(batch: Any, name: str, namespace: str) -> dict | None:
-    from kubernetes.client.exceptions import ApiException
+def _read_job(batch: Any, name: str, namespace: str) -> Job | None:
+    from forgegen.runtime.kubeapi import ApiException
 
     try:
         resp = batch.read_namespaced_job(name, namespace, _preload_content=False, _request_timeout=(5, 15))
@@ -253,9 +254,9 @@ def _read_job(batch: Any, name: str, namespace: str) -> dict | None:
     return json.loads(resp.data)
 
 
-def _create_job(batch: Any, body: dict, namespace: str, where: str) -> dict:
+def _create_job(batch: Any, body: dict, namespace: str, where: str) -> Job:
     """Create the Job; a deleted predecessor may still be going away (409): retry briefly."""
-    from kubernetes.client.exceptions import ApiException
+    from forgegen.runtime.kubeapi import ApiException
 
     end = time.monotonic() + 30
     pause = 0.05
@@ -276,23 +277,23 @@ class _JobWatch:
 
     def __init__(self, uid: str) -> None:
         self.uid = uid
-        self.job: dict | None = None
-        self.pods: dict[str, dict] = {}
+        self.job: Job | None = None
+        self.pods: dict[str, Pod] = {}
 
     def replace(self, resource: str, items: Iterable[dict]) -> None:
         if resource == "job":
-            self.job = next((o for o in items if o["metadata"].get("uid") == self.uid), None)
+            self.job = next((cast(Job, o) for o in items if o["metadata"].get("uid") == self.uid), None)
         else:
-            self.pods = {p["metadata"]["uid"]: p for p in items}
+            self.pods = {p["metadata"]["uid"]: cast(Pod, p) for p in items}
 
     def apply(self, resource: str, kind: str, obj: dict) -> None:
         if resource == "job":
             if obj["metadata"].get("uid") == self.uid:
-                self.job = None if kind == "DELETED" else obj
+                self.job = None if kind == "DELETED" else cast(Job, obj)
         elif kind == "DELETED":
             self.pods.pop(obj["metadata"]["uid"], None)
         else:
-            self.pods[obj["metadata"]["uid"]] = obj
+            self.pods[obj["metadata"]["uid"]] = cast(Pod, obj)
 
 
 def _watch(batch: Any, core: Any, name: str, namespace: str, uid: str, timeout: float,

@@ -110,10 +110,10 @@ def _client_key(target: TargetPlan) -> tuple[str | None, str | None]:
 
 
 def _probe(api: Any, env: str, conn: kube.Connection) -> None:
-    from kubernetes import client
+    from forgegen.runtime import kubeapi
 
     try:
-        client.VersionApi(api).get_code(_request_timeout=(5, 10))
+        kubeapi.VersionApi(api).get_code(_request_timeout=(5, 10))
     except Exception as err:  # noqa: BLE001 - connection errors of every kind
         raise ClusterUnreachable(
             f"cannot reach the Kubernetes API for environment {env} ({conn.describe()}): "

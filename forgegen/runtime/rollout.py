@@ -30,7 +30,8 @@ the rollout fails after the workload's ``progressDeadlineSeconds`` (600 s by def
 StatefulSets and DaemonSets, which have none) *without progress*, as the Deployment controller
 counts it, so a long but steadily progressing rollout is not cut short.
 
-``kubernetes`` is imported inside functions only (``import forgegen.cli`` stays light).
+The API is reached through :mod:`forgegen.runtime.kubeapi` (imported inside functions); objects
+are read as the typed views of :mod:`forgegen.runtime.k8stypes`.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from forgegen.errors import RolloutFailed, RolloutPending, RolloutTimeout
+from forgegen.runtime.k8stypes import ContainerStateTerminated, ControllerRevision, Event, Pod, ReplicaSet, Workload
 from forgegen.runtime.kube import api_error, iso
 from forgegen.runtime.reports import RolloutReport
 from forgegen.runtime.watch import Fatal, Streams, rv, watch_until
@@ -77,21 +79,21 @@ State = Literal["progressing", "done", "failed", "pending-on-delete"]
 class Snapshot:
     """What the watches have seen so far, by ``metadata.uid``."""
 
-    workload: dict | None = None
-    replicasets: dict[str, dict] = field(default_factory=dict)
-    controllerrevisions: dict[str, dict] = field(default_factory=dict)  # DaemonSets only
+    workload: Workload | None = None
+    replicasets: dict[str, ReplicaSet] = field(default_factory=dict)
+    controllerrevisions: dict[str, ControllerRevision] = field(default_factory=dict)  # DaemonSets only
     # Restart counts when the watch began, by pod uid and container name: restarts before the
     # rollout began never count against it (filled by the watch loop at its first pod list).
     restart_baseline: dict[str, dict[str, int]] = field(default_factory=dict)
     # Judge by the workload's status alone (no pod evidence): published reference objects only.
     status_only: bool = False
-    pods: dict[str, dict] = field(default_factory=dict)
-    events: dict[str, dict] = field(default_factory=dict)
+    pods: dict[str, Pod] = field(default_factory=dict)
+    events: dict[str, Event] = field(default_factory=dict)
 
     def apply(self, resource: str, kind: str, obj: dict) -> None:
         """Apply one watch event (``ADDED``/``MODIFIED``/``DELETED``) of ``resource``."""
         if resource == "workload":
-            self.workload = None if kind == "DELETED" else obj
+            self.workload = None if kind == "DELETED" else cast(Workload, obj)
             return
         bucket: dict[str, dict] = getattr(self, resource)
         uid = _id(obj)
@@ -107,12 +109,12 @@ class Snapshot:
         """Replace a whole collection with a fresh list (after the first list or a 410)."""
         items = list(items)
         if resource == "workload":
-            self.workload = items[0] if items else None
+            self.workload = cast(Workload, items[0]) if items else None
             return
         setattr(self, resource, {_id(o): o for o in items})
 
 
-def _id(obj: dict) -> str:
+def _id(obj: Mapping[str, Any]) -> str:
     meta = obj.get("metadata") or {}
     return meta.get("uid") or f"{obj.get('kind', '')}/{meta.get('namespace', '')}/{meta.get('name', '')}"
 
@@ -278,48 +280,48 @@ class _View:
     done: bool = False
     failure: Failure | None = None
     revision: str | None = None
-    new_pods: list[dict] = field(default_factory=list)
+    new_pods: list[Pod] = field(default_factory=list)
     new_owner_uids: set[str] = field(default_factory=set)
     progress: Progress | None = None
     new_rs_failure: tuple[Failure, float] | None = None
     on_delete: bool = False  # OnDelete strategy: the controller replaces a pod only once it is deleted
 
 
-def _observed(w: dict) -> bool:
+def _observed(w: Workload) -> bool:
     gen = w["metadata"].get("generation", 0)
     obs = (w.get("status") or {}).get("observedGeneration")
     return obs is not None and gen <= obs
 
 
-def _key(obj: dict, kind: str) -> str:
+def _key(obj: Mapping[str, Any], kind: str) -> str:
     """How owner references name ``obj``: its uid, or ``Kind/name`` for an object without one
     (some published objects lack ``metadata.uid``)."""
     meta = obj.get("metadata") or {}
     return meta.get("uid") or f"{obj.get('kind') or kind}/{meta.get('name', '')}"
 
 
-def _owned_by(obj: dict, keys: set[str]) -> bool:
+def _owned_by(obj: Mapping[str, Any], keys: set[str]) -> bool:
     return any(r.get("uid") in keys or f"{r.get('kind')}/{r.get('name')}" in keys
                for r in obj["metadata"].get("ownerReferences") or [])
 
 
-def _active(pods: Iterable[dict]) -> list[dict]:
+def _active(pods: Iterable[Pod]) -> list[Pod]:
     return [p for p in pods if not p["metadata"].get("deletionTimestamp")
             and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
 
 
-def _ready(pod: dict) -> bool:
+def _ready(pod: Pod) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (pod.get("status") or {}).get("conditions") or [])
 
 
-def _strip_hash(template: dict) -> dict:
+def _strip_hash(template: Mapping[str, Any]) -> dict[str, Any]:
     t = json.loads(json.dumps(template))
     (t.get("metadata") or {}).get("labels", {}).pop("pod-template-hash", None)
     return t
 
 
-def _deployment_view(d: dict, snap: Snapshot) -> _View:
+def _deployment_view(d: Workload, snap: Snapshot) -> _View:
     name = d["metadata"]["name"]
     spec, st = d.get("spec") or {}, d.get("status") or {}
     desired = spec.get("replicas", 1)
@@ -379,14 +381,14 @@ def _deployment_view(d: dict, snap: Snapshot) -> _View:
     return view
 
 
-def _ordinal(pod: dict) -> int:
+def _ordinal(pod: Pod) -> int:
     try:
         return int(pod["metadata"]["name"].rsplit("-", 1)[1])
     except (IndexError, ValueError):
         return -1
 
 
-def _statefulset_view(s: dict, snap: Snapshot) -> _View:
+def _statefulset_view(s: Workload, snap: Snapshot) -> _View:
     spec, st = s.get("spec") or {}, s.get("status") or {}
     uid = _key(s, "StatefulSet")
     strategy = spec.get("updateStrategy") or {}
@@ -427,7 +429,7 @@ def _statefulset_view(s: dict, snap: Snapshot) -> _View:
     return view
 
 
-def _daemonset_revision(ds: dict, snap: Snapshot) -> tuple[str | None, str | None]:
+def _daemonset_revision(ds: Workload, snap: Snapshot) -> tuple[str | None, str | None]:
     """(the current revision hash, the template generation) of a DaemonSet, where known.
 
     As the controller decides (``util.IsPodUpdated``): a pod is new when its
@@ -448,7 +450,7 @@ def _daemonset_revision(ds: dict, snap: Snapshot) -> tuple[str | None, str | Non
     return hash_, tgen
 
 
-def _daemonset_new_pods(ds: dict, owned: list[dict], snap: Snapshot) -> tuple[list[dict], str | None]:
+def _daemonset_new_pods(ds: Workload, owned: list[Pod], snap: Snapshot) -> tuple[list[Pod], str | None]:
     hash_, tgen = _daemonset_revision(ds, snap)
     labels = lambda p: p["metadata"].get("labels") or {}  # noqa: E731
     if hash_ or tgen:
@@ -466,7 +468,7 @@ def _daemonset_new_pods(ds: dict, owned: list[dict], snap: Snapshot) -> tuple[li
     return [p for p in owned if all(have(p).get(n) == i for n, i in want.items())], None
 
 
-def _daemonset_view(ds: dict, snap: Snapshot) -> _View:
+def _daemonset_view(ds: Workload, snap: Snapshot) -> _View:
     name = ds["metadata"]["name"]
     spec, st = ds.get("spec") or {}, ds.get("status") or {}
     uid = _key(ds, "DaemonSet")
@@ -500,7 +502,7 @@ def _daemonset_view(ds: dict, snap: Snapshot) -> _View:
     return view
 
 
-def _relevant_events(snap: Snapshot, view: _View) -> list[dict]:
+def _relevant_events(snap: Snapshot, view: _View) -> list[Event]:
     """Events about the new pods, the new ReplicaSet or the workload, oldest first."""
     uids = {p["metadata"].get("uid") for p in view.new_pods} - {None} | view.new_owner_uids
     names = {("Pod", p["metadata"]["name"]) for p in view.new_pods}
@@ -512,7 +514,7 @@ def _relevant_events(snap: Snapshot, view: _View) -> list[dict]:
     return sorted(out, key=_event_time)
 
 
-def _event_time(ev: dict) -> str:
+def _event_time(ev: Event) -> str:
     return ev.get("lastTimestamp") or ev.get("eventTime") or ev.get("firstTimestamp") or \
         (ev.get("metadata") or {}).get("creationTimestamp") or ""
 
@@ -526,7 +528,7 @@ def _time(ts: str | None) -> float | None:
         return None
 
 
-def _terminal_problem(pod: dict, policy: RolloutPlan, baseline: Mapping[str, int]) -> Failure | None:
+def _terminal_problem(pod: Pod, policy: RolloutPlan, baseline: Mapping[str, int]) -> Failure | None:
     """Why a terminal (Failed) pod of the new revision fails the rollout, if it does.
 
     Workload pods restart always, so only the node ends them: eviction under node pressure, a
@@ -551,7 +553,7 @@ def _terminal_problem(pod: dict, policy: RolloutPlan, baseline: Mapping[str, int
     return None
 
 
-def _pod_problem(pod: dict, policy: RolloutPlan, now: float, events: list[dict],
+def _pod_problem(pod: Pod, policy: RolloutPlan, now: float, events: list[Event],
                  baseline: Mapping[str, int]) -> tuple[Failure | None, str | None, float | None]:
     """(a failure, a warning still within grace, when that grace ends) for one new pod.
 
@@ -613,7 +615,8 @@ def _restarted(restarts: int, total: int) -> str:
     return text if total == restarts else f"{text} since the rollout began ({total} in all)"
 
 
-def _exit_failure(pod: str, container: str, term: dict, restarts: int, total: int) -> Failure:
+def _exit_failure(pod: str, container: str | None, term: ContainerStateTerminated, restarts: int,
+                  total: int) -> Failure:
     code = term.get("exitCode")
     reason = term.get("reason") or "Error"
     if reason not in ("OOMKilled", "Error", "Completed", "ContainerCannotRun", "StartError"):
@@ -629,7 +632,7 @@ def _exit_failure(pod: str, container: str, term: dict, restarts: int, total: in
                    msg, pod, container, code, restarts)
 
 
-def _event_message(events: list[dict], container: str | None, reason: str, *, default: str | None = None) -> str:
+def _event_message(events: list[Event], container: str | None, reason: str, *, default: str | None = None) -> str:
     for ev in reversed(events):
         if ev.get("reason") == reason or (reason in FATAL_WAITING and ev.get("type") == "Warning"):
             fp = (ev.get("involvedObject") or {}).get("fieldPath") or ""
@@ -775,7 +778,7 @@ def _next_step(doc: Mapping[str, Any]) -> str:
 # The loop: list, watch, resume, re-list on 410
 
 
-def selector(w: dict) -> str:
+def selector(w: Workload) -> str:
     """The workload's pod selector as a label-selector string (also its ReplicaSets' and revisions')."""
     sel = (w.get("spec") or {}).get("selector") or {}
     parts = [f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items())]
@@ -815,8 +818,8 @@ def watch_rollout(api: Any, *, namespace: str, workload: WorkloadPlan, expected_
                   expected_digest: str | None = None, since: float | None = None) -> RolloutResult:
     """Watch ``workload`` in ``namespace`` until it is rolled out, fails, or the deadline passes.
 
-    ``api`` is a ``kubernetes.client.ApiClient``. ``progress`` gets each new status line
-    (kubectl's wording). ``expected_digest`` is the pushed image's digest (see :func:`assess`).
+    ``api`` is a :class:`forgegen.runtime.kubeapi.Client` (or a ``kubernetes`` ApiClient).
+    ``progress`` gets each new status line (kubectl's wording). ``expected_digest`` is the pushed image's digest (see :func:`assess`).
     ``since`` (wall-clock, default: now) is when the rollout began: restarts of pods already
     Ready before it count only from the moment the watch first sees them. Returns a
     :class:`RolloutResult`; see the module docstring.
@@ -834,9 +837,9 @@ class _Watch:
     def __init__(self, api: Any, namespace: str, workload: WorkloadPlan, expected_image: str | None,
                  expected_digest: str | None, policy: RolloutPlan, fixed_deadline: float | None,
                  progress: Callable[[str], None] | None, watch_seconds: int) -> None:
-        from kubernetes import client
+        from forgegen.runtime import kubeapi
 
-        self.apps, self.core = client.AppsV1Api(api), client.CoreV1Api(api)
+        self.apps, self.core = kubeapi.AppsV1Api(api), kubeapi.CoreV1Api(api)
         self.namespace, self.workload, self.policy = namespace, workload, policy
         self.expected_image, self.expected_digest = expected_image, expected_digest
         self.fixed_deadline, self.progress = fixed_deadline, progress

@@ -20,7 +20,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -65,7 +65,7 @@ class Fatal:
 Event = Synced | Changed | Trouble | Fatal
 
 
-def rv(obj: dict[str, Any]) -> int:
+def rv(obj: Mapping[str, Any]) -> int:
     """An object's ``metadata.resourceVersion`` as a number (0 when absent or opaque)."""
     try:
         return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
@@ -104,7 +104,7 @@ class Stream(threading.Thread):
             self.join(join)
 
     def run(self) -> None:
-        from kubernetes.client.exceptions import ApiException
+        from forgegen.runtime.kubeapi import ApiException
 
         version: str | None = None
         pause = 0.05
@@ -143,7 +143,7 @@ class Stream(threading.Thread):
         self.stop_event.wait(seconds * random.uniform(0.8, 1.2))
 
     def _watch(self, version: str) -> str:
-        from kubernetes.watch.watch import iter_resp_lines
+        from forgegen.runtime.kubeapi import iter_resp_lines
 
         resp = self.list_fn(**self.kwargs, watch=True, resource_version=version, allow_watch_bookmarks=True,
                             timeout_seconds=self.watch_seconds, _preload_content=False,
@@ -153,7 +153,7 @@ class Stream(threading.Thread):
         try:
             if self.stop_event.is_set():  # close() may have run before the response existed
                 return version
-            for line in iter_resp_lines(resp):  # type: ignore[no-untyped-call]
+            for line in iter_resp_lines(resp):
                 if self.stop_event.is_set():
                     return version
                 if not line.strip():
