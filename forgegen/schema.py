@@ -351,6 +351,32 @@ class DevCommands(Model):
     fmt_check: str | None = Field(None, alias="fmt-check")
 
 
+_GIT_REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/+-]*$")
+
+
+def _git_ref(value: str) -> str:
+    if not _GIT_REF.fullmatch(value) or ".." in value or value.endswith((".", "/", ".lock")) or "//" in value:
+        raise ValueError(f"{value!r} is not a git ref; use a branch ('main'), a tag ('v1.2.0'), a full ref "
+                         "('refs/heads/main') or a 40-character commit")
+    return value
+
+
+def _git_url(value: str) -> str:
+    if not value or value.startswith("-") or any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} is not a git URL; use e.g. https://github.com/acme/api.git, "
+                         "git@github.com:acme/api.git or file:///abs/repo")
+    return value
+
+
+class GitSource(Model):
+    """The service builds from another git repository; `forgegen lock` pins it in deploy.lock."""
+
+    git: Annotated[Url, AfterValidator(_git_url)] = Field(
+        description="the repository's URL (https://, ssh://, git@host:path, file://); no credentials in it")
+    ref: Annotated[str, AfterValidator(_git_ref)] = Field(
+        description="branch, tag, full ref (refs/heads/main) or commit that `forgegen lock` pins")
+
+
 class Service(Model):
     type: ServiceType = "generic"
     path: RelativePath = Field(".", description="source directory of the service")
@@ -364,6 +390,8 @@ class Service(Model):
     depends_on: tuple[DnsLabel, ...] = ()
     dev: DevCommands = DevCommands()
     graphql: GraphQL | None = Field(None, description="a GraphQL federation subgraph (needs top-level federation)")
+    source: GitSource | None = Field(
+        None, description="build from another git repository, pinned in deploy.lock by `forgegen lock`")
 
 
 class Config(Model):
