@@ -371,4 +371,8 @@ def _environments(plan: Plan, spec: str | None) -> list[str]:
     return sorted(dict.fromkeys(wanted), key=plan.environments.index)  # promotion order
 
 
+from forgegen.runtime import codegencli  # noqa: E402 - generated code (GraphQL schema and types, Cargo.nix)
+
+codegencli.register(cli)
+
 main = console.entry_point(cli, "forge")
