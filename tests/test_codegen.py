@@ -233,3 +233,17 @@ def test_update_cargo_nix_says_when_a_build_needs_no_cargo_nix(tmp_path: Path) -
     (root / "services/api/Cargo.nix").write_text("# crate2nix output\n")
     dry = forge(root, "update-cargo-nix", "api", "--dry-run", "--json")
     assert json.loads(dry.stdout)["command"] == ["crate2nix", "generate", "-f", "Cargo.toml", "-o", "Cargo.nix"]
+
+
+def test_the_flake_apps_run_the_commands(shop) -> None:  # type: ignore[no-untyped-def]
+    cargo = shop.run_app("update-cargo-nix:api", "--json", check=False)
+    assert cargo.returncode == 0, cargo.stderr
+    assert "api is a python service: its build needs no Cargo.nix" in cargo.stderr
+    assert json.loads(cargo.stdout)["needed"] is False
+    web = shop.run_app("codegen:web", check=False)
+    assert web.returncode == 2 and "services.web.codegen.command" in web.stderr
+    everything = shop.run_app("codegen-sync", "--dry-run", "--json", check=False)
+    assert everything.returncode == 0, everything.stderr
+    assert json.loads(everything.stdout)["steps"] == []  # the example declares no codegen
+    show = json.loads(shop.nix("flake", "show", "--json").stdout)["apps"]["x86_64-linux"]
+    assert {"codegen", "codegen-sync", "extract-schema:api", "codegen:web", "update-cargo-nix:web"} <= set(show)
