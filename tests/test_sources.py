@@ -279,3 +279,20 @@ def test_the_generated_nix_builds_the_package_from_the_pinned_revision(
     flake.commit("tampered")
     tampered = flake.nix("build", "--json", "--no-link", ".#ext", check=False)
     assert tampered.returncode != 0 and "hash mismatch" in tampered.stderr.lower()
+
+
+@pytest.mark.parametrize("url", ['https://example.com/a"b\\c$d${e}.git', "file:///tmp/x'y\nz", "https://é.example/→.git"])
+def test_pins_reach_nix_exactly_through_the_nix_escaping(tmp_path: Path, url: str) -> None:
+    from forgegen import render
+    from forgegen.schema import parse_config
+    from tests.fixtures.nixenv import nix_eval
+
+    config = parse_config(DEPLOY.format(url=json.dumps("https://example.com/a.git"), ref='"main"'))
+    pin = {"url": url, "ref": "refs/heads/main", "rev": "0" * 40, "narHash": "sha256-" + "A" * 43 + "="}
+    text = render.render(config, {"ext": pin})["nix/forge/default.nix"]
+    (tmp_path / "default.nix").write_text(text)
+    # The real forge.lib, with sources.fetchAll as the identity: what would reach builtins.fetchGit.
+    lib = f"(import {ROOT / 'lib'})"
+    got = nix_eval(f"(import {tmp_path / 'default.nix'} {{ forge = {{ lib = {lib} // {{ sources.fetchAll = x: x; }}; }}; "
+                   f"pkgs = {{ }}; system = \"x86_64-linux\"; runtime = null; }}).sources")
+    assert got == {"ext": pin}
