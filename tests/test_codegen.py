@@ -151,10 +151,14 @@ def test_codegen_runs_the_pinned_graphql_codegen_for_types_and_hooks(tmp_path: P
     generated = root / "services/web/src/generated/graphql.ts"
     committed = generated.read_text()
     shutil.rmtree(generated.parent)
+    (root / "services/web/src/generated").mkdir()
+    (root / "services/web/src/generated/old-name.ts").write_text("// what an earlier configuration generated\n")
     out = forge(root, "codegen", "web", "--json")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
-    assert doc["files"] == [{"path": "services/web/src/generated/graphql.ts", "verb": "create"}]
+    assert doc["files"] == [{"path": "services/web/src/generated/graphql.ts", "verb": "create"},
+                            {"path": "services/web/src/generated/old-name.ts", "verb": "remove"}]
+    assert not (root / "services/web/src/generated/old-name.ts").exists()
     text = generated.read_text()
     assert text == committed
     assert "export type Product = {" in text and "export function useTopProductsQuery(" in text

@@ -245,6 +245,22 @@ def _write_back(root: Path, scratch: Path, files: list[dict[str, str]]) -> None:
             target.unlink()
 
 
+def _scratch_copy(root: Path, scratch: Path, services: list[ServicePlan], gen: list[ServicePlan]) -> Path:
+    """The repository's files in ``scratch``, plus the schema files on disk (also when git ignores
+    them: a generator reads them), minus what the generators write (so that a file they no longer
+    write shows as removed)."""
+    for rel in _repo_files(root):
+        (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, scratch / rel)
+    schemas = [s.codegen.extract_output for s in services if s.codegen and s.codegen.extract_output]
+    for rel, data in _snapshot(root, schemas).items():
+        (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
+        (scratch / rel).write_bytes(data)
+    for rel in _snapshot(scratch, [o for s in gen if s.codegen for o in s.codegen.outputs]):
+        (scratch / rel).unlink()
+    return scratch
+
+
 def _jobs(plan: Plan, service: str | None, *, extract: bool, generate: bool) -> tuple[list[ServicePlan], list[ServicePlan]]:
     services = [plan.service(service)] if service else list(plan.services)
     ex = [s for s in services if extract and s.codegen and s.codegen.extract_url]
@@ -275,10 +291,7 @@ def run(root: Path, plan: Plan, service: str | None, *, extract: bool, generate:
     declared += [o for s in gen if s.codegen for o in s.codegen.outputs]
     report: dict[str, Any] = {"extracted": [], "generated": [], "check": check}
     with tempfile.TemporaryDirectory(prefix="forge-codegen-") as tmp:
-        scratch = Path(tmp) / "repo"
-        for rel in _repo_files(root):
-            (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(root / rel, scratch / rel)
+        scratch = _scratch_copy(root, Path(tmp) / "repo", list(plan.services), gen)
         for s in ex:
             assert s.codegen is not None and s.codegen.extract_output is not None
             sdl, via = fetch_schema(s.name, s.codegen, say)
