@@ -251,3 +251,16 @@ def test_the_flake_apps_run_the_commands(shop) -> None:  # type: ignore[no-untyp
     assert json.loads(everything.stdout)["steps"] == []  # the example declares no codegen
     show = json.loads(shop.nix("flake", "show", "--json").stdout)["apps"]["x86_64-linux"]
     assert {"codegen", "codegen-sync", "extract-schema:api", "codegen:web", "update-cargo-nix:web"} <= set(show)
+
+
+def test_update_cargo_nix_without_crate2nix_says_how_to_get_it(tmp_path: Path) -> None:
+    root = repo(tmp_path, "http://127.0.0.1:1/graphql")
+    (root / "deploy.yaml").write_text((root / "deploy.yaml").read_text().replace("type: python", "type: rust"))
+    assert forgegen(root, "sync").returncode == 0
+    (root / "services/api/Cargo.nix").write_text("# crate2nix output\n")
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "crate2nix").exists())
+    out = subprocess.run([str(Path(sys.executable).parent / "forge"), "update-cargo-nix", "api"], cwd=root,
+                         capture_output=True, text=True, env={**os.environ, "PATH": path})
+    assert out.returncode == 1, out.stderr
+    assert "'crate2nix' is not on PATH" in out.stderr and "cargo install crate2nix" in out.stderr
+    assert (root / "services/api/Cargo.nix").read_text() == "# crate2nix output\n"
