@@ -1,4 +1,4 @@
-"""``forgegen``: the generator CLI (init, sync, check, schema).
+"""``forgegen``: the generator CLI (init, sync, check, schema, import, lock).
 
 Each callback parses options, calls one typed function from :mod:`forgegen.generator`, and
 prints the result. Heavy libraries (kubernetes, psycopg) are never imported from here, and
@@ -117,6 +117,31 @@ def import_cmd(files: tuple[Path, ...], output: Path, force: bool, json_output: 
                 "marked DECIDE")
     for line in result.decide:
         console.say(f"  DECIDE: {line}")
+
+
+@cli.command(short_help="Pin the services' external git sources in deploy.lock")
+@click.argument("services", nargs=-1, metavar="[SERVICE]...")
+@CONFIG_OPTION
+@click.option("--update", is_flag=True, help="move the pins (of SERVICEs, or all) to their ref's current commit")
+@click.option("--dry-run", is_flag=True, help="resolve and show the pins; write nothing")
+@click.option("--json", "json_output", is_flag=True, help="print one JSON report on stdout")
+def lock(services: tuple[str, ...], config_path: Path, update: bool, dry_run: bool, json_output: bool) -> None:
+    """Pin every `services.S.source` (rev and narHash) in deploy.lock, then sync nix/forge.
+    Existing pins stay unless --update; SERVICEs need --update."""
+    from forgegen import generator
+
+    if services and not update:
+        raise click.UsageError("naming services is for --update (forgegen lock --update SERVICE...)")
+    result = generator.lock(config_path, update=services, update_all=update and not services, dry_run=dry_run)
+    for c in result.lock.changes:
+        moved = f"{(c.previous or '')[:12]} -> {(c.rev or '')[:12]}" if c.verb == "update" else (c.rev or c.previous or "")[:12]
+        console.say(f"{c.verb:>10}  {c.service} {moved}")
+    console.say(f"lock ({result.lock.via}): {result.lock.path.name} "
+                + ("would change" if dry_run and result.lock.changed else "written" if result.lock.written else "unchanged"))
+    if result.sync is not None:
+        console.say("sync: " + ", ".join(f"{result.sync.outcome.count(v)} {v}" for v in ("create", "overwrite", "remove", "identical")))
+    if json_output:
+        console.emit_json(result.to_json())
 
 
 @cli.command("schema")

@@ -11,11 +11,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from forgegen import render, schema, synccache, writer
+from forgegen import render, schema, sources, synccache, writer
 from forgegen.errors import UsageError
 from forgegen.synccache import SyncResult
 
-__all__ = ["SyncResult", "check", "init", "sync"]
+__all__ = ["SyncResult", "check", "init", "lock", "sync"]
 
 
 def sync(config_path: Path, *, root: Path | None = None, dry_run: bool = False, stamp: bool = False) -> SyncResult:
@@ -24,11 +24,28 @@ def sync(config_path: Path, *, root: Path | None = None, dry_run: bool = False, 
     read = _bytes(config_path) if stamp else None
     config = schema.load_config(config_path)
     root = root or config_path.resolve().parent
-    files = render.render(config)
+    files = render.render(config, sources.render_pins(config, config_path))
     outcome = writer.write(root, files, render.OUTPUT_DIR, render.is_generated, dry_run=dry_run)
     if read is not None and not (dry_run and outcome.changed) and _bytes(config_path) == read:
         synccache.record(config_path, root, read, len(config.services), files)  # the next no-op is quick
     return SyncResult(config_path, outcome, len(config.services))
+
+
+@dataclass(frozen=True)
+class LockOutcome:
+    lock: sources.LockResult
+    sync: SyncResult | None  # None with --dry-run
+
+    def to_json(self) -> dict[str, object]:
+        return {**self.lock.to_json(), "sync": self.sync.to_json() if self.sync else None}
+
+
+def lock(config_path: Path, *, update: tuple[str, ...] = (), update_all: bool = False,
+         dry_run: bool = False) -> LockOutcome:
+    """Pin the external sources in deploy.lock (``forgegen lock``), then sync nix/forge to it."""
+    config = schema.load_config(config_path)
+    result = sources.lock(config, config_path, update=update, update_all=update_all, dry_run=dry_run)
+    return LockOutcome(result, None if dry_run else sync(config_path, stamp=True))
 
 
 def _bytes(path: Path) -> bytes | None:
@@ -42,7 +59,7 @@ def check(config_path: Path) -> schema.Config:
     """Validate ``deploy.yaml`` and render it in memory, so that check fails on whatever sync
     would fail on (the schema already checks every rendered name; this catches the rest)."""
     config = schema.load_config(config_path)
-    writer.encoded(render.render(config))
+    writer.encoded(render.render(config, sources.render_pins(config, config_path)))
     return config
 
 

@@ -345,6 +345,19 @@ class GraphQLPlan(PlanModel):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CodegenPlan(PlanModel):
+    """deploy.yaml's ``codegen``: the schema to extract (``extract_*``) and the generator to run."""
+
+    extract_url: str | None
+    extract_output: str | None
+    extract_via: Literal["auto", "introspection", "federation"]
+    extract_timeout: float
+    command: str | None
+    outputs: tuple[str, ...]
+    timeout: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class FederationPlan(PlanModel):
     router_config_path: str
     file: str
@@ -370,6 +383,7 @@ class ServicePlan(PlanModel):
     dev: DevPlan
     targets: tuple[TargetPlan, ...]
     graphql: GraphQLPlan | None = field(default=None, metadata=_OMIT_NONE)
+    codegen: CodegenPlan | None = field(default=None, metadata=_OMIT_NONE)
 
     def target(self, environment: str | None) -> TargetPlan:
         if environment is None:
@@ -533,7 +547,17 @@ def service_plan(config: schema.Config, name: str) -> ServicePlan:
             subgraph_name=svc.graphql.subgraph_name or name, endpoint=svc.graphql.endpoint,
             schema_file=svc.graphql.schema_file, routing_url=svc.graphql.routing_url,
             timeout=svc.graphql.timeout, retries=svc.graphql.retries),
+        codegen=_codegen_plan(svc.codegen),
     )
+
+
+def _codegen_plan(c: schema.Codegen | None) -> CodegenPlan | None:
+    if c is None:
+        return None
+    x = c.extract
+    return CodegenPlan(extract_url=x.url if x else None, extract_output=x.output if x else None,
+                       extract_via=x.via if x else "auto", extract_timeout=x.timeout if x else 10.0,
+                       command=c.command, outputs=c.outputs, timeout=c.timeout)
 
 
 def build_plan(config: schema.Config, services: list[str] | None = None) -> Plan:
@@ -630,6 +654,7 @@ def _urls(plan: Plan) -> list[tuple[str, str]]:
         g = svc.graphql
         out += [(f"{svc.name}.graphql.{k}", u) for k, u in (("endpoint", g and g.endpoint),
                                                              ("routing_url", g and g.routing_url)) if u]
+        out += [(f"{svc.name}.codegen.extract.url", svc.codegen.extract_url)] if svc.codegen and svc.codegen.extract_url else []
     return out
 
 

@@ -101,11 +101,12 @@ def render_template(template: str, /, **context: Any) -> str:
 
 
 
-def render(config: schema.Config) -> dict[str, str]:
+def render(config: schema.Config, sources: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
     """The files of ``nix/forge/``, as ``{path relative to the repository: text}``: ``default.nix``
     (the index Nix reads to name every app) and one JSON plan per service (data, read with
     ``builtins.fromJSON``; STYLE.md point 14), plus ``plans/_project.json`` with the product-wide
-    settings the service plans share."""
+    settings the service plans share. ``sources``: service → the ``builtins.fetchGit`` pin of
+    its external source (``forgegen.sources.render_pins``), rendered as ``sources.<service>``."""
     out: dict[str, str] = {}
     base = OUTPUT_DIR
     index = []
@@ -117,7 +118,8 @@ def render(config: schema.Config) -> dict[str, str]:
     out[f"{base}/plans/{PROJECT_FILE}"] = dataclasses.replace(project_plan, services=()).to_json()
     out[f"{base}/default.nix"] = render_template("default.nix.jinja", project=config.project, services=index,
                                                  order=list(config.services),
-                                                 environments=[e.name for e in config.environments])
+                                                 environments=[e.name for e in config.environments],
+                                                 sources=sources or {})
     return dict(sorted(out.items()))
 
 

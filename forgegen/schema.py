@@ -378,6 +378,55 @@ class DevCommands(Model):
     fmt_check: str | None = Field(None, alias="fmt-check")
 
 
+class SchemaExtract(Model):
+    """Where `extract-schema:S` reads the GraphQL schema of the running service, and where it writes it."""
+
+    url: Url = Field(description="the running service's GraphQL endpoint, e.g. http://127.0.0.1:8000/graphql")
+    output: RelativePath = Field(description="the SDL file, relative to the repository root (e.g. services/api/schema.graphql)")
+    via: Literal["auto", "introspection", "federation"] = Field(
+        "auto", description="federation: `{ _service { sdl } }`; introspection: the standard introspection query "
+                            "printed as SDL; auto: federation when the service answers it, else introspection")
+    timeout: Duration = Field(10.0, description="per request")
+
+
+class Codegen(Model):
+    """GraphQL code generation: `extract-schema:S`, `codegen:S`, and both in `codegen-sync`."""
+
+    extract: SchemaExtract | None = Field(None, description="fetch this service's schema (extract-schema:S)")
+    command: str | None = Field(
+        None, description="the generator, run with bash in the service's directory (e.g. `npx graphql-codegen`); "
+                          "a package-lock.json there gets its node_modules from Forge's cache")
+    outputs: tuple[RelativePath, ...] = Field(
+        (), description="files and directories the command writes, relative to the repository root (what --check compares)")
+    timeout: Duration = Field(600.0, description="for the command")
+
+
+_GIT_REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/+-]*$")
+
+
+def _git_ref(value: str) -> str:
+    if not _GIT_REF.fullmatch(value) or ".." in value or value.endswith((".", "/", ".lock")) or "//" in value:
+        raise ValueError(f"{value!r} is not a git ref; use a branch ('main'), a tag ('v1.2.0'), a full ref "
+                         "('refs/heads/main') or a 40-character commit")
+    return value
+
+
+def _git_url(value: str) -> str:
+    if not value or value.startswith("-") or any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} is not a git URL; use e.g. https://github.com/acme/api.git, "
+                         "git@github.com:acme/api.git or file:///abs/repo")
+    return value
+
+
+class GitSource(Model):
+    """The service builds from another git repository; `forgegen lock` pins it in deploy.lock."""
+
+    git: Annotated[Url, AfterValidator(_git_url)] = Field(
+        description="the repository's URL (https://, ssh://, git@host:path, file://); no credentials in it")
+    ref: Annotated[str, AfterValidator(_git_ref)] = Field(
+        description="branch, tag, full ref (refs/heads/main) or commit that `forgegen lock` pins")
+
+
 class Service(Model):
     type: ServiceType = "generic"
     path: RelativePath = Field(".", description="source directory of the service")
@@ -391,6 +440,9 @@ class Service(Model):
     depends_on: tuple[DnsLabel, ...] = ()
     dev: DevCommands = DevCommands()
     graphql: GraphQL | None = Field(None, description="a GraphQL federation subgraph (needs top-level federation)")
+    codegen: Codegen | None = Field(None, description="GraphQL schema extraction and code generation")
+    source: GitSource | None = Field(
+        None, description="build from another git repository, pinned in deploy.lock by `forgegen lock`")
 
 
 class Config(Model):
@@ -471,6 +523,7 @@ def reference_problems(config: Config) -> list[tuple[tuple[str | int, ...], str]
         if len(set(svc.architectures)) != len(svc.architectures):
             out.append((("services", sname, "architectures"), "an architecture is listed twice; list each once"))
     out += _graphql_problems(config)
+    out += _codegen_problems(config)
     cycle = _dependency_cycle(config)
     if cycle:
         out.append((("services", cycle[0], "depends_on"),
@@ -503,6 +556,25 @@ def _graphql_problems(config: Config) -> list[tuple[Loc, str]]:
     if config.federation is not None and not names:
         out.append((("federation",), "no service declares 'graphql', so there is nothing to compose; "
                                      "add graphql to the subgraph services, or remove federation"))
+    return out
+
+
+def _codegen_problems(config: Config) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
+    for sname, svc in config.services.items():
+        c = svc.codegen
+        if c is None:
+            continue
+        loc: Loc = ("services", sname, "codegen")
+        if c.extract is None and c.command is None:
+            out.append((loc, "codegen needs 'extract' (the schema to fetch), 'command' (the generator), or both"))
+        if c.command is not None and not c.outputs:
+            out.append((loc + ("outputs",), "a codegen command needs 'outputs' (the files or directories it writes, "
+                                            "which `forge codegen-sync --check` compares); list them"))
+        if c.command is None and c.outputs:
+            out.append((loc + ("outputs",), "'outputs' without a 'command' is never written; add the command or remove them"))
+        if c.extract is not None and not c.extract.url.lower().startswith(("http://", "https://")):
+            out.append((loc + ("extract", "url"), f"{c.extract.url!r} is not an http:// or https:// URL"))
     return out
 
 

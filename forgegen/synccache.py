@@ -1,6 +1,6 @@
 """A no-op ``forgegen sync`` without parsing deploy.yaml or importing the schema.
 
-Rendering is a pure function of deploy.yaml's bytes and Forge's own code (the ``forgegen``
+Rendering is a pure function of deploy.yaml's bytes (and deploy.lock's), and Forge's own code (the ``forgegen``
 modules and the templates). After each sync that leaves ``nix/forge`` equal to what was
 rendered, a stamp in the user's cache records a key of those inputs and the SHA-256 of every
 file under ``nix/forge``. The next sync with the same key checks the files on disk against the
@@ -23,6 +23,7 @@ from forgegen import writer
 from forgegen.runtime import cache_dir
 
 OUTPUT_DIR = "nix/forge"  # render.OUTPUT_DIR (tests/test_sync_cache.py keeps them equal)
+LOCK_FILE = "deploy.lock"  # sources.LOCK_FILE (tests/test_sources.py keeps them equal)
 STAMP_VERSION = 1
 _HERE = Path(__file__).resolve().parent
 
@@ -50,6 +51,10 @@ def _code_digest() -> str:
 def _key(config_path: Path, root: Path, config: bytes) -> str:
     h = hashlib.sha256(f"forgegen-sync-{STAMP_VERSION}\0{config_path.resolve()}\0{root.resolve()}\0".encode())
     h.update(_code_digest().encode() + b"\0" + config)
+    try:  # the pins of external sources are rendered too (forgegen/sources.py)
+        h.update(b"\0lock\0" + (config_path.parent / LOCK_FILE).read_bytes())
+    except OSError:
+        h.update(b"\0no-lock")
     return h.hexdigest()
 
 

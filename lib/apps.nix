@@ -357,8 +357,40 @@ let
     );
 
   /**
+    The code-generation apps of a service: `extract-schema:S` (fetch the GraphQL SDL from the
+    running service into the file it declares), `codegen:S` (run its generator command) and
+    `update-cargo-nix:S` (regenerate `Cargo.nix` with crate2nix). Every service has them, so
+    listing them reads no plan; the runtime says what to configure, or (update-cargo-nix) that
+    the service's build needs no `Cargo.nix`.
+
+    # Inputs
+    `name`: the service.
+
+    # Type
+    ```
+    codegenAppEntries :: String -> AttrSet
+    ```
+
+    # Examples
+    ```nix
+    builtins.attrNames (codegenAppEntries "api")
+    => [ "codegen:api" "extract-schema:api" "update-cargo-nix:api" ]
+
+    (codegenAppEntries "web")."codegen:web".args
+    => [ "codegen" "web" ]
+    ```
+  */
+  codegenAppEntries = n:
+    let entry = description: args: { kind = "forge"; inherit description args; }; in
+    {
+      "extract-schema:${n}" = entry "Fetch the GraphQL schema (SDL) of the running ${n} into its declared file" [ "extract-schema" n ];
+      "codegen:${n}" = entry "Run the GraphQL code generator of ${n} (types, hooks)" [ "codegen" n ];
+      "update-cargo-nix:${n}" = entry "Regenerate Cargo.nix of ${n} with crate2nix (Rust services whose build uses one)" [ "update-cargo-nix" n ];
+    };
+
+  /**
     The table entries of the product-wide apps: `release`, `status`, `reconcile:E` per environment,
-    `forge:sync`, and the development loop's `test`, `dev-up`, `dev-down`, `dev-status`.
+    `forge:sync`, `codegen`, `codegen-sync`, and the development loop's `test`, `dev-up`, `dev-down`, `dev-status`.
 
     # Inputs
     `project`: the project name. `environments`: all environments, in promotion order. `tools`:
@@ -385,6 +417,8 @@ let
     dev-up = { kind = "forge"; args = [ "dev" "up" ]; inherit tools; description = "Start the local infrastructure of every service of ${project}"; };
     dev-down = { kind = "forge"; args = [ "dev" "down" ]; inherit tools; description = "Stop the local infrastructure of every service of ${project}"; };
     dev-status = { kind = "forge"; args = [ "dev" "status" ]; inherit tools; description = "Show the local infrastructure and test runs of ${project} (.forge/dev)"; };
+    codegen = { kind = "forge"; args = [ "codegen" ]; description = "Run the GraphQL code generator of every service of ${project} that declares one"; };
+    codegen-sync = { kind = "forge"; args = [ "codegen-sync" ]; description = "Extract every declared GraphQL schema, then run every code generator of ${project} (--check: fail if the committed files are out of date)"; };
   };
 
   /**
@@ -473,7 +507,7 @@ let
     # Examples
     ```nix
     builtins.attrNames (mkProject { pkgs = { writeShellApplication = a: { outPath = "out-${a.name}"; }; }; runtime = "forge"; index = { }; project = "p"; environments = [ "prod" ]; order = [ ]; projectPlan = builtins.toFile "p.json" "{\"registry\": {\"host\": \"r\"}, \"services\": []}"; }).apps
-    => [ "dev-down" "dev-status" "dev-up" "forge:sync" "reconcile:prod" "release" "status" "test" ]
+    => [ "codegen" "codegen-sync" "dev-down" "dev-status" "dev-up" "forge:sync" "reconcile:prod" "release" "status" "test" ]
     ```
   */
   mkProject = { pkgs, runtime, index, project, environments, order, projectPlan }:
@@ -494,13 +528,19 @@ let
             })
             (serviceAppNames name index.${name}.environments))
         (builtins.attrNames index);
+      codegenApps = builtins.concatMap
+        (name:
+          let entries = codegenAppEntries name; in
+          map (app: { name = app; value = mkTableApp { inherit pkgs runtime; name = app; entry = entries.${app}; plan = planFor name; }; })
+            (builtins.attrNames entries))
+        (builtins.attrNames index);
       wholePlan = mergePlans { name = "forge-plan-${project}.json"; base = projectPlan; plans = map (n: index.${n}.plan) order; };
     in
     {
       inherit project services;
       # The complete plan each app passes to forge (built on demand in the store).
       plans = builtins.mapAttrs (name: _: planFor name) index // { "" = wholePlan; };
-      apps = builtins.listToAttrs serviceApps
+      apps = builtins.listToAttrs serviceApps // builtins.listToAttrs codegenApps
         // builtins.mapAttrs (name: entry: mkTableApp { inherit pkgs runtime name entry; plan = wholePlan; })
           (projectAppEntries { inherit project environments; tools = unique (builtins.concatMap (n: services.${n}.tools) order); });
     };
@@ -538,5 +578,5 @@ let
     });
 in
 {
-  inherit escapeShellArg escapeShellArgs getPackage mkApp mkForgeApp mkDevApp serviceAppNames validateService loadService serviceAppEntries projectAppEntries mkTableApp mkProject mergePlans;
+  inherit escapeShellArg escapeShellArgs getPackage mkApp mkForgeApp mkDevApp serviceAppNames validateService loadService serviceAppEntries codegenAppEntries projectAppEntries mkTableApp mkProject mergePlans;
 }

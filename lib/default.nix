@@ -13,6 +13,7 @@ let
     flakeInputs = import ./flakeInputs.nix { inherit lib; };
     performance = import ./performance.nix { inherit lib; };
     platform = import ./platform.nix { inherit lib; };
+    sources = import ./sources.nix { inherit lib; };
   };
 in
 lib

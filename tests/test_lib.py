@@ -44,7 +44,7 @@ LOCK_FIXTURE = LIB / "tests" / "fixtures" / "duplicate-nixpkgs.lock.json"
 
 # The sub-libraries whose documented examples and doc completeness are checked here (all of
 # them: apps.nix's examples pass a tiny inline `pkgs`, so they are self-contained too).
-SUBLIBS = ["apps", "attic", "errorReporter", "errors", "flakeInputs", "performance", "platform"]
+SUBLIBS = ["apps", "attic", "errorReporter", "errors", "flakeInputs", "performance", "platform", "sources"]
 
 
 # Module-scoped fixtures run before conftest's per-test isolation, so they get their own HOME.

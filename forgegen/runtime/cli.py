@@ -379,4 +379,8 @@ from forgegen.runtime import devcli  # noqa: E402 - the development loop's comma
 
 devcli.register(cli)
 
+from forgegen.runtime import codegencli  # noqa: E402 - generated code (GraphQL schema and types, Cargo.nix)
+
+codegencli.register(cli)
+
 main = console.entry_point(cli, "forge")

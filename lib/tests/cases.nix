@@ -13,6 +13,7 @@ let
     "flakeInputs"
     "performance"
     "platform"
+    "sources"
   ];
   load =
     file:

@@ -1,0 +1,266 @@
+"""Generated code (forgegen/runtime/codegen.py) with real parts: Ariadne GraphQL servers on
+loopback (plain, answering introspection; federated, answering ``_service { sdl }``), graphql-js
+(the pinned helper) printing introspection as SDL, and a real ``@graphql-codegen/cli`` run from
+the web client's own pinned ``package.json`` (tests/codegen-example), its ``node_modules`` in
+Forge's cache outside the checkout; ``forge update-cargo-nix`` for services that need none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from wsgiref.simple_server import make_server
+
+import pytest
+
+from forgegen.runtime import federation
+from tests.fixtures.subgraphs import PRODUCTS, _Quiet, _Threading, subgraph_server
+from tests.ports import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "tests" / "codegen-example"
+# The user's cache, as it is before the per-test HOME: .ci/setup installs the pinned packages there.
+_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "forge"
+
+API_SDL = '''
+"""A product on sale."""
+type Product {
+  id: ID!
+  name: String!
+  price: Int
+}
+
+type Query {
+  product(id: ID!): Product
+  topProducts(first: Int = 5): [Product!]!
+}
+'''
+
+
+@pytest.fixture(autouse=True)
+def _shared_node_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORGE_NODE_MODULES_CACHE", str(_CACHE / "node-modules"))
+    fed = _CACHE / f"federation-{federation._lock_hash()}" / "node_modules"
+    if fed.is_dir():
+        monkeypatch.setenv("FORGE_FEDERATION_NODE_MODULES", str(fed))
+
+
+@contextmanager
+def graphql_server(sdl: str) -> Iterator[str]:
+    """A plain (not federated) GraphQL server: answers introspection, not ``_service``."""
+    from ariadne import make_executable_schema
+    from ariadne.wsgi import GraphQL
+
+    port = free_port()
+    server = make_server("127.0.0.1", port, GraphQL(make_executable_schema(sdl)), server_class=_Threading,
+                         handler_class=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}/graphql"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=30)
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
+def repo(tmp_path: Path, url: str, *, via: str | None = None) -> Path:
+    """The example in a fresh git repository, its api's schema URL set to ``url``, synced."""
+    dst = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, dst, ignore=shutil.ignore_patterns("node_modules"))
+    text = (dst / "deploy.yaml").read_text().replace("http://127.0.0.1:API_PORT/graphql", url)
+    if via:
+        text = text.replace("output: services/api/schema.graphql}", f"output: services/api/schema.graphql, via: {via}}}")
+    (dst / "deploy.yaml").write_text(text)
+    assert forgegen(dst, "sync").returncode == 0
+    git(dst, "init", "-q", "-b", "main")
+    git(dst, "add", "-A")
+    git(dst, "commit", "-qm", "example")
+    return dst
+
+
+def forgegen(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "forgegen", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def forge(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(Path(sys.executable).parent / "forge"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=900)
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".git" not in p.relative_to(root).parts and "node_modules" not in p.parts}
+
+
+def test_extract_schema_by_introspection_writes_the_sdl_graphql_js_prints(tmp_path: Path) -> None:
+    with graphql_server(API_SDL) as url:
+        root = repo(tmp_path, url)
+        out = forge(root, "extract-schema", "api", "--json")
+        assert out.returncode == 0, out.stderr
+        doc = json.loads(out.stdout)
+        assert doc["extracted"][0]["via"] == "introspection"
+        assert doc["files"] == [{"path": "services/api/schema.graphql", "verb": "identical"}]  # committed = served
+        again = forge(root, "extract-schema", "api", "--check")
+        assert again.returncode == 0, again.stderr
+    sdl = (root / "services/api/schema.graphql").read_text()
+    assert '"""A product on sale."""\ntype Product {' in sdl  # descriptions survive
+    assert "topProducts(first: Int = 5): [Product!]!" in sdl  # and default values
+    assert sdl == (EXAMPLE / "services/api/schema.graphql").read_text()
+
+
+def test_extract_schema_takes_the_federation_sdl_when_the_service_serves_it(tmp_path: Path) -> None:
+    with subgraph_server("products", PRODUCTS) as sub:
+        root = repo(tmp_path, sub.url)
+        out = forge(root, "extract-schema", "api", "--json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["extracted"][0]["via"] == "federation"
+        assert (root / "services/api/schema.graphql").read_text() == PRODUCTS.rstrip("\n") + "\n"
+        (root / "deploy.yaml").write_text((root / "deploy.yaml").read_text().replace(
+            "output: services/api/schema.graphql}", "output: services/api/schema.graphql, via: introspection}"))
+        assert forgegen(root, "sync").returncode == 0
+        plain = forge(root, "extract-schema", "api", "--json")
+        assert plain.returncode == 0, plain.stderr
+    sdl = (root / "services/api/schema.graphql").read_text()
+    # Introspection carries directive definitions but not their uses, and shows the federation fields.
+    assert "type Product {" in sdl and 'type Product @key(fields: "id")' not in sdl and "_service: _Service!" in sdl
+
+
+def test_a_service_that_does_not_answer_fails_naming_it_and_writes_nothing(tmp_path: Path) -> None:
+    root = repo(tmp_path, f"http://127.0.0.1:{free_port()}/graphql")
+    before = snapshot(root)
+    out = forge(root, "codegen-sync")
+    assert out.returncode == 1
+    assert "cannot reach api at http://127.0.0.1:" in out.stderr and "dev-up:api" in out.stderr
+    assert snapshot(root) == before
+
+
+def test_codegen_runs_the_pinned_graphql_codegen_for_types_and_hooks(tmp_path: Path) -> None:
+    root = repo(tmp_path, "http://127.0.0.1:1/graphql")
+    generated = root / "services/web/src/generated/graphql.ts"
+    committed = generated.read_text()
+    shutil.rmtree(generated.parent)
+    (root / "services/web/src/generated").mkdir()
+    (root / "services/web/src/generated/old-name.ts").write_text("// what an earlier configuration generated\n")
+    out = forge(root, "codegen", "web", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["files"] == [{"path": "services/web/src/generated/graphql.ts", "verb": "create"},
+                            {"path": "services/web/src/generated/old-name.ts", "verb": "remove"}]
+    assert not (root / "services/web/src/generated/old-name.ts").exists()
+    text = generated.read_text()
+    assert text == committed
+    assert "export type Product = {" in text and "export function useTopProductsQuery(" in text
+    # The packages live in Forge's cache, keyed on the lockfile, never in the checkout.
+    assert not (root / "services/web/node_modules").exists()
+    cache = Path(os.environ["FORGE_NODE_MODULES_CACHE"])
+    assert any((d / "node_modules/@graphql-codegen/cli/package.json").is_file() for d in cache.iterdir())
+
+
+def test_codegen_sync_check_names_what_is_out_of_date_then_sync_writes_it(tmp_path: Path) -> None:
+    changed = API_SDL.replace("  price: Int\n", "  price: Int\n  inStock: Boolean!\n")
+    with graphql_server(changed) as url:
+        root = repo(tmp_path, url)
+        before = snapshot(root)
+        dry = forge(root, "codegen-sync", "--dry-run", "--json")
+        assert [s["step"] for s in json.loads(dry.stdout)["steps"]] == ["extract-schema", "codegen"]
+        check = forge(root, "codegen-sync", "--check", "--json")
+        assert check.returncode == 1, check.stderr
+        assert ("2 generated file(s) out of date: services/api/schema.graphql, "
+                "services/web/src/generated/graphql.ts") in check.stderr
+        assert snapshot(root) == before  # --check writes nothing
+        synced = forge(root, "codegen-sync", "--json")
+        assert synced.returncode == 0, synced.stderr
+        assert {f["path"]: f["verb"] for f in json.loads(synced.stdout)["files"]} == {
+            "services/api/schema.graphql": "overwrite", "services/web/src/generated/graphql.ts": "overwrite"}
+        assert "inStock: Scalars['Boolean']['output'];" in (root / "services/web/src/generated/graphql.ts").read_text()
+        assert forge(root, "codegen-sync", "--check").returncode == 0
+        changes = git(root, "status", "--porcelain", "--untracked-files=all").split("\n")
+        assert sorted(c for c in changes if c) == [" M services/api/schema.graphql",
+                                                    " M services/web/src/generated/graphql.ts"]
+
+
+def test_a_failing_generator_fails_with_its_output_and_writes_nothing(tmp_path: Path) -> None:
+    root = repo(tmp_path, "http://127.0.0.1:1/graphql")
+    (root / "services/web/src/queries.graphql").write_text("query Broken { nope }\n")
+    before = snapshot(root)
+    out = forge(root, "codegen")
+    assert out.returncode == 1
+    assert "cannot run the code generator of web" in out.stderr and "nope" in out.stderr
+    assert snapshot(root) == before
+
+
+def test_services_without_codegen_are_refused_with_the_setting(tmp_path: Path) -> None:
+    root = repo(tmp_path, "http://127.0.0.1:1/graphql")
+    out = forge(root, "extract-schema", "web")
+    assert out.returncode == 2
+    assert "web declares no codegen extract" in out.stderr and "services.web.codegen.extract" in out.stderr
+
+
+@pytest.mark.parametrize(("codegen", "problem"), [
+    ("{}", "codegen needs 'extract'"),
+    ("{command: npx graphql-codegen}", "services.web.codegen.outputs: a codegen command needs 'outputs'"),
+    ("{extract: {url: 'ftp://x/graphql', output: s.graphql}}", "is not an http:// or https:// URL"),
+    ("{extract: {url: 'https://u:secret@x/graphql', output: s.graphql}}", "services.web.codegen.extract.url"),
+    ("{extract: {url: 'http://x/graphql', output: ../s.graphql}}", "services.web.codegen.extract.output"),
+])
+def test_bad_codegen_settings_are_refused_with_where(tmp_path: Path, codegen: str, problem: str) -> None:
+    (tmp_path / "deploy.yaml").write_text(
+        (EXAMPLE / "deploy.yaml").read_text().split("  web:")[0].replace("API_PORT", "1")
+        + f"  web:\n    codegen: {codegen}\n")
+    out = forgegen(tmp_path, "check")
+    assert out.returncode == 2, out.stderr
+    assert problem in out.stderr and "secret" not in out.stderr
+
+
+def test_update_cargo_nix_says_when_a_build_needs_no_cargo_nix(tmp_path: Path) -> None:
+    root = repo(tmp_path, "http://127.0.0.1:1/graphql")
+    out = forge(root, "update-cargo-nix", "api", "--json")
+    assert out.returncode == 0, out.stderr
+    assert "api is a python service: its build needs no Cargo.nix; nothing to do" in out.stderr
+    assert json.loads(out.stdout)["needed"] is False
+    (root / "deploy.yaml").write_text((root / "deploy.yaml").read_text().replace("type: python", "type: rust"))
+    assert forgegen(root, "sync").returncode == 0
+    rust = forge(root, "update-cargo-nix", "api")
+    assert rust.returncode == 0 and "builds without a generated Cargo.nix" in rust.stderr
+    (root / "services/api/Cargo.nix").write_text("# crate2nix output\n")
+    dry = forge(root, "update-cargo-nix", "api", "--dry-run", "--json")
+    assert json.loads(dry.stdout)["command"] == ["crate2nix", "generate", "-f", "Cargo.toml", "-o", "Cargo.nix"]
+
+
+def test_the_flake_apps_run_the_commands(shop) -> None:  # type: ignore[no-untyped-def]
+    cargo = shop.run_app("update-cargo-nix:api", "--json", check=False)
+    assert cargo.returncode == 0, cargo.stderr
+    assert "api is a python service: its build needs no Cargo.nix" in cargo.stderr
+    assert json.loads(cargo.stdout)["needed"] is False
+    web = shop.run_app("codegen:web", check=False)
+    assert web.returncode == 2 and "services.web.codegen.command" in web.stderr
+    everything = shop.run_app("codegen-sync", "--dry-run", "--json", check=False)
+    assert everything.returncode == 0, everything.stderr
+    assert json.loads(everything.stdout)["steps"] == []  # the example declares no codegen
+    show = json.loads(shop.nix("flake", "show", "--json").stdout)["apps"]["x86_64-linux"]
+    assert {"codegen", "codegen-sync", "extract-schema:api", "codegen:web", "update-cargo-nix:web"} <= set(show)
+
+
+def test_update_cargo_nix_without_crate2nix_says_how_to_get_it(tmp_path: Path) -> None:
+    root = repo(tmp_path, "http://127.0.0.1:1/graphql")
+    (root / "deploy.yaml").write_text((root / "deploy.yaml").read_text().replace("type: python", "type: rust"))
+    assert forgegen(root, "sync").returncode == 0
+    (root / "services/api/Cargo.nix").write_text("# crate2nix output\n")
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "crate2nix").exists())
+    out = subprocess.run([str(Path(sys.executable).parent / "forge"), "update-cargo-nix", "api"], cwd=root,
+                         capture_output=True, text=True, env={**os.environ, "PATH": path})
+    assert out.returncode == 1, out.stderr
+    assert "'crate2nix' is not on PATH" in out.stderr and "cargo install crate2nix" in out.stderr
+    assert (root / "services/api/Cargo.nix").read_text() == "# crate2nix output\n"
