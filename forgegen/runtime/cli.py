@@ -126,7 +126,7 @@ def build(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: 
         return
     from forgegen.runtime.build import run_build
 
-    result = run_build(plan, svc.name, flake=str(source_dir), progress=console.say)
+    result = run_build(plan, svc.name, flake=str(source_dir), progress=console.say, live=console.terminal_live())
     if json_output:
         console.emit_json({"command": "build", **result.to_json()})
     else:
@@ -151,7 +151,7 @@ def push(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: P
     from forgegen.runtime.registry import run_push
 
     result = run_push(plan, svc.name, revision=revision, flake=str(source_dir), progress=console.say,
-                      live=console.live)
+                      live=console.terminal_live())
     if json_output:
         console.emit_json({"command": "push", **result.to_json()})
     else:
