@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from forgegen import urls
 from forgegen.errors import CommandError, ToolMissing
@@ -232,8 +233,8 @@ def spawn(
     *,
     cwd: str | Path | None = None,
     env: Mapping[str, str] | None = None,
-    stdout: int | None = None,
-    stderr: int | None = None,
+    stdout: int | IO[bytes] | None = None,
+    stderr: int | IO[bytes] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a long-running program (a server in tests, a streaming pipe). Caller owns it."""
     argv = tuple(str(a) for a in argv)

@@ -100,7 +100,8 @@ def unpack(image: str, root: Path) -> dict[str, Any]:
         if image_kind(image) == "stream":
             archive = str(Path(tmp) / "image.tar")
             with open(archive, "wb") as out:
-                process.spawn([image], stdout=out).wait()
+                if process.spawn([image], stdout=out).wait() != 0:
+                    raise BuildError(f"the image script {image} failed to write the image")
         with tarfile.open(archive, "r:*") as outer:
             manifest = json.load(_member(outer, "manifest.json"))[0]
             config = json.load(_member(outer, manifest["Config"]))
