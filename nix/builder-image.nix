@@ -27,7 +27,7 @@ buildImage {
   tag = version;
   contents = [ pkgs.nix pkgs.bashInteractive (pkgs.coreutilsFull or pkgs.coreutils) pkgs.gnutar pkgs.gzip pkgs.xz
     pkgs.gitMinimal pkgs.cacert etc ];
-  extraCommands = "chmod 1777 tmp";
+  extraCommands = "mkdir -p tmp; chmod 1777 tmp";
   config = {
     Cmd = [ "/bin/sh" ];
     Env = [ "PATH=/bin:/usr/bin" "USER=root" "HOME=/root" "NIX_PAGER=cat"
