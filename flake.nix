@@ -40,6 +40,8 @@
         {
           inherit forgegen forge-provision;
           default = forgegen;
+          # nix and what a builder needs (nix/builder-image.nix); apps nix-builder:verify / :release.
+          nix-builder-image = import ./nix/builder-image.nix { inherit pkgs version; };
           # For in-cluster Jobs (examples/provision/job.yaml): runs as nobody, HOME in /tmp.
           forge-provision-image = pkgs.dockerTools.buildLayeredImage {
             name = "forge-provision";
@@ -58,11 +60,23 @@
         let
           pkg = self.packages.${system}.forgegen;
           app = name: description: { type = "app"; program = "${pkg}/bin/${name}"; meta.description = description; };
+          builderApp = verb: description:
+            let
+              script = nixpkgs.legacyPackages.${system}.writeShellApplication {
+                name = "nix-builder-${verb}";
+                runtimeInputs = [ pkg ];
+                text = ''exec forge builder-image ${verb} "$@"'';
+              };
+            in
+            { type = "app"; program = "${script}/bin/nix-builder-${verb}"; meta.description = description; };
         in
         {
           forgegen = app "forgegen" "Generate flake apps from deploy.yaml (init, sync, check, schema)";
           forge = app "forge" "The Forge runtime: build, push, deploy, rollout, rollback, status, release";
           forge-provision = app "forge-provision" "Provision PostgreSQL databases and Attic caches from YAML";
+          # The builder image (packages.nix-builder-image): forge builder-image verify / release.
+          "nix-builder:verify" = builderApp "verify" "Build the Nix builder image; check nix evaluates and builds from its root filesystem";
+          "nix-builder:release" = builderApp "release" "Push the Nix builder image under Forge's deterministic tags";
           default = app "forgegen" "Generate flake apps from deploy.yaml (init, sync, check, schema)";
         });
 

@@ -122,3 +122,8 @@ def live(message: str) -> None:
     if sys.stderr.isatty():
         sys.stderr.write("\r\x1b[K" + message + ("\r" if message else ""))
         sys.stderr.flush()
+
+
+def terminal_live() -> Callable[[str], None] | None:
+    """:func:`live` when stderr is a terminal, else ``None`` (callers then stay line-based)."""
+    return live if sys.stderr.isatty() else None

@@ -8,13 +8,15 @@ say what to check. Values listed in ``secrets`` are redacted from everything an 
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -134,6 +136,98 @@ def run(
 def _tail(text: str, lines: int = 15) -> str:
     kept = text.strip().splitlines()[-lines:]
     return "\n    ".join(kept)
+
+
+TAIL_LINES = 20
+"""How many of a failed tool's last output lines an error shows."""
+
+
+def tail(text: str, lines: int = TAIL_LINES, width: int = 2000) -> str:
+    """The last ``lines`` non-blank lines of ``text``, each indented for an error message (a line
+    longer than ``width`` keeps its end, where tools put the reason)."""
+    kept = [ln.rstrip() for ln in text.splitlines() if ln.strip()][-lines:]
+    return "\n".join("    " + (ln if len(ln) <= width else "…" + ln[-width:]) for ln in kept)
+
+
+def failure(tool: str, err: CommandError, lines: int = TAIL_LINES) -> str:
+    """``<tool> exited with N; its last lines:`` and the tail of what it said (stderr, else
+    stdout; already redacted), for the error a domain wrapper raises."""
+    said = err.stderr if err.stderr.strip() else err.stdout
+    code = f"exited with {err.returncode}" if err.returncode is not None else "failed"
+    if not said.strip():
+        return f"{tool} {code} without any output"
+    return f"{tool} {code}; its last lines:\n{tail(said, lines)}"
+
+
+def stream(
+    argv: Sequence[str],
+    on_line: Callable[[str], str | None],
+    *,
+    cwd: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    secrets: Iterable[str] = (),
+    what: str | None = None,
+    unset: Iterable[str] = (),
+    keep: int = 2000,
+) -> Result:
+    """Run ``argv`` like :func:`run` (``check`` always on), handing each line it writes to stderr,
+    as it comes and with ``secrets`` hidden, to ``on_line``, which shows it as it likes and returns
+    the text to keep for the result and for an error (``None``: keep nothing); the last ``keep``
+    kept lines are the result's ``stderr``. stdout is captured whole. On a non-zero exit the
+    :class:`CommandError` names the tool, its exit code and the last lines kept."""
+    argv = tuple(str(a) for a in argv)
+    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in set(unset)}
+    secrets = tuple(s for s in secrets if s)
+    shown = redact(" ".join(argv), secrets)
+    label = what or f"run {argv[0]}"
+    if which(argv[0], env=full_env) is None and "/" not in argv[0]:
+        raise ToolMissing(f"cannot {label}: the program {argv[0]!r} is not on PATH", argv=argv,
+                          hint=f"install {argv[0]} (see README.md, 'Set up') or put it on PATH")
+    log.debug("$ %s", shown)
+    try:
+        proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    except FileNotFoundError as err:
+        raise ToolMissing(f"cannot {label}: {argv[0]!r} was not found", argv=argv) from err
+    out: list[bytes] = []
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read() if proc.stdout else b""), daemon=True)
+    reader.start()
+    expired = threading.Event()
+    def expire() -> None:
+        expired.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    kept: collections.deque[str] = collections.deque(maxlen=keep)
+    try:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            text = on_line(_hide(raw.decode(errors="replace").rstrip("\r\n"), secrets))
+            if text is not None:
+                kept.append(text)
+        returncode = proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join()
+    result = Result(argv, returncode, _hide((out[0] if out else b"").decode(errors="replace"), secrets),
+                    "\n".join(kept) + ("\n" if kept else ""))
+    if expired.is_set():
+        raise CommandError(f"cannot {label}: `{shown}` did not finish within {timeout:g}s", argv=argv,
+                           stdout=urls.redact(result.stdout), stderr=urls.redact(result.stderr),
+                           hint="check that the service it talks to answers, or raise the timeout")
+    if returncode != 0:
+        failed = CommandError("", argv=argv, returncode=returncode, stdout=urls.redact(result.stdout),
+                              stderr=urls.redact(result.stderr))
+        failed.message = f"cannot {label}: `{shown}` exited with {returncode}\n  " + failure(argv[0], failed)
+        failed.args = (failed.message,)
+        raise failed
+    return result
 
 
 def spawn(

@@ -81,8 +81,10 @@ def test_root_flake_checks_pass_and_exposes_lib_and_the_forgegen_app(forge_src: 
     show = subprocess.run(["nix", "flake", "show", "--json", *override, f"path:{forge_src}"],
                           capture_output=True, text=True, env=env, check=True)
     outputs = json.loads(show.stdout)
-    assert set(outputs["apps"]["x86_64-linux"]) == {"default", "forge", "forgegen", "forge-provision"}
-    assert {"forgegen", "forge-provision", "forge-provision-image"} <= set(outputs["packages"]["x86_64-linux"])
+    assert set(outputs["apps"]["x86_64-linux"]) == {"default", "forge", "forgegen", "forge-provision",
+                                                    "nix-builder:verify", "nix-builder:release"}
+    assert {"forgegen", "forge-provision", "forge-provision-image", "nix-builder-image"} <= \
+        set(outputs["packages"]["x86_64-linux"])
     assert "lib-tests" in outputs["checks"]["x86_64-linux"]
     assert "default" in outputs["templates"]
     platform = subprocess.run(["nix", "eval", "--json", *override, f"path:{forge_src}#lib.platform.supportedSystems"],

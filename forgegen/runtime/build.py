@@ -32,6 +32,8 @@ from typing import Any
 from forgegen import process
 from forgegen.errors import BuildError, CommandError, ToolMissing, UsageError
 from forgegen.plan import AtticPlan, Plan, ServicePlan
+from forgegen.runtime.nixlog import FLAGS as NIX_LOG_FLAGS
+from forgegen.runtime.nixlog import NixLog
 from forgegen.runtime.tags import arch_of
 
 log = logging.getLogger(__name__)
@@ -185,8 +187,12 @@ def _path_sizes(paths: Sequence[str], env: Mapping[str, str] | None) -> dict[str
 
 def run_build(plan: Plan, service: str, *, flake: str = ".", systems: Sequence[str] | None = None,
               push_cache: bool = True, progress: Progress | None = None,
-              timeout: float = DEFAULT_BUILD_TIMEOUT, env: Mapping[str, str] | None = None) -> BuildResult:
-    """Build ``service``'s image for each of its systems (or ``systems``); push the closure."""
+              timeout: float = DEFAULT_BUILD_TIMEOUT, env: Mapping[str, str] | None = None,
+              live: Progress | None = None) -> BuildResult:
+    """Build ``service``'s image for each of its systems (or ``systems``); push the closure.
+
+    ``progress`` gets whole lines; ``live`` (given only on a terminal) Nix's progress as one
+    replaceable line, and build logs are then shown as they come (:mod:`forgegen.runtime.nixlog`)."""
     svc = plan.service(service)
     say = progress or log.info
     wanted = tuple(systems) if systems else svc.image.architectures
@@ -204,23 +210,12 @@ def run_build(plan: Plan, service: str, *, flake: str = ".", systems: Sequence[s
     with ThreadPoolExecutor(max_workers=1) as pool:
         asked = pool.submit(nix_builders, env)
         say(f"building {svc.name} image for {', '.join(wanted)}: nix build {' '.join(installables)}")
-        try:
-            out = process.run(["nix", "build", "--json", "--no-link", *installables], env=env, timeout=timeout,
-                              what=f"build the {svc.name} image").stdout
-            failed = None
-        except ToolMissing:
-            raise
-        except CommandError as err:
-            failed = err
+        built = _nix_build(installables, NixLog(say, live), env, timeout, f"build the {svc.name} image")
         _check_builders(asked.result(), svc, wanted)
-    if failed is not None:
-        raise _build_error(svc, installables, failed) from failed
+    if isinstance(built, CommandError):
+        raise _build_error(svc, installables, built) from built
     seconds = time.monotonic() - start
-    results = json.loads(out)
-    if len(results) != len(installables):
-        raise BuildError(f"nix build returned {len(results)} results for {len(installables)} installables",
-                         hint="report this together with `nix --version`")
-    paths = [r["outputs"]["out"] for r in results]
+    paths = built
     sizes = _path_sizes(paths, env)
     images = tuple(
         BuiltImage(system=s, arch=arch_of(s), installable=inst, store_path=p, kind=image_kind(p),
@@ -228,8 +223,31 @@ def run_build(plan: Plan, service: str, *, flake: str = ".", systems: Sequence[s
         for s, inst, p in zip(wanted, installables, paths))
     for img in images:
         say(f"built {img.system}: {img.store_path} ({img.kind}, closure {_human(img.closure_size)}) in {seconds:.1f}s")
-    cache = push_closure(plan, paths, progress=say, env=env) if push_cache else None
+    cache = push_closure(plan, paths, progress=say, env=env, live=live) if push_cache else None
     return BuildResult(svc.name, svc.image.package, images, seconds, cache)
+
+
+def _nix_build(installables: Sequence[str], nixlog: NixLog, env: Mapping[str, str] | None, timeout: float,
+               what: str) -> list[str] | CommandError:
+    """``nix build`` with Nix's log read as it comes (``--json`` would turn that log off in Nix
+    2.8, so the output paths are read from out-links in a temporary directory: ``result``,
+    ``result-1``, … in the order of ``installables``). A failed build is returned, not raised."""
+    with tempfile.TemporaryDirectory(prefix="forge-build-") as tmp:
+        link = Path(tmp) / "result"
+        try:
+            process.stream(["nix", "build", "--out-link", str(link), *NIX_LOG_FLAGS, *installables], nixlog,
+                           env=env, timeout=timeout, what=what)
+        except ToolMissing:
+            raise
+        except CommandError as err:
+            return err
+        finally:
+            nixlog.done()
+        links = [link.with_name("result" + (f"-{i}" if i else "")) for i in range(len(installables))]
+        if not all(p.is_symlink() for p in links):
+            raise BuildError(f"nix build left no out-link for some of {', '.join(installables)}",
+                             hint="report this together with `nix --version`")
+        return [os.readlink(p) for p in links]
 
 
 def _check_builders(builders: Builders, svc: ServicePlan, wanted: Sequence[str]) -> None:
@@ -256,8 +274,7 @@ def _build_error(svc: ServicePlan, installables: Sequence[str], err: CommandErro
             f"the flake has no image package {svc.image.package!r} for {svc.name} ({', '.join(installables)})",
             hint=f"define packages.<system>.{svc.image.package} (a dockerTools.buildLayeredImage), or set "
                  f"services.{svc.name}.image.package in deploy.yaml")
-    tail = "\n    ".join(stderr.strip().splitlines()[-20:])
-    return BuildError(f"nix build of the {svc.name} image failed (exit {err.returncode}):\n    {tail}",
+    return BuildError(f"nix build of the {svc.name} image failed: {process.failure('nix build', err)}",
                       hint=f"run `nix build {' '.join(installables)}` to see the whole log")
 
 
@@ -291,15 +308,18 @@ def missing_from_cache(url: str, paths: Sequence[str], env: Mapping[str, str] | 
 
 
 def push_closure(plan: Plan, paths: Sequence[str], *, progress: Progress | None = None,
-                 env: Mapping[str, str] | None = None, timeout: float = DEFAULT_CACHE_TIMEOUT) -> CachePush | None:
-    """Push the closure of ``paths`` to the plan's Attic cache or binary cache (None: neither set)."""
+                 env: Mapping[str, str] | None = None, timeout: float = DEFAULT_CACHE_TIMEOUT,
+                 live: Progress | None = None) -> CachePush | None:
+    """Push the closure of ``paths`` to the plan's Attic cache or binary cache (None: neither set).
+
+    ``live`` (on a terminal only): the copy's progress as one replaceable line."""
     say = progress or log.info
     from forgegen.runtime.attic_env import effective_attic
 
     attic = effective_attic(plan.attic, {**os.environ, **(env or {})})
     if attic is not None:
         if process.which("attic", env=env) is not None:
-            return _attic_push(attic, paths, say, env, timeout)
+            return _attic_push(attic, paths, say, env, timeout, live)
         if not plan.binary_cache:
             say(f"not pushing the closure to Attic cache {attic.cache}: the `attic` client is not on PATH")
             return CachePush("none", f"{attic.endpoint} {attic.cache}", 0, 0, 0.0,
@@ -307,29 +327,45 @@ def push_closure(plan: Plan, paths: Sequence[str], *, progress: Progress | None 
         say("the `attic` client is not on PATH; pushing with nix copy to the binary cache instead")
     if not plan.binary_cache:
         return None
-    return _nix_copy(plan.binary_cache, paths, say, env, timeout)
+    return _nix_copy(plan.binary_cache, paths, say, env, timeout, live)
 
 
 def _nix_copy(url: str, paths: Sequence[str], say: Progress, env: Mapping[str, str] | None,
-              timeout: float) -> CachePush:
+              timeout: float, live: Progress | None = None) -> CachePush:
     start = time.monotonic()
     everything = closure(paths, env)
     missing = missing_from_cache(url, everything, env)
     if missing:
         say(f"pushing {len(missing)} of {len(everything)} store paths to {url}")
+        nixlog = NixLog(say, live)
         try:
-            process.run(["nix", "copy", "--to", url, *missing], env=env, timeout=timeout,
-                        what=f"push the image closure to {url}")
+            process.stream(["nix", "copy", *NIX_LOG_FLAGS, "--to", url, *missing], nixlog, env=env, timeout=timeout,
+                           what=f"push the image closure to {url}")
+        except ToolMissing:
+            raise
         except CommandError as err:
-            raise BuildError(f"cannot push the image closure to the binary cache {url}: {_last_line(err.stderr)}",
+            raise BuildError(f"cannot push the image closure to the binary cache {url}: {process.failure('nix copy', err)}",
                              hint="check that the cache URL is right and writable (deploy.yaml binary_cache.url)") from err
+        finally:
+            nixlog.done()
     else:
         say(f"the binary cache {url} already has all {len(everything)} store paths")
     return CachePush("nix copy", url, len(everything), len(missing), time.monotonic() - start)
 
 
+def _attic_lines(live: Progress | None) -> Callable[[str], str | None]:
+    """attic's lines: on a terminal the latest as the replaceable progress line, else the debug log."""
+    def on_line(line: str) -> str | None:
+        if live is not None:
+            live(line.strip()[:200])
+        else:
+            log.debug("attic: %s", line)
+        return line
+    return on_line
+
+
 def _attic_push(attic: AtticPlan, paths: Sequence[str], say: Progress, env: Mapping[str, str] | None,
-                timeout: float) -> CachePush:
+                timeout: float, live: Progress | None = None) -> CachePush:
     """``attic push forge:<cache> paths`` with the token in a private, temporary client config
     (token precedence: :mod:`forgegen.runtime.attic_env`)."""
     from forgegen.runtime.attic_env import attic_token
@@ -349,11 +385,17 @@ def _attic_push(attic: AtticPlan, paths: Sequence[str], say: Progress, env: Mapp
         server = source.partition("=")[2]
         say(f"pushing {len(missing)} of {len(everything)} store paths to Attic cache {attic.cache} (attic server {server})")
         try:
-            process.run(["attic", "push", f"{server}:{attic.cache}", *missing], env=env, timeout=timeout,
-                        what=f"push the image closure to Attic cache {attic.cache}")
+            process.stream(["attic", "push", f"{server}:{attic.cache}", *missing], _attic_lines(live), env=env,
+                           timeout=timeout, what=f"push the image closure to Attic cache {attic.cache}")
+        except ToolMissing:
+            raise
         except CommandError as err:
-            raise BuildError(f"cannot push the image closure to Attic cache {attic.cache}: {_last_line(err.stderr)}",
+            raise BuildError(f"cannot push the image closure to Attic cache {attic.cache}: "
+                             f"{process.failure('attic push', err)}",
                              hint=f"check `attic login {server} …` may push to {attic.cache}") from err
+        finally:
+            if live is not None:
+                live("")
         return CachePush("attic", target, len(everything), len(missing), time.monotonic() - start)
     with tempfile.TemporaryDirectory(prefix="forge-attic-") as tmp:
         conf_dir = Path(tmp) / "attic"
@@ -365,16 +407,17 @@ def _attic_push(attic: AtticPlan, paths: Sequence[str], say: Progress, env: Mapp
                     f"token = {json.dumps(token)}\n")
         say(f"pushing {len(missing)} of {len(everything)} store paths to Attic cache {attic.cache}")
         try:
-            process.run(["attic", "push", f"forge:{attic.cache}", *missing],
-                        env={**(env or {}), "XDG_CONFIG_HOME": tmp}, timeout=timeout, secrets=[token],
-                        unset=[attic.token_env],
-                        what=f"push the image closure to Attic cache {attic.cache}")
+            process.stream(["attic", "push", f"forge:{attic.cache}", *missing], _attic_lines(live),
+                           env={**(env or {}), "XDG_CONFIG_HOME": tmp}, timeout=timeout, secrets=[token],
+                           unset=[attic.token_env], what=f"push the image closure to Attic cache {attic.cache}")
+        except ToolMissing:
+            raise
         except CommandError as err:
-            raise BuildError(f"cannot push the image closure to Attic cache {attic.cache}: {_last_line(err.stderr)}",
+            raise BuildError(f"cannot push the image closure to Attic cache {attic.cache}: "
+                             f"{process.failure('attic push', err)}",
                              hint=f"check {attic.token_env} may push to {attic.cache} at {attic.endpoint}") from err
+        finally:
+            if live is not None:
+                live("")
     return CachePush("attic", target, len(everything), len(missing), time.monotonic() - start)
 
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "(no output)"

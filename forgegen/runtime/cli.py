@@ -137,7 +137,7 @@ def build(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: 
         return
     from forgegen.runtime.build import run_build
 
-    result = run_build(plan, svc.name, flake=str(source_dir), progress=console.say)
+    result = run_build(plan, svc.name, flake=str(source_dir), progress=console.say, live=console.terminal_live())
     if json_output:
         console.emit_json({"command": "build", **result.to_json()})
     else:
@@ -162,7 +162,7 @@ def push(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: P
     from forgegen.runtime.registry import run_push
 
     result = run_push(plan, svc.name, revision=revision, flake=str(source_dir), progress=console.say,
-                      live=console.live)
+                      live=console.terminal_live())
     if json_output:
         console.emit_json({"command": "push", **result.to_json()})
     else:
@@ -373,6 +373,75 @@ def _environments(plan: Plan, spec: str | None) -> list[str]:
         raise click.BadParameter(f"unknown environment(s) {', '.join(unknown)}; use: {', '.join(plan.environments)}",
                                  param_hint="--environments")
     return sorted(dict.fromkeys(wanted), key=plan.environments.index)  # promotion order
+
+
+@cli.group("builder-image", short_help="Verify and release the Nix builder image (root flake)")
+def builder_image() -> None:
+    """The root flake's packages.<system>.nix-builder-image: nix and what a builder needs."""
+
+
+_FLAKE = click.option("--flake", default=".", show_default=True, help="the Forge flake that defines nix-builder-image")
+
+
+@builder_image.command("verify", short_help="Build the image; check nix evaluates and builds from its root")
+@_FLAKE
+@click.option("--system", default=None, help="the image's system (default: this machine's)")
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="unpack the image's root filesystem here and keep it")
+@click.option("--json", "json_output", is_flag=True, help="print one JSON report on stdout")
+@click.option("--dry-run", is_flag=True, help="print every step; change nothing")
+def builder_image_verify(flake: str, system: str | None, keep: Path | None, json_output: bool, dry_run: bool) -> int:
+    """Build the builder image and check, from its own root filesystem (unshare + chroot, no
+    container engine), that nix is there and evaluates and builds a trivial derivation."""
+    from forgegen.runtime import builder_image as bi
+
+    if dry_run:
+        shown = bi.steps(flake, system or "<this machine's system>")
+        if json_output:
+            console.emit_json({"command": "builder-image verify", "dry_run": True, "steps": shown})
+        else:
+            for n, step in enumerate(shown, 1):
+                click.echo(f"{n}. {step}")
+        return 0
+    result = bi.verify(flake, system, keep=keep, say=console.say, live=console.terminal_live())
+    if json_output:
+        console.emit_json({"command": "builder-image verify", **result.to_json()})
+    else:
+        click.echo(f"{result.image}: {'verified' if result.ok else 'FAILED'} "
+                   f"({sum(c.ok for c in result.checks)} of {len(result.checks)} checks)")
+    return 0 if result.ok else 1
+
+
+@builder_image.command("release", short_help="Push the image under Forge's deterministic tags")
+@_FLAKE
+@click.option("--registry", required=True, help="registry host[:port]")
+@click.option("--organization", required=True, help="path under the registry (the image is <org>/nix-builder)")
+@click.option("--insecure", is_flag=True, help="plain HTTP / unverified TLS (a local registry)")
+@click.option("--system", "systems", multiple=True, help="systems to push (default: x86_64-linux)")
+@click.option("--allow-dirty", is_flag=True, help="tag an image built from uncommitted changes")
+@click.option("--json", "json_output", is_flag=True, help="print one JSON report on stdout")
+@click.option("--dry-run", is_flag=True, help="print every step; change nothing")
+def builder_image_release(flake: str, registry: str, organization: str, insecure: bool, systems: tuple[str, ...],
+                          allow_dirty: bool, json_output: bool, dry_run: bool) -> None:
+    """Build and push the builder image as <registry>/<organization>/nix-builder:<arch>-<sha7>
+    (and <arch>-latest), digest verified, with `forge push`'s credentials and retries."""
+    from forgegen.runtime import builder_image as bi
+
+    plan = bi.release_plan(registry, organization, insecure=insecure, systems=systems or ("x86_64-linux",))
+    source = flake.removeprefix("path:") if not flake.startswith(("github:", "git+")) else "."
+    revision = _revision(Path(source), allow_dirty, dry_run)
+    if dry_run:
+        print_steps("push", bi.SERVICE, _steps().describe("push", plan, plan.service(bi.SERVICE), None, revision),
+                    json_output, _source_facts(revision, allow_dirty))
+        return
+    from forgegen.runtime.registry import run_push
+
+    result = run_push(plan, bi.SERVICE, revision=revision, flake=flake, progress=console.say,
+                      live=console.terminal_live())
+    if json_output:
+        console.emit_json({"command": "builder-image release", **result.to_json()})
+    else:
+        click.echo(result.deploy_reference)
 
 
 from forgegen.runtime import devcli  # noqa: E402 - the development loop's commands (test, e2e, dev)

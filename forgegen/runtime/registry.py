@@ -112,10 +112,12 @@ def skopeo_copy(source: str, dest: str, *, insecure: bool, authfile: str | None,
                 diag = diagnose(text, repository, registry)
                 last_line = _last_line(text)
                 if not diag.transient:
-                    raise PushError(f"cannot push {dest}: {diag.reason}, not retried (attempt {attempt}): {last_line}",
+                    raise PushError(f"cannot push {dest}: {diag.reason}, not retried (attempt {attempt}): {last_line}"
+                                    f"\n  {process.failure('skopeo', err)}",
                                     hint=diag.hint) from err
                 if attempt == policy.attempts:
-                    raise PushError(f"cannot push {dest}: {diag.reason}, gave up after {attempt} attempts: {last_line}",
+                    raise PushError(f"cannot push {dest}: {diag.reason}, gave up after {attempt} attempts: {last_line}"
+                                    f"\n  {process.failure('skopeo', err)}",
                                     hint=f"the registry keeps failing; check its status, or raise registry.push_attempts "
                                          f"(now {policy.attempts})") from err
                 delay = policy.delay(attempt)
@@ -206,7 +208,7 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
     svc = plan.service(service)
     say = progress or log.info
     if build is None:
-        build = run_build(plan, service, flake=flake, progress=progress, env=env)
+        build = run_build(plan, service, flake=flake, progress=progress, env=env, live=live)
     tags = image_tags(revision.sha7, svc.image.architectures)
     repository = svc.image.repository
     host, _, name = repository.partition("/")

@@ -130,6 +130,30 @@ let
 
   hello = writeShellApplication { name = "hello"; text = ''echo "Hello, world!"''; };
 
+  # Host programs (by name on PATH, or an absolute path kept as is) copied into the store together with every shared library they load, each at
+  # its host path under $out (the dynamic loader included), and `links` (name -> program) beside
+  # them: unlike hostTool, these run in an image's root filesystem with nothing of the host's,
+  # which is what the builder image needs (flake.nix, nix-builder-image).
+  hostBundle = name: tools: links: runCommand "standin-${name}"
+    { inherit tools; links = builtins.concatStringsSep " " (builtins.attrValues (builtins.mapAttrs (l: t: "${l}=${t}") links)); } ''
+    mkdir -p "$out/bin"
+    for tool in $tools; do
+      case "$tool" in
+        /*) real=$(readlink -f "$tool"); target="$out$tool"; mkdir -p "$(dirname "$target")" ;;
+        *) for dir in /usr/local/bin /usr/bin /bin /usr/sbin /sbin; do
+             if [ -x "$dir/$tool" ]; then real=$(readlink -f "$dir/$tool"); break; fi
+           done
+           target="$out/bin/$tool" ;;
+      esac
+      cp "$real" "$target"
+      ldd "$real" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | while read -r lib; do
+        mkdir -p "$out$(dirname "$lib")"
+        [ -e "$out$lib" ] || cp -L "$lib" "$out$lib"
+      done
+    done
+    for link in $links; do ln -s "''${link#*=}" "$out/bin/''${link%%=*}"; done
+  '';
+
   dockerToolsFile = ./dockerTools.nix;
   dockerTools =
     if builtins.pathExists dockerToolsFile
@@ -138,6 +162,16 @@ let
 in
 {
   inherit system writeShellApplication writeText runCommand python3Packages hello dockerTools cacert;
+  # What the builder image contains (flake.nix): the host's programs, bundled with their libraries.
+  nix = hostBundle "nix" [ "nix" "/usr/libexec/nix/build-remote" ]
+    (builtins.listToAttrs (map (n: { name = n; value = "nix"; })
+      [ "nix-build" "nix-store" "nix-instantiate" "nix-env" "nix-shell" "nix-collect-garbage" "nix-daemon" "nix-channel" "nix-hash" "nix-prefetch-url" ]));
+  bashInteractive = hostBundle "bash" [ "bash" ] { sh = "bash"; };
+  coreutilsFull = hostBundle "coreutils" [ "env" "cat" "ls" "mkdir" "cp" "mv" "rm" "ln" "chmod" "echo" "head" "tail" "sort" "id" "uname" "test" "true" "false" "readlink" "dirname" "basename" "tr" "wc" ] { };
+  gnutar = hostBundle "gnutar" [ "tar" ] { };
+  gzip = hostBundle "gzip" [ "gzip" ] { gunzip = "gzip"; };
+  xz = hostBundle "xz" [ "xz" ] { unxz = "xz"; };
+  gitMinimal = hostBundle "git" [ "git" ] { };
   python3 = hostTool "python3";
   cargo = hostTool "cargo";
   rustc = hostTool "rustc";
