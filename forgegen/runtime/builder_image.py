@@ -104,7 +104,7 @@ def unpack(image: str, root: Path) -> dict[str, Any]:
                     raise BuildError(f"the image script {image} failed to write the image")
         with tarfile.open(archive, "r:*") as outer:
             manifest = json.load(_member(outer, "manifest.json"))[0]
-            config = json.load(_member(outer, manifest["Config"]))
+            config: dict[str, Any] = json.load(_member(outer, manifest["Config"]))
             for layer in manifest["Layers"]:
                 with tarfile.open(fileobj=_member(outer, layer), mode="r:*") as tar:
                     _apply_layer(tar, root)
