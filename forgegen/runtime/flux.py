@@ -157,7 +157,7 @@ class FluxSnapshot:
     source: FluxObject | None = None
     kustomizations: dict[str, FluxObject] = field(default_factory=dict)
 
-    def apply(self, resource: str, kind: str, wire: dict) -> None:
+    def apply(self, resource: str, kind: str, wire: dict[str, Any]) -> None:
         """Apply one watch event (``ADDED``/``MODIFIED``/``DELETED``) of ``resource``."""
         obj = cast(FluxObject, wire)
         name = (obj.get("metadata") or {}).get("name", "")
@@ -174,7 +174,7 @@ class FluxSnapshot:
         if held is None or rv(held) <= rv(obj):
             self.kustomizations[name] = obj
 
-    def replace(self, resource: str, items: Iterable[dict]) -> None:
+    def replace(self, resource: str, items: Iterable[dict[str, Any]]) -> None:
         """Replace a collection with a fresh list (after the first list or a 410)."""
         objs = [cast(FluxObject, o) for o in items]
         if resource == "source":
@@ -699,11 +699,11 @@ class _Reconcile:
                           plural=kplural, **one)
 
     # The sink watch_until feeds: the source, and only our Kustomizations.
-    def replace(self, resource: str, items: Iterable[dict]) -> None:
+    def replace(self, resource: str, items: Iterable[dict[str, Any]]) -> None:
         self.snap.replace(resource, [o for o in items
                                      if resource == "source" or o["metadata"]["name"] in self.flux.kustomizations])
 
-    def apply(self, resource: str, kind: str, obj: dict) -> None:
+    def apply(self, resource: str, kind: str, obj: dict[str, Any]) -> None:
         if resource == "kustomizations" and obj.get("metadata", {}).get("name") not in self.flux.kustomizations:
             return
         self.snap.apply(resource, kind, obj)
@@ -846,7 +846,7 @@ def flux_status(api: Any, target: TargetPlan) -> dict[str, Any]:
         try:
             obj: Any = co.get_namespaced_custom_object(group, version, f.namespace, plural, name,
                                                        _request_timeout=(5, 15))
-            return obj
+            return cast("FluxObject", obj)
         except ApiException as err:
             if err.status == 404:
                 return None

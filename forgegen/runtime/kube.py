@@ -101,12 +101,14 @@ def kubernetes_client_for(conn: Connection, *, environ: Mapping[str, str] | None
     configuration = type.__call__(client.Configuration)  # not the process-wide default
     try:
         if conn.source == "in-cluster":
-            from kubernetes.config.incluster_config import InClusterConfigLoader
+            from kubernetes.config import incluster_config
 
-            InClusterConfigLoader(str(SERVICE_TOKEN), str(SERVICE_CA),
+            loader: Any = incluster_config.InClusterConfigLoader  # the kubernetes package is untyped
+            loader(str(SERVICE_TOKEN), str(SERVICE_CA),
                                   environ=dict(os.environ if environ is None else environ)).load_and_set(configuration)
         else:
-            config.load_kube_config(config_file=conn.kubeconfig, context=conn.context,
+            load: Any = config.load_kube_config
+            load(config_file=conn.kubeconfig, context=conn.context,
                                     client_configuration=configuration, persist_config=False)
     except ConfigException as err:
         hint = ("check environments[].kube_context in deploy.yaml against `kubectl config get-contexts`"

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from forgegen.errors import ClusterUnreachable, UsageError
 from forgegen.runtime.k8stypes import Lease as LeaseObject
@@ -101,16 +101,16 @@ class Lease:
         from forgegen.runtime.kubeapi import ApiException
 
         try:
-            return self._co().get_namespaced_custom_object("coordination.k8s.io", "v1", self.namespace, "leases",
-                                                           self.name, _request_timeout=(5, 15))
+            return cast("LeaseObject", self._co().get_namespaced_custom_object(
+                "coordination.k8s.io", "v1", self.namespace, "leases", self.name, _request_timeout=(5, 15)))
         except ApiException as err:
             if err.status == 404:
                 return None
             raise
 
     def _write(self, obj: LeaseObject) -> LeaseObject:
-        return self._co().replace_namespaced_custom_object("coordination.k8s.io", "v1", self.namespace, "leases",
-                                                           self.name, obj, _request_timeout=(5, 15))
+        return cast("LeaseObject", self._co().replace_namespaced_custom_object(
+            "coordination.k8s.io", "v1", self.namespace, "leases", self.name, obj, _request_timeout=(5, 15)))
 
     def renew(self) -> bool:
         """Move ``renewTime`` forward; False (and ``lost`` set) when someone else holds it now."""

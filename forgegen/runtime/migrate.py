@@ -251,10 +251,10 @@ def _read_job(batch: Any, name: str, namespace: str) -> Job | None:
         if err.status == 404:
             return None
         raise
-    return json.loads(resp.data)
+    return cast(Job, json.loads(resp.data))
 
 
-def _create_job(batch: Any, body: dict, namespace: str, where: str) -> Job:
+def _create_job(batch: Any, body: dict[str, Any], namespace: str, where: str) -> Job:
     """Create the Job; a deleted predecessor may still be going away (409): retry briefly."""
     from forgegen.runtime.kubeapi import ApiException
 
@@ -263,7 +263,7 @@ def _create_job(batch: Any, body: dict, namespace: str, where: str) -> Job:
     while True:
         try:
             resp = batch.create_namespaced_job(namespace, body, _preload_content=False, _request_timeout=(5, 15))
-            return json.loads(resp.data)
+            return cast(Job, json.loads(resp.data))
         except ApiException as err:
             if err.status != 409 or time.monotonic() > end:
                 raise
@@ -280,13 +280,13 @@ class _JobWatch:
         self.job: Job | None = None
         self.pods: dict[str, Pod] = {}
 
-    def replace(self, resource: str, items: Iterable[dict]) -> None:
+    def replace(self, resource: str, items: Iterable[dict[str, Any]]) -> None:
         if resource == "job":
             self.job = next((cast(Job, o) for o in items if o["metadata"].get("uid") == self.uid), None)
         else:
             self.pods = {p["metadata"]["uid"]: cast(Pod, p) for p in items}
 
-    def apply(self, resource: str, kind: str, obj: dict) -> None:
+    def apply(self, resource: str, kind: str, obj: dict[str, Any]) -> None:
         if resource == "job":
             if obj["metadata"].get("uid") == self.uid:
                 self.job = None if kind == "DELETED" else cast(Job, obj)

@@ -90,12 +90,12 @@ class Snapshot:
     pods: dict[str, Pod] = field(default_factory=dict)
     events: dict[str, Event] = field(default_factory=dict)
 
-    def apply(self, resource: str, kind: str, obj: dict) -> None:
+    def apply(self, resource: str, kind: str, obj: dict[str, Any]) -> None:
         """Apply one watch event (``ADDED``/``MODIFIED``/``DELETED``) of ``resource``."""
         if resource == "workload":
             self.workload = None if kind == "DELETED" else cast(Workload, obj)
             return
-        bucket: dict[str, dict] = getattr(self, resource)
+        bucket: dict[str, dict[str, Any]] = getattr(self, resource)
         uid = _id(obj)
         if kind == "DELETED":
             bucket.pop(uid, None)
@@ -105,7 +105,7 @@ class Snapshot:
             return  # an older version (two streams racing after a re-list): keep the newer
         bucket[uid] = obj
 
-    def replace(self, resource: str, items: Iterable[dict]) -> None:
+    def replace(self, resource: str, items: Iterable[dict[str, Any]]) -> None:
         """Replace a whole collection with a fresh list (after the first list or a 410)."""
         items = list(items)
         if resource == "workload":
@@ -316,7 +316,7 @@ def _ready(pod: Pod) -> bool:
 
 
 def _strip_hash(template: Mapping[str, Any]) -> dict[str, Any]:
-    t = json.loads(json.dumps(template))
+    t: dict[str, Any] = json.loads(json.dumps(template))
     (t.get("metadata") or {}).get("labels", {}).pop("pod-template-hash", None)
     return t
 
@@ -398,7 +398,8 @@ def _statefulset_view(s: Workload, snap: Snapshot) -> _View:
     # updatedReplicas is omitted when 0; once the revisions agree, every current pod is updated.
     updated = st.get("updatedReplicas", st.get("currentReplicas", 0) if st.get("currentRevision") == update_rev else 0)
     owned = [p for p in snap.pods.values() if _owned_by(p, {uid})]
-    rev = lambda p: (p["metadata"].get("labels") or {}).get("controller-revision-hash")  # noqa: E731
+    def rev(p: Pod) -> str | None:
+        return (p["metadata"].get("labels") or {}).get("controller-revision-hash")
     new_pods = [p for p in owned if update_rev and rev(p) == update_rev]
     old_pods = _active(p for p in owned if rev(p) != update_rev and _ordinal(p) >= partition)
     ready_new = [p for p in _active(new_pods) if _ready(p)]
@@ -452,7 +453,8 @@ def _daemonset_revision(ds: Workload, snap: Snapshot) -> tuple[str | None, str |
 
 def _daemonset_new_pods(ds: Workload, owned: list[Pod], snap: Snapshot) -> tuple[list[Pod], str | None]:
     hash_, tgen = _daemonset_revision(ds, snap)
-    labels = lambda p: p["metadata"].get("labels") or {}  # noqa: E731
+    def labels(p: Pod) -> dict[str, str]:
+        return p["metadata"].get("labels") or {}
     if hash_ or tgen:
         return [p for p in owned if (hash_ and labels(p).get("controller-revision-hash") == hash_)
                 or (tgen and labels(p).get("pod-template-generation") == tgen)], tgen or hash_
@@ -464,7 +466,8 @@ def _daemonset_new_pods(ds: Workload, owned: list[Pod], snap: Snapshot) -> tuple
         return [], None
     want = {c.get("name"): c.get("image") for c in (((ds.get("spec") or {}).get("template") or {}).get("spec") or {})
             .get("containers") or []}
-    have = lambda p: {c.get("name"): c.get("image") for c in (p.get("spec") or {}).get("containers") or []}  # noqa: E731
+    def have(p: Pod) -> dict[str | None, str | None]:
+        return {c.get("name"): c.get("image") for c in (p.get("spec") or {}).get("containers") or []}
     return [p for p in owned if all(have(p).get(n) == i for n, i in want.items())], None
 
 
@@ -704,7 +707,7 @@ class RolloutResult:
     restart_count: int | None = None
     logs: dict[str, list[str]] = field(default_factory=lambda: {"current": [], "previous": []})
     log_errors: dict[str, str] = field(default_factory=dict)
-    events: list[dict] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
     evidence: list[str] = field(default_factory=list)  # other failure reasons seen with ``reason``
     progress: list[str] = field(default_factory=list)
     started_at: str = ""
@@ -917,12 +920,12 @@ class _Watch:
             status.revision if status else None, status.new_pods if status else (), status.image if status else None)
 
     # The sink watch_until feeds: the snapshot, plus the restart baseline at each pod list.
-    def replace(self, resource: str, items: Iterable[dict]) -> None:
+    def replace(self, resource: str, items: Iterable[dict[str, Any]]) -> None:
         self.snap.replace(resource, items)
         if resource == "pods":
             self.take_baseline()
 
-    def apply(self, resource: str, kind: str, obj: dict) -> None:
+    def apply(self, resource: str, kind: str, obj: dict[str, Any]) -> None:
         self.snap.apply(resource, kind, obj)
 
     def fatal(self, event: Fatal) -> RolloutFailed:
@@ -1002,7 +1005,7 @@ def _worst_pod(snap: Snapshot, status: Status) -> str | None:
     return None
 
 
-def _warning_events(snap: Snapshot, status: Status) -> list[dict]:
+def _warning_events(snap: Snapshot, status: Status) -> list[dict[str, Any]]:
     names = set(status.new_pods)
     out = []
     for ev in sorted(snap.events.values(), key=_event_time):
