@@ -3,6 +3,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
 
 from forgegen.errors import ConfigError
@@ -52,3 +62,199 @@ def test_bad_dev_settings_are_located_and_explained() -> None:
     assert "services.api.dev.health" in text and "http(s) URL" in text
     assert "services.api.dev.infra.postgres.provision" in text and "'..'" in text
     assert "services.api.dev.infra.redis" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Real runs: a repository in a temp dir, services run by real pytest / go, a real PostgreSQL
+
+VENV_BIN = Path(sys.executable).parent
+DEADLINE = 300.0  # generous: the machine is shared
+
+PY_SERVICE = {
+    "app.py": """\
+import os, http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.end_headers()
+        self.wfile.write(b"ok")
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+""",
+    "tests/unit/test_unit.py": "def test_adds():\n    assert 1 + 1 == 2\n",
+    "tests/integration/test_db.py": """\
+import os, psycopg
+def test_the_provisioned_database():
+    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+        assert conn.execute("select current_database()").fetchone()[0] == "apidb"
+        owner = conn.execute("select pg_get_userbyid(datdba) from pg_database where datname = 'apidb'").fetchone()
+        assert owner[0] == "api_owner"
+""",
+    "tests/e2e/test_health.py": """\
+import os, pathlib, urllib.request
+def test_health():
+    pathlib.Path(os.environ["FORGE_TEST_RESULTS"], "trace.txt").write_text("kept")
+    assert urllib.request.urlopen(os.environ["FORGE_BASE_URL"] + "/healthz").status == 200
+""",
+}
+PROVISION = """\
+version: 1
+connection: {host: db.example, password_env: PGADMIN_PASSWORD}
+roles:
+  - {name: api_owner, login: true, password_env: API_OWNER_PASSWORD}
+databases:
+  - {name: apidb, owner: api_owner}
+"""
+API = """\
+  api:
+    type: python
+    path: svc/api
+    dev:
+      start: python "$PWD/app.py"
+      health: "http://127.0.0.1:{port}/healthz"
+      infra: {postgres: {provision: prov/api.yaml}}
+"""
+
+
+def make_repo(root: Path, services: str, files: dict[str, str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "deploy.yaml").write_text(BASE + services)
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    sync = subprocess.run([VENV_BIN / "forgegen", "sync"], cwd=root, capture_output=True, text=True, timeout=120)
+    assert sync.returncode == 0, sync.stderr
+    return root
+
+
+def python_repo(root: Path, services: str = API, extra: dict[str, str] | None = None) -> Path:
+    files = {f"svc/api/{k}": v for k, v in PY_SERVICE.items()} | {"prov/api.yaml": PROVISION} | (extra or {})
+    return make_repo(root, services, files)
+
+
+def forge_env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+
+
+@dataclass
+class Ran:
+    pid: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def forge(root: Path, *args: str) -> Ran:
+    return finish(start_forge(root, *args))
+
+
+def start_forge(root: Path, *args: str) -> subprocess.Popen[str]:
+    """``forge ARGS`` in ``root``; its output goes to files (processes it leaves behind after a
+    SIGKILL would hold a pipe open)."""
+    out = tempfile.TemporaryFile("w+")
+    err = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen([VENV_BIN / "forge", *args], cwd=root, env=forge_env(), text=True, stdout=out, stderr=err)
+    proc.outputs = (out, err)  # type: ignore[attr-defined]
+    return proc
+
+
+def finish(proc: subprocess.Popen[str]) -> Ran:
+    proc.wait(timeout=DEADLINE)
+    texts = []
+    for f in proc.outputs:  # type: ignore[attr-defined]
+        f.seek(0)
+        texts.append(f.read())
+        f.close()
+    return Ran(proc.pid, proc.returncode, *texts)
+
+
+def processes_matching(text: str) -> list[int]:
+    """Live (non-zombie) processes whose command line contains ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_the_pyramid_runs_every_level_with_postgres_and_the_started_service(tmp_path: Path) -> None:
+    root = python_repo(tmp_path)
+    proc = forge(root, "test", "api", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["outcome"] == "passed"
+    levels = doc["services"][0]["levels"]
+    assert [(lv["level"], lv["outcome"]) for lv in levels] == [("unit", "passed"), ("integration", "passed"),
+                                                              ("e2e", "passed")]
+    assert (root / ".forge/test-results/api/e2e/trace.txt").read_text() == "kept"
+    assert list((root / ".forge/dev/runs").glob("*.json")) == []
+    assert processes_matching(str(root / "svc/api/app.py")) == []  # the started service is stopped
+    assert processes_matching(f"forge-dev-pg-{proc.pid}-") == []  # nor its PostgreSQL servers
+
+
+def test_a_failing_level_stops_the_pyramid_and_is_named(tmp_path: Path) -> None:
+    root = python_repo(tmp_path, extra={"svc/api/tests/integration/test_db.py": "def test_broken():\n    assert 0\n"})
+    proc = forge(root, "test", "api", "--json")
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)
+    report = doc["services"][0]
+    assert (doc["outcome"], report["failed_level"]) == ("failed", "integration")
+    assert [lv["outcome"] for lv in report["levels"]] == ["passed", "failed", "not-run"]
+    assert "api: the integration level failed" in proc.stderr
+    assert not (root / ".forge/test-results/api/e2e").exists()  # e2e never started
+    assert processes_matching(f"forge-dev-pg-{proc.pid}-") == []
+
+
+def _interrupt_integration(tmp_path: Path, sig: signal.Signals) -> tuple[Path, Ran, list[int], list[int]]:
+    """Start `forge test api:integration` whose tests block, and send ``sig`` to the runner once the
+    tests run; returns what ran, and the PostgreSQL and test processes alive right after the signal."""
+    marker = tmp_path / "tests-running"
+    blocker = f"forge-test-blocker-{os.getpid()}-{tmp_path.name}"  # the tests' process name, to find it
+    services = API.replace('      start:', f"      integration: touch {marker} && exec -a {blocker} sleep 3600\n      start:")
+    root = python_repo(tmp_path / "repo", services)
+    proc = start_forge(root, "test", "api:integration")
+    wait_for(marker.exists, "the integration tests to start")
+    postgres = processes_matching(f"forge-dev-pg-{proc.pid}-")
+    assert postgres, "the level's PostgreSQL runs while its tests do"
+    proc.send_signal(sig)
+    return root, finish(proc), processes_matching(f"forge-dev-pg-{proc.pid}-"), \
+        processes_matching(blocker)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupted_run_tears_its_postgres_down(tmp_path: Path, sig: signal.Signals) -> None:
+    root, ran, postgres, tests = _interrupt_integration(tmp_path, sig)
+    assert ran.returncode == 130, ran.stderr
+    assert (postgres, tests) == ([], [])
+    assert list((root / ".forge/dev/runs").glob("*.json")) == []
+
+
+def test_a_killed_run_is_cleaned_up_by_the_next_forge_command(tmp_path: Path) -> None:
+    root, ran, postgres, tests = _interrupt_integration(tmp_path, signal.SIGKILL)
+    assert ran.returncode == -signal.SIGKILL
+    assert postgres and tests, "SIGKILL leaves the server and the tests running: the next command must stop them"
+    status = json.loads(forge(root, "dev", "status", "--json").stdout)
+    [session] = status["sessions"]
+    assert (session["service"], session["kind"], session["owner"], session["owner_running"]) == (
+        "api", "run", ran.pid, False)
+    assert session["postgres"]["running"]
+    down = forge(root, "dev", "down")
+    assert down.returncode == 0, down.stderr
+    assert "stopped what an interrupted run left: api" in down.stderr
+    assert processes_matching(f"forge-dev-pg-{ran.pid}-") == []
+    assert processes_matching(f"forge-test-blocker-{os.getpid()}-{tmp_path.name}") == []
+    assert json.loads(forge(root, "dev", "status", "--json").stdout)["sessions"] == []
