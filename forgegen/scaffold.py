@@ -175,6 +175,14 @@ def insert_packages(flake_text: str, lines: str) -> str | None:
     return flake_text[:match.start()] + block + flake_text[match.start():]
 
 
+def _plain(value: str) -> render.YamlText:
+    """``value`` as a plain YAML scalar when it reads back as the same string, else quoted."""
+    if (re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]*(:[0-9]+[A-Za-z0-9._/-]*)?", value)
+            and not re.fullmatch(r"[0-9.eE+-]+", value) and yaml.safe_load(value) == value):
+        return render.YamlText(value)
+    return render._yaml_str(value)
+
+
 def overlay_files(config: schema.Config, name: str) -> dict[str, str]:
     """The GitOps overlay of the new service in each environment (Deployment + kustomization),
     keyed by path in the GitOps repository; the repository name follows deploy.yaml's registry."""
@@ -187,12 +195,12 @@ def overlay_files(config: schema.Config, name: str) -> dict[str, str]:
         directory = pattern.fill(config.gitops.path, names)
         namespace = pattern.fill(env.namespace, names)
         files[f"{directory}/deployment.yaml"] = render.render_template(
-            "services/overlay-deployment.yaml.jinja", name=render._yaml_str(name), namespace=render._yaml_str(namespace),
-            project=render._yaml_str(config.project), image=render._yaml_str(repo))
+            "services/overlay-deployment.yaml.jinja", name=_plain(name), namespace=_plain(namespace),
+            project=_plain(config.project), image=_plain(repo))
         files[f"{directory}/{config.gitops.file}"] = render.render_template(
             "services/overlay-kustomization.yaml.jinja", name=render._yaml_comment(name),
-            environment=render._yaml_comment(env.name), namespace=render._yaml_str(namespace),
-            image=render._yaml_str(repo), tag=render._yaml_str(PLACEHOLDER_TAG))
+            environment=render._yaml_comment(env.name), namespace=_plain(namespace),
+            image=_plain(repo), tag=_plain(PLACEHOLDER_TAG))
     return files
 
 

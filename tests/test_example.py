@@ -17,6 +17,16 @@ from tests.fixtures.nixenv import ROOT, Flake
 pytestmark = pytest.mark.nix
 
 
+WEB_DEV = ('    dev:  # test levels: the node defaults (npm run test:unit, test:integration, test:e2e = Playwright)\n'
+           '      start: "node src/server.js"\n      health: "http://127.0.0.1:{port}/healthz"\n')
+
+
+def without_web_dev(text: str) -> str:
+    """deploy.yaml without web's dev settings (the tests below give web others)."""
+    assert WEB_DEV in text
+    return text.replace(WEB_DEV, "")
+
+
 def forgegen(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "forgegen", *args], cwd=cwd, capture_output=True, text=True)
 
@@ -70,7 +80,8 @@ def test_release_sha_comes_from_release_git_sha(shop: Flake) -> None:
 
 
 def test_dirty_tree_is_refused_unless_allowed(shop: Flake) -> None:
-    (shop.dir / "services" / "api" / "main.sh").write_text("echo changed\n")
+    app = shop.dir / "services" / "api" / "api" / "app.py"
+    app.write_text(app.read_text() + "# changed\n")
     proc = shop.run_app("deploy:api", "--dry-run", check=False)
     assert proc.returncode == 2, proc.stderr
     assert "uncommitted changes" in proc.stderr and "--allow-dirty" in proc.stderr
@@ -111,7 +122,7 @@ def test_flake_check_passes(shop: Flake) -> None:
 def test_dev_app_runs_in_the_service_directory(shop: Flake) -> None:
     """A generic service's dev command runs for real where the service lives."""
     deploy = shop.dir / "deploy.yaml"
-    deploy.write_text(deploy.read_text().replace(
+    deploy.write_text(without_web_dev(deploy.read_text()).replace(
         "    type: node\n", "    type: generic\n    dev:\n      test: \"pwd; echo ran-tests\"\n"))
     assert forgegen("sync", cwd=shop.dir).returncode == 0
     shop.commit("dev command")
@@ -151,7 +162,7 @@ def test_dev_apps_pass_shellcheck_and_run_the_command_as_written(shop: Flake) ->
     odd = "services/$web `x` it's"
     (shop.dir / odd).mkdir(parents=True)
     deploy = shop.dir / "deploy.yaml"
-    deploy.write_text(deploy.read_text().replace(
+    deploy.write_text(without_web_dev(deploy.read_text()).replace(
         "    type: node\n", "    type: generic\n    dev:\n      test: \"printf '<%s>' $ARGS\"\n"
                            "      fmt: \"echo \\\"$(basename \\\"$PWD\\\")\\\" | tr a-z A-Z\"\n").replace(
         "    path: services/web\n", f"    path: \"{odd}\"\n"))
