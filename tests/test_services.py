@@ -181,7 +181,7 @@ def test_add_service_scaffolds_a_service_that_passes_its_tests_and_builds_its_im
     assert forgegen(shop.dir, "sync", "--check").returncode == 0
     for env in ("staging", "production"):
         overlay = gitops / "clusters" / env / name
-        assert f"newTag: amd64-0000000" in (overlay / "kustomization.yaml").read_text()
+        assert "newTag: amd64-0000000" in (overlay / "kustomization.yaml").read_text()
         assert f"  - {name}\n" in (gitops / "clusters" / env / "kustomization.yaml").read_text()
         rendered = subprocess.run(["kubectl", "kustomize", str(gitops / "clusters" / env)], capture_output=True,
                                   text=True, check=True).stdout
