@@ -266,7 +266,7 @@ def plan(config_path: Path, name: str, kind: str, *, path: str | None = None,
     new_text = insert_service(text, kind, name, path, config_path.name)
     config = schema.parse_config(new_text, config_path.name)  # must validate, or nothing is written
     target = base / path
-    if target.exists() and any(target.iterdir()):
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UsageError(f"{target} exists and is not empty", hint="pass --path with a new directory")
     result = Scaffold(name, kind, path)
     files, modes = service_files(kind, name, path)

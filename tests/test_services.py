@@ -206,6 +206,7 @@ def test_add_service_scaffolds_a_service_that_passes_its_tests_and_builds_its_im
     (["orders", "--type", "cobol"], "unknown service type 'cobol'"),
     (["orders", "--type", "go", "--path", "services/api"], "services/api exists and is not empty"),
     (["orders", "--type", "go", "--path", "../outside"], "cannot use '../outside' as the service's path"),
+    (["orders", "--type", "go", "--path", "flake.nix"], "flake.nix exists and is not empty"),
 ])
 def test_bad_input_is_refused_with_exit_2_and_nothing_written(tmp_path: Path, args: list[str], message: str) -> None:
     root = copy_example(tmp_path / "shop")
