@@ -7,6 +7,7 @@
 { lib }:
 let
   fn = name: "forge.lib.apps.${name}";
+  unique = builtins.foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ];
 
   # Characters ShellCheck (run by nixpkgs' writeShellApplication) flags inside '…' or "…":
   # `$`, the backquote and `\` (SC2016, SC1003), control characters (SC1017) and the Unicode
@@ -137,11 +138,13 @@ let
 
     # Inputs
     `runtime`: the package providing the `forge` command. `args`: the command and its fixed
-    arguments. `plan`: the JSON plan (a path; it is copied to the store).
+    arguments. `plan`: the JSON plan (a path; it is copied to the store). `tools`: dotted
+    attribute paths in `pkgs` whose `bin` the commands forge runs for a service get first on
+    PATH (`FORGE_DEV_PATH`; `forge test`, `forge e2e`, `forge dev`).
 
     # Type
     ```
-    mkForgeApp :: { pkgs, runtime, name, description, args, plan } -> App
+    mkForgeApp :: { pkgs, runtime, name, description, args, plan, tools ? [ ] } -> App
     ```
 
     # Examples
@@ -150,11 +153,17 @@ let
     => "Deploy api"
     ```
   */
-  mkForgeApp = { pkgs, runtime, name, description, args, plan }:
+  mkForgeApp = { pkgs, runtime, name, description, args, plan, tools ? [ ] }:
+    let
+      # The development tools reach only the commands forge runs for the service (FORGE_DEV_PATH
+      # goes first on their PATH), not forge's own interpreter.
+      devPath = builtins.concatStringsSep ":" (map (t: "${getPackage pkgs t}/bin") tools);
+      prefix = if tools == [ ] then "" else "FORGE_DEV_PATH=${escapeShellArg devPath} ";
+    in
     mkApp {
       inherit pkgs name description;
       runtimeInputs = [ runtime ];
-      text = "exec forge ${escapeShellArgs args} --plan ${escapeShellArg "${plan}"} \"$@\"";
+      text = "${prefix}exec forge ${escapeShellArgs args} --plan ${escapeShellArg "${plan}"} \"$@\"";
     };
 
   /**
@@ -202,7 +211,9 @@ let
   /**
     The names of a service's apps, in the contract's order: `build:S`, `push:S`, `deploy:S`
     (first environment), `deploy:S:E`, `rollout:S:E`, `rollback:S:E`, `reconcile:S:E`, `migrate:S:E` per environment,
-    `status:S`, `release:S`, and the development apps `test:S`, `lint:S`, `fmt:S`, `fmt-check:S`.
+    `status:S`, `release:S`, the development apps `test:S`, `lint:S`, `fmt:S`, `fmt-check:S`, the test
+    levels `test:S:unit`, `test:S:integration`, `test:S:e2e`, `e2e-prepare:S`, `e2e-run:S`, and the
+    local infrastructure's `dev-up:S`, `dev-down:S`.
 
     # Inputs
     `name`: the service. `environments`: its environments, in promotion order.
@@ -215,14 +226,15 @@ let
     # Examples
     ```nix
     serviceAppNames "api" [ "prod" ]
-    => [ "build:api" "push:api" "deploy:api" "deploy:api:prod" "rollout:api:prod" "rollback:api:prod" "reconcile:api:prod" "migrate:api:prod" "status:api" "release:api" "test:api" "lint:api" "fmt:api" "fmt-check:api" ]
+    => [ "build:api" "push:api" "deploy:api" "deploy:api:prod" "rollout:api:prod" "rollback:api:prod" "reconcile:api:prod" "migrate:api:prod" "status:api" "release:api" "test:api" "lint:api" "fmt:api" "fmt-check:api" "test:api:unit" "test:api:integration" "test:api:e2e" "e2e-prepare:api" "e2e-run:api" "dev-up:api" "dev-down:api" ]
     ```
   */
   serviceAppNames = name: environments:
     [ "build:${name}" "push:${name}" ]
     ++ (if environments == [ ] then [ ] else [ "deploy:${name}" ])
     ++ builtins.concatMap (e: [ "deploy:${name}:${e}" "rollout:${name}:${e}" "rollback:${name}:${e}" "reconcile:${name}:${e}" "migrate:${name}:${e}" ]) environments
-    ++ [ "status:${name}" "release:${name}" "test:${name}" "lint:${name}" "fmt:${name}" "fmt-check:${name}" ];
+    ++ [ "status:${name}" "release:${name}" "test:${name}" "lint:${name}" "fmt:${name}" "fmt-check:${name}" ]
+    ++ [ "test:${name}:unit" "test:${name}:integration" "test:${name}:e2e" "e2e-prepare:${name}" "e2e-run:${name}" "dev-up:${name}" "dev-down:${name}" ];
 
   /**
     Validate a service attrset (what `loadService` reads from `nix/forge/plans/<name>.json`),
@@ -282,7 +294,8 @@ let
 
     # Inputs
     `service`: `{ name; type; path; environments; image.architectures; registry; dev; tools; }`,
-    where `dev` maps `test`, `lint`, `fmt`, `fmt-check` to a shell command or `null`.
+    where `dev` maps `lint`, `fmt`, `fmt-check` to a shell command or `null` (`test:S` and the test
+    levels are `forge test`, which reads the rest of `dev` from the plan).
 
     # Type
     ```
@@ -330,18 +343,30 @@ let
       ]
       ++ (if envs == [ ] then [ ] else [ { name = "deploy:${n}"; value = deployEntry (builtins.head envs); } ])
       ++ builtins.concatMap perEnv envs
-      ++ map devEntry [ "test" "lint" "fmt" "fmt-check" ]
+      ++ map devEntry [ "lint" "fmt" "fmt-check" ]
+      ++ map (e: { name = e.name; value = { kind = "forge"; inherit (e) description args; inherit (service) tools; }; }) [
+        { name = "test:${n}"; args = [ "test" n ]; description = "Run the tests of ${n} (${service.type}): unit, integration, e2e; stop at the first failing level"; }
+        { name = "test:${n}:unit"; args = [ "test" "${n}:unit" ]; description = "Run the unit tests of ${n}"; }
+        { name = "test:${n}:integration"; args = [ "test" "${n}:integration" ]; description = "Run the integration tests of ${n} with its local infrastructure (throwaway PostgreSQL)"; }
+        { name = "test:${n}:e2e"; args = [ "test" "${n}:e2e" ]; description = "Run the end-to-end tests of ${n} against it started locally (prepare, run, tear down)"; }
+        { name = "e2e-prepare:${n}"; args = [ "e2e" "prepare" n ]; description = "Start ${n} locally with its infrastructure and wait until it is healthy"; }
+        { name = "e2e-run:${n}"; args = [ "e2e" "run" n ]; description = "Run the end-to-end tests of ${n} against what e2e-prepare:${n} started"; }
+        { name = "dev-up:${n}"; args = [ "dev" "up" n ]; description = "Start the local infrastructure of ${n} (.forge/dev/${n}.env)"; }
+        { name = "dev-down:${n}"; args = [ "dev" "down" n ]; description = "Stop the local infrastructure of ${n} and what e2e-prepare:${n} started"; }
+      ]
     );
 
   /**
-    The table entries of the product-wide apps: `release`, `status`, `reconcile:E` per environment and `forge:sync`.
+    The table entries of the product-wide apps: `release`, `status`, `reconcile:E` per environment,
+    `forge:sync`, and the development loop's `test`, `dev-up`, `dev-down`, `dev-status`.
 
     # Inputs
-    `project`: the project name. `environments`: all environments, in promotion order.
+    `project`: the project name. `environments`: all environments, in promotion order. `tools`:
+    the development tools of every service (put on PATH for `test` and the `dev-*` apps).
 
     # Type
     ```
-    projectAppEntries :: { project, environments } -> AttrSet
+    projectAppEntries :: { project, environments, tools ? [ ] } -> AttrSet
     ```
 
     # Examples
@@ -350,12 +375,16 @@ let
     => "Release every service of shop through staging then production"
     ```
   */
-  projectAppEntries = { project, environments }: builtins.listToAttrs (map
+  projectAppEntries = { project, environments, tools ? [ ] }: builtins.listToAttrs (map
     (e: { name = "reconcile:${e}"; value = { kind = "forge"; args = [ "reconcile" e ]; description = "Reconcile Flux in ${e} to the GitOps head (every service of ${project} there)"; }; })
     environments) // {
     release = { kind = "forge"; args = [ "release" ]; description = "Release every service of ${project} through ${builtins.concatStringsSep " then " environments}"; };
     status = { kind = "forge"; args = [ "status" ]; description = "Show what runs where for every service of ${project}"; };
     "forge:sync" = { kind = "generator"; args = [ "sync" ]; description = "Regenerate nix/forge from deploy.yaml (forgegen sync)"; };
+    test = { kind = "forge"; args = [ "test" ]; inherit tools; description = "Run the tests of every service of ${project} (each one's unit, integration, e2e)"; };
+    dev-up = { kind = "forge"; args = [ "dev" "up" ]; inherit tools; description = "Start the local infrastructure of every service of ${project}"; };
+    dev-down = { kind = "forge"; args = [ "dev" "down" ]; inherit tools; description = "Stop the local infrastructure of every service of ${project}"; };
+    dev-status = { kind = "forge"; args = [ "dev" "status" ]; inherit tools; description = "Show the local infrastructure and test runs of ${project} (.forge/dev)"; };
   };
 
   /**
@@ -377,7 +406,7 @@ let
   */
   mkTableApp = { pkgs, runtime, name, entry, plan }:
     if entry.kind == "forge" then
-      mkForgeApp { inherit pkgs runtime name plan; inherit (entry) description args; }
+      mkForgeApp { inherit pkgs runtime name plan; inherit (entry) description args; tools = entry.tools or [ ]; }
     else if entry.kind == "dev" then
       mkDevApp { inherit pkgs name; inherit (entry) description command path tools setting; }
     else if entry.kind == "generator" then
@@ -444,7 +473,7 @@ let
     # Examples
     ```nix
     builtins.attrNames (mkProject { pkgs = { writeShellApplication = a: { outPath = "out-${a.name}"; }; }; runtime = "forge"; index = { }; project = "p"; environments = [ "prod" ]; order = [ ]; projectPlan = builtins.toFile "p.json" "{\"registry\": {\"host\": \"r\"}, \"services\": []}"; }).apps
-    => [ "forge:sync" "reconcile:prod" "release" "status" ]
+    => [ "dev-down" "dev-status" "dev-up" "forge:sync" "reconcile:prod" "release" "status" "test" ]
     ```
   */
   mkProject = { pkgs, runtime, index, project, environments, order, projectPlan }:
@@ -473,7 +502,7 @@ let
       plans = builtins.mapAttrs (name: _: planFor name) index // { "" = wholePlan; };
       apps = builtins.listToAttrs serviceApps
         // builtins.mapAttrs (name: entry: mkTableApp { inherit pkgs runtime name entry; plan = wholePlan; })
-          (projectAppEntries { inherit project environments; });
+          (projectAppEntries { inherit project environments; tools = unique (builtins.concatMap (n: services.${n}.tools) order); });
     };
 
   /**

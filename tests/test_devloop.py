@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,16 +146,17 @@ class Ran:
     stderr: str
 
 
-def forge(root: Path, *args: str) -> Ran:
-    return finish(start_forge(root, *args))
+def forge(root: Path, *args: str, env: dict[str, str] | None = None) -> Ran:
+    return finish(start_forge(root, *args, env=env))
 
 
-def start_forge(root: Path, *args: str) -> subprocess.Popen[str]:
+def start_forge(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """``forge ARGS`` in ``root``; its output goes to files (processes it leaves behind after a
     SIGKILL would hold a pipe open)."""
     out = tempfile.TemporaryFile("w+")
     err = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen([VENV_BIN / "forge", *args], cwd=root, env=forge_env(), text=True, stdout=out, stderr=err)
+    proc = subprocess.Popen([VENV_BIN / "forge", *args], cwd=root, env={**forge_env(), **(env or {})}, text=True,
+                            stdout=out, stderr=err)
     proc.outputs = (out, err)  # type: ignore[attr-defined]
     return proc
 
@@ -258,3 +261,167 @@ def test_a_killed_run_is_cleaned_up_by_the_next_forge_command(tmp_path: Path) ->
     assert processes_matching(f"forge-dev-pg-{ran.pid}-") == []
     assert processes_matching(f"forge-test-blocker-{os.getpid()}-{tmp_path.name}") == []
     assert json.loads(forge(root, "dev", "status", "--json").stdout)["sessions"] == []
+
+
+GO_SERVICE = {
+    "go.mod": "module example.com/core\n\ngo 1.21\n",
+    "core.go": "package core\n\nfunc Add(a, b int) int { return a + b }\n",
+    "core_test.go": """\
+package core
+
+import "testing"
+
+func TestAdd(t *testing.T) {
+	if Add(1, 2) != 3 {
+		t.Fatal("Add(1, 2) != 3")
+	}
+}
+""",
+    "db_integration_test.go": """\
+//go:build integration
+
+package core
+
+import (
+	"net"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestDatabaseAnswers(t *testing.T) {
+	url := os.Getenv("DATABASE_URL")
+	if !strings.HasPrefix(url, "postgresql://") {
+		t.Fatalf("DATABASE_URL not set: %q", url)
+	}
+	conn, err := net.Dial("tcp", net.JoinHostPort(os.Getenv("PGHOST"), os.Getenv("PGPORT")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if os.Getenv("BREAK") != "" {
+		t.Fatal("broken on purpose")
+	}
+}
+""",
+}
+
+
+def test_a_go_service_runs_its_levels_and_product_wide_test_runs_every_service(tmp_path: Path) -> None:
+    services = ("  api: {type: python, path: svc/api, dev: {integration: null, e2e: null}}\n"
+                "  core:\n    type: go\n    path: svc/core\n    dev: {infra: {postgres: {}}}\n")
+    files = {f"svc/core/{k}": v for k, v in GO_SERVICE.items()}
+    root = python_repo(tmp_path, services, files)
+    # The machine's Go build cache (concurrency-safe): HOME is per test, and a cold cache compiles
+    # the standard library again.
+    gocache = {"GOCACHE": os.environ.get("GOCACHE") or str(Path(pwd.getpwuid(os.getuid()).pw_dir, ".cache/go-build"))}
+    core = forge(root, "test", "core", "--json", env=gocache)
+    assert core.returncode == 0, core.stderr
+    levels = json.loads(core.stdout)["services"][0]["levels"]
+    assert [(lv["level"], lv["outcome"]) for lv in levels] == [
+        ("unit", "passed"), ("integration", "passed"), ("e2e", "not-configured")]
+    assert "core:e2e: not configured (services.core.dev.e2e)" in core.stderr
+    whole = forge(root, "test", "--json", env={"BREAK": "1", **gocache})
+    assert whole.returncode == 1
+    doc = json.loads(whole.stdout)
+    assert [(s["service"], s["outcome"], s["failed_level"]) for s in doc["services"]] == [
+        ("api", "passed", None), ("core", "failed", "integration")]
+    assert "core: the integration level failed" in whole.stderr
+
+
+def test_dev_up_is_idempotent_writes_the_env_file_and_dev_down_stops_it(tmp_path: Path) -> None:
+    root = python_repo(tmp_path)
+    first = forge(root, "dev", "up", "api", "--json")
+    assert first.returncode == 0, first.stderr
+    [up] = json.loads(first.stdout)["services"]
+    assert (up["state"], up["changed"]) == ("up", True)
+    env_file = root / ".forge/dev/api.env"
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert env["PGDATABASE"] == "'apidb'" and env["PGPORT"] == f"'{up['postgres']['port']}'"
+    check = subprocess.run(["bash", "-c", f"set -a; . {env_file}; psql \"$DATABASE_URL\" -Atc 'select current_user'"],
+                           capture_output=True, text=True, timeout=60)
+    assert check.stdout.strip() == "postgres", check.stderr
+    again = json.loads(forge(root, "dev", "up", "api", "--json").stdout)["services"][0]
+    assert (again["changed"], again["postgres"]) == (False, up["postgres"])
+    status = forge(root, "dev", "status")
+    assert f"api [dev]  postgres :{up['postgres']['port']} running" in status.stdout
+    down = forge(root, "dev", "down", "--json")
+    assert [s["changed"] for s in json.loads(down.stdout)["services"]] == [True]
+    assert not env_file.exists() and forge(root, "dev", "status").stdout.startswith("nothing runs")
+    assert json.loads(forge(root, "dev", "down", "--json").stdout)["services"][0]["changed"] is False
+    assert processes_matching(f"forge-dev-pg-{first.pid}-") == []
+
+
+def test_e2e_prepare_starts_the_service_and_e2e_run_drives_it(tmp_path: Path) -> None:
+    root = python_repo(tmp_path)
+    assert forge(root, "e2e", "run", "api").returncode == 2  # nothing prepared
+    prepared = forge(root, "e2e", "prepare", "api", "--json")
+    assert prepared.returncode == 0, prepared.stderr
+    base = json.loads(prepared.stdout)["base_url"]
+    assert urllib.request.urlopen(base + "/healthz").status == 200
+    assert json.loads(forge(root, "e2e", "prepare", "api", "--json").stdout)["changed"] is False
+    ran = forge(root, "e2e", "run", "api", "--json")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["outcome"] == "passed"
+    assert (root / ".forge/test-results/api/e2e/trace.txt").read_text() == "kept"
+    assert forge(root, "dev", "down", "api").returncode == 0
+    assert processes_matching(str(root / "svc/api/app.py")) == []
+    assert processes_matching(f"forge-dev-pg-{prepared.pid}-") == []
+
+
+def test_a_service_that_never_gets_healthy_fails_e2e_with_its_log(tmp_path: Path) -> None:
+    services = API.replace("/healthz", "/missing").replace("start:", "health_timeout: 5s\n      start:")
+    root = python_repo(tmp_path, services)
+    proc = forge(root, "test", "api:e2e")
+    assert proc.returncode == 1
+    assert "api: not ready within 5s (http://127.0.0.1:" in proc.stderr and "HTTP 404" in proc.stderr
+    assert processes_matching(str(root / "svc/api/app.py")) == []
+    crash = python_repo(tmp_path / "crash", API.replace('"$PWD/app.py"', "-c 'raise SystemExit(\"boom\")'"))
+    proc = forge(crash, "e2e", "prepare", "api")
+    assert proc.returncode == 1 and "exited with 1 before it was ready" in proc.stderr and "boom" in proc.stderr
+    assert json.loads(forge(crash, "dev", "status", "--json").stdout)["sessions"] == []
+
+
+def test_dry_run_usage_errors_and_the_single_test_command(tmp_path: Path) -> None:
+    services = API + "  gen: {path: svc/gen}\n  old: {type: generic, path: svc/gen, dev: {test: \"printf '<%s>' $ARGS\"}}\n"
+    root = python_repo(tmp_path, services, {"svc/gen/.keep": ""})
+    dry = json.loads(forge(root, "test", "api", "--dry-run", "--json").stdout)
+    assert [s["step"] for s in dry["steps"]] == ["run", "postgres", "run", "teardown", "postgres", "start", "run",
+                                                 "teardown"]
+    assert not (root / ".forge").exists()
+    assert [json.loads(forge(root, "dev", "up", "gen", "--json").stdout)["services"][0]["changed"]
+            for _ in range(2)] == [True, False]  # nothing declared: up, and idempotent
+    gen = forge(root, "test", "gen")
+    assert gen.returncode == 2 and "services.gen.dev.unit" in gen.stderr
+    level = forge(root, "test", "old:unit")
+    assert level.returncode == 2 and "dev.test replaces the test pyramid" in level.stderr
+    proc = forge(root, "test", "old", "c d", env={"ARGS": "a b"})
+    assert (proc.returncode, proc.stdout) == (0, "<a><b><c d>"), proc.stderr
+
+
+@pytest.mark.nix
+def test_the_flake_apps_run_the_levels_and_the_dev_commands(shop) -> None:  # noqa: ANN001 - the Flake fixture
+    """The rendered apps through `nix run`: the levels with the type's tools on PATH, arguments
+    passed on, a level not configured refused, dev-up/dev-status/dev-down from the repository root."""
+    deploy = shop.dir / "deploy.yaml"
+    deploy.write_text(deploy.read_text().replace("    type: node\n", (
+        "    type: generic\n    dev:\n      unit: \"echo unit-ran; test -d \\\"$FORGE_TEST_RESULTS\\\"\"\n"
+        "      integration: \"echo integration-ran\"\n")).replace(
+        "    type: python\n", "    type: python\n    dev: {unit: \"command -v ruff >/dev/null && echo ruff-on-path\", "
+                             "integration: null, e2e: null}\n", 1))
+    sync = subprocess.run([VENV_BIN / "forgegen", "sync"], cwd=shop.dir, capture_output=True, text=True)
+    assert sync.returncode == 0, sync.stderr
+    shop.commit("dev levels")
+    assert shop.run_app("test:web").stdout.splitlines() == ["unit-ran", "integration-ran"]
+    assert shop.run_app("test:web:integration", "--json").stdout.startswith("{")
+    assert shop.run_app("test:api:unit").stdout == "ruff-on-path\n"
+    refused = shop.run_app("test:web:e2e", check=False)
+    assert refused.returncode == 2 and "services.web.dev.e2e" in refused.stderr
+    up = json.loads(shop.run_app("dev-up:web", "--json").stdout)
+    assert up["services"][0]["state"] == "nothing to start" and (shop.dir / ".forge/dev/web.env").is_file()
+    assert shop.run_app("dev-status").stdout == "web [dev]\n"  # up, with nothing declared to run
+    shop.run_app("dev-down")
+    assert not (shop.dir / ".forge/dev/web.env").exists()
+    whole = json.loads(shop.run_app("test", "--dry-run", "--json").stdout)
+    assert {s["details"]["service"] for s in whole["steps"]} == {"api", "web"}

@@ -97,7 +97,8 @@ def e2e_prepare(plan_path: Path | None, json_output: bool, dry_run: bool, root: 
     _emit_or_echo({"command": "e2e prepare", **doc}, json_output)
 
 
-@e2e.command("run", context_settings={"ignore_unknown_options": True}, short_help="Run SERVICE's e2e tests against what `forge e2e prepare` started")
+@e2e.command("run", context_settings={"ignore_unknown_options": True},
+             short_help="Run SERVICE's e2e tests against what `forge e2e prepare` started")
 @_options
 @click.argument("service", metavar="SERVICE")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)

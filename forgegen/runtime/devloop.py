@@ -100,17 +100,21 @@ class Session:
     def spawn(self, name: str, command: str, env: dict[str, str], *, log: Path | None = None,
               args: tuple[str, ...] = ()) -> Any:
         """``bash -c 'COMMAND "$@"'`` in the service's directory, in a process group of its own."""
+        dev_path = os.environ.get("FORGE_DEV_PATH")  # the type's tools (the flake app sets it)
+        if dev_path:
+            env = {**env, "PATH": f"{dev_path}:{env.get('PATH', os.environ.get('PATH', ''))}"}
         out = log.open("ab") if log else None
         try:
-            proc = process.spawn(["bash", "-c", f'{command} "$@"', f"{name}:{self.svc.name}", *args],
-                                 cwd=service_dir(self.ctx, self.svc), env=env, new_session=True,
-                                 stdout=out if out else self.ctx.stdout, stderr=process.STDOUT if out else None)
+            with infra.deferred():  # a signal now is handled once the process is recorded
+                proc = process.spawn(["bash", "-c", f'{command} "$@"', f"{name}:{self.svc.name}", *args],
+                                     cwd=service_dir(self.ctx, self.svc), env=env, new_session=True,
+                                     stdout=out if out else self.ctx.stdout, stderr=process.STDOUT if out else None)
+                self.record["processes"].append({"name": name, "pgid": proc.pid, "start": infra.start_time(proc.pid),
+                                                 **({"log": str(log)} if log else {})})
+                self.save()
         finally:
             if out:
                 out.close()
-        self.record["processes"].append({"name": name, "pgid": proc.pid, "start": infra.start_time(proc.pid),
-                                         **({"log": str(log)} if log else {})})
-        self.save()
         return proc
 
     def start_service(self, log: Path) -> str:
@@ -336,14 +340,14 @@ def _dev_paths(ctx: Context, name: str) -> tuple[Path, Path]:
 
 def _dev_running(record: dict[str, Any] | None) -> bool:
     pg = (record or {}).get("postgres")
-    return bool(pg) and infra.postgres_running(pg["root"])
+    return pg is not None and infra.postgres_running(pg["root"])
 
 
 def dev_up(ctx: Context, svc: ServicePlan) -> dict[str, Any]:
     """Start the service's ``dev.infra`` (idempotent) and write ``.forge/dev/<service>.env``."""
     path, env_file = _dev_paths(ctx, svc.name)
     record = infra.read_record(path)
-    if record is not None and _dev_running(record) and env_file.is_file():
+    if record is not None and env_file.is_file() and (svc.dev.postgres is None or _dev_running(record)):
         ctx.say(f"forge dev up {svc.name}: already up (env: {env_file})")
         return {"service": svc.name, "state": "up", "changed": False, **_public(record, env_file)}
     if record is not None:  # left half-started, or its server died: start again

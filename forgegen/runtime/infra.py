@@ -55,12 +55,16 @@ class Interrupted(KeyboardInterrupt):
 
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_held: list[list[int] | None] = [None]  # signals that arrived inside deferred()
 
 
 @contextmanager
 def interruptible() -> Iterator[None]:
     """Turn SIGINT/SIGTERM/SIGHUP into :class:`Interrupted` for the duration (main thread only)."""
     def handler(signum: int, frame: FrameType | None) -> None:
+        if _held[0] is not None:
+            _held[0].append(signum)
+            return
         raise Interrupted(signum)
     previous = {s: signal.signal(s, handler) for s in _SIGNALS}
     try:
@@ -68,6 +72,20 @@ def interruptible() -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold :class:`Interrupted` back until the block ends (start a process *and* record it).
+    Not the signal mask: a child started inside would inherit it."""
+    outer = _held[0]
+    _held[0] = outer if outer is not None else []
+    try:
+        yield
+    finally:
+        held, _held[0] = _held[0], outer
+        if outer is None and held:
+            raise Interrupted(held[0])
 
 
 @contextmanager
@@ -204,7 +222,7 @@ def start_postgres(root: str, database: str) -> Postgres:
 def _create_database(bindir: Path, pg: Postgres) -> None:
     if pg.database == ADMIN:
         return
-    process.run([bindir / "createdb", "-h", "127.0.0.1", "-p", str(pg.port), "-U", ADMIN, pg.database],
+    process.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(pg.port), "-U", ADMIN, pg.database],
                 env={"PGPASSWORD": pg.password}, timeout=PG_TIMEOUT, what="create the development database")
 
 
@@ -251,7 +269,7 @@ def provision(pg: Postgres, config: Path, env_out: dict[str, str], state: Path) 
     derived = state / "provision.json"
     derived.write_text(json.dumps(doc))
     passwords = {k: v for k, v in env_out.items() if k not in pg.env()}
-    process.run(["forge-provision", "postgres", "apply", "--config", derived],
+    process.run(["forge-provision", "postgres", "apply", "--config", str(derived)],
                 env={**passwords, PASSWORD_ENV: pg.password}, timeout=600, secrets=[pg.password, *passwords.values()],
                 what=f"provision the development PostgreSQL from {config}")
     return [d["name"] for d in doc.get("databases") or [] if isinstance(d, dict) and "name" in d]
