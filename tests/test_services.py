@@ -291,3 +291,15 @@ def test_a_scaffolded_service_deploys_in_the_example(shop: Flake, registry, kube
         assert report["image"] == f"{registry.host}/shop/orders:amd64-{sha}"
         assert cluster.running_image("orders") == report["image"]
         assert f"newTag: amd64-{sha}" in cluster.remote_file("clusters/staging/orders/kustomization.yaml")
+
+
+def test_the_flake_apps_run_the_example_pyramids(shop: Flake) -> None:
+    """`nix run .#test:S` and `.#test:S:LEVEL` (the apps forgegen renders) on the example."""
+    node_modules(shop.dir / "services" / "web")
+    env = {k: v for k, v in tool_env().items() if k in ("RUSTUP_HOME", "CARGO_HOME", "CARGO_TARGET_DIR", "GOCACHE")}
+    mailer = shop.run_app("test:mailer", env=env, timeout=900)
+    assert "forge test mailer:integration: passed" in mailer.stderr
+    assert "forge test mailer:e2e: not configured" in mailer.stderr
+    web = shop.run_app("test:web:e2e", env=env, timeout=900)
+    assert 'the page shows "ok"' in web.stdout + web.stderr
+    assert "forge test web:e2e: passed" in web.stderr
