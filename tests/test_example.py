@@ -13,18 +13,9 @@ import pytest
 from forgegen.schema import load_config
 from tests.contract import expected_app_names
 from tests.fixtures.nixenv import ROOT, Flake
+from tests.fixtures.shop import without_dev
 
 pytestmark = pytest.mark.nix
-
-
-WEB_DEV = ('    dev:  # test levels: the node defaults (npm run test:unit, test:integration, test:e2e = Playwright)\n'
-           '      start: "node src/server.js"\n      health: "http://127.0.0.1:{port}/healthz"\n')
-
-
-def without_web_dev(text: str) -> str:
-    """deploy.yaml without web's dev settings (the tests below give web others)."""
-    assert WEB_DEV in text
-    return text.replace(WEB_DEV, "")
 
 
 def forgegen(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -122,7 +113,7 @@ def test_flake_check_passes(shop: Flake) -> None:
 def test_dev_app_runs_in_the_service_directory(shop: Flake) -> None:
     """A generic service's dev command runs for real where the service lives."""
     deploy = shop.dir / "deploy.yaml"
-    deploy.write_text(without_web_dev(deploy.read_text()).replace(
+    deploy.write_text(without_dev(deploy.read_text()).replace(
         "    type: node\n", "    type: generic\n    dev:\n      test: \"pwd; echo ran-tests\"\n"))
     assert forgegen("sync", cwd=shop.dir).returncode == 0
     shop.commit("dev command")
@@ -162,7 +153,7 @@ def test_dev_apps_pass_shellcheck_and_run_the_command_as_written(shop: Flake) ->
     odd = "services/$web `x` it's"
     (shop.dir / odd).mkdir(parents=True)
     deploy = shop.dir / "deploy.yaml"
-    deploy.write_text(without_web_dev(deploy.read_text()).replace(
+    deploy.write_text(without_dev(deploy.read_text()).replace(
         "    type: node\n", "    type: generic\n    dev:\n      test: \"printf '<%s>' $ARGS\"\n"
                            "      fmt: \"echo \\\"$(basename \\\"$PWD\\\")\\\" | tr a-z A-Z\"\n").replace(
         "    path: services/web\n", f"    path: \"{odd}\"\n"))
