@@ -179,4 +179,44 @@ def init(project: str | None, root: Path, forge_url: str, nixpkgs_url: str, json
         console.emit_json(result.to_json())
 
 
+@cli.command("add-service", short_help="Scaffold a new service: source, tests, deploy.yaml, flake, GitOps")
+@click.argument("name")
+@click.option("--type", "kind", required=True, metavar="TYPE", help="rust, python, go, node or generic")
+@click.option("--path", help="where the service's source goes (default: services/NAME)")
+@CONFIG_OPTION
+@click.option("--gitops-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="a working tree of the GitOps repository to add the overlays to "
+                   "(default: gitops.repo when it is a local working tree)")
+@click.option("--dry-run", is_flag=True, help="show what would be written; write nothing")
+@click.option("--json", "json_output", is_flag=True, help="print one JSON report on stdout")
+def add_service(name: str, kind: str, path: str | None, config_path: Path, gitops_dir: Path | None,
+                dry_run: bool, json_output: bool) -> None:
+    """Scaffold service NAME of type TYPE: a working HTTP service (GET /healthz) with tests at
+    each level its type defines, its deploy.yaml entry (comments kept), the flake packages NAME
+    and NAME-image (or the lines to add, when flake.nix is not one Forge wrote), the GitOps
+    overlay of each environment; then sync."""
+    from forgegen import generator, scaffold
+
+    result = scaffold.plan(config_path, name, kind, path=path, gitops_dir=gitops_dir)
+    verb = "would " if dry_run else ""
+    for target in sorted(result.files):
+        console.say(f"{verb + 'create':>16}  {target}")
+    for target in sorted(result.edits):
+        console.say(f"{verb + 'edit':>16}  {target}")
+    if result.flake_snippet:
+        console.say("flake.nix is not one Forge wrote (no add-service marker); add these lines to its "
+                    "packages:\n" + result.flake_snippet)
+    for note in result.notes:
+        console.say(note)
+    doc = result.to_json() | {"dry_run": dry_run}
+    if not dry_run:
+        scaffold.write(result)
+        synced = generator.sync(config_path, stamp=True)
+        console.say(f"sync: {synced.outcome.count('create')} created, {synced.outcome.count('overwrite')} updated")
+        doc["sync"] = synced.to_json()
+        console.say(f"next: git add -A, then `forge test {name}` and `nix run .#deploy:{name}`")
+    if json_output:
+        console.emit_json(doc)
+
+
 main = console.entry_point(cli, "forgegen")

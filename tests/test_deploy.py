@@ -87,7 +87,8 @@ def test_crash_looping_image_fails_fast_with_reason_and_logs_and_rolls_back(shop
 def test_rollback_goes_to_the_previous_distinct_tag_from_the_ledger(shop_cluster: ShopCluster) -> None:
     first = json.loads(shop_cluster.run("deploy:api", "--json").stdout)
     # A second source commit gives a second tag.
-    (shop_cluster.shop.dir / "services" / "api" / "main.sh").write_text("echo v2\nwhile true; do sleep 3600; done\n")
+    app = shop_cluster.shop.dir / "services" / "api" / "api" / "app.py"
+    app.write_text(app.read_text() + "# v2\n")
     shop_cluster.shop.commit("api v2")
     second = json.loads(shop_cluster.run("deploy:api", "--json").stdout)
     assert second["outcome"] == "success"

@@ -20,6 +20,7 @@ import pytest
 from forgegen.errors import ConfigError
 from forgegen.plan import build_plan
 from forgegen.schema import parse_config
+from tests.fixtures.shop import without_dev
 
 BASE = """version: 1
 project: p
@@ -405,7 +406,7 @@ def test_the_flake_apps_run_the_levels_and_the_dev_commands(shop) -> None:  # no
     """The rendered apps through `nix run`: the levels with the type's tools on PATH, arguments
     passed on, a level not configured refused, dev-up/dev-status/dev-down from the repository root."""
     deploy = shop.dir / "deploy.yaml"
-    deploy.write_text(deploy.read_text().replace("    type: node\n", (
+    deploy.write_text(without_dev(deploy.read_text()).replace("    type: node\n", (
         "    type: generic\n    dev:\n      unit: \"echo unit-ran; test -d \\\"$FORGE_TEST_RESULTS\\\"\"\n"
         "      integration: \"echo integration-ran\"\n")).replace(
         "    type: python\n", "    type: python\n    dev: {unit: \"command -v ruff >/dev/null && echo ruff-on-path\", "
@@ -424,4 +425,4 @@ def test_the_flake_apps_run_the_levels_and_the_dev_commands(shop) -> None:  # no
     shop.run_app("dev-down")
     assert not (shop.dir / ".forge/dev/web.env").exists()
     whole = json.loads(shop.run_app("test", "--dry-run", "--json").stdout)
-    assert {s["details"]["service"] for s in whole["steps"]} == {"api", "web"}
+    assert {s["details"]["service"] for s in whole["steps"]} == {"api", "web", "inventory", "mailer"}

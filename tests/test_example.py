@@ -13,6 +13,7 @@ import pytest
 from forgegen.schema import load_config
 from tests.contract import expected_app_names
 from tests.fixtures.nixenv import ROOT, Flake
+from tests.fixtures.shop import without_dev
 
 pytestmark = pytest.mark.nix
 
@@ -70,7 +71,8 @@ def test_release_sha_comes_from_release_git_sha(shop: Flake) -> None:
 
 
 def test_dirty_tree_is_refused_unless_allowed_and_a_dry_run_says_so(shop: Flake) -> None:
-    (shop.dir / "services" / "api" / "main.sh").write_text("echo changed\n")
+    app = shop.dir / "services" / "api" / "api" / "app.py"
+    app.write_text(app.read_text() + "# changed\n")
     proc = shop.run_app("deploy:api", check=False)
     assert proc.returncode == 2, proc.stderr
     assert "uncommitted changes" in proc.stderr and "--allow-dirty" in proc.stderr
@@ -118,7 +120,7 @@ def test_flake_check_passes(shop: Flake) -> None:
 def test_dev_app_runs_in_the_service_directory(shop: Flake) -> None:
     """A generic service's dev command runs for real where the service lives."""
     deploy = shop.dir / "deploy.yaml"
-    deploy.write_text(deploy.read_text().replace(
+    deploy.write_text(without_dev(deploy.read_text()).replace(
         "    type: node\n", "    type: generic\n    dev:\n      test: \"pwd; echo ran-tests\"\n"))
     assert forgegen("sync", cwd=shop.dir).returncode == 0
     shop.commit("dev command")
@@ -158,7 +160,7 @@ def test_dev_apps_pass_shellcheck_and_run_the_command_as_written(shop: Flake) ->
     odd = "services/$web `x` it's"
     (shop.dir / odd).mkdir(parents=True)
     deploy = shop.dir / "deploy.yaml"
-    deploy.write_text(deploy.read_text().replace(
+    deploy.write_text(without_dev(deploy.read_text()).replace(
         "    type: node\n", "    type: generic\n    dev:\n      test: \"printf '<%s>' $ARGS\"\n"
                            "      fmt: \"echo \\\"$(basename \\\"$PWD\\\")\\\" | tr a-z A-Z\"\n").replace(
         "    path: services/web\n", f"    path: \"{odd}\"\n"))

@@ -25,7 +25,7 @@ import pytest
 
 from tests.fixtures.health import Health
 from tests.fixtures.nixenv import Flake, tool_path
-from tests.fixtures.shop import BOTH_BACKENDS, ShopCluster, shop_cluster_on
+from tests.fixtures.shop import BOTH_BACKENDS, ShopCluster, api_and_web_only, shop_cluster_on
 from tests.kube_standin import completes, crash
 
 pytestmark = [pytest.mark.nix, pytest.mark.kube, pytest.mark.registry]
@@ -54,6 +54,7 @@ def independent() -> bool:
 def release_cluster(backend: str, request: pytest.FixtureRequest, shop: Flake, tmp_path: Path,
                     health: Health, migrations: bool, independent: bool) -> Iterator[ShopCluster]:
     def edit_deploy(text: str) -> str:
+        text = api_and_web_only(text)
         if independent:
             assert "    depends_on: [api]\n" in text
             text = text.replace("    depends_on: [api]\n", "")

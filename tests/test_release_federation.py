@@ -15,7 +15,7 @@ import pytest
 from tests.fixtures.health import Health
 from tests.fixtures.nixenv import Flake
 from tests.fixtures.registry import Registry
-from tests.fixtures.shop import ShopCluster, shop_cluster_on
+from tests.fixtures.shop import ShopCluster, api_and_web_only, shop_cluster_on
 from tests.fixtures.subgraphs import PRODUCTS, REVIEWS, REVIEWS_CONFLICTING, Subgraph, subgraph_server
 
 pytestmark = [pytest.mark.nix, pytest.mark.kube, pytest.mark.registry]
@@ -40,7 +40,7 @@ def fed_cluster(backend: str, request: pytest.FixtureRequest, shop: Flake, regis
     products, reviews = subgraphs
 
     def edit_deploy(text: str) -> str:
-        text = text.replace("http://api.shop.svc/healthz", health.url)
+        text = api_and_web_only(text).replace("http://api.shop.svc/healthz", health.url)
         text = text.replace("\nenvironments:\n",
                             '\nfederation:\n  router_config_path: "clusters/{cluster}/router"\n\nenvironments:\n', 1)
         text = text.replace("    workload: {kind: Deployment, name: api, container: api}\n",

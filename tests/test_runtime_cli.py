@@ -59,7 +59,7 @@ def test_status_and_release_without_plan_cover_every_service(repo: Path) -> None
 def test_an_unknown_service_names_the_known_ones(repo: Path) -> None:
     proc = run("forge", "deploy", "nope", "--dry-run", cwd=repo)
     assert proc.returncode == 2
-    assert "unknown service 'nope'" in proc.stderr and "use one of: api, web" in proc.stderr
+    assert "unknown service 'nope'" in proc.stderr and "use one of: api, inventory, mailer, web" in proc.stderr
 
 
 def test_outside_a_repository_forge_says_to_pass_plan(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def test_a_no_op_sync_parses_nothing_and_reports_every_file_identical(repo: Path
     proc = sync(repo, "--json", importtime=True)
     assert proc.returncode == 0, proc.stderr
     assert set(verbs(proc).values()) == {"identical"} and "nix/forge/default.nix" in verbs(proc)
-    assert json.loads(proc.stdout)["services"] == 2
+    assert json.loads(proc.stdout)["services"] == 4  # the example: api, web, inventory, mailer
     assert not {"pydantic", "yaml", "jinja2", "forgegen.schema"} & imported(proc)
 
 

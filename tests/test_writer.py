@@ -70,7 +70,7 @@ def test_dry_run_writes_nothing_and_reports_what_would_change(repo: Path) -> Non
     assert proc.returncode == 0
     report = json.loads(proc.stdout)
     assert report["written"] is False and report["changed"] is True
-    assert report["summary"]["create"] == len(report["files"]) == 4
+    assert report["summary"]["create"] == len(report["files"]) == 6  # default.nix, _project.json, one plan per service (4)
     assert not (repo / "nix").exists()
 
 
@@ -171,7 +171,7 @@ def test_check_takes_the_file_as_an_argument_and_counts_in_words(tmp_path: Path)
     (tmp_path / "mine.yaml").write_text(SHOP)
     proc = forgegen("check", "mine.yaml", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "mine.yaml: ok (2 services, 2 environments)" in proc.stderr
+    assert "mine.yaml: ok (4 services, 2 environments)" in proc.stderr
     starter = ROOT / "examples" / "starter" / "deploy.yaml"
     proc = forgegen("check", str(starter), cwd=tmp_path)
     assert f"{starter}: ok (1 service, 2 environments)" in proc.stderr

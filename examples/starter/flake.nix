@@ -22,6 +22,7 @@
             contents = [ pkgs.hello ];
             config.Cmd = [ "hello" ];
           };
+          # forgegen add-service: new packages go above this line
         });
 
       # The apps generated from deploy.yaml: nix run .#deploy:api, .#release, .#status, ...

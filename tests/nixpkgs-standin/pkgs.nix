@@ -113,6 +113,70 @@ let
       '' + builtins.concatStringsSep "\n" (builtins.attrValues (builtins.mapAttrs wrapper scripts))) ];
     };
 
+  # A host tool found where a build (user nixbld, no access to /root) can run it: the first of
+  # `dirs` holding an executable NAME, as an absolute path string ("" when none).
+  hostPaths = {
+    # Debian's cargo/rustc (apt packages `cargo rustc`): rustup's under /root is not readable by
+    # the build users. Go from its official tarball or Debian's golang.
+    cargo = [ "/usr/bin" "/usr/local/bin" ];
+    go = [ "/usr/local/go/bin" "/usr/lib/go/bin" "/usr/bin" ];
+  };
+  findTool = name: ''
+    tool=
+    for dir in ${builtins.concatStringsSep " " hostPaths.${name}}; do
+      if [ -x "$dir/${name}" ]; then tool="$dir/${name}"; break; fi
+    done
+    if [ -z "$tool" ]; then
+      echo "nixpkgs stand-in: no ${name} a build user can run in ${builtins.concatStringsSep ", " hostPaths.${name}} (bash .ci/setup installs it)" >&2
+      exit 1
+    fi
+  '';
+
+  # rustPlatform.buildRustPackage: `cargo build --release --offline --locked` of `src` with the
+  # host's cargo, every binary target into $out/bin. Only crates without dependencies (or with
+  # vendored ones) build offline, as in the Nix sandbox; `cargoLock.lockFile` must be the
+  # source's Cargo.lock, as nixpkgs checks.
+  buildRustPackage = { pname, version ? "0", src, cargoLock ? { }, ... }: derivation {
+    inherit system src;
+    name = "${pname}-${version}";
+    builder = "/bin/sh";
+    PATH = "/usr/local/bin:/usr/bin:/bin";
+    args = [ "-euc" (findTool "cargo" + ''
+      work="$TMPDIR/source"
+      cp -r "$src" "$work" && chmod -R u+w "$work" && cd "$work"
+      export CARGO_HOME="$TMPDIR/cargo-home" CARGO_TARGET_DIR="$TMPDIR/target"
+      "$tool" build --release --offline --locked
+      mkdir -p "$out/bin"
+      find "$CARGO_TARGET_DIR/release" -maxdepth 1 -type f -perm -u+x -exec cp {} "$out/bin/" \;
+    '') ];
+  };
+  rustPlatform = { inherit buildRustPackage; };
+
+  # buildGoModule: `go build` of `src` with the host's go, offline (GOPROXY=off, GOFLAGS=-mod=mod):
+  # only modules without dependencies (vendorHash = null) build, as in the Nix sandbox.
+  # Binaries are named after the last element of their package path, as nixpkgs does.
+  buildGoModule = { pname, version ? "0", src, vendorHash ? null, subPackages ? [ "." ], ... }: derivation {
+    inherit system src;
+    name = "${pname}-${version}";
+    builder = "/bin/sh";
+    PATH = "/usr/local/bin:/usr/bin:/bin";
+    packages = builtins.concatStringsSep " " subPackages;
+    args = [ "-euc" (findTool "go" + ''
+      work="$TMPDIR/source"
+      cp -r "$src" "$work" && chmod -R u+w "$work" && cd "$work"
+      # Go's build cache is content-addressed: one shared by every build user (files 0666 under
+      # /tmp) spares recompiling the standard library in each build (the first build of a machine takes
+      # minutes); the outputs do not change.
+      export HOME="$TMPDIR" GOCACHE=/tmp/forge-standin-go-cache GOPATH="$TMPDIR/go" GOPROXY=off \
+        GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
+      mkdir -p "$out/bin"
+      for pkg in $packages; do
+        (umask 000 && "$tool" build -trimpath -o "$out/bin/" "$pkg")
+      done
+      chmod 0555 "$out"/bin/*
+    '') ];
+  };
+
   pythonDep = name: { pname = name; standin = true; };
   python3Packages = {
     inherit buildPythonApplication;
@@ -161,7 +225,8 @@ let
     else { };
 in
 {
-  inherit system writeShellApplication writeText runCommand python3Packages hello dockerTools cacert;
+  inherit system writeShellApplication writeText runCommand python3Packages hello dockerTools cacert
+    rustPlatform buildGoModule;
   # What the builder image contains (flake.nix): the host's programs, bundled with their libraries.
   nix = hostBundle "nix" [ "nix" "/usr/libexec/nix/build-remote" ]
     (builtins.listToAttrs (map (n: { name = n; value = "nix"; })

@@ -8,6 +8,8 @@ let
   index = {
     api = { plan = ./plans/api.json; environments = [ "staging" "production" ]; };
     web = { plan = ./plans/web.json; environments = [ "staging" "production" ]; };
+    inventory = { plan = ./plans/inventory.json; environments = [ "staging" "production" ]; };
+    mailer = { plan = ./plans/mailer.json; environments = [ "staging" "production" ]; };
   };
 in
 forge.lib.apps.mkProject {
@@ -15,6 +17,6 @@ forge.lib.apps.mkProject {
   project = "shop";
   environments = [ "staging" "production" ];
   # deploy.yaml's order, which release follows (after depends_on).
-  order = [ "api" "web" ];
+  order = [ "api" "web" "inventory" "mailer" ];
   projectPlan = ./plans/_project.json;
 }

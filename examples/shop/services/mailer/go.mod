@@ -1,0 +1,3 @@
+module mailer
+
+go 1.21

@@ -1,0 +1,1 @@
+"""The __NAME__ service."""

@@ -1,0 +1,5 @@
+import sys
+
+from __IDENT__.app import main
+
+sys.exit(main())
