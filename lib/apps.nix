@@ -202,7 +202,8 @@ let
   /**
     The names of a service's apps, in the contract's order: `build:S`, `push:S`, `deploy:S`
     (first environment), `deploy:S:E`, `rollout:S:E`, `rollback:S:E`, `reconcile:S:E`, `migrate:S:E` per environment,
-    `status:S`, `release:S`, and the development apps `test:S`, `lint:S`, `fmt:S`, `fmt-check:S`.
+    `status:S`, `release:S`, `prerelease:S`, `comprehensive-release:S`, and the development apps
+    `test:S`, `lint:S`, `fmt:S`, `fmt-check:S`.
 
     # Inputs
     `name`: the service. `environments`: its environments, in promotion order.
@@ -215,14 +216,15 @@ let
     # Examples
     ```nix
     serviceAppNames "api" [ "prod" ]
-    => [ "build:api" "push:api" "deploy:api" "deploy:api:prod" "rollout:api:prod" "rollback:api:prod" "reconcile:api:prod" "migrate:api:prod" "status:api" "release:api" "test:api" "lint:api" "fmt:api" "fmt-check:api" ]
+    => [ "build:api" "push:api" "deploy:api" "deploy:api:prod" "rollout:api:prod" "rollback:api:prod" "reconcile:api:prod" "migrate:api:prod" "status:api" "release:api" "prerelease:api" "comprehensive-release:api" "test:api" "lint:api" "fmt:api" "fmt-check:api" ]
     ```
   */
   serviceAppNames = name: environments:
     [ "build:${name}" "push:${name}" ]
     ++ (if environments == [ ] then [ ] else [ "deploy:${name}" ])
     ++ builtins.concatMap (e: [ "deploy:${name}:${e}" "rollout:${name}:${e}" "rollback:${name}:${e}" "reconcile:${name}:${e}" "migrate:${name}:${e}" ]) environments
-    ++ [ "status:${name}" "release:${name}" "test:${name}" "lint:${name}" "fmt:${name}" "fmt-check:${name}" ];
+    ++ [ "status:${name}" "release:${name}" "prerelease:${name}" "comprehensive-release:${name}" ]
+    ++ [ "test:${name}" "lint:${name}" "fmt:${name}" "fmt-check:${name}" ];
 
   /**
     Validate a service attrset (what `loadService` reads from `nix/forge/plans/<name>.json`),
@@ -320,6 +322,7 @@ let
         { name = "migrate:${n}:${env}"; value = forgeEntry "Run the migrations of ${n} in ${env} (Kubernetes Jobs)" [ "migrate" "${n}:${env}" ]; }
       ];
       through = if envs == [ ] then "no environment" else builtins.concatStringsSep " then " envs;
+      first = if envs == [ ] then "no environment" else builtins.head envs;
     in
     builtins.listToAttrs (
       [
@@ -327,6 +330,8 @@ let
         { name = "push:${n}"; value = forgeEntry "Build and push the ${n} image to ${service.registry}" [ "push" n ]; }
         { name = "status:${n}"; value = forgeEntry "Show what runs where for ${n}" [ "status" n ]; }
         { name = "release:${n}"; value = forgeEntry "Release ${n} through ${through}" [ "release" n ]; }
+        { name = "prerelease:${n}"; value = forgeEntry "Prerelease ${n}: build, test, push, deploy to ${first} and verify; report what is ready to promote" [ "release" "--stage" "pre" n ]; }
+        { name = "comprehensive-release:${n}"; value = forgeEntry "Build, test and push ${n}, then release it through ${through} with integration and e2e tests before promotion" [ "release" "--stage" "comprehensive" n ]; }
       ]
       ++ (if envs == [ ] then [ ] else [ { name = "deploy:${n}"; value = deployEntry (builtins.head envs); } ])
       ++ builtins.concatMap perEnv envs
@@ -334,7 +339,8 @@ let
     );
 
   /**
-    The table entries of the product-wide apps: `release`, `status`, `reconcile:E` per environment and `forge:sync`.
+    The table entries of the product-wide apps: `release`, `prerelease`, `comprehensive-release`,
+    `status`, `reconcile:E` per environment and `forge:sync`.
 
     # Inputs
     `project`: the project name. `environments`: all environments, in promotion order.
@@ -354,6 +360,8 @@ let
     (e: { name = "reconcile:${e}"; value = { kind = "forge"; args = [ "reconcile" e ]; description = "Reconcile Flux in ${e} to the GitOps head (every service of ${project} there)"; }; })
     environments) // {
     release = { kind = "forge"; args = [ "release" ]; description = "Release every service of ${project} through ${builtins.concatStringsSep " then " environments}"; };
+    prerelease = { kind = "forge"; args = [ "release" "--stage" "pre" ]; description = "Prerelease every service of ${project}: build, test, push, deploy to ${if environments == [ ] then "no environment" else builtins.head environments} and verify; report what is ready to promote"; };
+    comprehensive-release = { kind = "forge"; args = [ "release" "--stage" "comprehensive" ]; description = "Build, test and push every service of ${project}, then release through ${builtins.concatStringsSep " then " environments} with integration and e2e tests before promotion"; };
     status = { kind = "forge"; args = [ "status" ]; description = "Show what runs where for every service of ${project}"; };
     "forge:sync" = { kind = "generator"; args = [ "sync" ]; description = "Regenerate nix/forge from deploy.yaml (forgegen sync)"; };
   };
@@ -444,7 +452,7 @@ let
     # Examples
     ```nix
     builtins.attrNames (mkProject { pkgs = { writeShellApplication = a: { outPath = "out-${a.name}"; }; }; runtime = "forge"; index = { }; project = "p"; environments = [ "prod" ]; order = [ ]; projectPlan = builtins.toFile "p.json" "{\"registry\": {\"host\": \"r\"}, \"services\": []}"; }).apps
-    => [ "forge:sync" "reconcile:prod" "release" "status" ]
+    => [ "comprehensive-release" "forge:sync" "prerelease" "reconcile:prod" "release" "status" ]
     ```
   */
   mkProject = { pkgs, runtime, index, project, environments, order, projectPlan }:

@@ -6,10 +6,11 @@ from forgegen.schema import Config
 
 
 def expected_app_names(config: Config) -> set[str]:
-    names = {"release", "status", "forge:sync"}
+    names = {"release", "prerelease", "comprehensive-release", "status", "forge:sync"}
     for name in config.services:
         envs = [e.name for e in config.service_environments(name)]
         names |= {f"build:{name}", f"push:{name}", f"status:{name}", f"release:{name}",
+                  f"prerelease:{name}", f"comprehensive-release:{name}",
                   f"test:{name}", f"lint:{name}", f"fmt:{name}", f"fmt-check:{name}"}
         if envs:
             names.add(f"deploy:{name}")

@@ -52,9 +52,20 @@ def independent() -> bool:
 
 
 @pytest.fixture
+def dev_tests() -> dict[str, str]:
+    """services.S.dev.test per service (the tests a prerelease runs)."""
+    return {}
+
+
+@pytest.fixture
 def release_cluster(backend: str, request: pytest.FixtureRequest, shop: Flake, registry: Registry, tmp_path: Path,
-                    health: Health, migrations: bool, independent: bool) -> Iterator[ShopCluster]:
+                    health: Health, migrations: bool, independent: bool,
+                    dev_tests: dict[str, str]) -> Iterator[ShopCluster]:
     def edit_deploy(text: str) -> str:
+        for svc, command in dev_tests.items():
+            at = f"    path: services/{svc}\n"
+            assert at in text
+            text = text.replace(at, at + f"    dev:\n      test: {json.dumps(command)}\n")
         if independent:
             assert "    depends_on: [api]\n" in text
             text = text.replace("    depends_on: [api]\n", "")
@@ -415,3 +426,72 @@ def test_independent_services_deploy_in_parallel_and_a_failure_lets_the_running_
     assert [s["environment"] for s in report["stages"]] == ["staging"]
     assert {"environment": "production", "service": None, "steps": ["gate"]} in report["not_done"]
     assert not any(d["service"] == "api" and d["environment"] == "staging" for d in report["not_done"])
+
+
+# -- release stages: prerelease (--stage pre) and comprehensive-release (--stage comprehensive) -----
+
+# Each test command proves where it ran and what it was told, in a file next to the shop.
+RECORD = 'echo "$FORGE_SERVICE $(basename "$PWD") ${FORGE_ENVIRONMENT:-none}" >> ../../tests-ran.txt'
+
+
+@pytest.mark.parametrize("dev_tests", [{"api": RECORD, "web": RECORD}])
+def test_prerelease_tests_pushes_deploys_the_first_environment_and_reports_what_is_ready_to_promote(
+        release_cluster: ShopCluster, health: Health, tmp_path: Path) -> None:
+    c = release_cluster
+    tag = f"amd64-{head_sha(c)}"
+    proc = c.run("prerelease", "--json", env={"FORGE_STATE_DIR": str(tmp_path / "s")}, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["stage"] == "pre" and report["outcome"] == "success"
+    assert report["environments"] == ["staging"] and report["approvals"] == {"staging": "not required"}
+    assert [(t["service"], t["level"], t["outcome"], t["command"]) for t in report["tests"]] == [
+        ("api", "test", "passed", RECORD), ("web", "test", "passed", RECORD)]
+    assert (c.shop.dir / "tests-ran.txt").read_text().splitlines() == ["api api none", "web web none"]
+    assert [s["environment"] for s in report["stages"]] == ["staging"]
+    assert report["stages"][0]["gate"]["outcome"] == "passed" and health.hits == 1
+    assert service_entry(report, "staging", "api")["migrations"][0]["outcome"] == "success"
+    assert c.running_image("api") == f"{c.image('api')}:{tag}"
+    assert c.running_image("api", PRODUCTION_NS) != f"{c.image('api')}:{tag}"  # production untouched
+    assert f"newTag: {tag}" not in c.remote_file(API_KUSTOMIZATION.format(env="production"))
+    assert report["ready_to_promote"] == [
+        {"service": s, "image": f"{c.image(s)}:{tag}", "verified_in": "staging", "next": ["production"],
+         "promote_with": f"forge release {s} --environments production"} for s in ("api", "web")]
+    assert f"ready to promote: {c.image('api')}:{tag} (verified in staging) to production" in proc.stderr
+
+
+@pytest.mark.parametrize("dev_tests", [{"api": "echo 'test_orders FAILED: expected 2, got 3'; exit 3", "web": RECORD}])
+def test_a_failing_test_stops_the_prerelease_before_anything_is_pushed(release_cluster: ShopCluster,
+                                                                      tmp_path: Path) -> None:
+    c = release_cluster
+    tag = f"amd64-{head_sha(c)}"
+    proc = c.run("prerelease:api", "--json", env={"FORGE_STATE_DIR": str(tmp_path / "s")}, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["failed"] == {"environment": None, "service": "api", "step": "test"}
+    [test] = report["tests"]
+    assert test["outcome"] == "failed" and test["exit_code"] == 3
+    assert test["log_tail"] == ["test_orders FAILED: expected 2, got 3"]
+    assert {"environment": None, "service": "api", "steps": ["push"]} in report["not_done"]
+    assert report["push"] == {} and not registry_has(c, "api", tag)
+    assert c.running_image("api") != f"{c.image('api')}:{tag}"
+    assert "the test tests of api failed" not in proc.stderr
+    assert "the tests of api failed (`echo" in proc.stderr and "nothing was pushed" in proc.stderr
+
+
+@pytest.mark.parametrize("dev_tests", [{"api": RECORD, "web": RECORD}])
+def test_comprehensive_release_tests_then_releases_every_environment(release_cluster: ShopCluster,
+                                                                     tmp_path: Path) -> None:
+    c = release_cluster
+    tag = f"amd64-{head_sha(c)}"
+    proc = c.run("comprehensive-release", "--yes", "--json", env={"FORGE_STATE_DIR": str(tmp_path / "s")},
+                 stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["stage"] == "comprehensive" and report["environments"] == ["staging", "production"]
+    assert [(t["service"], t["level"], t["environment"], t["outcome"]) for t in report["tests"]] == [
+        ("api", "test", None, "passed"), ("web", "test", None, "passed"),
+        # the example configures no integration/e2e commands: said so, never "passed"
+        ("api", "integration", "staging", "not configured"), ("api", "e2e", "staging", "not configured"),
+        ("web", "integration", "staging", "not configured"), ("web", "e2e", "staging", "not configured")]
+    assert [s["gate"]["outcome"] for s in report["stages"]] == ["passed", "passed"]
+    assert c.running_image("web", PRODUCTION_NS) == f"{c.image('web')}:{tag}"

@@ -200,6 +200,9 @@ def _report(run: Callable[[], dict[str, Any]], json_output: bool) -> None:
     if doc["command"] == "release":
         console.say(f"forge release {doc['target']}: {doc['outcome']} ({', '.join(doc['environments'])}; "
                     + ", ".join(f"{s}:{ref.rpartition(':')[2]}" for s, ref in doc["images"].items()) + ")")
+        for row in doc.get("ready_to_promote") or []:
+            console.say(f"ready to promote: {row['image']} (verified in {row['verified_in']})"
+                        + (f" to {', '.join(row['next'])}: {row['promote_with']}" if row["next"] else ""))
         return
     if doc["command"] == "reconcile":
         console.say(f"forge reconcile {doc['target']}: {doc['outcome']} ("
@@ -279,27 +282,33 @@ def status(plan_path: Path | None, json_output: bool, dry_run: bool, environment
               help="wait this long for another release's lock (a Kubernetes Lease) before exiting 2")
 @click.option("--resume", "resume", is_flag=False, flag_value="last", default=None, metavar="[REPORT.json]",
               help="continue a failed release from its report (default: the last one Forge kept), skipping what is done")
+@click.option("--stage", type=click.Choice(["full", "pre", "comprehensive"]), default="full", show_default=True,
+              help="pre (prerelease): build, test, push, the first environment, what is ready to promote; "
+                   "comprehensive: build, test, push, every environment, integration/e2e tests before promotion")
 @_target_argument("service", "[SERVICE]", required=False)
 def release(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
             environments: str | None, yes: bool, concurrency: int, lock_timeout: float, resume: str | None,
-            service: str | None) -> None:
+            stage: str, service: str | None) -> None:
     """Every service (or SERVICE), environment by environment, with migrations and gates.
 
     Independent services of an environment run in parallel (--concurrency); a Kubernetes Lease
     per product and environment keeps two releases apart (--lock-timeout); --resume continues a
-    failed release."""
+    failed release; --stage pre|comprehensive adds the services' tests (the apps prerelease and
+    comprehensive-release)."""
     plan = _load(plan_path, service)
     services = [_steps().split_target(service, plan)[0]] if service else list(plan.services)
     envs = _environments(plan, environments)
     revision = _revision(source_dir, allow_dirty)
     if dry_run:
-        print_steps("release", service or plan.project, _steps().release_steps(plan, services, envs, revision),
-                    json_output, {"environments": envs, "source_commit": revision.sha7})
+        steps = _steps().release_steps(plan, services, envs, revision, stage=stage)
+        shown = envs[:1] if stage == "pre" else envs
+        print_steps("release", service or plan.project, steps, json_output,
+                    {"environments": shown, "source_commit": revision.sha7, "stage": stage})
         return
     from forgegen.runtime import release as release_mod
 
     ask = (lambda q: click.confirm(q, default=False, err=True)) if sys.stdin.isatty() else None
-    options = release_mod.Options(concurrency=concurrency, lock_timeout=lock_timeout)
+    options = release_mod.Options(concurrency=concurrency, lock_timeout=lock_timeout, stage=stage)
     if resume is not None:
         options.resume, options.resume_from = release_mod.load_resume(plan, resume)
     _report(lambda: release_mod.run_release(plan, [s.name for s in services] if service else None, envs,

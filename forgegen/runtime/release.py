@@ -54,6 +54,8 @@ from forgegen.errors import (ApprovalRequired, ClusterUnreachable, ForgeError, M
 from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime import deploy as deploy_mod
 from forgegen.runtime import federation, gitops, kube, lock, migrate, registry, verify
+from forgegen.runtime import stages as kinds
+from forgegen.runtime.build import run_build
 from forgegen.runtime.steps import dependency_order
 from forgegen.runtime.tags import SourceRevision, image_tags
 
@@ -172,6 +174,7 @@ class Options:
     resume: dict[str, Any] | None = None
     resume_from: str | None = None
     state_dir: Path | None = None
+    stage: str = "full"  # or "pre" (prerelease), "comprehensive" (comprehensive-release): forgegen.runtime.stages
 
 
 def state_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -218,11 +221,11 @@ def load_resume(plan: Plan, spec: str, options_dir: Path | None = None) -> tuple
 
 
 def _check_resume(prev: dict[str, Any], report: dict[str, Any]) -> None:
-    for key in ("source_commit", "services", "environments"):
-        if prev.get(key) != report[key]:
+    for key in ("source_commit", "services", "environments", "stage"):
+        if prev.get(key, "full" if key == "stage" else None) != report[key]:
             raise UsageError(f"--resume: the failed release had {key} {prev.get(key)!r}, this one {report[key]!r}",
                              hint="resume with the same source commit, services and --environments, "
-                                  "or run a new release without --resume")
+                                  "(and --stage), or run a new release without --resume")
 
 
 def run_release(plan: Plan, services: list[str] | None, environments: list[str], *, revision: SourceRevision,
@@ -287,32 +290,53 @@ def _take_locks(plan: Plan, stages: list[Stage], clients: dict, opts: Options, w
     return leases
 
 
-def _run(plan: Plan, services: list[str] | None, environments: list[str], *, revision: SourceRevision,
-         yes: bool, ask: Ask | None, flake: str, say: Say, cwd: str | Path | None, opts: Options) -> dict[str, Any]:
-    t0 = time.monotonic()
-    order, stages = plan_stages(plan, services, environments)
-    what = order[0].name if services and len(order) == 1 else f"{plan.project} ({', '.join(s.name for s in order)})"
+def _new_report(plan: Plan, services: list[str] | None, order: list[ServicePlan], stages_: list[Stage],
+                revision: SourceRevision, opts: Options) -> dict[str, Any]:
+    """The release report as it starts (the one place its shape is set; steps fill it in)."""
     report: dict[str, Any] = {
-        "command": "release", "target": services[0] if services and len(services) == 1 else plan.project,
+        "command": "release", "stage": opts.stage,
+        "target": services[0] if services and len(services) == 1 else plan.project,
         "project": plan.project, "source_commit": revision.sha7,
-        "environments": [s.environment for s in stages], "services": [s.name for s in order],
+        "environments": [s.environment for s in stages_], "services": [s.name for s in order],
         "outcome": "running", "approvals": {}, "push": {}, "images": {}, "stages": [],
         "failed": None, "not_done": [], "locks": [], "concurrency": opts.concurrency, "timings": {},
     }
+    if kinds.has_tests(opts.stage):
+        report["tests"] = []
+    if opts.stage == "pre":
+        report["ready_to_promote"] = []
     if opts.resume is not None:
         _check_resume(opts.resume, report)
         report["resumed_from"] = {"report": opts.resume_from, "failed": opts.resume.get("failed")}
         report["skipped"] = []
-    clients = _preflight(plan, stages, order, report, revision=revision, yes=yes, ask=ask, what=what, t0=t0, cwd=cwd)
-    leases = _take_locks(plan, stages, clients, opts, f"{what} at {revision.sha7}", say)
+    return report
+
+
+def _run(plan: Plan, services: list[str] | None, environments: list[str], *, revision: SourceRevision,
+         yes: bool, ask: Ask | None, flake: str, say: Say, cwd: str | Path | None, opts: Options) -> dict[str, Any]:
+    t0 = time.monotonic()
+    order, all_stages = plan_stages(plan, services, environments)
+    stages_ = all_stages[:1] if opts.stage == "pre" else all_stages  # a prerelease: the first environment only
+    what = order[0].name if services and len(order) == 1 else f"{plan.project} ({', '.join(s.name for s in order)})"
+    report = _new_report(plan, services, order, stages_, revision, opts)
+    clients = _preflight(plan, stages_, order, report, revision=revision, yes=yes, ask=ask, what=what, t0=t0, cwd=cwd)
+    leases = _take_locks(plan, stages_, clients, opts, f"{what} at {revision.sha7}", say)
     report["locks"] = [lease.info for lease in leases]
     renewer = lock.Renewer(leases)
     try:
-        say(f"release {what} at {revision.sha7}: {' → '.join(s.environment for s in stages)}")
-        pushed = _push_all(plan, stages, order, report, revision=revision, flake=flake, say=say, t0=t0, opts=opts)
-        for si in range(len(stages)):
-            _release_stage(plan, stages, si, order, report, clients=clients, pushed=pushed, revision=revision,
+        say(f"release {what} at {revision.sha7}: {' → '.join(s.environment for s in stages_)}"
+            + ("" if opts.stage == "full" else f" ({kinds.APPS[opts.stage]})"))
+        builds = _test_all(plan, stages_, order, report, flake=flake, say=say, t0=t0, opts=opts)
+        pushed = _push_all(plan, stages_, order, report, revision=revision, flake=flake, say=say, t0=t0, opts=opts,
+                           builds=builds)
+        for si in range(len(stages_)):
+            _release_stage(plan, stages_, si, order, report, clients=clients, pushed=pushed, revision=revision,
                            say=say, cwd=cwd, t0=t0, opts=opts)
+            if si == 0:
+                _promotion_tests(stages_, order, report, flake=flake, say=say, t0=t0, opts=opts)
+        if opts.stage == "pre":
+            report["ready_to_promote"] = kinds.ready_to_promote(list(stages_[0].pairs), report["images"],
+                                                                 [s.environment for s in all_stages])
         report["outcome"] = "success"
         report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
         return report
@@ -322,6 +346,52 @@ def _run(plan: Plan, services: list[str] | None, environments: list[str], *, rev
             lease.info.setdefault("released_at", None)
         if any(lease.lost for lease in leases):
             report["lock_lost"] = [lease.lost for lease in leases if lease.lost]
+
+
+def _test_all(plan: Plan, stages_: list[Stage], order: list[ServicePlan], report: dict[str, Any], *, flake: str,
+              say: Say, t0: float, opts: Options) -> dict[str, Any]:
+    """A stage with tests: build every image, then run each service's tests; the first failure stops
+    the release before anything is pushed. The builds, for the push. (A service the resumed release
+    already pushed is neither built nor tested again.)"""
+    if not kinds.has_tests(opts.stage):
+        return {}
+    done = (opts.resume or {}).get("push") or {}
+    todo = [svc for svc in order if svc.name not in done]
+    builds: dict[str, Any] = {}
+    for svc in todo:
+        try:
+            builds[svc.name] = run_build(plan, svc.name, flake=flake,
+                                         progress=lambda m, n=svc.name: say(f"{n}: build: {m}"))
+        except ForgeError as err:
+            _stop(report, stages_, order, t0, where=("build", None, svc.name), err=err, push_done=False,
+                  pushed=set(done), also_not_done=[{"environment": None, "service": s.name, "steps": ["test"]}
+                                                   for s in todo])
+    for i, svc in enumerate(todo):
+        entry = kinds.run_tests(svc, None, source=flake, say=say)
+        report["tests"].append(entry)
+        if entry["outcome"] == "failed":
+            later = [{"environment": None, "service": s.name, "steps": ["test"]} for s in todo[i + 1:]]
+            _stop(report, stages_, order, t0, where=("test", None, svc.name), push_done=False, pushed=set(done),
+                  err=kinds.tests_error(entry, before="nothing was pushed"), also_not_done=later)
+    return builds
+
+
+def _promotion_tests(stages_: list[Stage], order: list[ServicePlan], report: dict[str, Any], *, flake: str,
+                     say: Say, t0: float, opts: Options) -> None:
+    """comprehensive: each service's integration and e2e tests against the first environment,
+    before the next environment starts."""
+    levels = kinds.promotion_levels(opts.stage)
+    stage = stages_[0]
+    runs = [(svc, target, level) for svc, target in stage.pairs for level in levels]
+    for i, (svc, target, level) in enumerate(runs):
+        entry = kinds.run_tests(svc, level, source=flake, target=target, image=report["images"][svc.name], say=say)
+        report["tests"].append(entry)
+        if entry["outcome"] == "failed":
+            later = [{"environment": stage.environment, "service": s.name, "steps": [f"test:{lv}"]}
+                     for s, _, lv in runs[i + 1:]]
+            nxt = ", ".join(s.environment for s in stages_[1:]) or "nothing"
+            _stop(report, stages_, order, t0, where=(f"test:{level}", stage.environment, svc.name),
+                  err=kinds.tests_error(entry, before=f"not promoted to {nxt}"), from_stage=1, also_not_done=later)
 
 
 @dataclass(frozen=True)
@@ -347,8 +417,10 @@ class DonePush:
 
 
 def _push_all(plan: Plan, stages: list[Stage], order: list[ServicePlan], report: dict[str, Any], *,
-              revision: SourceRevision, flake: str, say: Say, t0: float, opts: Options) -> dict[str, Any]:
-    """Push every image once (a resumed release keeps the pushes its report has)."""
+              revision: SourceRevision, flake: str, say: Say, t0: float, opts: Options,
+              builds: dict[str, Any]) -> dict[str, Any]:
+    """Push every image once (built here, or before the tests: ``builds``); a resumed release keeps
+    the pushes its report has."""
     t_push = time.monotonic()
     pushed: dict[str, Any] = {}
     done = (opts.resume or {}).get("push") or {}
@@ -359,7 +431,7 @@ def _push_all(plan: Plan, stages: list[Stage], order: list[ServicePlan], report:
             say(f"{svc.name}: push: done by the resumed release ({result.deploy_tag}); skipped")
         else:
             try:
-                result = registry.run_push(plan, svc.name, revision=revision, flake=flake,
+                result = registry.run_push(plan, svc.name, revision=revision, flake=flake, build=builds.get(svc.name),
                                            progress=lambda m, n=svc.name: say(f"{n}: push: {m}"))
             except ForgeError as err:
                 _stop(report, stages, order, t0, where=("push", None, svc.name), err=err, push_done=False,
@@ -641,46 +713,57 @@ def _gate(plan: Plan, stage: Stage, clients: dict, entry_stage: dict[str, Any], 
     return {"outcome": "passed" if not bad else "failed", "services": rows, "reason": "; ".join(bad) or None}
 
 
-def _stop(report: dict[str, Any], stages: list[Stage], order: list[ServicePlan], t0: float, *,
+def _stop(report: dict[str, Any], stages_: list[Stage], order: list[ServicePlan], t0: float, *,
           where: tuple[str, str | None, str | None], err: ForgeError, push_done: bool = True,
           pushed: set[str] | None = None, position: tuple[int, dict[str, str], set[str]] | None = None,
-          gate_failed: bool = False) -> NoReturn:
+          gate_failed: bool = False, from_stage: int = 0, also_not_done: list[dict[str, Any]] | None = None) -> NoReturn:
     """Record where the release stopped and everything that did not run; raise :class:`ReleaseFailed`.
-    ``position`` is (stage index, failed service → step, services started in that stage)."""
+    ``position`` is (stage index, failed service → step, services started in that stage);
+    ``from_stage`` the first stage not done when there is no position (every earlier one is done)."""
     step, env, service = where
     report["outcome"] = "failed"
     report["failed"] = {"environment": env, "service": service, "step": step}
     report["error"] = {"type": type(err).__name__, "message": err.message, "hint": err.hint}
-    not_done: list[dict[str, Any]] = []
+    not_done: list[dict[str, Any]] = list(also_not_done or [])
     if not push_done:
         not_done += [{"environment": None, "service": s.name, "steps": ["push"]}
                      for s in order if s.name not in (pushed or set())]
-    first_stage = 0
+    first_stage = from_stage
     if position is not None:
-        si, failed, started = position
-        stage = stages[si]
-        for svc, _ in stage.pairs:
-            steps = service_steps(svc)
-            if svc.name in failed:
-                at = steps.index("deploy" if failed[svc.name].startswith("deploy:") else failed[svc.name])
-                if steps[at + 1:]:
-                    not_done.append({"environment": stage.environment, "service": svc.name, "steps": steps[at + 1:]})
-            elif svc.name not in started:
-                not_done.append({"environment": stage.environment, "service": svc.name, "steps": steps})
-        if not gate_failed:
-            not_done.append({"environment": stage.environment, "service": None, "steps": ["gate"]})
-        first_stage = si + 1
-    for stage in stages[first_stage:]:
-        for svc, _ in stage.pairs:
-            not_done.append({"environment": stage.environment, "service": svc.name, "steps": service_steps(svc)})
-        not_done.append({"environment": stage.environment, "service": None, "steps": ["gate"]})
+        not_done += _stage_not_done(stages_[position[0]], position[1], position[2], gate_failed)
+        first_stage = position[0] + 1
+    levels = kinds.promotion_levels(report.get("stage", "full"))
+    for si in range(first_stage, len(stages_)):
+        not_done += _stage_not_done(stages_[si], {}, set(), False)
+    if levels and first_stage <= 1 and not step.startswith("test:"):  # comprehensive: the first environment's tests
+        tests = [{"environment": stages_[0].environment, "service": s.name, "steps": [f"test:{lv}" for lv in levels]}
+                 for s, _ in stages_[0].pairs]
+        at = next((i for i, d in enumerate(not_done) if d["environment"] not in (None, stages_[0].environment)),
+                  len(not_done))
+        not_done[at:at] = tests
     report["not_done"] = not_done
     report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
     place = " / ".join(p for p in (env, service, step) if p)
-    later = [s.environment for s in stages[first_stage:]]
+    later = [s.environment for s in stages_[first_stage:]]
     tail = f"; not started: {', '.join(later)}" if later else ""
     raise ReleaseFailed(f"release of {report['target']} stopped at {place}: {err.message}{tail}", report,
                         hint=err.hint or "the report's not_done lists every step that did not run") from err
+
+
+def _stage_not_done(stage: Stage, failed: dict[str, str], started: set[str], gate_failed: bool) -> list[dict[str, Any]]:
+    """What did not run in one environment: after each failed step, the services not started, the gate."""
+    rows = []
+    for svc, _ in stage.pairs:
+        steps = service_steps(svc)
+        if svc.name in failed:
+            at = steps.index("deploy" if failed[svc.name].startswith("deploy:") else failed[svc.name])
+            if steps[at + 1:]:
+                rows.append({"environment": stage.environment, "service": svc.name, "steps": steps[at + 1:]})
+        elif svc.name not in started:
+            rows.append({"environment": stage.environment, "service": svc.name, "steps": steps})
+    if not gate_failed:
+        rows.append({"environment": stage.environment, "service": None, "steps": ["gate"]})
+    return rows
 
 
 def render_not_done(report: dict[str, Any]) -> list[str]:
