@@ -41,12 +41,24 @@ def _plan_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _load(plan_path: Path | None, target: str | None) -> Plan:
-    """The plan given with --plan, else the one `forgegen sync` wrote in this repository."""
+    """The plan given with --plan, else the one `forgegen sync` wrote in this repository; with
+    FORGE_REGISTRY applied (forgegen.runtime.registry_env), which the output then shows."""
     from forgegen.plan import find_plan, load_plan
+    from forgegen.runtime import registry_env
 
-    if plan_path is not None:
-        return load_plan(plan_path)
-    return find_plan(target.partition(":")[0] or None if target else None)
+    plan = load_plan(plan_path) if plan_path is not None else find_plan(
+        target.partition(":")[0] or None if target else None)
+    plan, changed = registry_env.apply(plan, os.environ)
+    if changed is not None:
+        click.get_current_context().meta["forge.registry_override"] = changed
+        console.say(f"FORGE_REGISTRY: images go to {changed['to']} instead of {changed['from']}")
+    return plan
+
+
+def _shown(doc: dict[str, Any]) -> dict[str, Any]:
+    """A JSON result, with the FORGE_REGISTRY override it ran under (if any)."""
+    changed = click.get_current_context().meta.get("forge.registry_override")
+    return {**doc, "registry_override": changed} if changed else doc
 
 
 def _complete_target(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
@@ -86,7 +98,7 @@ def print_steps(command: str, target: str, steps: list[Step], json_output: bool,
     if json_output:
         doc = {"command": command, "target": target, "dry_run": True,
                "steps": [s.to_json() for s in steps], **(extra or {})}
-        console.emit_json(doc)
+        console.emit_json(_shown(doc))
         return
     click.echo(f"forge {command} {target} --dry-run: {len(steps)} step(s), nothing will change")
     for i, step in enumerate(steps, 1):
@@ -153,7 +165,7 @@ def push(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: P
     result = run_push(plan, svc.name, revision=revision, flake=str(source_dir), progress=console.say,
                       live=console.live)
     if json_output:
-        console.emit_json({"command": "push", **result.to_json()})
+        console.emit_json(_shown({"command": "push", **result.to_json()}))
     else:
         click.echo(result.deploy_reference)
 
@@ -193,10 +205,10 @@ def _report(run: Callable[[], dict[str, Any]], json_output: bool) -> None:
         doc = run()
     except DeployFailed as err:
         if json_output:
-            console.emit_json(err.report)
+            console.emit_json(_shown(err.report))
         raise
     if json_output:
-        console.emit_json(doc)
+        console.emit_json(_shown(doc))
     if doc["command"] == "release":
         console.say(f"forge release {doc['target']}: {doc['outcome']} ({', '.join(doc['environments'])}; "
                     + ", ".join(f"{s}:{ref.rpartition(':')[2]}" for s, ref in doc["images"].items()) + ")")
