@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.health import Health
+from tests.fixtures.kube import wait_until
 from tests.fixtures.nixenv import Flake, tool_path
 from tests.fixtures.registry import Registry
 from tests.fixtures.shop import BOTH_BACKENDS, ShopCluster, shop_cluster_on
@@ -495,3 +496,40 @@ def test_comprehensive_release_tests_then_releases_every_environment(release_clu
         ("web", "integration", "staging", "not configured"), ("web", "e2e", "staging", "not configured")]
     assert [s["gate"]["outcome"] for s in report["stages"]] == ["passed", "passed"]
     assert c.running_image("web", PRODUCTION_NS) == f"{c.image('web')}:{tag}"
+
+
+@pytest.mark.parametrize("dev_tests", [{"api": "while [ ! -e ../../go ]; do sleep 0.05; done"}])
+def test_a_release_running_longer_than_its_lease_renews_it_and_a_second_release_cannot_take_it(
+        release_cluster: ShopCluster, tmp_path: Path) -> None:
+    """The first release waits in its test step (until the file ``go`` exists) for longer than its
+    Lease's duration (10 s); it keeps renewing the Lease, so a second release finds it held."""
+    c = release_cluster
+    err = tmp_path / "first.err"
+    first = subprocess.Popen(
+        ["nix", "run", ".#prerelease:api", *c.shop.overrides(), "--", "--json", "--lock-duration", "10"],
+        cwd=c.shop.dir, env={**os.environ, "PATH": tool_path(), **c.env, "FORGE_STATE_DIR": str(tmp_path / "s1")},
+        stdout=subprocess.PIPE, stderr=err.open("w"), stdin=subprocess.DEVNULL, text=True)
+    try:
+        def renewed_past_its_duration() -> dict | None:
+            from forgegen.runtime.lock import _parse
+            spec = (lease(c) or {}).get("spec") or {}
+            if not spec.get("holderIdentity"):
+                return None
+            held = (_parse(spec["renewTime"]) - _parse(spec["acquireTime"])).total_seconds()
+            return spec if held > 1.5 * spec["leaseDurationSeconds"] else None
+
+        spec = wait_until(renewed_past_its_duration, timeout=300, interval=0.2)
+        assert spec["leaseDurationSeconds"] == 10 and spec["leaseTransitions"] == 0
+        second = c.run("release:api", "--environments", "staging", env={"FORGE_STATE_DIR": str(tmp_path / "s2")},
+                       stdin=subprocess.DEVNULL)
+        assert second.returncode == 2, second.stderr
+        assert f"another release holds shop/Lease/{LEASE}: {spec['holderIdentity']}" in second.stderr
+        assert lease(c)["spec"]["holderIdentity"] == spec["holderIdentity"]  # not taken over
+    finally:
+        (c.shop.dir / "go").touch()
+        out, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, err.read_text()
+    report = json.loads(out)
+    assert report["outcome"] == "success" and "lock_lost" not in report
+    assert report["locks"][0]["holder"] == spec["holderIdentity"] and report["locks"][0]["released_at"]
+    assert lease(c)["spec"]["holderIdentity"] is None

@@ -292,6 +292,9 @@ def status(plan_path: Path | None, json_output: bool, dry_run: bool, environment
               help="services deployed at once per environment (depends_on order kept)")
 @click.option("--lock-timeout", type=click.FloatRange(0), default=0.0, show_default=True, metavar="SECONDS",
               help="wait this long for another release's lock (a Kubernetes Lease) before exiting 2")
+@click.option("--lock-duration", type=click.IntRange(5, 3600), default=30, show_default=True, metavar="SECONDS",
+              help="the Lease's duration: renewed every third of it; another release takes it over this long "
+                   "after the last renewal")
 @click.option("--resume", "resume", is_flag=False, flag_value="last", default=None, metavar="[REPORT.json]",
               help="continue a failed release from its report (default: the last one Forge kept), skipping what is done")
 @click.option("--stage", type=click.Choice(["full", "pre", "comprehensive"]), default="full", show_default=True,
@@ -299,8 +302,8 @@ def status(plan_path: Path | None, json_output: bool, dry_run: bool, environment
                    "comprehensive: build, test, push, every environment, integration/e2e tests before promotion")
 @_target_argument("service", "[SERVICE]", required=False)
 def release(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
-            environments: str | None, yes: bool, concurrency: int, lock_timeout: float, resume: str | None,
-            stage: str, service: str | None) -> None:
+            environments: str | None, yes: bool, concurrency: int, lock_timeout: float, lock_duration: int,
+            resume: str | None, stage: str, service: str | None) -> None:
     """Every service (or SERVICE), environment by environment, with migrations and gates.
 
     Independent services of an environment run in parallel (--concurrency); a Kubernetes Lease
@@ -320,7 +323,8 @@ def release(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir
     from forgegen.runtime import release as release_mod
 
     ask = (lambda q: click.confirm(q, default=False, err=True)) if sys.stdin.isatty() else None
-    options = release_mod.Options(concurrency=concurrency, lock_timeout=lock_timeout, stage=stage)
+    options = release_mod.Options(concurrency=concurrency, lock_timeout=lock_timeout, lock_duration=lock_duration,
+                                  stage=stage)
     if resume is not None:
         options.resume, options.resume_from = release_mod.load_resume(plan, resume)
     _report(lambda: release_mod.run_release(plan, [s.name for s in services] if service else None, envs,
