@@ -212,9 +212,6 @@ def _report(run: Callable[[], dict[str, Any]], json_output: bool) -> None:
     if doc["command"] == "release":
         console.say(f"forge release {doc['target']}: {doc['outcome']} ({', '.join(doc['environments'])}; "
                     + ", ".join(f"{s}:{ref.rpartition(':')[2]}" for s, ref in doc["images"].items()) + ")")
-        for row in doc.get("ready_to_promote") or []:
-            console.say(f"ready to promote: {row['image']} (verified in {row['verified_in']})"
-                        + (f" to {', '.join(row['next'])}: {row['promote_with']}" if row["next"] else ""))
         return
     if doc["command"] == "reconcile":
         console.say(f"forge reconcile {doc['target']}: {doc['outcome']} ("

@@ -49,8 +49,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from forgegen.errors import (ApprovalRequired, ClusterUnreachable, ForgeError, MigrationFailed, RolloutFailed,
-                             RolloutPending, UsageError)
+from forgegen.errors import (
+    ApprovalRequired,
+    ClusterUnreachable,
+    ForgeError,
+    MigrationFailed,
+    RolloutFailed,
+    RolloutPending,
+    UsageError,
+)
 from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime import deploy as deploy_mod
 from forgegen.runtime import federation, gitops, kube, lock, migrate, registry, verify
@@ -254,7 +261,7 @@ def _preflight(plan: Plan, stages: list[Stage], order: list[ServicePlan], report
     """Configuration errors exit 2 and unreachable clusters exit 1, both before any change."""
     if ask is None:  # nobody to ask: say so first (the interactive question comes last, after the checks)
         report["approvals"] = _approve(stages, yes=yes, ask=None, what=what)
-    connections = {}
+    connections: dict[tuple[str | None, str | None], tuple[str, kube.Connection]] = {}
     for stage in stages:
         for _, target in stage.pairs:
             connections.setdefault(_client_key(target), (stage.environment, kube.resolve(*_client_key(target))))
@@ -337,6 +344,9 @@ def _run(plan: Plan, services: list[str] | None, environments: list[str], *, rev
         if opts.stage == "pre":
             report["ready_to_promote"] = kinds.ready_to_promote(list(stages_[0].pairs), report["images"],
                                                                  [s.environment for s in all_stages])
+            for row in report["ready_to_promote"]:
+                say(f"ready to promote: {row['image']} (verified in {row['verified_in']})"
+                    + (f" to {', '.join(row['next'])}: {row['promote_with']}" if row["next"] else ""))
         report["outcome"] = "success"
         report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
         return report
@@ -360,8 +370,7 @@ def _test_all(plan: Plan, stages_: list[Stage], order: list[ServicePlan], report
     builds: dict[str, Any] = {}
     for svc in todo:
         try:
-            builds[svc.name] = run_build(plan, svc.name, flake=flake,
-                                         progress=lambda m, n=svc.name: say(f"{n}: build: {m}"))
+            builds[svc.name] = run_build(plan, svc.name, flake=flake, progress=_prefixed(say, f"{svc.name}: build: "))
         except ForgeError as err:
             _stop(report, stages_, order, t0, where=("build", None, svc.name), err=err, push_done=False,
                   pushed=set(done), also_not_done=[{"environment": None, "service": s.name, "steps": ["test"]}
@@ -432,7 +441,7 @@ def _push_all(plan: Plan, stages: list[Stage], order: list[ServicePlan], report:
         else:
             try:
                 result = registry.run_push(plan, svc.name, revision=revision, flake=flake, build=builds.get(svc.name),
-                                           progress=lambda m, n=svc.name: say(f"{n}: push: {m}"))
+                                           progress=_prefixed(say, f"{svc.name}: push: "))
             except ForgeError as err:
                 _stop(report, stages, order, t0, where=("push", None, svc.name), err=err, push_done=False,
                       pushed=set(pushed))
@@ -551,7 +560,18 @@ def _own_client(target: TargetPlan) -> Any:
     return kube.client_for(kube.resolve(*_client_key(target)))
 
 
-def _descendant_test(cwd: str | Path | None) -> Callable[..., Callable[[str], bool]]:
+Accept = Callable[[tuple[str, str]], Callable[[str], Callable[[str], bool]]]
+
+
+def _returning(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
+def _prefixed(say: Say, prefix: str) -> Say:
+    return lambda message: say(prefix + message)
+
+
+def _descendant_test(cwd: str | Path | None) -> Accept:
     """``accept(ours)(sha)``: does the GitOps commit Flux fetched contain ours (a parallel deploy
     pushed on top of it)? Asked of the cached clone, fetched when it does not know ``sha``."""
     memo: dict[tuple[str, str], bool] = {}
@@ -699,7 +719,7 @@ def _gate(plan: Plan, stage: Stage, clients: dict, entry_stage: dict[str, Any], 
     rows: dict[str, Any] = {}
     entries = {e["service"]: e for e in entry_stage["services"]}
     for svc, target in stage.pairs:
-        row = deploy_mod.status_row(plan, svc, target, lambda target=target: clients[_client_key(target)], cwd=cwd)
+        row = deploy_mod.status_row(plan, svc, target, _returning(clients[_client_key(target)]), cwd=cwd)
         tag = pushed[svc.name].deploy_tag
         if row.get("git") and row["git"]["tag"] != tag:
             row["errors"].append(f"git: the GitOps repository now deploys {row['git']['tag']}, not {tag}")
@@ -752,7 +772,7 @@ def _stop(report: dict[str, Any], stages_: list[Stage], order: list[ServicePlan]
 
 def _stage_not_done(stage: Stage, failed: dict[str, str], started: set[str], gate_failed: bool) -> list[dict[str, Any]]:
     """What did not run in one environment: after each failed step, the services not started, the gate."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for svc, _ in stage.pairs:
         steps = service_steps(svc)
         if svc.name in failed:

@@ -85,8 +85,9 @@ def run_tests(svc: ServicePlan, level: str | None, *, source: str | Path, target
 def tests_error(entry: dict[str, Any], *, before: str) -> ForgeError:
     """The error a failed test entry stops the release with."""
     place = f" against {entry['environment']}" if entry["environment"] else ""
+    level = "" if entry["level"] == "test" else f"{entry['level']} "
     return TestsFailed(
-        f"the {'' if entry['level'] == 'test' else entry['level'] + ' '}tests of {entry['service']} failed{place} (`{entry['command']}` exited with "
+        f"the {level}tests of {entry['service']} failed{place} (`{entry['command']}` exited with "
         f"{entry['exit_code']}); {before}",
         hint=f"the report has the last lines of its output; run `nix run .#test:{entry['service']}` to see it all")
 
