@@ -82,3 +82,20 @@ def test_deploy_pushes_commits_and_runs_the_image_under_forge_registry(moved_clu
     kustomization = c.remote_file("clusters/staging/api/kustomization.yaml")
     assert f"name: {moved}" in kustomization and f"newTag: amd64-{sha}" in kustomization
     assert c.running_image("api") == f"{moved}:amd64-{sha}"
+
+
+def test_resume_refuses_a_release_that_pushed_to_another_registry(shop: Flake, tmp_path: Path) -> None:
+    """A resumed release skips the pushes its report has: under another FORGE_REGISTRY those images
+    are not where it would deploy them from, so it exits 2 before anything runs."""
+    sha7 = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=shop.dir, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    failed = tmp_path / "failed.json"
+    failed.write_text(json.dumps({
+        "command": "release", "project": "shop", "outcome": "failed", "stage": "full", "source_commit": sha7,
+        "services": ["api", "web"], "environments": ["staging", "production"], "registry": "localhost:5000/shop",
+        "push": {}, "stages": []}))
+    proc = shop.run_app("release", "--yes", "--resume", str(failed), check=False, stdin=subprocess.DEVNULL,
+                        env={"FORGE_REGISTRY": "127.0.0.1:5999/acme"})
+    assert proc.returncode == 2, proc.stderr
+    assert "--resume: the failed release had registry 'localhost:5000/shop', this one '127.0.0.1:5999/acme'" \
+        in proc.stderr

@@ -228,11 +228,11 @@ def load_resume(plan: Plan, spec: str, options_dir: Path | None = None) -> tuple
 
 
 def _check_resume(prev: dict[str, Any], report: dict[str, Any]) -> None:
-    for key in ("source_commit", "services", "environments", "stage"):
-        if prev.get(key, "full" if key == "stage" else None) != report[key]:
+    for key in ("source_commit", "services", "environments", "stage", "registry"):
+        if prev.get(key, {"stage": "full", "registry": report["registry"]}.get(key)) != report[key]:
             raise UsageError(f"--resume: the failed release had {key} {prev.get(key)!r}, this one {report[key]!r}",
                              hint="resume with the same source commit, services and --environments, "
-                                  "(and --stage), or run a new release without --resume")
+                                  "(and --stage, FORGE_REGISTRY), or run a new release without --resume")
 
 
 def run_release(plan: Plan, services: list[str] | None, environments: list[str], *, revision: SourceRevision,
@@ -304,6 +304,7 @@ def _new_report(plan: Plan, services: list[str] | None, order: list[ServicePlan]
         "command": "release", "stage": opts.stage,
         "target": services[0] if services and len(services) == 1 else plan.project,
         "project": plan.project, "source_commit": revision.sha7,
+        "registry": "/".join(p for p in (plan.registry.host, plan.registry.organization) if p),
         "environments": [s.environment for s in stages_], "services": [s.name for s in order],
         "outcome": "running", "approvals": {}, "push": {}, "images": {}, "stages": [],
         "failed": None, "not_done": [], "locks": [], "concurrency": opts.concurrency, "timings": {},
