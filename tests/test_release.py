@@ -435,6 +435,7 @@ def test_independent_services_deploy_in_parallel_and_a_failure_lets_the_running_
 RECORD = 'echo "$FORGE_SERVICE $(basename "$PWD") ${FORGE_ENVIRONMENT:-none}" >> ../../tests-ran.txt'
 
 
+@BOTH_BACKENDS
 @pytest.mark.parametrize("dev_tests", [{"api": RECORD, "web": RECORD}])
 def test_prerelease_tests_pushes_deploys_the_first_environment_and_reports_what_is_ready_to_promote(
         release_cluster: ShopCluster, health: Health, tmp_path: Path) -> None:
