@@ -195,6 +195,10 @@ class VerificationFailed(ForgeError):
     """A verification check (HTTP or command) did not pass within its retries."""
 
 
+class TestsFailed(ForgeError):
+    """A service's tests failed during a release stage (before the push, or against an environment)."""
+
+
 class ApprovalRequired(UsageError):
     """An environment needs approval (``--yes`` or an interactive "y") and did not get it (exit 2)."""
 

@@ -211,9 +211,9 @@ let
   /**
     The names of a service's apps, in the contract's order: `build:S`, `push:S`, `deploy:S`
     (first environment), `deploy:S:E`, `rollout:S:E`, `rollback:S:E`, `reconcile:S:E`, `migrate:S:E` per environment,
-    `status:S`, `release:S`, the development apps `test:S`, `lint:S`, `fmt:S`, `fmt-check:S`, the test
-    levels `test:S:unit`, `test:S:integration`, `test:S:e2e`, `e2e-prepare:S`, `e2e-run:S`, and the
-    local infrastructure's `dev-up:S`, `dev-down:S`.
+    `status:S`, `release:S`, `prerelease:S`, `comprehensive-release:S`, the development apps `test:S`,
+    `lint:S`, `fmt:S`, `fmt-check:S`, the test levels `test:S:unit`, `test:S:integration`, `test:S:e2e`,
+    `e2e-prepare:S`, `e2e-run:S`, and the local infrastructure's `dev-up:S`, `dev-down:S`.
 
     # Inputs
     `name`: the service. `environments`: its environments, in promotion order.
@@ -226,14 +226,15 @@ let
     # Examples
     ```nix
     serviceAppNames "api" [ "prod" ]
-    => [ "build:api" "push:api" "deploy:api" "deploy:api:prod" "rollout:api:prod" "rollback:api:prod" "reconcile:api:prod" "migrate:api:prod" "status:api" "release:api" "test:api" "lint:api" "fmt:api" "fmt-check:api" "test:api:unit" "test:api:integration" "test:api:e2e" "e2e-prepare:api" "e2e-run:api" "dev-up:api" "dev-down:api" ]
+    => [ "build:api" "push:api" "deploy:api" "deploy:api:prod" "rollout:api:prod" "rollback:api:prod" "reconcile:api:prod" "migrate:api:prod" "status:api" "release:api" "prerelease:api" "comprehensive-release:api" "test:api" "lint:api" "fmt:api" "fmt-check:api" "test:api:unit" "test:api:integration" "test:api:e2e" "e2e-prepare:api" "e2e-run:api" "dev-up:api" "dev-down:api" ]
     ```
   */
   serviceAppNames = name: environments:
     [ "build:${name}" "push:${name}" ]
     ++ (if environments == [ ] then [ ] else [ "deploy:${name}" ])
     ++ builtins.concatMap (e: [ "deploy:${name}:${e}" "rollout:${name}:${e}" "rollback:${name}:${e}" "reconcile:${name}:${e}" "migrate:${name}:${e}" ]) environments
-    ++ [ "status:${name}" "release:${name}" "test:${name}" "lint:${name}" "fmt:${name}" "fmt-check:${name}" ]
+    ++ [ "status:${name}" "release:${name}" "prerelease:${name}" "comprehensive-release:${name}" ]
+    ++ [ "test:${name}" "lint:${name}" "fmt:${name}" "fmt-check:${name}" ]
     ++ [ "test:${name}:unit" "test:${name}:integration" "test:${name}:e2e" "e2e-prepare:${name}" "e2e-run:${name}" "dev-up:${name}" "dev-down:${name}" ];
 
   /**
@@ -333,6 +334,7 @@ let
         { name = "migrate:${n}:${env}"; value = forgeEntry "Run the migrations of ${n} in ${env} (Kubernetes Jobs)" [ "migrate" "${n}:${env}" ]; }
       ];
       through = if envs == [ ] then "no environment" else builtins.concatStringsSep " then " envs;
+      first = if envs == [ ] then "no environment" else builtins.head envs;
     in
     builtins.listToAttrs (
       [
@@ -340,6 +342,8 @@ let
         { name = "push:${n}"; value = forgeEntry "Build and push the ${n} image to ${service.registry}" [ "push" n ]; }
         { name = "status:${n}"; value = forgeEntry "Show what runs where for ${n}" [ "status" n ]; }
         { name = "release:${n}"; value = forgeEntry "Release ${n} through ${through}" [ "release" n ]; }
+        { name = "prerelease:${n}"; value = forgeEntry "Prerelease ${n}: build, test, push, deploy to ${first} and verify; report what is ready to promote" [ "release" "--stage" "pre" n ]; }
+        { name = "comprehensive-release:${n}"; value = forgeEntry "Build, test and push ${n}, then release it through ${through} with integration and e2e tests before promotion" [ "release" "--stage" "comprehensive" n ]; }
       ]
       ++ (if envs == [ ] then [ ] else [ { name = "deploy:${n}"; value = deployEntry (builtins.head envs); } ])
       ++ builtins.concatMap perEnv envs
@@ -389,7 +393,7 @@ let
     };
 
   /**
-    The table entries of the product-wide apps: `release`, `status`, `reconcile:E` per environment,
+    The table entries of the product-wide apps: `release`, `prerelease`, `comprehensive-release`, `status`, `reconcile:E` per environment,
     `forge:sync`, `codegen`, `codegen-sync`, and the development loop's `test`, `dev-up`, `dev-down`, `dev-status`.
 
     # Inputs
@@ -411,6 +415,8 @@ let
     (e: { name = "reconcile:${e}"; value = { kind = "forge"; args = [ "reconcile" e ]; description = "Reconcile Flux in ${e} to the GitOps head (every service of ${project} there)"; }; })
     environments) // {
     release = { kind = "forge"; args = [ "release" ]; description = "Release every service of ${project} through ${builtins.concatStringsSep " then " environments}"; };
+    prerelease = { kind = "forge"; args = [ "release" "--stage" "pre" ]; description = "Prerelease every service of ${project}: build, test, push, deploy to ${if environments == [ ] then "no environment" else builtins.head environments} and verify; report what is ready to promote"; };
+    comprehensive-release = { kind = "forge"; args = [ "release" "--stage" "comprehensive" ]; description = "Build, test and push every service of ${project}, then release through ${builtins.concatStringsSep " then " environments} with integration and e2e tests before promotion"; };
     status = { kind = "forge"; args = [ "status" ]; description = "Show what runs where for every service of ${project}"; };
     "forge:sync" = { kind = "generator"; args = [ "sync" ]; description = "Regenerate nix/forge from deploy.yaml (forgegen sync)"; };
     test = { kind = "forge"; args = [ "test" ]; inherit tools; description = "Run the tests of every service of ${project} (each one's unit, integration, e2e)"; };
@@ -507,7 +513,7 @@ let
     # Examples
     ```nix
     builtins.attrNames (mkProject { pkgs = { writeShellApplication = a: { outPath = "out-${a.name}"; }; }; runtime = "forge"; index = { }; project = "p"; environments = [ "prod" ]; order = [ ]; projectPlan = builtins.toFile "p.json" "{\"registry\": {\"host\": \"r\"}, \"services\": []}"; }).apps
-    => [ "codegen" "codegen-sync" "dev-down" "dev-status" "dev-up" "forge:sync" "reconcile:prod" "release" "status" "test" ]
+    => [ "codegen" "codegen-sync" "comprehensive-release" "dev-down" "dev-status" "dev-up" "forge:sync" "prerelease" "reconcile:prod" "release" "status" "test" ]
     ```
   */
   mkProject = { pkgs, runtime, index, project, environments, order, projectPlan }:

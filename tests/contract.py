@@ -6,10 +6,11 @@ from forgegen.schema import Config
 
 
 def expected_app_names(config: Config) -> set[str]:
-    names = {"release", "status", "forge:sync", "test", "dev-up", "dev-down", "dev-status", "codegen", "codegen-sync"}
+    names = {"release", "prerelease", "comprehensive-release", "status", "forge:sync", "test", "dev-up", "dev-down", "dev-status", "codegen", "codegen-sync"}
     for name in config.services:
         envs = [e.name for e in config.service_environments(name)]
         names |= {f"build:{name}", f"push:{name}", f"status:{name}", f"release:{name}",
+                  f"prerelease:{name}", f"comprehensive-release:{name}",
                   f"test:{name}", f"lint:{name}", f"fmt:{name}", f"fmt-check:{name}",
                   f"test:{name}:unit", f"test:{name}:integration", f"test:{name}:e2e",
                   f"e2e-prepare:{name}", f"e2e-run:{name}", f"dev-up:{name}", f"dev-down:{name}",

@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.health import Health
+from tests.fixtures.kube import wait_until
 from tests.fixtures.nixenv import Flake, tool_path
-from tests.fixtures.shop import BOTH_BACKENDS, ShopCluster, api_and_web_only, shop_cluster_on
+from tests.fixtures.shop import BOTH_BACKENDS, ShopCluster, api_and_web_only, shop_cluster_on, without_dev
 from tests.kube_standin import completes, crash
 
 pytestmark = [pytest.mark.nix, pytest.mark.kube, pytest.mark.registry]
@@ -51,10 +52,23 @@ def independent() -> bool:
 
 
 @pytest.fixture
+def dev_tests() -> dict[str, str]:
+    """services.S.dev.test per service (the tests a prerelease runs)."""
+    return {}
+
+
+@pytest.fixture
 def release_cluster(backend: str, request: pytest.FixtureRequest, shop: Flake, tmp_path: Path,
-                    health: Health, migrations: bool, independent: bool) -> Iterator[ShopCluster]:
+                    health: Health, migrations: bool, independent: bool,
+                    dev_tests: dict[str, str]) -> Iterator[ShopCluster]:
     def edit_deploy(text: str) -> str:
         text = api_and_web_only(text)
+        if dev_tests:
+            text = without_dev(text)
+        for svc, command in dev_tests.items():
+            at = f"    path: services/{svc}\n"
+            assert at in text
+            text = text.replace(at, at + f"    dev:\n      test: {json.dumps(command)}\n")
         if independent:
             assert "    depends_on: [api]\n" in text
             text = text.replace("    depends_on: [api]\n", "")
@@ -415,3 +429,110 @@ def test_independent_services_deploy_in_parallel_and_a_failure_lets_the_running_
     assert [s["environment"] for s in report["stages"]] == ["staging"]
     assert {"environment": "production", "service": None, "steps": ["gate"]} in report["not_done"]
     assert not any(d["service"] == "api" and d["environment"] == "staging" for d in report["not_done"])
+
+
+# -- release stages: prerelease (--stage pre) and comprehensive-release (--stage comprehensive) -----
+
+# Each test command proves where it ran and what it was told, in a file next to the shop.
+RECORD = 'echo "$FORGE_SERVICE $(basename "$PWD") ${FORGE_ENVIRONMENT:-none}" >> ../../tests-ran.txt'
+
+
+@BOTH_BACKENDS
+@pytest.mark.parametrize("dev_tests", [{"api": RECORD, "web": RECORD}])
+def test_prerelease_tests_pushes_deploys_the_first_environment_and_reports_what_is_ready_to_promote(
+        release_cluster: ShopCluster, health: Health, tmp_path: Path) -> None:
+    c = release_cluster
+    tag = f"amd64-{head_sha(c)}"
+    proc = c.run("prerelease", "--json", env={"FORGE_STATE_DIR": str(tmp_path / "s")}, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["stage"] == "pre" and report["outcome"] == "success"
+    assert report["environments"] == ["staging"] and report["approvals"] == {"staging": "not required"}
+    assert [(t["service"], t["level"], t["outcome"], t["command"]) for t in report["tests"]] == [
+        ("api", "test", "passed", RECORD), ("web", "test", "passed", RECORD)]
+    assert (c.shop.dir / "tests-ran.txt").read_text().splitlines() == ["api api none", "web web none"]
+    assert [s["environment"] for s in report["stages"]] == ["staging"]
+    assert report["stages"][0]["gate"]["outcome"] == "passed" and health.hits == 1
+    assert service_entry(report, "staging", "api")["migrations"][0]["outcome"] == "success"
+    assert c.running_image("api") == f"{c.image('api')}:{tag}"
+    assert c.running_image("api", PRODUCTION_NS) != f"{c.image('api')}:{tag}"  # production untouched
+    assert f"newTag: {tag}" not in c.remote_file(API_KUSTOMIZATION.format(env="production"))
+    assert report["ready_to_promote"] == [
+        {"service": s, "image": f"{c.image(s)}:{tag}", "verified_in": "staging", "next": ["production"],
+         "promote_with": f"forge release {s} --environments production"} for s in ("api", "web")]
+    assert f"ready to promote: {c.image('api')}:{tag} (verified in staging) to production" in proc.stderr
+
+
+@pytest.mark.parametrize("dev_tests", [{"api": "echo 'test_orders FAILED: expected 2, got 3'; exit 3", "web": RECORD}])
+def test_a_failing_test_stops_the_prerelease_before_anything_is_pushed(release_cluster: ShopCluster,
+                                                                      tmp_path: Path) -> None:
+    c = release_cluster
+    tag = f"amd64-{head_sha(c)}"
+    proc = c.run("prerelease:api", "--json", env={"FORGE_STATE_DIR": str(tmp_path / "s")}, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["failed"] == {"environment": None, "service": "api", "step": "test"}
+    [test] = report["tests"]
+    assert test["outcome"] == "failed" and test["exit_code"] == 3
+    assert test["log_tail"] == ["test_orders FAILED: expected 2, got 3"]
+    assert {"environment": None, "service": "api", "steps": ["push"]} in report["not_done"]
+    assert report["push"] == {} and not registry_has(c, "api", tag)
+    assert c.running_image("api") != f"{c.image('api')}:{tag}"
+    assert "the test tests of api failed" not in proc.stderr
+    assert "the tests of api failed (`echo" in proc.stderr and "nothing was pushed" in proc.stderr
+
+
+@pytest.mark.parametrize("dev_tests", [{"api": RECORD, "web": RECORD}])
+def test_comprehensive_release_tests_then_releases_every_environment(release_cluster: ShopCluster,
+                                                                     tmp_path: Path) -> None:
+    c = release_cluster
+    tag = f"amd64-{head_sha(c)}"
+    proc = c.run("comprehensive-release", "--yes", "--json", env={"FORGE_STATE_DIR": str(tmp_path / "s")},
+                 stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["stage"] == "comprehensive" and report["environments"] == ["staging", "production"]
+    assert [(t["service"], t["level"], t["environment"], t["outcome"]) for t in report["tests"]] == [
+        ("api", "test", None, "passed"), ("web", "test", None, "passed"),
+        # the example configures no integration/e2e commands: said so, never "passed"
+        ("api", "integration", "staging", "not configured"), ("api", "e2e", "staging", "not configured"),
+        ("web", "integration", "staging", "not configured"), ("web", "e2e", "staging", "not configured")]
+    assert [s["gate"]["outcome"] for s in report["stages"]] == ["passed", "passed"]
+    assert c.running_image("web", PRODUCTION_NS) == f"{c.image('web')}:{tag}"
+
+
+@pytest.mark.parametrize("dev_tests", [{"api": "while [ ! -e ../../go ]; do sleep 0.05; done"}])
+def test_a_release_running_longer_than_its_lease_renews_it_and_a_second_release_cannot_take_it(
+        release_cluster: ShopCluster, tmp_path: Path) -> None:
+    """The first release waits in its test step (until the file ``go`` exists) for longer than its
+    Lease's duration (10 s); it keeps renewing the Lease, so a second release finds it held."""
+    c = release_cluster
+    err = tmp_path / "first.err"
+    first = subprocess.Popen(
+        ["nix", "run", ".#prerelease:api", *c.shop.overrides(), "--", "--json", "--lock-duration", "10"],
+        cwd=c.shop.dir, env={**os.environ, "PATH": tool_path(), **c.env, "FORGE_STATE_DIR": str(tmp_path / "s1")},
+        stdout=subprocess.PIPE, stderr=err.open("w"), stdin=subprocess.DEVNULL, text=True)
+    try:
+        def renewed_past_its_duration() -> dict | None:
+            from forgegen.runtime.lock import _parse
+            spec = (lease(c) or {}).get("spec") or {}
+            if not spec.get("holderIdentity"):
+                return None
+            held = (_parse(spec["renewTime"]) - _parse(spec["acquireTime"])).total_seconds()
+            return spec if held > 1.5 * spec["leaseDurationSeconds"] else None
+
+        spec = wait_until(renewed_past_its_duration, timeout=300, interval=0.2)
+        assert spec["leaseDurationSeconds"] == 10 and spec["leaseTransitions"] == 0
+        second = c.run("release:api", "--environments", "staging", env={"FORGE_STATE_DIR": str(tmp_path / "s2")},
+                       stdin=subprocess.DEVNULL)
+        assert second.returncode == 2, second.stderr
+        assert f"another release holds shop/Lease/{LEASE}: {spec['holderIdentity']}" in second.stderr
+        assert lease(c)["spec"]["holderIdentity"] == spec["holderIdentity"]  # not taken over
+    finally:
+        (c.shop.dir / "go").touch()
+        out, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, err.read_text()
+    report = json.loads(out)
+    assert report["outcome"] == "success" and "lock_lost" not in report
+    assert report["locks"][0]["holder"] == spec["holderIdentity"] and report["locks"][0]["released_at"]
+    assert lease(c)["spec"]["holderIdentity"] is None

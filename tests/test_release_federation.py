@@ -15,7 +15,7 @@ import pytest
 from tests.fixtures.health import Health
 from tests.fixtures.nixenv import Flake
 from tests.fixtures.registry import Registry
-from tests.fixtures.shop import ShopCluster, api_and_web_only, shop_cluster_on
+from tests.fixtures.shop import BOTH_BACKENDS, ShopCluster, api_and_web_only, shop_cluster_on
 from tests.fixtures.subgraphs import PRODUCTS, REVIEWS, REVIEWS_CONFLICTING, Subgraph, subgraph_server
 
 pytestmark = [pytest.mark.nix, pytest.mark.kube, pytest.mark.registry]
@@ -41,11 +41,9 @@ def fed_cluster(backend: str, request: pytest.FixtureRequest, shop: Flake, regis
 
     def edit_deploy(text: str) -> str:
         text = api_and_web_only(text).replace("http://api.shop.svc/healthz", health.url)
-        text = text.replace("\nenvironments:\n",
-                            '\nfederation:\n  router_config_path: "clusters/{cluster}/router"\n\nenvironments:\n', 1)
-        text = text.replace("    workload: {kind: Deployment, name: api, container: api}\n",
-                            "    workload: {kind: Deployment, name: api, container: api}\n"
-                            f'    graphql: {{endpoint: "{products.url}", subgraph_name: products}}\n', 1)
+        assert '\nfederation:\n  router_config_path: "clusters/{cluster}/router"\n' in text  # the example's
+        example = text[text.index("    graphql:"):text.index("\n\n  web:")]  # api's: a schema file
+        text = text.replace(example, f'    graphql: {{endpoint: "{products.url}", subgraph_name: products}}', 1)
         return text.replace("    depends_on: [api]\n",
                             f'    depends_on: [api]\n    graphql: {{endpoint: "{reviews.url}", subgraph_name: reviews}}\n', 1)
 
@@ -53,12 +51,14 @@ def fed_cluster(backend: str, request: pytest.FixtureRequest, shop: Flake, regis
         yield cluster
 
 
-def remote_has(c: ShopCluster, rel: str) -> bool:
-    out = subprocess.run(["git", f"--git-dir={c.remote}", "ls-tree", "--name-only", "main", rel],
-                         capture_output=True, text=True, check=True).stdout
-    return bool(out.strip())
+PLACEHOLDER = "# replaced by the supergraph `forge release` composes\n"  # examples/gitops/clusters/*/router
 
 
+def composed(c: ShopCluster) -> bool:
+    return c.remote_file(SUPERGRAPH) != PLACEHOLDER
+
+
+@BOTH_BACKENDS
 def test_release_composes_commits_and_reconciles_the_supergraph(fed_cluster: ShopCluster,
                                                                  subgraphs: tuple[Subgraph, Subgraph]) -> None:
     c = fed_cluster
@@ -66,7 +66,7 @@ def test_release_composes_commits_and_reconciles_the_supergraph(fed_cluster: Sho
     dry = c.run("release", "--environments", "staging", "--dry-run", stdin=subprocess.DEVNULL)
     assert dry.returncode == 0, dry.stderr
     assert f"staging: fetch products, reviews's SDL, compose the supergraph, commit {SUPERGRAPH}" in dry.stdout
-    assert not remote_has(c, SUPERGRAPH) and not products.requests  # a dry run fetches and commits nothing
+    assert not composed(c) and not products.requests  # a dry run fetches and commits nothing
 
     proc = c.run("release", "--environments", "staging", "--yes", "--json", stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
@@ -83,9 +83,12 @@ def test_release_composes_commits_and_reconciles_the_supergraph(fed_cluster: Sho
     # reconciled like any deploy: Flux applied the supergraph's commit
     assert fed["reconcile"]["revision"].endswith(commit)
     c.wait_applied("apps-staging", commit)
+    # where the router reads it: the ConfigMap generated from the committed file, applied by Flux
+    assert c.get("configmaps", "router-supergraph")["data"]["supergraph.graphql"] == committed
     assert "federation: staging: committed" in proc.stderr
 
 
+@BOTH_BACKENDS
 @pytest.mark.parametrize("reviews_sdl", [REVIEWS_CONFLICTING])
 def test_release_fails_at_federation_when_the_supergraph_does_not_compose(fed_cluster: ShopCluster) -> None:
     c = fed_cluster
@@ -98,5 +101,5 @@ def test_release_fails_at_federation_when_the_supergraph_does_not_compose(fed_cl
     assert all('"Product.name"' in e["message"] for e in errors if e["code"] == "FIELD_TYPE_MISMATCH")
     assert "FIELD_TYPE_MISMATCH: " in report["error"]["message"]
     assert {"environment": "staging", "service": None, "steps": ["gate"]} in report["not_done"]
-    assert not remote_has(c, SUPERGRAPH)  # nothing committed
+    assert not composed(c)  # nothing committed
     assert "stopped at staging / federation" in proc.stderr

@@ -41,12 +41,24 @@ def _plan_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _load(plan_path: Path | None, target: str | None) -> Plan:
-    """The plan given with --plan, else the one `forgegen sync` wrote in this repository."""
+    """The plan given with --plan, else the one `forgegen sync` wrote in this repository; with
+    FORGE_REGISTRY applied (forgegen.runtime.registry_env), which the output then shows."""
     from forgegen.plan import find_plan, load_plan
+    from forgegen.runtime import registry_env
 
-    if plan_path is not None:
-        return load_plan(plan_path)
-    return find_plan(target.partition(":")[0] or None if target else None)
+    plan = load_plan(plan_path) if plan_path is not None else find_plan(
+        target.partition(":")[0] or None if target else None)
+    plan, changed = registry_env.apply(plan, os.environ)
+    if changed is not None:
+        click.get_current_context().meta["forge.registry_override"] = changed
+        console.say(f"FORGE_REGISTRY: images go to {changed['to']} instead of {changed['from']}")
+    return plan
+
+
+def _shown(doc: dict[str, Any]) -> dict[str, Any]:
+    """A JSON result, with the FORGE_REGISTRY override it ran under (if any)."""
+    changed = click.get_current_context().meta.get("forge.registry_override")
+    return {**doc, "registry_override": changed} if changed else doc
 
 
 def _complete_target(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
@@ -86,7 +98,7 @@ def print_steps(command: str, target: str, steps: list[Step], json_output: bool,
     if json_output:
         doc = {"command": command, "target": target, "dry_run": True,
                "steps": [s.to_json() for s in steps], **(extra or {})}
-        console.emit_json(doc)
+        console.emit_json(_shown(doc))
         return
     click.echo(f"forge {command} {target} --dry-run: {len(steps)} step(s), nothing will change")
     for i, step in enumerate(steps, 1):
@@ -164,7 +176,7 @@ def push(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: P
     result = run_push(plan, svc.name, revision=revision, flake=str(source_dir), progress=console.say,
                       live=console.terminal_live())
     if json_output:
-        console.emit_json({"command": "push", **result.to_json()})
+        console.emit_json(_shown({"command": "push", **result.to_json()}))
     else:
         click.echo(result.deploy_reference)
 
@@ -205,10 +217,10 @@ def _report(run: Callable[[], Any], json_output: bool) -> None:
         report = run()
     except DeployFailed as err:
         if json_output:
-            console.emit_json(err.document())
+            console.emit_json(_shown(err.document()))
         raise
     if json_output:
-        console.emit_json(report if isinstance(report, dict) else report.to_json())
+        console.emit_json(_shown(report if isinstance(report, dict) else report.to_json()))
     console.say(present.verdict(report))
 
 
@@ -281,29 +293,39 @@ def status(plan_path: Path | None, json_output: bool, dry_run: bool, environment
               help="services deployed at once per environment (depends_on order kept)")
 @click.option("--lock-timeout", type=click.FloatRange(0), default=0.0, show_default=True, metavar="SECONDS",
               help="wait this long for another release's lock (a Kubernetes Lease) before exiting 2")
+@click.option("--lock-duration", type=click.IntRange(5, 3600), default=30, show_default=True, metavar="SECONDS",
+              help="the Lease's duration: renewed every third of it; another release takes it over this long "
+                   "after the last renewal")
 @click.option("--resume", "resume", is_flag=False, flag_value="last", default=None, metavar="[REPORT.json]",
               help="continue a failed release from its report (default: the last one Forge kept), skipping what is done")
+@click.option("--stage", type=click.Choice(["full", "pre", "comprehensive"]), default="full", show_default=True,
+              help="pre (prerelease): build, test, push, the first environment, what is ready to promote; "
+                   "comprehensive: build, test, push, every environment, integration/e2e tests before promotion")
 @_target_argument("service", "[SERVICE]", required=False)
 def release(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
-            environments: str | None, yes: bool, concurrency: int, lock_timeout: float, resume: str | None,
-            service: str | None) -> None:
+            environments: str | None, yes: bool, concurrency: int, lock_timeout: float, lock_duration: int,
+            resume: str | None, stage: str, service: str | None) -> None:
     """Every service (or SERVICE), environment by environment, with migrations and gates.
 
     Independent services of an environment run in parallel (--concurrency); a Kubernetes Lease
     per product and environment keeps two releases apart (--lock-timeout); --resume continues a
-    failed release."""
+    failed release; --stage pre|comprehensive adds the services' tests (the apps prerelease and
+    comprehensive-release)."""
     plan = _load(plan_path, service)
     services = [_steps().split_target(service, plan)[0]] if service else list(plan.services)
     envs = _environments(plan, environments)
     revision = _revision(source_dir, allow_dirty, dry_run)
     if dry_run:
-        print_steps("release", service or plan.project, _steps().release_steps(plan, services, envs, revision),
-                    json_output, {"environments": envs, **_source_facts(revision, allow_dirty)})
+        steps = _steps().release_steps(plan, services, envs, revision, stage=stage)
+        shown = envs[:1] if stage == "pre" else envs
+        print_steps("release", service or plan.project, steps, json_output,
+                    {"environments": shown, **_source_facts(revision, allow_dirty), "stage": stage})
         return
     from forgegen.runtime import release as release_mod
 
     ask = (lambda q: click.confirm(q, default=False, err=True)) if sys.stdin.isatty() else None
-    options = release_mod.Options(concurrency=concurrency, lock_timeout=lock_timeout)
+    options = release_mod.Options(concurrency=concurrency, lock_timeout=lock_timeout, lock_duration=lock_duration,
+                                  stage=stage)
     if resume is not None:
         options.resume, options.resume_from = release_mod.load_resume(plan, resume)
     _report(lambda: release_mod.run_release(plan, [s.name for s in services] if service else None, envs,

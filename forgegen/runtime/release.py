@@ -49,21 +49,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from forgegen.errors import (ApprovalRequired, ClusterUnreachable, ForgeError, MigrationFailed, RolloutFailed,
-                             RolloutPending, UsageError)
+from forgegen.errors import (
+    ApprovalRequired,
+    ClusterUnreachable,
+    ForgeError,
+    MigrationFailed,
+    ReleaseFailed,
+    RolloutFailed,
+    RolloutPending,
+    UsageError,
+)
 from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime import deploy as deploy_mod
 from forgegen.runtime import federation, gitops, kube, lock, migrate, present, registry, verify
+from forgegen.runtime import stages as kinds
+from forgegen.runtime.build import run_build
 from forgegen.runtime.steps import dependency_order
 from forgegen.runtime.tags import SourceRevision, image_tags
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
 Ask = Callable[[str], bool]
-
-
-class ReleaseFailed(deploy_mod.DeployFailed):
-    """A release stopped at a failed step; ``report`` says where and what was not done (exit 1)."""
+Clients = dict[tuple[str | None, str | None], Any]  # (kubeconfig, context) -> API client
 
 
 @dataclass(frozen=True)
@@ -172,6 +179,7 @@ class Options:
     resume: dict[str, Any] | None = None
     resume_from: str | None = None
     state_dir: Path | None = None
+    stage: str = "full"  # or "pre" (prerelease), "comprehensive" (comprehensive-release): forgegen.runtime.stages
 
 
 def state_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -218,11 +226,11 @@ def load_resume(plan: Plan, spec: str, options_dir: Path | None = None) -> tuple
 
 
 def _check_resume(prev: dict[str, Any], report: dict[str, Any]) -> None:
-    for key in ("source_commit", "services", "environments"):
-        if prev.get(key) != report[key]:
+    for key in ("source_commit", "services", "environments", "stage", "registry"):
+        if prev.get(key, {"stage": "full", "registry": report["registry"]}.get(key)) != report[key]:
             raise UsageError(f"--resume: the failed release had {key} {prev.get(key)!r}, this one {report[key]!r}",
                              hint="resume with the same source commit, services and --environments, "
-                                  "or run a new release without --resume")
+                                  "(and --stage, FORGE_REGISTRY), or run a new release without --resume")
 
 
 def run_release(plan: Plan, services: list[str] | None, environments: list[str], *, revision: SourceRevision,
@@ -237,8 +245,8 @@ def run_release(plan: Plan, services: list[str] | None, environments: list[str],
         report = _run(plan, services, environments, revision=revision, yes=yes, ask=ask, flake=flake, say=say,
                       cwd=cwd, opts=opts)
     except ReleaseFailed as err:
-        _save(err.report, opts)
-        for line in present.not_done(err.report):
+        _save(err.document(), opts)
+        for line in present.not_done(err.document()):
             say(line)
         raise
     _save(report, opts)
@@ -251,12 +259,12 @@ def _preflight(plan: Plan, stages: list[Stage], order: list[ServicePlan], report
     """Configuration errors exit 2 and unreachable clusters exit 1, both before any change."""
     if ask is None:  # nobody to ask: say so first (the interactive question comes last, after the checks)
         report["approvals"] = _approve(stages, yes=yes, ask=None, what=what)
-    connections = {}
+    connections: dict[tuple[str | None, str | None], tuple[str, kube.Connection]] = {}
     for stage in stages:
         for _, target in stage.pairs:
             connections.setdefault(_client_key(target), (stage.environment, kube.resolve(*_client_key(target))))
     registry.resolve_credentials(plan.registry)  # raises UsageError for half-set credentials
-    clients: dict[tuple[str | None, str | None], Any] = {}
+    clients: Clients = {}
     try:
         for key, (env, conn) in connections.items():
             clients[key] = kube.client_for(conn)
@@ -269,7 +277,7 @@ def _preflight(plan: Plan, stages: list[Stage], order: list[ServicePlan], report
     return clients
 
 
-def _take_locks(plan: Plan, stages: list[Stage], clients: dict, opts: Options, what: str,
+def _take_locks(plan: Plan, stages: list[Stage], clients: Clients, opts: Options, what: str,
                 say: Say) -> list[lock.Lease]:
     """The Lease of every environment, in promotion order; all or none."""
     holder = lock.identity()
@@ -287,32 +295,57 @@ def _take_locks(plan: Plan, stages: list[Stage], clients: dict, opts: Options, w
     return leases
 
 
-def _run(plan: Plan, services: list[str] | None, environments: list[str], *, revision: SourceRevision,
-         yes: bool, ask: Ask | None, flake: str, say: Say, cwd: str | Path | None, opts: Options) -> dict[str, Any]:
-    t0 = time.monotonic()
-    order, stages = plan_stages(plan, services, environments)
-    what = order[0].name if services and len(order) == 1 else f"{plan.project} ({', '.join(s.name for s in order)})"
+def _new_report(plan: Plan, services: list[str] | None, order: list[ServicePlan], stages_: list[Stage],
+                revision: SourceRevision, opts: Options) -> dict[str, Any]:
+    """The release report as it starts (the one place its shape is set; steps fill it in)."""
     report: dict[str, Any] = {
-        "command": "release", "target": services[0] if services and len(services) == 1 else plan.project,
+        "command": "release", "stage": opts.stage,
+        "target": services[0] if services and len(services) == 1 else plan.project,
         "project": plan.project, "source_commit": revision.sha7,
-        "environments": [s.environment for s in stages], "services": [s.name for s in order],
+        "registry": "/".join(p for p in (plan.registry.host, plan.registry.organization) if p),
+        "environments": [s.environment for s in stages_], "services": [s.name for s in order],
         "outcome": "running", "approvals": {}, "push": {}, "images": {}, "stages": [],
         "failed": None, "not_done": [], "locks": [], "concurrency": opts.concurrency, "timings": {},
     }
+    if kinds.has_tests(opts.stage):
+        report["tests"] = []
+    if opts.stage == "pre":
+        report["ready_to_promote"] = []
     if opts.resume is not None:
         _check_resume(opts.resume, report)
         report["resumed_from"] = {"report": opts.resume_from, "failed": opts.resume.get("failed")}
         report["skipped"] = []
-    clients = _preflight(plan, stages, order, report, revision=revision, yes=yes, ask=ask, what=what, t0=t0, cwd=cwd)
-    leases = _take_locks(plan, stages, clients, opts, f"{what} at {revision.sha7}", say)
+    return report
+
+
+def _run(plan: Plan, services: list[str] | None, environments: list[str], *, revision: SourceRevision,
+         yes: bool, ask: Ask | None, flake: str, say: Say, cwd: str | Path | None, opts: Options) -> dict[str, Any]:
+    t0 = time.monotonic()
+    order, all_stages = plan_stages(plan, services, environments)
+    stages_ = all_stages[:1] if opts.stage == "pre" else all_stages  # a prerelease: the first environment only
+    what = order[0].name if services and len(order) == 1 else f"{plan.project} ({', '.join(s.name for s in order)})"
+    report = _new_report(plan, services, order, stages_, revision, opts)
+    clients = _preflight(plan, stages_, order, report, revision=revision, yes=yes, ask=ask, what=what, t0=t0, cwd=cwd)
+    leases = _take_locks(plan, stages_, clients, opts, f"{what} at {revision.sha7}", say)
     report["locks"] = [lease.info for lease in leases]
     renewer = lock.Renewer(leases)
     try:
-        say(f"release {what} at {revision.sha7}: {' → '.join(s.environment for s in stages)}")
-        pushed = _push_all(plan, stages, order, report, revision=revision, flake=flake, say=say, t0=t0, opts=opts)
-        for si in range(len(stages)):
-            _release_stage(plan, stages, si, order, report, clients=clients, pushed=pushed, revision=revision,
+        say(f"release {what} at {revision.sha7}: {' → '.join(s.environment for s in stages_)}"
+            + ("" if opts.stage == "full" else f" ({kinds.APPS[opts.stage]})"))
+        builds = _test_all(plan, stages_, order, report, flake=flake, say=say, t0=t0, opts=opts)
+        pushed = _push_all(plan, stages_, order, report, revision=revision, flake=flake, say=say, t0=t0, opts=opts,
+                           builds=builds)
+        for si in range(len(stages_)):
+            _release_stage(plan, stages_, si, order, report, clients=clients, pushed=pushed, revision=revision,
                            say=say, cwd=cwd, t0=t0, opts=opts)
+            if si == 0:
+                _promotion_tests(stages_, order, report, flake=flake, say=say, t0=t0, opts=opts)
+        if opts.stage == "pre":
+            report["ready_to_promote"] = kinds.ready_to_promote(list(stages_[0].pairs), report["images"],
+                                                                 [s.environment for s in all_stages])
+            for row in report["ready_to_promote"]:
+                say(f"ready to promote: {row['image']} (verified in {row['verified_in']})"
+                    + (f" to {', '.join(row['next'])}: {row['promote_with']}" if row["next"] else ""))
         report["outcome"] = "success"
         report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
         return report
@@ -322,6 +355,51 @@ def _run(plan: Plan, services: list[str] | None, environments: list[str], *, rev
             lease.info.setdefault("released_at", None)
         if any(lease.lost for lease in leases):
             report["lock_lost"] = [lease.lost for lease in leases if lease.lost]
+
+
+def _test_all(plan: Plan, stages_: list[Stage], order: list[ServicePlan], report: dict[str, Any], *, flake: str,
+              say: Say, t0: float, opts: Options) -> dict[str, Any]:
+    """A stage with tests: build every image, then run each service's tests; the first failure stops
+    the release before anything is pushed. The builds, for the push. (A service the resumed release
+    already pushed is neither built nor tested again.)"""
+    if not kinds.has_tests(opts.stage):
+        return {}
+    done = (opts.resume or {}).get("push") or {}
+    todo = [svc for svc in order if svc.name not in done]
+    builds: dict[str, Any] = {}
+    for svc in todo:
+        try:
+            builds[svc.name] = run_build(plan, svc.name, flake=flake, progress=_prefixed(say, f"{svc.name}: build: "))
+        except ForgeError as err:
+            _stop(report, stages_, order, t0, where=("build", None, svc.name), err=err, push_done=False,
+                  pushed=set(done), also_not_done=[{"environment": None, "service": s.name, "steps": ["test"]}
+                                                   for s in todo])
+    for i, svc in enumerate(todo):
+        entry = kinds.run_tests(svc, None, source=flake, say=say)
+        report["tests"].append(entry)
+        if entry["outcome"] == "failed":
+            later = [{"environment": None, "service": s.name, "steps": ["test"]} for s in todo[i + 1:]]
+            _stop(report, stages_, order, t0, where=("test", None, svc.name), push_done=False, pushed=set(done),
+                  err=kinds.tests_error(entry, before="nothing was pushed"), also_not_done=later)
+    return builds
+
+
+def _promotion_tests(stages_: list[Stage], order: list[ServicePlan], report: dict[str, Any], *, flake: str,
+                     say: Say, t0: float, opts: Options) -> None:
+    """comprehensive: each service's integration and e2e tests against the first environment,
+    before the next environment starts."""
+    levels = kinds.promotion_levels(opts.stage)
+    stage = stages_[0]
+    runs = [(svc, target, level) for svc, target in stage.pairs for level in levels]
+    for i, (svc, target, level) in enumerate(runs):
+        entry = kinds.run_tests(svc, level, source=flake, target=target, image=report["images"][svc.name], say=say)
+        report["tests"].append(entry)
+        if entry["outcome"] == "failed":
+            later = [{"environment": stage.environment, "service": s.name, "steps": [f"test:{lv}"]}
+                     for s, _, lv in runs[i + 1:]]
+            nxt = ", ".join(s.environment for s in stages_[1:]) or "nothing"
+            _stop(report, stages_, order, t0, where=(f"test:{level}", stage.environment, svc.name),
+                  err=kinds.tests_error(entry, before=f"not promoted to {nxt}"), from_stage=1, also_not_done=later)
 
 
 @dataclass(frozen=True)
@@ -347,8 +425,10 @@ class DonePush:
 
 
 def _push_all(plan: Plan, stages: list[Stage], order: list[ServicePlan], report: dict[str, Any], *,
-              revision: SourceRevision, flake: str, say: Say, t0: float, opts: Options) -> dict[str, Any]:
-    """Push every image once (a resumed release keeps the pushes its report has)."""
+              revision: SourceRevision, flake: str, say: Say, t0: float, opts: Options,
+              builds: dict[str, Any]) -> dict[str, Any]:
+    """Push every image once (built here, or before the tests: ``builds``); a resumed release keeps
+    the pushes its report has."""
     t_push = time.monotonic()
     pushed: dict[str, Any] = {}
     done = (opts.resume or {}).get("push") or {}
@@ -359,8 +439,8 @@ def _push_all(plan: Plan, stages: list[Stage], order: list[ServicePlan], report:
             say(f"{svc.name}: push: done by the resumed release ({result.deploy_tag}); skipped")
         else:
             try:
-                result = registry.run_push(plan, svc.name, revision=revision, flake=flake,
-                                           progress=lambda m, n=svc.name: say(f"{n}: push: {m}"))
+                result = registry.run_push(plan, svc.name, revision=revision, flake=flake, build=builds.get(svc.name),
+                                           progress=_prefixed(say, f"{svc.name}: push: "))
             except ForgeError as err:
                 _stop(report, stages, order, t0, where=("push", None, svc.name), err=err, push_done=False,
                       pushed=set(pushed))
@@ -372,7 +452,7 @@ def _push_all(plan: Plan, stages: list[Stage], order: list[ServicePlan], report:
 
 
 def _release_stage(plan: Plan, stages: list[Stage], si: int, order: list[ServicePlan], report: dict[str, Any], *,
-                   clients: dict, pushed: dict[str, Any], revision: SourceRevision, say: Say,
+                   clients: Clients, pushed: dict[str, Any], revision: SourceRevision, say: Say,
                    cwd: str | Path | None, t0: float, opts: Options) -> None:
     """One environment: its services in parallel (``depends_on`` kept), then the gate."""
     stage = stages[si]
@@ -423,21 +503,21 @@ def _release_stage(plan: Plan, stages: list[Stage], si: int, order: list[Service
 Failure = tuple[ServicePlan, str, ForgeError]
 
 
-def _run_services(plan: Plan, stage: Stage, clients: dict, pushed: dict[str, Any], revision: SourceRevision,
-                  say: Say, cwd: str | Path | None, concurrency: int, previous: dict[str, dict],
-                  report: dict[str, Any]) -> tuple[dict[str, dict], list[Failure]]:
+def _run_services(plan: Plan, stage: Stage, clients: Clients, pushed: dict[str, Any], revision: SourceRevision,
+                  say: Say, cwd: str | Path | None, concurrency: int, previous: dict[str, dict[str, Any]],
+                  report: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], list[Failure]]:
     """Start each service once its dependencies in this environment succeeded, at most
     ``concurrency`` at a time; after the first failure start nothing new and let the running
     ones finish (or roll back)."""
     names = {s.name for s, _ in stage.pairs}
     deps = {s.name: [d for d in s.depends_on if d in names] for s, _ in stage.pairs}
     pending = list(stage.pairs)
-    entries: dict[str, dict] = {}
+    entries: dict[str, dict[str, Any]] = {}
     ok: set[str] = set()
     failures: list[Failure] = []
     accept = _descendant_test(cwd)
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="forge-release") as pool:
-        running: dict[Future, ServicePlan] = {}
+        running: dict[Future[Any], ServicePlan] = {}
         while pending or running:
             for svc, target in list(pending):
                 if failures or len(running) >= concurrency:
@@ -479,7 +559,18 @@ def _own_client(target: TargetPlan) -> Any:
     return kube.client_for(kube.resolve(*_client_key(target)))
 
 
-def _descendant_test(cwd: str | Path | None) -> Callable[..., Callable[[str], bool]]:
+Accept = Callable[[tuple[str, str]], Callable[[str], Callable[[str], bool]]]
+
+
+def _returning(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
+def _prefixed(say: Say, prefix: str) -> Say:
+    return lambda message: say(prefix + message)
+
+
+def _descendant_test(cwd: str | Path | None) -> Accept:
     """``accept(ours)(sha)``: does the GitOps commit Flux fetched contain ours (a parallel deploy
     pushed on top of it)? Asked of the cached clone, fetched when it does not know ``sha``."""
     memo: dict[tuple[str, str], bool] = {}
@@ -605,7 +696,7 @@ def _deploy(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, entry: d
     return None
 
 
-def _federation(plan: Plan, stage: Stage, clients: dict, entry_stage: dict[str, Any], revision: SourceRevision,
+def _federation(plan: Plan, stage: Stage, clients: Clients, entry_stage: dict[str, Any], revision: SourceRevision,
                 say: Say, cwd: str | Path | None) -> ForgeError | None:
     """The federation step (:mod:`forgegen.runtime.federation`), when subgraphs are deployed here;
     the error that stops the release, or None."""
@@ -621,13 +712,13 @@ def _federation(plan: Plan, stage: Stage, clients: dict, entry_stage: dict[str, 
     return None
 
 
-def _gate(plan: Plan, stage: Stage, clients: dict, entry_stage: dict[str, Any], pushed: dict[str, Any],
+def _gate(plan: Plan, stage: Stage, clients: Clients, entry_stage: dict[str, Any], pushed: dict[str, Any],
           cwd: str | Path | None) -> dict[str, Any]:
     """Every service of the environment healthy (as ``forge status`` judges) and verified."""
     rows: dict[str, Any] = {}
     entries = {e["service"]: e for e in entry_stage["services"]}
     for svc, target in stage.pairs:
-        row = deploy_mod.status_row(plan, svc, target, lambda target=target: clients[_client_key(target)], cwd=cwd)
+        row = deploy_mod.status_row(plan, svc, target, _returning(clients[_client_key(target)]), cwd=cwd)
         tag = pushed[svc.name].deploy_tag
         if row.get("git") and row["git"]["tag"] != tag:
             row["errors"].append(f"git: the GitOps repository now deploys {row['git']['tag']}, not {tag}")
@@ -641,44 +732,55 @@ def _gate(plan: Plan, stage: Stage, clients: dict, entry_stage: dict[str, Any], 
     return {"outcome": "passed" if not bad else "failed", "services": rows, "reason": "; ".join(bad) or None}
 
 
-def _stop(report: dict[str, Any], stages: list[Stage], order: list[ServicePlan], t0: float, *,
+def _stop(report: dict[str, Any], stages_: list[Stage], order: list[ServicePlan], t0: float, *,
           where: tuple[str, str | None, str | None], err: ForgeError, push_done: bool = True,
           pushed: set[str] | None = None, position: tuple[int, dict[str, str], set[str]] | None = None,
-          gate_failed: bool = False) -> NoReturn:
+          gate_failed: bool = False, from_stage: int = 0, also_not_done: list[dict[str, Any]] | None = None) -> NoReturn:
     """Record where the release stopped and everything that did not run; raise :class:`ReleaseFailed`.
-    ``position`` is (stage index, failed service → step, services started in that stage)."""
+    ``position`` is (stage index, failed service → step, services started in that stage);
+    ``from_stage`` the first stage not done when there is no position (every earlier one is done)."""
     step, env, service = where
     report["outcome"] = "failed"
     report["failed"] = {"environment": env, "service": service, "step": step}
     report["error"] = {"type": type(err).__name__, "message": err.message, "hint": err.hint}
-    not_done: list[dict[str, Any]] = []
+    not_done: list[dict[str, Any]] = list(also_not_done or [])
     if not push_done:
         not_done += [{"environment": None, "service": s.name, "steps": ["push"]}
                      for s in order if s.name not in (pushed or set())]
-    first_stage = 0
+    first_stage = from_stage
     if position is not None:
-        si, failed, started = position
-        stage = stages[si]
-        for svc, _ in stage.pairs:
-            steps = service_steps(svc)
-            if svc.name in failed:
-                at = steps.index("deploy" if failed[svc.name].startswith("deploy:") else failed[svc.name])
-                if steps[at + 1:]:
-                    not_done.append({"environment": stage.environment, "service": svc.name, "steps": steps[at + 1:]})
-            elif svc.name not in started:
-                not_done.append({"environment": stage.environment, "service": svc.name, "steps": steps})
-        if not gate_failed:
-            not_done.append({"environment": stage.environment, "service": None, "steps": ["gate"]})
-        first_stage = si + 1
-    for stage in stages[first_stage:]:
-        for svc, _ in stage.pairs:
-            not_done.append({"environment": stage.environment, "service": svc.name, "steps": service_steps(svc)})
-        not_done.append({"environment": stage.environment, "service": None, "steps": ["gate"]})
+        not_done += _stage_not_done(stages_[position[0]], position[1], position[2], gate_failed)
+        first_stage = position[0] + 1
+    levels = kinds.promotion_levels(report.get("stage", "full"))
+    for si in range(first_stage, len(stages_)):
+        not_done += _stage_not_done(stages_[si], {}, set(), False)
+    if levels and first_stage <= 1 and not step.startswith("test:"):  # comprehensive: the first environment's tests
+        tests = [{"environment": stages_[0].environment, "service": s.name, "steps": [f"test:{lv}" for lv in levels]}
+                 for s, _ in stages_[0].pairs]
+        at = next((i for i, d in enumerate(not_done) if d["environment"] not in (None, stages_[0].environment)),
+                  len(not_done))
+        not_done[at:at] = tests
     report["not_done"] = not_done
     report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
     place = " / ".join(p for p in (env, service, step) if p)
-    later = [s.environment for s in stages[first_stage:]]
+    later = [s.environment for s in stages_[first_stage:]]
     tail = f"; not started: {', '.join(later)}" if later else ""
     raise ReleaseFailed(f"release of {report['target']} stopped at {place}: {err.message}{tail}", report,
                         hint=err.hint or "the report's not_done lists every step that did not run") from err
+
+
+def _stage_not_done(stage: Stage, failed: dict[str, str], started: set[str], gate_failed: bool) -> list[dict[str, Any]]:
+    """What did not run in one environment: after each failed step, the services not started, the gate."""
+    rows: list[dict[str, Any]] = []
+    for svc, _ in stage.pairs:
+        steps = service_steps(svc)
+        if svc.name in failed:
+            at = steps.index("deploy" if failed[svc.name].startswith("deploy:") else failed[svc.name])
+            if steps[at + 1:]:
+                rows.append({"environment": stage.environment, "service": svc.name, "steps": steps[at + 1:]})
+        elif svc.name not in started:
+            rows.append({"environment": stage.environment, "service": svc.name, "steps": steps})
+    if not gate_failed:
+        rows.append({"environment": stage.environment, "service": None, "steps": ["gate"]})
+    return rows
 

@@ -12,6 +12,7 @@ from typing import Any
 from forgegen import pattern
 from forgegen.errors import UsageError
 from forgegen.plan import Plan, ServicePlan, TargetPlan
+from forgegen.runtime import stages
 from forgegen.runtime.federation import dry_run_steps
 from forgegen.runtime.gitops import manifest_path
 from forgegen.runtime.tags import ImageTags, SourceRevision, image_tags
@@ -160,17 +161,28 @@ def describe(command: str, plan: Plan, service: ServicePlan | None, target: Targ
 
 
 def release_steps(plan: Plan, services: list[ServicePlan], environments: list[str],
-                  revision: SourceRevision) -> list[Step]:
-    """Every service, environment by environment, with migrations and verification gates."""
+                  revision: SourceRevision, *, stage: str = "full") -> list[Step]:
+    """Every service, environment by environment, with migrations and verification gates; a
+    ``stage`` (:mod:`forgegen.runtime.stages`) adds the tests and, for ``pre``, stops after the first
+    environment."""
     steps: list[Step] = []
     order = dependency_order(services)
-    for env in environments:
+    envs = [e for e in environments if any(t.environment == e for s in order for t in s.targets)]
+    if stage == "pre":
+        envs = envs[:1]
+    if stages.has_tests(stage):
+        steps += [Step("build", f"{s.name}: nix build .#packages.{a}.{s.image.package}", {"service": s.name, "system": a})
+                  for s in order for a in s.image.architectures]
+        steps += [_test_step(s, None, None) for s in order]
+    for n, env in enumerate(envs):
         for service in order:
             target = next((t for t in service.targets if t.environment == env), None)
             if target is None:
                 continue
             deploy = [Step(s.name, f"{service.name}/{env}: {s.summary}", {**s.details, "service": service.name, "environment": env})
                       for s in describe("deploy", plan, service, target, revision)]
+            if stages.has_tests(stage):  # built before the tests
+                deploy = [s for s in deploy if s.name != "build"]
             # Migrations run with the pushed image, before the GitOps commit points the cluster at it.
             at = next(i for i, s in enumerate(deploy) if s.name == "gitops-edit")
             migrations = [Step("migrate", f"{service.name}/{env}: run migration {m.name}: {' '.join(m.command)}",
@@ -184,7 +196,22 @@ def release_steps(plan: Plan, services: list[ServicePlan], environments: list[st
         steps += [Step("federation", f"{env}: fetch {', '.join(s['name'] for s in d['subgraphs'])}'s SDL, compose the "
                        f"supergraph, commit {d['file']}, reconcile", d) for d in dry_run_steps(plan, env)]
         steps.append(Step("gate", f"all of {env} healthy and verified before the next environment", {"environment": env}))
+        if n == 0:
+            steps += [_test_step(s, lv, env) for s in order if any(t.environment == env for t in s.targets)
+                      for lv in stages.promotion_levels(stage)]
+    if stage == "pre" and envs:
+        steps.append(Step("ready-to-promote", f"report each image verified in {envs[0]} and where it goes next",
+                          {"environment": envs[0]}))
     return steps
+
+
+def _test_step(service: ServicePlan, level: str | None, env: str | None) -> Step:
+    command = stages.test_command(service, level)
+    name = "test" if level is None else f"test:{level}"
+    where = f" against {env}" if env else " (a failure stops before the push)"
+    return Step(name, f"{service.name}: {command or 'not configured'}{where}",
+                {"service": service.name, "level": level or "test", "command": command, "environment": env,
+                 "directory": service.path})
 
 
 def dependency_order(services: list[ServicePlan]) -> list[ServicePlan]:
