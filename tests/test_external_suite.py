@@ -145,6 +145,23 @@ def test_a_scripted_image_on_a_real_cluster_is_its_own_program_doing_it(shop: An
             serving.wait(30)
 
 
+@pytest.mark.parametrize("cluster", ["staging", "production"])
+def test_every_readiness_probe_of_the_example_asks_the_port_its_service_listens_on(cluster: str) -> None:
+    """On a real node the probe must reach the server the test above shows answering /healthz:
+    every example service listens on $PORT, default 8080 (their own tests check that)."""
+    probed = {}
+    for path in sorted((ROOT / "examples" / "gitops" / "clusters" / cluster).glob("*/deployment.yaml")):
+        for c in yaml.safe_load(path.read_text())["spec"]["template"]["spec"]["containers"]:
+            if "readinessProbe" not in c:
+                continue
+            probe = c["readinessProbe"]["httpGet"]["port"]
+            ports = {p["name"]: p["containerPort"] for p in c.get("ports") or []}
+            env = {e["name"]: e.get("value") for e in c.get("env") or []}
+            probed[c["name"]] = (ports.get(probe, probe), int(env.get("PORT") or 8080))
+    assert {"api", "web"} <= probed.keys()
+    assert all(asked == listening for asked, listening in probed.values()), probed
+
+
 def healthz(port: int) -> int | None:
     """The status of GET /healthz on ``port``, or None while nothing answers."""
     import urllib.error
