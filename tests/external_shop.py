@@ -19,19 +19,19 @@ superset of forge.yaml). The tests read the GitOps remote through a local mirror
 each read.
 
 A real kubelet runs the images, so a test's image script becomes the service's own program:
-:meth:`ExternalBackend.script` rewrites ``services/<service>/main.sh`` (:func:`program_of`: ``echo``
-the logs, ``exit N``; a migration's outcome under ``migrate``) and commits; the next deploy
-builds, pushes and rolls out that image (a new tag). Only with ``FORGE_E2E_NIXPKGS`` are
-the images real programs a real node can run; with the nixpkgs stand-in (the project's own
-proof) the simulated kubelet cannot run them and is told the same behaviour through its
-ConfigMap (``FORGE_E2E_SIMULATED_KUBELET=1``).
+:meth:`ExternalBackend.script` rewrites it (:func:`write_program`: api's Python ``main`` in
+``api/app.py``, web's ``src/server.js``; the logs, then the crash's exit code, or a migration's
+outcome under ``migrate``, or the real server) and commits; the next deploy builds, pushes and
+rolls out that image (a new tag). Only with ``FORGE_E2E_NIXPKGS`` are the images real programs
+a real node can run; with the nixpkgs stand-in (the project's own proof) the simulated kubelet
+cannot run them and is told the same behaviour through its ConfigMap
+(``FORGE_E2E_SIMULATED_KUBELET=1``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import uuid
 from pathlib import Path
@@ -64,33 +64,62 @@ class ExternalRegistry:
         self.host, self.url, self.organization = settings.host, settings.url, settings.organization
 
 
-def program_of(script: ImageScript) -> str:
-    """The example service's program that does ``script`` on a real node (bash builtins only, and
-    the example's own ``sleep`` loop to serve): a crash prints its logs and exits with its code on
-    every start, migration or not; otherwise ``<service> migrate`` (the example's migration Job)
-    prints the completion logs and exits with the completion code, and the service serves."""
+SCRIPTED = "scripted by the test (tests/external_shop.py)"
+
+
+def check_programmable(script: ImageScript) -> None:
+    """Fail unless a service's own program alone can show ``script`` on a real node."""
     unsupported = [f for f in ("oom", "pull_error", "invalid_name", "config_error", "create_error", "run_error",
                                "unschedulable", "unhealthy", "exits") if getattr(script, f) not in (None, False)]
     if unsupported or (script.exit_after is None and script.ready_after != 0.0):
         raise AssertionError(f"{script}: no program alone shows this on a real node ({unsupported or 'readiness'})")
 
-    def echo(lines: tuple[str, ...]) -> list[str]:
-        return [f"echo {shlex.quote(line)}" for line in lines]
 
-    lines = echo(script.logs)  # at every start
+def python_program(script: ImageScript) -> str:
+    """Python appended to the api package's ``app.py``: a ``main`` (the console script's entry
+    point) that prints the logs at every start; a crash prints its exit logs and returns its code
+    (migration or not); otherwise ``api migrate`` prints the completion logs and returns the
+    completion code, and anything else is the real ``main``: the server, answering /healthz."""
+    def say(lines: tuple[str, ...], indent: str) -> list[str]:
+        return [f"{indent}print({chr(10).join(lines)!r}, flush=True)"] if lines else []
+
+    code = [f"# {SCRIPTED}", "_serve = main", "", "", "def main(argv: list[str] | None = None) -> int:", *say(script.logs, "    ")]
     if script.exit_after is not None:
-        lines += [*echo(script.exit_logs), f"exit {script.exit_code}"]
-    else:
-        lines += ['if [ "${1:-}" = migrate ]; then', *("  " + x for x in echo(script.completion_logs)),
-                  f"  exit {script.completion_code}", "fi", "while true; do sleep 3600; done"]
-    return "\n".join(lines) + "\n"
+        return "\n".join([*code, *say(script.exit_logs, "    "), f"    return {script.exit_code}"])
+    if script.completes_after is not None:  # (None: a migration that never ends: it serves)
+        code += ['    if (sys.argv[1:] if argv is None else argv)[:1] == ["migrate"]:',
+                 *say(script.completion_logs, "        "), f"        return {script.completion_code}"]
+    return "\n".join([*code, "    return _serve(argv)"])
+
+
+def node_program(script: ImageScript) -> str:
+    """JavaScript put before web's ``src/server.js``: the same behaviour as :func:`python_program`
+    (``web migrate`` is ``node src/server.js migrate``); serving is the rest of server.js."""
+    def say(lines: tuple[str, ...], indent: str) -> list[str]:
+        return [f"{indent}console.log({json.dumps(chr(10).join(lines))});"] if lines else []
+
+    code = ['"use strict";', f"// {SCRIPTED}", *say(script.logs, "")]
+    if script.exit_after is not None:
+        return "\n".join([*code, *say(script.exit_logs, ""), f"process.exit({script.exit_code});"])
+    if script.completes_after is not None:
+        code += ['if (process.argv[2] === "migrate") {', *say(script.completion_logs, "  "),
+                 f"  process.exit({script.completion_code});", "}"]
+    return "\n".join(code)
+
+
+# the file of each example service that holds its entry point, and how the scripted code joins it
+PROGRAMS = {"api": ("api/app.py", lambda s, text: f"{text.rstrip()}\n\n\n{python_program(s)}\n"),
+            "web": ("src/server.js", lambda s, text: f"{node_program(s)}\n{text}")}
 
 
 def write_program(shop: Flake, service: str, script: ImageScript) -> str:
-    """Make ``service``'s program (``services/<service>/main.sh``) do ``script``; commit; the commit."""
-    main = shop.dir / "services" / service / "main.sh"
-    assert main.is_file(), f"no service {service} in the example"
-    main.write_text("# scripted by the test (tests/external_shop.py)\n" + program_of(script))
+    """Make ``service``'s own program do ``script`` (:data:`PROGRAMS`); commit; the commit."""
+    check_programmable(script)
+    assert service in PROGRAMS, f"{service}: only {', '.join(PROGRAMS)} can be scripted on a real node"
+    rel, join = PROGRAMS[service]
+    path = shop.dir / "services" / service / rel
+    assert path.is_file(), f"the example's {service} has no {rel}"
+    path.write_text(join(script, path.read_text()))
     return shop.commit(f"{service}: scripted by the test")
 
 
@@ -207,7 +236,7 @@ class ExternalBackend:
         return (self.rest("GET", f"{API[resource]}/namespaces/{namespace}/{resource}{query}") or {}).get("items") or []
 
     def script(self, image: str, script: ImageScript) -> None:
-        """Make the service of ``image`` really do ``script`` (its main.sh), and commit."""
+        """Make the service of ``image`` really do ``script`` (its own program), and commit."""
         service = image.rsplit("/", 1)[-1].split(":")[0].split("@")[0]
         sha = write_program(self.shop, service, script)
         if self.settings.simulated_kubelet:

@@ -97,37 +97,83 @@ def test_a_crash_is_a_command_with_its_exit_code_and_logs() -> None:
     assert script_of({"image": "app:1"}) is None
 
 
-@pytest.mark.nix
-@pytest.mark.parametrize("script", [crash(exit_code=3, logs=["api: connecting to db", "api: fatal: no DATABASE_URL"]),
-                                    completes(exit_code=2, logs=("api: applying 0042_add_email",),
-                                              exit_logs=('ERROR: column "email" already exists',))],
-                         ids=["crash", "failing-migration"])
-def test_a_scripted_image_on_a_real_cluster_is_its_own_program_doing_it(shop: Any, script: ImageScript) -> None:
-    """What a real node runs for the deploy tests' image scripts (tests/external_shop.py): the
-    example's own program, rewritten and built by Nix, prints the logs and exits with the code —
-    here run directly (the image around it needs real nixpkgs, FORGE_E2E_NIXPKGS)."""
-    from tests.external_shop import write_program
+SCRIPTS = {"crash": crash(exit_code=3, logs=["{service}: connecting to db", "{service}: fatal: no DATABASE_URL"]),
+           "failing-migration": completes(exit_code=2, logs=("{service}: applying 0042_add_email",),
+                                          exit_logs=('ERROR: column "email" already exists',))}
 
-    write_program(shop, "api", script)
-    shop.nix("build", ".#api", "--out-link", "api-result")
-    out = shop.dir / "api-result"
-    # a crash: every start, the Deployment's and the migration Job's; a migration: `api migrate`
+
+@pytest.mark.nix
+@pytest.mark.parametrize("service", ["api", "web"])
+@pytest.mark.parametrize("kind", sorted(SCRIPTS))
+def test_a_scripted_image_on_a_real_cluster_is_its_own_program_doing_it(shop: Any, tmp_path: Path, service: str,
+                                                                       kind: str) -> None:
+    """What a real node runs for the deploy tests' image scripts (tests/external_shop.py): the
+    example's own program (api's Python package, web's Node server), rewritten and built by Nix,
+    prints the logs and exits with the code, or serves /healthz — here run directly (the image
+    around it needs real nixpkgs, FORGE_E2E_NIXPKGS)."""
+    from tests.external_shop import write_program
+    from tests.fixtures.kube import wait_until
+    from tests.ports import free_port
+
+    s = SCRIPTS[kind]
+    script = replace(s, logs=tuple(line.format(service=service) for line in s.logs))
+    write_program(shop, service, script)
+    shop.nix("build", f".#{service}", "--out-link", f"{service}-result")
+    program = str(shop.dir / f"{service}-result" / "bin" / service)
+    # nothing on PATH but the interpreter (the nixpkgs stand-in's Python wrapper finds python3
+    # there; nixpkgs' has its path): the scripted program needs no other tool in the image
+    bin_dir = tmp_path / "only-python"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(os.path.realpath(sys.executable))
+    env = {"PATH": str(bin_dir), "PORT": str(free_port())}
+    # a crash: every start, the Deployment's and the migration Job's; a migration: `<service> migrate`
     for args in ([[], ["migrate"]] if script.exit_after is not None else [["migrate"]]):
-        proc = subprocess.run([str(out / "bin" / "api"), *args], capture_output=True, text=True, timeout=60,
-                              env={"PATH": "/nonexistent"})  # an image holds no coreutils: builtins only
+        proc = subprocess.run([program, *args], capture_output=True, text=True, timeout=60, env=env)
         if script.exit_after is not None:
             assert (proc.returncode, proc.stdout.splitlines()) == (script.exit_code, [*script.logs, *script.exit_logs])
         else:
             assert (proc.returncode, proc.stdout.splitlines()) == (script.completion_code,
                                                                    [*script.logs, *script.completion_logs])
-    if script.exit_after is None:  # and otherwise it serves: still running after its logs
-        serving = subprocess.Popen([str(out / "bin" / "api")], stdout=subprocess.PIPE, text=True)
+    if script.exit_after is None:  # and otherwise it serves: the service's own server, /healthz and all
+        serving = subprocess.Popen([program], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
         try:
             assert serving.stdout is not None and serving.stdout.readline() == f"{script.logs[0]}\n"
+            assert wait_until(lambda: healthz(int(env["PORT"])), timeout=60, interval=0.1) == 200
             assert serving.poll() is None
         finally:
             serving.kill()
             serving.wait(30)
+
+
+@pytest.mark.parametrize("cluster", ["staging", "production"])
+def test_every_readiness_probe_of_the_example_asks_the_port_its_service_listens_on(cluster: str) -> None:
+    """On a real node the probe must reach the server the test above shows answering /healthz:
+    every example service listens on $PORT, default 8080 (their own tests check that)."""
+    probed = {}
+    for path in sorted((ROOT / "examples" / "gitops" / "clusters" / cluster).glob("*/deployment.yaml")):
+        for c in yaml.safe_load(path.read_text())["spec"]["template"]["spec"]["containers"]:
+            if "readinessProbe" not in c:
+                continue
+            probe = c["readinessProbe"]["httpGet"]["port"]
+            ports = {p["name"]: p["containerPort"] for p in c.get("ports") or []}
+            env = {e["name"]: e.get("value") for e in c.get("env") or []}
+            probed[c["name"]] = (ports.get(probe, probe), int(env.get("PORT") or 8080))
+    assert {"api", "web"} <= probed.keys()
+    assert all(asked == listening for asked, listening in probed.values()), probed
+
+
+def healthz(port: int) -> int | None:
+    """The status of GET /healthz on ``port``, or None while nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
 
 
 def test_a_context_the_kubeconfig_lacks_is_refused_by_name(tmp_path: Path) -> None:
