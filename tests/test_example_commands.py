@@ -47,7 +47,7 @@ def test_every_row_of_the_table_runs_through_nix_run_with_dry_run_and_json(shop:
         assert {"push", "migrate", "gitops-edit", "reconcile", "rollout", "gate"} <= set(names(doc))
         assert "test" not in names(doc)
     # prerelease: build, tests, push, the first environment, what is ready to promote
-    for app, services in (("prerelease", ["api", "web"]), ("prerelease:api", ["api"])):
+    for app, services in (("prerelease", ["api", "web", "inventory", "mailer"]), ("prerelease:api", ["api"])):
         doc = dry(shop, app)
         assert doc["stage"] == "pre" and doc["environments"] == ["staging"]
         assert [s["details"]["service"] for s in doc["steps"] if s["step"] == "test"] == services

@@ -45,7 +45,7 @@ def test_nodes_are_registered_ready_and_kept_alive(real_kube: RealKube) -> None:
     assert len(nodes) == 1
     node = nodes[0]
     st = node["status"]
-    assert conditions(node)["Ready"] == "True" and st["allocatable"]["pods"] == "110"
+    assert conditions(node)["Ready"] == "True" and st["allocatable"]["pods"] == "500"
     assert st["addresses"] == [{"type": "InternalIP", "address": "127.0.0.1"}]
     assert st["daemonEndpoints"]["kubeletEndpoint"]["Port"] > 0
     name = node["metadata"]["name"]

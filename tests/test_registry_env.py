@@ -22,7 +22,7 @@ def test_dry_run_shows_every_image_under_forge_registry(shop: Flake) -> None:
     doc = json.loads(proc.stdout)
     assert doc["registry_override"] == {
         "variable": "FORGE_REGISTRY", "from": "localhost:5000/shop", "to": "127.0.0.1:5999/acme/team",
-        "images": {"api": "127.0.0.1:5999/acme/team/api", "web": "127.0.0.1:5999/acme/team/web"}}
+        "images": {name: f"127.0.0.1:5999/acme/team/{name}" for name in ("api", "web", "inventory", "mailer")}}
     push = next(s for s in doc["steps"] if s["step"] == "push")
     assert push["details"]["repository"] == "127.0.0.1:5999/acme/team/api"
     assert push["details"]["registry"] == "127.0.0.1:5999"
@@ -92,7 +92,8 @@ def test_resume_refuses_a_release_that_pushed_to_another_registry(shop: Flake, t
     failed = tmp_path / "failed.json"
     failed.write_text(json.dumps({
         "command": "release", "project": "shop", "outcome": "failed", "stage": "full", "source_commit": sha7,
-        "services": ["api", "web"], "environments": ["staging", "production"], "registry": "localhost:5000/shop",
+        "services": ["api", "web", "inventory", "mailer"], "environments": ["staging", "production"],
+        "registry": "localhost:5000/shop",
         "push": {}, "stages": []}))
     proc = shop.run_app("release", "--yes", "--resume", str(failed), check=False, stdin=subprocess.DEVNULL,
                         env={"FORGE_REGISTRY": "127.0.0.1:5999/acme"})

@@ -277,7 +277,10 @@ class KubeletSim:
         now = timestamp(time.time())
         cond = lambda t, s, r, m: {"type": t, "status": s, "reason": r, "message": m,  # noqa: E731
                                    "lastHeartbeatTime": now, "lastTransitionTime": now}
-        resources = {"cpu": "4", "memory": "8Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+        # Room for every test of a session: the real-plane tests each get namespaces of their own and
+        # the example now runs four services plus a router (50m CPU each), so a 4-CPU node filled up
+        # in a full run and rollouts failed "Insufficient cpu". 1Ti of memory still does not fit.
+        resources = {"cpu": "64", "memory": "512Gi", "pods": "500", "ephemeral-storage": "1Ti"}
         return {
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
