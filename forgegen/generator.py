@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forgegen import render, schema, sources, synccache, writer
-from forgegen.errors import ConfigError, Problem, UsageError
+from forgegen.errors import ConfigError, UsageError
 from forgegen.synccache import SyncResult
 
 __all__ = ["SyncResult", "check", "init", "lock", "sync"]
@@ -70,13 +70,17 @@ def _provision_files(config: schema.Config, config_path: Path) -> None:
     if config.provision is None:
         return
     base = config_path.resolve().parent
-    problems = [Problem(str(config_path), None, None, f"provision.{kind}[{i}]",
-                        f"{path!r} is not a file (paths are relative to {config_path.name}); create it "
-                        "(`forge-provision schema " + kind + "` describes it) or fix the path")
-                for kind in ("postgres", "attic") for i, path in enumerate(getattr(config.provision, kind))
-                if not (base / path).is_file()]
-    if problems:
-        raise ConfigError(problems, hint="nothing was written")
+    missing = [(kind, i, path) for kind in ("postgres", "attic")
+               for i, path in enumerate(getattr(config.provision, kind)) if not (base / path).is_file()]
+    if not missing:
+        return
+    from forgegen.yamlsource import load_file
+
+    source = load_file(config_path, display=config_path.name, collect=True)
+    raise ConfigError([source.problem(("provision", kind, i),
+                                      f"{path!r} is not a file (paths are relative to {config_path.name}); create "
+                                      f"it (`forge-provision schema {kind}` describes it) or fix the path")
+                       for kind, i, path in missing], hint="nothing was written")
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,11 @@ BAD = {
     "flux-namespace-not-a-label": ("services:", 'flux: {namespace: "flux.system"}\nservices:', "flux.namespace", "label"),
     "env-flux-namespace-not-a-label": ("  - name: prod", '  - name: prod\n    flux: {namespace: "a.b"}',
                                        "environments[0].flux.namespace", "label"),
+    "provision-empty": ("services:", "provision: {postgres: []}\nservices:", "provision", "lists no file"),
+    "provision-twice": ("services:", "provision: {attic: [a.yaml, ./a.yaml]}\nservices:", "provision.attic[1]", "twice"),
+    "provision-outside": ("services:", "provision: {postgres: [../db.yaml]}\nservices:", "provision.postgres[0]", ".."),
+    "provision-missing": ("services:", "provision: {postgres: [db/missing.yaml]}\nservices:", "provision.postgres[0]",
+                          "not a file"),
     "kustomization-newline": ("services:", 'flux: {kustomizations: ["apps-{environment}\\n"]}\nservices:',
                               "flux.kustomizations[0]", "Kubernetes object name"),
 }
