@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forgegen import render, schema, sources, synccache, writer
-from forgegen.errors import ConfigError, UsageError
+from forgegen.errors import UsageError
 from forgegen.synccache import SyncResult
 
 __all__ = ["SyncResult", "check", "init", "lock", "sync"]
@@ -23,7 +23,6 @@ def sync(config_path: Path, *, root: Path | None = None, dry_run: bool = False, 
     the result in the user's cache, so that the next no-op ``forgegen sync`` is quick."""
     read = _bytes(config_path) if stamp else None
     config = schema.load_config(config_path)
-    _provision_files(config, config_path)
     root = root or config_path.resolve().parent
     files = render.render(config, sources.render_pins(config, config_path))
     outcome = writer.write(root, files, render.OUTPUT_DIR, render.is_generated, dry_run=dry_run)
@@ -60,27 +59,8 @@ def check(config_path: Path) -> schema.Config:
     """Validate ``deploy.yaml`` and render it in memory, so that check fails on whatever sync
     would fail on (the schema already checks every rendered name; this catches the rest)."""
     config = schema.load_config(config_path)
-    _provision_files(config, config_path)
     writer.encoded(render.render(config, sources.render_pins(config, config_path)))
     return config
-
-
-def _provision_files(config: schema.Config, config_path: Path) -> None:
-    """Every file deploy.yaml's ``provision`` lists exists next to it (the app would fail later)."""
-    if config.provision is None:
-        return
-    base = config_path.resolve().parent
-    missing = [(kind, i, path) for kind in ("postgres", "attic")
-               for i, path in enumerate(getattr(config.provision, kind)) if not (base / path).is_file()]
-    if not missing:
-        return
-    from forgegen.yamlsource import load_file
-
-    source = load_file(config_path, display=config_path.name, collect=True)
-    raise ConfigError([source.problem(("provision", kind, i),
-                                      f"{path!r} is not a file (paths are relative to {config_path.name}); create "
-                                      f"it (`forge-provision schema {kind}` describes it) or fix the path")
-                       for kind, i, path in missing], hint="nothing was written")
 
 
 @dataclass(frozen=True)

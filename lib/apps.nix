@@ -431,7 +431,9 @@ let
   # path may not hold replaced by `_` (a store path name is [A-Za-z0-9+._?=-]); a string (already
   # a store path) as it is.
   storeFile = file:
-    if builtins.isPath file then
+    if builtins.isPath file && !builtins.pathExists file then
+      throw "${fn "provisionAppEntries"}: the provisioning file ${toString file} does not exist; create it or fix deploy.yaml's provision (paths are relative to deploy.yaml), then run forgegen sync; in a flake, `git add` it (flakes see only files git tracks)"
+    else if builtins.isPath file then
       builtins.path {
         path = file;
         name = "provision-" + builtins.concatStringsSep "" (map (part: if builtins.isList part then "_" else part)

@@ -123,3 +123,13 @@ def test_provision_app_passes_any_file_name_and_the_users_arguments_exactly(tmp_
             # copied alone to the store, named after the file (bytes a store path cannot hold as `_`)
             safe = re.sub(rb"[^A-Za-z0-9+._?=-]", b"_", Path(rel).name.encode()).decode()
             assert args[3].startswith("/nix/store/") and args[3].endswith("-provision-" + safe), args[3]
+
+
+def test_a_provision_file_missing_from_the_flake_is_named_with_what_to_do(shop: Flake, tmp_path: Path) -> None:
+    (shop.dir / "provision" / "attic.yaml").unlink()
+    shop.commit("attic.yaml removed")
+    proc = shop.run_app("provision:attic", "--dry-run", check=False, env=_env(None, tmp_path, "c2VjcmV0"))
+    assert proc.returncode != 0
+    assert "provision/attic.yaml does not exist; create it or fix deploy.yaml's provision" in proc.stderr, proc.stderr
+    assert "git add" in proc.stderr
+    assert proc.stdout == ""
