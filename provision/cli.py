@@ -85,7 +85,7 @@ def _postgres_plan(config: str, as_json: bool, *, jobs: int, rotate_passwords: b
     return outcome
 
 
-@postgres.command("apply")
+@postgres.command("apply", short_help="Make the server match the config")
 @CONFIG
 @JSON
 @DRY_RUN
