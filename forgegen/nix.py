@@ -47,6 +47,18 @@ def nix_str(value: str) -> NixText:
     return NixText(f'"{out}"')
 
 
+def nix_repo_path(relative: str, up: int) -> NixText:
+    """The file ``relative`` (to the repository root) as a Nix path expression written in a file
+    ``up`` directories below that root: ``(../.. + "/provision/db.yaml")``. The name goes through
+    :func:`nix_str`, so any character a file name may hold is exact; absolute paths, ``..`` and
+    empty names are refused (schema.py refuses them first)."""
+    parts = relative.split("/")
+    if not relative or relative.startswith("/") or ".." in parts or up < 1:
+        raise RenderError(f"cannot write {relative!r} as a path inside the repository")
+    root = "/".join([".."] * up)
+    return NixText(f"({root} + {nix_str('/' + relative)})")
+
+
 def nix_indented_str(value: str, indent: str = "  ") -> NixText:
     """A ``''…''`` indented string that evaluates to exactly ``value``, for readable multi-line text.
 

@@ -119,8 +119,16 @@ def render(config: schema.Config, sources: dict[str, dict[str, Any]] | None = No
     out[f"{base}/default.nix"] = render_template("default.nix.jinja", project=config.project, services=index,
                                                  order=list(config.services),
                                                  environments=[e.name for e in config.environments],
-                                                 sources=sources or {})
+                                                 sources=sources or {}, provision=_provision(config))
     return dict(sorted(out.items()))
+
+
+def _provision(config: schema.Config) -> dict[str, list[nix.NixText]]:
+    """deploy.yaml's provision files (relative to it) as Nix paths from ``nix/forge/default.nix``."""
+    p = config.provision
+    up = len(PurePosixPath(OUTPUT_DIR).parts)
+    files = {kind: [nix.nix_repo_path(f, up) for f in getattr(p, kind)] for kind in ("postgres", "attic")} if p else {}
+    return {kind: paths for kind, paths in files.items() if paths}
 
 
 def is_generated(path: Path) -> bool:

@@ -344,6 +344,17 @@ class Federation(Model):
         "federation({project}): {environment} supergraph\n\nsource: {source_commit}"
 
 
+class Provision(Model):
+    """forge-provision configurations, run by the `provision:postgres` and `provision:attic` apps."""
+
+    postgres: tuple[RelativePath, ...] = Field(
+        (), description="forge-provision postgres configs, relative to deploy.yaml; `nix run .#provision:postgres` "
+                        "runs `forge-provision postgres provision -c FILE` for each, in order")
+    attic: tuple[RelativePath, ...] = Field(
+        (), description="forge-provision attic configs, relative to deploy.yaml; `nix run .#provision:attic` "
+                        "runs `forge-provision attic provision -c FILE` for each, in order")
+
+
 def _health_url(value: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ValueError(f"{_short(value)} is not an http(s) URL; use e.g. 'http://127.0.0.1:{{port}}/healthz'")
@@ -456,6 +467,7 @@ class Config(Model):
     environments: tuple[Environment, ...] = Field(min_length=1)
     services: dict[DnsLabel, Service] = Field(default_factory=dict)
     federation: Federation | None = Field(None, description="compose the services' GraphQL subgraphs on release")
+    provision: Provision | None = Field(None, description="PostgreSQL and Attic provisioning apps")
 
     def environment(self, name: str) -> Environment:
         for env in self.environments:
@@ -524,6 +536,7 @@ def reference_problems(config: Config) -> list[tuple[tuple[str | int, ...], str]
             out.append((("services", sname, "architectures"), "an architecture is listed twice; list each once"))
     out += _graphql_problems(config)
     out += _codegen_problems(config)
+    out += _provision_problems(config)
     cycle = _dependency_cycle(config)
     if cycle:
         out.append((("services", cycle[0], "depends_on"),
@@ -556,6 +569,23 @@ def _graphql_problems(config: Config) -> list[tuple[Loc, str]]:
     if config.federation is not None and not names:
         out.append((("federation",), "no service declares 'graphql', so there is nothing to compose; "
                                      "add graphql to the subgraph services, or remove federation"))
+    return out
+
+
+def _provision_problems(config: Config) -> list[tuple[Loc, str]]:
+    p = config.provision
+    if p is None:
+        return []
+    if not p.postgres and not p.attic:
+        return [(("provision",), "lists no file; add postgres: [FILE] and/or attic: [FILE], or remove provision")]
+    out: list[tuple[Loc, str]] = []
+    for kind in ("postgres", "attic"):
+        seen: set[str] = set()
+        for i, path in enumerate(getattr(p, kind)):
+            key = str(PurePosixPath(path))
+            if key in seen:
+                out.append((("provision", kind, i), f"{path!r} is listed twice; list each file once"))
+            seen.add(key)
     return out
 
 

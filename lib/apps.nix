@@ -427,8 +427,54 @@ let
     codegen-sync = { kind = "forge"; args = [ "codegen-sync" ]; description = "Extract every declared GraphQL schema, then run every code generator of ${project} (--check: fail if the committed files are out of date)"; };
   };
 
+  # A file (a path) copied alone to the store under its own name with the characters a store
+  # path may not hold replaced by `_` (a store path name is [A-Za-z0-9+._?=-]); a string (already
+  # a store path) as it is.
+  storeFile = file:
+    if builtins.isPath file && !builtins.pathExists file then
+      throw "${fn "provisionAppEntries"}: the provisioning file ${toString file} does not exist; create it or fix deploy.yaml's provision (paths are relative to deploy.yaml), then run forgegen sync; in a flake, `git add` it (flakes see only files git tracks)"
+    else if builtins.isPath file then
+      builtins.path {
+        path = file;
+        name = "provision-" + builtins.concatStringsSep "" (map (part: if builtins.isList part then "_" else part)
+          (builtins.split "[^A-Za-z0-9+._?=-]" (baseNameOf file)));
+      }
+    else toString file;
+
   /**
-    One app from its table entry (`kind` = `"forge"`, `"dev"` or `"generator"`).
+    The table entries of the provisioning apps: `provision:postgres` and `provision:attic`, one per
+    kind with files (deploy.yaml's `provision`). Each runs `forge-provision <kind> provision -c FILE`
+    for every file in order, with the user's arguments appended (`-- --dry-run --json`).
+
+    # Inputs
+    `provision`: kind (`postgres`, `attic`) → list of config files (paths or store path strings).
+
+    # Type
+    ```
+    provisionAppEntries :: { postgres ? [Path], attic ? [Path] } -> AttrSet
+    ```
+
+    # Examples
+    ```nix
+    builtins.attrNames (provisionAppEntries { postgres = [ "db.yaml" ]; attic = [ ]; })
+    => [ "provision:postgres" ]
+
+    (provisionAppEntries { attic = [ "a.yaml" "b.yaml" ]; })."provision:attic".files
+    => [ "a.yaml" "b.yaml" ]
+    ```
+  */
+  provisionAppEntries = provision: builtins.listToAttrs (map
+    (what: {
+      name = "provision:${what}";
+      value = {
+        kind = "provision"; inherit what; files = provision.${what};
+        description = "Provision ${if what == "postgres" then "PostgreSQL" else "Attic"} from ${builtins.concatStringsSep ", " (map baseNameOf provision.${what})} (forge-provision ${what} provision; --dry-run: only report)";
+      };
+    })
+    (builtins.filter (what: (provision.${what} or [ ]) != [ ]) [ "postgres" "attic" ]));
+
+  /**
+    One app from its table entry (`kind` = `"forge"`, `"dev"`, `"generator"` or `"provision"`).
 
     # Inputs
     `name`: the app name. `entry`: its table entry. `plan`: the JSON plan for `forge` apps.
@@ -455,7 +501,14 @@ let
         runtimeInputs = [ runtime ];
         text = "exec forgegen ${escapeShellArgs entry.args} \"$@\"";
       }
-    else throw "${fn "mkTableApp"}: app ${builtins.toJSON name} has unknown kind ${builtins.toJSON entry.kind}; expected \"forge\", \"dev\" or \"generator\"";
+    else if entry.kind == "provision" then
+      mkApp {
+        inherit pkgs name; inherit (entry) description;
+        runtimeInputs = [ runtime ];
+        text = builtins.concatStringsSep "\n"
+          (map (file: "forge-provision ${escapeShellArgs [ entry.what "provision" "--config" (storeFile file) ]} \"$@\"") entry.files);
+      }
+    else throw "${fn "mkTableApp"}: app ${builtins.toJSON name} has unknown kind ${builtins.toJSON entry.kind}; expected \"forge\", \"dev\", \"generator\" or \"provision\"";
 
   /**
     A service as the apps need it, read from its JSON plan fragment (`nix/forge/plans/<name>.json`,
@@ -502,12 +555,13 @@ let
     # Inputs
     `index`: service name → `{ plan; environments; }`. `project`, `environments`: for the
     product-wide apps. `order`: the services in deploy.yaml's order. `projectPlan`: the
-    product-wide settings (`plans/_project.json`). `runtime`: the package with the `forge` and
-    `forgegen` commands.
+    product-wide settings (`plans/_project.json`). `runtime`: the package with the `forge`,
+    `forgegen` and `forge-provision` commands. `provision`: deploy.yaml's provisioning files
+    (`provisionAppEntries`).
 
     # Type
     ```
-    mkProject :: { pkgs, runtime, index, project, environments, order, projectPlan } -> { apps, services, plans, project }
+    mkProject :: { pkgs, runtime, index, project, environments, order, projectPlan, provision ? { } } -> { apps, services, plans, project }
     ```
 
     # Examples
@@ -516,7 +570,7 @@ let
     => [ "codegen" "codegen-sync" "comprehensive-release" "dev-down" "dev-status" "dev-up" "forge:sync" "prerelease" "reconcile:prod" "release" "status" "test" ]
     ```
   */
-  mkProject = { pkgs, runtime, index, project, environments, order, projectPlan }:
+  mkProject = { pkgs, runtime, index, project, environments, order, projectPlan, provision ? { } }:
     let
       registry = (builtins.fromJSON (builtins.readFile projectPlan)).registry.host;
       services = builtins.mapAttrs (name: spec: loadService { inherit (spec) plan; inherit registry; }) index;
@@ -548,7 +602,9 @@ let
       plans = builtins.mapAttrs (name: _: planFor name) index // { "" = wholePlan; };
       apps = builtins.listToAttrs serviceApps // builtins.listToAttrs codegenApps
         // builtins.mapAttrs (name: entry: mkTableApp { inherit pkgs runtime name entry; plan = wholePlan; })
-          (projectAppEntries { inherit project environments; tools = unique (builtins.concatMap (n: services.${n}.tools) order); });
+          (projectAppEntries { inherit project environments; tools = unique (builtins.concatMap (n: services.${n}.tools) order); })
+        // builtins.mapAttrs (name: entry: mkTableApp { inherit pkgs runtime name entry; plan = wholePlan; })
+          (provisionAppEntries provision);
     };
 
   /**
@@ -584,5 +640,5 @@ let
     });
 in
 {
-  inherit escapeShellArg escapeShellArgs getPackage mkApp mkForgeApp mkDevApp serviceAppNames validateService loadService serviceAppEntries codegenAppEntries projectAppEntries mkTableApp mkProject mergePlans;
+  inherit escapeShellArg escapeShellArgs getPackage mkApp mkForgeApp mkDevApp serviceAppNames validateService loadService serviceAppEntries codegenAppEntries projectAppEntries provisionAppEntries mkTableApp mkProject mergePlans;
 }

@@ -1,9 +1,12 @@
 """``forge-provision``: PostgreSQL and Attic from YAML, with a plan.
 
     forge-provision postgres plan  --config db.yaml [--json] [--check]
-    forge-provision postgres apply --config db.yaml [--json] [--rotate-passwords] [--lock-timeout S]
+    forge-provision postgres apply --config db.yaml [--json] [--dry-run] [--rotate-passwords] [--lock-timeout S]
     forge-provision postgres drift --config db.yaml [--json] [--check]
-    forge-provision attic plan|apply --config attic.yaml [--json]
+    forge-provision attic plan|apply --config attic.yaml [--json] [--dry-run]
+
+``provision`` is an alias of ``apply``. ``apply --dry-run`` reports exactly what ``plan`` does (the
+same code path; nothing is changed), and with ``--json`` adds ``"dry_run": true``.
     forge-provision schema postgres|attic
 
 Results go to stdout (the plan, the drift report, the apply summary, or one JSON document with
@@ -30,6 +33,8 @@ CONFIG = click.option("--config", "-c", "config", required=True, envvar="FORGE_P
                       type=click.Path(dir_okay=False), help="The provisioning YAML file.")
 JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 CHECK = click.option("--check", is_flag=True, help="Exit 1 when there is anything to report.")
+DRY_RUN = click.option("--dry-run", is_flag=True,
+                       help="Report what would change, exactly as `plan` does; change nothing.")
 JOBS = click.option("--jobs", "-j", default=4, show_default=True, type=click.IntRange(1, 64),
                     help="Databases read and changed in parallel.")
 
@@ -64,33 +69,45 @@ def postgres() -> None:
 @JOBS
 def postgres_plan(config: str, as_json: bool, check: bool, jobs: int) -> int:
     """Print the statements apply would run; change nothing."""
-    from forge_provision import postgres as pg
-    from forge_provision import report, schema
-
-    outcome = pg.run(schema.load_postgres(config), "plan", jobs=jobs)
-    _warn(outcome.warnings)
-    _json(outcome.to_json()) if as_json else click.echo(report.postgres_plan(outcome), nl=False)
+    outcome = _postgres_plan(config, as_json, jobs=jobs)
     return EXIT_FAILED if check and outcome.changes else EXIT_OK
 
 
-@postgres.command("apply")
+def _postgres_plan(config: str, as_json: bool, *, jobs: int, rotate_passwords: bool = False,
+                   extra: dict[str, object] | None = None):
+    """`plan`, and `apply --dry-run` (the same report; its JSON adds ``extra``)."""
+    from forge_provision import postgres as pg
+    from forge_provision import report, schema
+
+    outcome = pg.run(schema.load_postgres(config), "plan", jobs=jobs, rotate_passwords=rotate_passwords)
+    _warn(outcome.warnings)
+    _json({**outcome.to_json(), **(extra or {})}) if as_json else click.echo(report.postgres_plan(outcome), nl=False)
+    return outcome
+
+
+@postgres.command("apply", short_help="Make the server match the config")
 @CONFIG
 @JSON
+@DRY_RUN
 @JOBS
 @click.option("--rotate-passwords", is_flag=True, help="Set every configured password, even working ones.")
 @click.option("--lock-timeout", default=0.0, show_default=True, type=click.FloatRange(0, 86400),
               help="Seconds to wait for another apply against the same server to finish.")
-def postgres_apply(config: str, as_json: bool, jobs: int, rotate_passwords: bool, lock_timeout: float) -> int:
-    """Run only what is needed to make the server match the config."""
+def postgres_apply(config: str, as_json: bool, dry_run: bool, jobs: int, rotate_passwords: bool,
+                   lock_timeout: float) -> int:
+    """Run only what is needed to make the server match the config (--dry-run: only report it)."""
     from forge_provision import postgres as pg
     from forge_provision import report, schema
 
+    if dry_run:
+        _postgres_plan(config, as_json, jobs=jobs, rotate_passwords=rotate_passwords, extra={"dry_run": True})
+        return EXIT_OK
     started = time.monotonic()
     outcome = pg.run(schema.load_postgres(config), "apply", rotate_passwords=rotate_passwords, jobs=jobs,
                      lock_timeout=lock_timeout,
                      on_change=lambda ch: console.say(f"apply: {report.change_line(ch)}"))
     _warn(outcome.warnings)
-    _json(outcome.to_json()) if as_json else click.echo(report.postgres_applied(outcome, time.monotonic() - started),
+    _json({**outcome.to_json(), "dry_run": False}) if as_json else click.echo(report.postgres_applied(outcome, time.monotonic() - started),
                                                         nl=False)
     return EXIT_OK
 
@@ -122,24 +139,35 @@ def attic() -> None:
 @CHECK
 def attic_plan(config: str, as_json: bool, check: bool) -> int:
     """Show the caches to create or reconfigure and the tokens to write; change nothing."""
+    outcome = _attic_plan(config, as_json)
+    return EXIT_FAILED if check and outcome.changes else EXIT_OK
+
+
+def _attic_plan(config: str, as_json: bool, extra: dict[str, object] | None = None):
+    """`attic plan`, and `attic apply --dry-run` (the same report; its JSON adds ``extra``)."""
     from forge_provision import attic as at
     from forge_provision import report, schema
 
     outcome = at.run_attic(schema.load_attic(config), "plan")
-    _json(outcome.to_json()) if as_json else click.echo(report.attic(outcome, applied=False), nl=False)
-    return EXIT_FAILED if check and outcome.changes else EXIT_OK
+    _json({**outcome.to_json(), **(extra or {})}) if as_json else click.echo(report.attic(outcome, applied=False),
+                                                                              nl=False)
+    return outcome
 
 
 @attic.command("apply", short_help="Create and configure caches, mint tokens")
 @CONFIG
 @JSON
-def attic_apply(config: str, as_json: bool) -> int:
-    """Create and configure the caches, mint tokens and write the client config."""
+@DRY_RUN
+def attic_apply(config: str, as_json: bool, dry_run: bool) -> int:
+    """Create and configure the caches, mint tokens and write the client config (--dry-run: only report it)."""
     from forge_provision import attic as at
     from forge_provision import report, schema
 
+    if dry_run:
+        _attic_plan(config, as_json, {"dry_run": True})
+        return EXIT_OK
     outcome = at.run_attic(schema.load_attic(config), "apply")
-    _json(outcome.to_json()) if as_json else click.echo(report.attic(outcome, applied=True), nl=False)
+    _json({**outcome.to_json(), "dry_run": False}) if as_json else click.echo(report.attic(outcome, applied=True), nl=False)
     return EXIT_OK
 
 

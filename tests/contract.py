@@ -21,4 +21,6 @@ def expected_app_names(config: Config) -> set[str]:
             names |= {f"deploy:{name}:{env}", f"rollout:{name}:{env}", f"rollback:{name}:{env}",
                       f"reconcile:{name}:{env}", f"migrate:{name}:{env}"}
     names |= {f"reconcile:{e.name}" for e in config.environments}
+    if config.provision is not None:
+        names |= {f"provision:{kind}" for kind in ("postgres", "attic") if getattr(config.provision, kind)}
     return names

@@ -57,6 +57,9 @@ BAD = {
     "flux-namespace-not-a-label": ("services:", 'flux: {namespace: "flux.system"}\nservices:', "flux.namespace", "label"),
     "env-flux-namespace-not-a-label": ("  - name: prod", '  - name: prod\n    flux: {namespace: "a.b"}',
                                        "environments[0].flux.namespace", "label"),
+    "provision-empty": ("services:", "provision: {postgres: []}\nservices:", "provision", "lists no file"),
+    "provision-twice": ("services:", "provision: {attic: [a.yaml, ./a.yaml]}\nservices:", "provision.attic[1]", "twice"),
+    "provision-outside": ("services:", "provision: {postgres: [../db.yaml]}\nservices:", "provision.postgres[0]", ".."),
     "kustomization-newline": ("services:", 'flux: {kustomizations: ["apps-{environment}\\n"]}\nservices:',
                               "flux.kustomizations[0]", "Kubernetes object name"),
 }
@@ -97,3 +100,4 @@ def test_a_json_escaped_surrogate_pair_is_the_character_it_encodes(tmp_path: Pat
     proc = _run(tmp_path, "sync")
     assert proc.returncode == 0, proc.stderr
     assert "x\U0001F600" in (tmp_path / "nix/forge/plans/api.json").read_text(encoding="utf-8")
+

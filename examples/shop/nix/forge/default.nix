@@ -19,4 +19,9 @@ forge.lib.apps.mkProject {
   # deploy.yaml's order, which release follows (after depends_on).
   order = [ "api" "web" "inventory" "mailer" ];
   projectPlan = ./plans/_project.json;
+  # deploy.yaml's provision: `nix run .#provision:<kind>` runs forge-provision <kind> provision -c FILE for each.
+  provision = {
+    postgres = [ (../.. + "/provision/postgres.yaml") ];
+    attic = [ (../.. + "/provision/attic.yaml") ];
+  };
 }

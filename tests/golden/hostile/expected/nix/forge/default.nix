@@ -16,4 +16,9 @@ forge.lib.apps.mkProject {
   # deploy.yaml's order, which release follows (after depends_on).
   order = [ "in" ];
   projectPlan = ./plans/_project.json;
+  # deploy.yaml's provision: `nix run .#provision:<kind>` runs forge-provision <kind> provision -c FILE for each.
+  provision = {
+    postgres = [ (../.. + "/provision/\${HOME} \"db\" 'x'\té.yaml") (../.. + "/provision/plain.yaml") ];
+    attic = [ (../.. + "/cache ''\${y}.yaml") ];
+  };
 }
