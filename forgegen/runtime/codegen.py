@@ -141,39 +141,19 @@ def node_modules_cache() -> Path:
 def ensure_node_modules(service_dir: Path, say: Say = log.info) -> Path | None:
     """``service_dir/node_modules`` from the cache keyed on its ``package-lock.json`` (None: the
     service pins no npm packages, or has a ``node_modules`` of its own, which is used as it is)."""
-    lock = service_dir / "package-lock.json"
+    from forgegen.runtime import npmcache
+
     link = service_dir / "node_modules"
-    if not lock.is_file() or (link.exists() and not link.is_symlink()):
+    if not (service_dir / "package-lock.json").is_file() or (link.exists() and not link.is_symlink()):
         return None
-    key = hashlib.sha256(lock.read_bytes() + b"\0" + (service_dir / "package.json").read_bytes()).hexdigest()[:16]
-    base = node_modules_cache()
-    target = base / key
-    if not (target / "node_modules" / ".package-lock.json").is_file():
-        base.mkdir(parents=True, exist_ok=True)
-        process.remove_stale_temp(base, "tmp-")
-        tmp = base / f"tmp-{os.getpid()}-{key}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for name in ("package.json", "package-lock.json"):
-            shutil.copy2(service_dir / name, tmp / name)
-        say(f"codegen: installing {service_dir.name}'s pinned npm packages (npm ci) into {target}")
-        try:
-            process.run(["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=tmp, timeout=INSTALL_TIMEOUT,
-                        what=f"install the npm packages of {service_dir.name} (npm ci)")
-            shutil.rmtree(target, ignore_errors=True)  # an incomplete leftover
-            try:
-                os.rename(tmp, target)
-            except OSError:  # another process installed it meanwhile
-                pass
-        except CommandError as err:
-            raise CodegenFailed(err.message, hint="check package.json and package-lock.json, and that the npm "
-                                                  "registry is reachable") from err
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    if link.is_symlink():
-        link.unlink()
-    link.symlink_to(target / "node_modules", target_is_directory=True)
-    return target / "node_modules"
+    try:
+        modules = npmcache.installed(service_dir, node_modules_cache() / npmcache.lock_key(service_dir),
+                                     what=f"{service_dir.name}'s pinned npm packages", say=lambda m: say(f"codegen: {m}"))
+    except CommandError as err:
+        raise CodegenFailed(err.message, hint="check package.json and package-lock.json, and that the npm "
+                                              "registry is reachable") from err
+    npmcache.link(service_dir, modules)
+    return modules
 
 
 def run_generator(service: ServicePlan, service_dir: Path, say: Say = log.info) -> None:

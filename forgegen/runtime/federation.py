@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -45,7 +44,6 @@ Say = Callable[[str], None]
 HELPER_DIR = Path(__file__).resolve().parent.parent / "federation"
 SDL_QUERY = "query { _service { sdl } }"
 COMPOSE_TIMEOUT = 120.0
-INSTALL_TIMEOUT = 600.0
 MAX_SDL_BYTES = 32 * 1024 * 1024
 STEP = "federation"
 
@@ -180,33 +178,14 @@ def _lock_hash() -> str:
 def node_modules(say: Say = log.info) -> Path:
     """The helper's pinned packages: ``FORGE_FEDERATION_NODE_MODULES``, else the cache keyed on the
     lockfile (installed with ``npm ci`` the first time)."""
+    from forgegen.runtime import npmcache
+
     configured = os.environ.get("FORGE_FEDERATION_NODE_MODULES")
     if configured:
         return Path(configured)
-    base = cache_dir()
-    target = base / f"federation-{_lock_hash()}"
-    if (target / "node_modules" / "@theguild" / "federation-composition").is_dir():
-        return target / "node_modules"
-    base.mkdir(parents=True, exist_ok=True)
-    process.remove_stale_temp(base, "federation-tmp-")
-    tmp = base / f"federation-tmp-{os.getpid()}-{_lock_hash()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    for name in ("package.json", "package-lock.json"):
-        shutil.copy2(HELPER_DIR / name, tmp / name)
-    say(f"federation: installing the composition helper's packages (npm ci) into {target}")
-    try:
-        process.run(["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=tmp, timeout=INSTALL_TIMEOUT,
-                    what="install the supergraph composition helper (npm ci)")
-        if target.exists() and not (target / "node_modules" / "@theguild" / "federation-composition").is_dir():
-            shutil.rmtree(target, ignore_errors=True)  # an incomplete leftover
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process installed it meanwhile
-            pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target / "node_modules"
+    return npmcache.installed(HELPER_DIR, cache_dir() / f"federation-{_lock_hash()}",
+                              what="the supergraph composition helper's packages",
+                              say=lambda m: say(f"federation: {m}"), marker="@theguild/federation-composition")
 
 
 def compose(subgraphs: list[Subgraph], *, say: Say = log.info) -> dict[str, Any]:
