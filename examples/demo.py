@@ -33,13 +33,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.controlplane import built_bin_dir, start_control_plane  # noqa: E402
 from tests.fixtures.kube import FAST, Kube, write_kubeconfig  # noqa: E402
 from tests.fixtures.nixenv import NIX_CONFIG_TEXT, checkout_files, copy_tree, make_flake, tool_path  # noqa: E402
 from tests.fixtures.registry import start_registry  # noqa: E402
-from tests.controlplane import built_bin_dir, start_control_plane  # noqa: E402
 from tests.fixtures.shop import FORGE_USER, RealBackend, StandinBackend, bind_forge, start_shop_cluster  # noqa: E402
 from tests.kube_standin import KubeStandin, Settings, crash  # noqa: E402
-
 
 START = time.monotonic()
 
@@ -122,8 +121,11 @@ def main() -> int:
             run(shop, "status:api", "--environments", "staging", env=env)
 
             step("a new commit whose image crash-loops (scripted in the simulated kubelet)")
-            (shop.dir / "services" / "api" / "main.sh").write_text(
-                "echo 'api: fatal: DATABASE_URL is not set'\nexit 3\n")
+            app = shop.dir / "services" / "api" / "api" / "app.py"
+            app.write_text(app.read_text().replace(
+                "    server = make_server(", "    if not os.environ.get(\"DATABASE_URL\"):\n"
+                "        print(\"api: fatal: DATABASE_URL is not set\", file=sys.stderr)\n"
+                "        return 3\n    server = make_server(", 1))
             sha = shop.commit("api: read DATABASE_URL")[:7]
             cluster.script(f"{cluster.image('api')}:amd64-{sha}",
                            crash(exit_code=3, logs=["api: starting", "api: fatal: DATABASE_URL is not set"]))
