@@ -99,14 +99,16 @@ class Session:
 
     def spawn(self, name: str, command: str, env: dict[str, str], *, log: Path | None = None,
               args: tuple[str, ...] = ()) -> Any:
-        """``bash -c 'COMMAND "$@"'`` in the service's directory, in a process group of its own."""
+        """``bash -c 'COMMAND "$@"'`` in the service's directory, in a process group of its own
+        (``"$@"`` only when there are ``args``: a compound command such as a loop stays valid)."""
         dev_path = os.environ.get("FORGE_DEV_PATH")  # the type's tools (the flake app sets it)
         if dev_path:
             env = {**env, "PATH": f"{dev_path}:{env.get('PATH', os.environ.get('PATH', ''))}"}
         out = log.open("ab") if log else None
         try:
             with infra.deferred():  # a signal now is handled once the process is recorded
-                proc = process.spawn(["bash", "-c", f'{command} "$@"', f"{name}:{self.svc.name}", *args],
+                script = f'{command} "$@"' if args else command
+                proc = process.spawn(["bash", "-c", script, f"{name}:{self.svc.name}", *args],
                                      cwd=service_dir(self.ctx, self.svc), env=env, new_session=True,
                                      stdout=out if out else self.ctx.stdout, stderr=process.STDOUT if out else None)
                 self.record["processes"].append({"name": name, "pgid": proc.pid, "start": infra.start_time(proc.pid),
