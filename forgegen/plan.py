@@ -329,6 +329,7 @@ class DevPlan(PlanModel):
     health: str | None = None  # a URL pattern with {port}
     health_timeout: float = 120.0
     postgres: DevPostgresPlan | None = None
+    base_url: str | None = field(default=None, metadata={"omit_none": True})  # a pattern over NAME_FIELDS
 
     def level(self, name: str) -> str | None:
         return {"unit": self.unit, "integration": self.integration, "e2e": self.e2e}[name]
@@ -518,7 +519,8 @@ def dev_plan(service: schema.Service) -> DevPlan:
                    fmt_check=commands["fmt-check"], tools=defaults["tools"],
                    **levels, start=service.dev.start,
                    health=service.dev.health, health_timeout=service.dev.health_timeout,
-                   postgres=DevPostgresPlan(provision=pg.provision) if pg is not None else None)
+                   postgres=DevPostgresPlan(provision=pg.provision) if pg is not None else None,
+                   base_url=service.dev.base_url)
 
 
 def service_plan(config: schema.Config, name: str) -> ServicePlan:
@@ -653,6 +655,7 @@ def _urls(plan: Plan) -> list[tuple[str, str]]:
     for svc in plan.services:
         out += [(f"{svc.name}.gitops.repo", t.gitops.repo) for t in svc.targets]
         out += [(f"{svc.name}.verify.{c.name}.http.url", str(c.http.get("url"))) for c in svc.verify if c.http]
+        out += [(f"{svc.name}.dev.base_url", svc.dev.base_url)] if svc.dev.base_url else []
         g = svc.graphql
         out += [(f"{svc.name}.graphql.{k}", u) for k, u in (("endpoint", g and g.endpoint),
                                                              ("routing_url", g and g.routing_url)) if u]

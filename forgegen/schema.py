@@ -383,6 +383,10 @@ class DevCommands(Model):
     health: Annotated[str, AfterValidator(_pattern("port")), AfterValidator(_health_url)] | None = Field(
         None, description="URL that answers 2xx once the started service is ready, e.g. http://127.0.0.1:{port}/healthz")
     health_timeout: Duration = Field(120.0, description="how long e2e-prepare waits for the health URL")
+    base_url: UrlPattern | None = Field(
+        None, description="where comprehensive-release's e2e level reaches the deployed service ($FORGE_BASE_URL), "
+                          "e.g. https://{environment}.shop.example; {project} {service} {environment} {cluster}; "
+                          "default: the origin of the first http verify check")
     infra: DevInfra = DevInfra()
     lint: str | None = None
     fmt: str | None = None

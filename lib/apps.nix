@@ -343,7 +343,7 @@ let
         { name = "status:${n}"; value = forgeEntry "Show what runs where for ${n}" [ "status" n ]; }
         { name = "release:${n}"; value = forgeEntry "Release ${n} through ${through}" [ "release" n ]; }
         { name = "prerelease:${n}"; value = forgeEntry "Prerelease ${n}: build, test, push, deploy to ${first} and verify; report what is ready to promote" [ "release" "--stage" "pre" n ]; }
-        { name = "comprehensive-release:${n}"; value = forgeEntry "Build, test and push ${n}, then release it through ${through} with integration and e2e tests before promotion" [ "release" "--stage" "comprehensive" n ]; }
+        { name = "comprehensive-release:${n}"; value = forgeEntry "Build, test and push ${n}, then release it through ${through} with its e2e tests run against ${first} before promotion" [ "release" "--stage" "comprehensive" n ]; }
       ]
       ++ (if envs == [ ] then [ ] else [ { name = "deploy:${n}"; value = deployEntry (builtins.head envs); } ])
       ++ builtins.concatMap perEnv envs
@@ -416,7 +416,7 @@ let
     environments) // {
     release = { kind = "forge"; args = [ "release" ]; description = "Release every service of ${project} through ${builtins.concatStringsSep " then " environments}"; };
     prerelease = { kind = "forge"; args = [ "release" "--stage" "pre" ]; description = "Prerelease every service of ${project}: build, test, push, deploy to ${if environments == [ ] then "no environment" else builtins.head environments} and verify; report what is ready to promote"; };
-    comprehensive-release = { kind = "forge"; args = [ "release" "--stage" "comprehensive" ]; description = "Build, test and push every service of ${project}, then release through ${builtins.concatStringsSep " then " environments} with integration and e2e tests before promotion"; };
+    comprehensive-release = { kind = "forge"; args = [ "release" "--stage" "comprehensive" ]; description = "Build, test and push every service of ${project}, then release through ${builtins.concatStringsSep " then " environments} with e2e tests run against the first environment before promotion"; };
     status = { kind = "forge"; args = [ "status" ]; description = "Show what runs where for every service of ${project}"; };
     "forge:sync" = { kind = "generator"; args = [ "sync" ]; description = "Regenerate nix/forge from deploy.yaml (forgegen sync)"; };
     test = { kind = "forge"; args = [ "test" ]; inherit tools; description = "Run the tests of every service of ${project} (each one's unit, integration, e2e)"; };

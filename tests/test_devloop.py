@@ -401,6 +401,14 @@ def test_dry_run_usage_errors_and_the_single_test_command(tmp_path: Path) -> Non
     assert (proc.returncode, proc.stdout) == (0, "<a><b><c d>"), proc.stderr
 
 
+def test_a_compound_test_command_runs_when_no_arguments_are_given(tmp_path: Path) -> None:
+    """A loop is a command too: `"$@"` is appended only when ARGS are given (a release passes none)."""
+    services = "  gen: {type: generic, path: svc/gen, dev: {test: 'for x in a b; do printf \\<%s\\> $x; done'}}\n"
+    root = make_repo(tmp_path, services, {"svc/gen/.keep": ""})
+    proc = forge(root, "test", "gen")
+    assert (proc.returncode, proc.stdout) == (0, "<a><b>"), proc.stderr
+
+
 @pytest.mark.nix
 def test_the_flake_apps_run_the_levels_and_the_dev_commands(shop) -> None:  # noqa: ANN001 - the Flake fixture
     """The rendered apps through `nix run`: the levels with the type's tools on PATH, arguments

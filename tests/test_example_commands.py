@@ -45,21 +45,30 @@ def test_every_row_of_the_table_runs_through_nix_run_with_dry_run_and_json(shop:
         assert doc["command"] == "release" and doc["stage"] == "full"
         assert doc["environments"] == ["staging", "production"] and places(doc) >= {"staging", "production"}
         assert {"push", "migrate", "gitops-edit", "reconcile", "rollout", "gate"} <= set(names(doc))
-        assert "test" not in names(doc)
-    # prerelease: build, tests, push, the first environment, what is ready to promote
-    for app, services in (("prerelease", ["api", "web", "inventory", "mailer"]), ("prerelease:api", ["api"])):
+        assert not any(n.startswith("test") for n in names(doc))
+    # prerelease: build, tests (each service's unit then integration level), push, the first
+    # environment, what is ready to promote
+    every = ["api", "web", "inventory", "mailer"]
+    for app, services in (("prerelease", every), ("prerelease:api", ["api"])):
         doc = dry(shop, app)
         assert doc["stage"] == "pre" and doc["environments"] == ["staging"]
-        assert [s["details"]["service"] for s in doc["steps"] if s["step"] == "test"] == services
-        assert names(doc).index("test") < names(doc).index("push")
+        tests = [(s["details"]["service"], s["step"]) for s in doc["steps"] if s["step"].startswith("test")]
+        assert tests == [(s, f"test:{lv}") for s in services for lv in ("unit", "integration")]
+        assert names(doc).index("test:integration") < names(doc).index("push")
         assert "production" not in places(doc) and names(doc)[-1] == "ready-to-promote"
-    # comprehensive-release: tests, push, every environment, integration/e2e against the first one
-    for app in ("comprehensive-release", "comprehensive-release:web"):
+    # comprehensive-release: tests, push, every environment, e2e against the first one
+    for app, services in (("comprehensive-release", every), ("comprehensive-release:web", ["web"])):
         doc = dry(shop, app)
         assert doc["stage"] == "comprehensive" and doc["environments"] == ["staging", "production"]
         order = names(doc)
-        assert order.index("test") < order.index("push")
+        assert order.index("test:integration") < order.index("push")
         first_gate = order.index("gate")
-        assert order[first_gate + 1:first_gate + 3] == ["test:integration", "test:e2e"]
-        assert doc["steps"][first_gate + 1]["details"]["environment"] == "staging"
+        e2e = doc["steps"][first_gate + 1:first_gate + 1 + len(services)]
+        assert [(s["step"], s["details"]["service"], s["details"]["environment"]) for s in e2e] == [
+            ("test:e2e", s, "staging") for s in services]
+        # api is reached at its verify check's origin; web declares no way to reach it: said so (as do
+        # inventory and mailer, whose types have no e2e default: they have no e2e level)
+        by_service = {s["details"]["service"]: s["details"] for s in e2e}
+        assert by_service.get("api", {"base_url": "http://api.shop.svc"})["base_url"] == "http://api.shop.svc"
+        assert by_service["web"]["configured"] is False and "services.web.dev.base_url" in by_service["web"]["hint"]
         assert "production" in places(doc)

@@ -52,23 +52,25 @@ def independent() -> bool:
 
 
 @pytest.fixture
-def dev_tests() -> dict[str, str]:
-    """services.S.dev.test per service (the tests a prerelease runs)."""
+def dev_tests() -> dict[str, str | dict[str, str]]:
+    """Per service, services.S.dev.test (a string) or dev settings (levels, base_url: a mapping);
+    the type's default levels stay for those not given."""
     return {}
 
 
 @pytest.fixture
 def release_cluster(backend: str, request: pytest.FixtureRequest, shop: Flake, tmp_path: Path,
                     health: Health, migrations: bool, independent: bool,
-                    dev_tests: dict[str, str]) -> Iterator[ShopCluster]:
+                    dev_tests: dict[str, str | dict[str, str]]) -> Iterator[ShopCluster]:
     def edit_deploy(text: str) -> str:
         text = api_and_web_only(text)
         if dev_tests:
             text = without_dev(text)
-        for svc, command in dev_tests.items():
+        for svc, settings in dev_tests.items():
             at = f"    path: services/{svc}\n"
             assert at in text
-            text = text.replace(at, at + f"    dev:\n      test: {json.dumps(command)}\n")
+            dev = {"test": settings} if isinstance(settings, str) else settings
+            text = text.replace(at, at + "    dev:\n" + "".join(f"      {k}: {json.dumps(v)}\n" for k, v in dev.items()))
         if independent:
             assert "    depends_on: [api]\n" in text
             text = text.replace("    depends_on: [api]\n", "")
@@ -494,11 +496,104 @@ def test_comprehensive_release_tests_then_releases_every_environment(release_clu
     assert report["stage"] == "comprehensive" and report["environments"] == ["staging", "production"]
     assert [(t["service"], t["level"], t["environment"], t["outcome"]) for t in report["tests"]] == [
         ("api", "test", None, "passed"), ("web", "test", None, "passed"),
-        # the example configures no integration/e2e commands: said so, never "passed"
-        ("api", "integration", "staging", "not configured"), ("api", "e2e", "staging", "not configured"),
-        ("web", "integration", "staging", "not configured"), ("web", "e2e", "staging", "not configured")]
+        # dev.test replaces the pyramid, so there is no e2e level to run against staging: said so, never "passed"
+        ("api", "e2e", "staging", "not configured"), ("web", "e2e", "staging", "not configured")]
+    assert "services.api.dev.test replaces the test pyramid" in report["tests"][2]["hint"]
     assert [s["gate"]["outcome"] for s in report["stages"]] == ["passed", "passed"]
     assert c.running_image("web", PRODUCTION_NS) == f"{c.image('web')}:{tag}"
+
+
+# api keeps the example's python levels (its real unit tests: pytest -q tests/unit); its integration
+# level is replaced by one that fails.
+INTEGRATION_FAILS = "echo 'test_orders_against_postgres FAILED: relation orders does not exist'; exit 3"
+
+
+@pytest.mark.parametrize("dev_tests", [{"api": {"integration": INTEGRATION_FAILS}, "web": RECORD}])
+def test_a_prerelease_runs_the_unit_then_integration_level_and_a_failing_level_stops_it_before_the_push(
+        release_cluster: ShopCluster, tmp_path: Path) -> None:
+    c = release_cluster
+    tag = f"amd64-{head_sha(c)}"
+    proc = c.run("prerelease", "--json", env={"FORGE_STATE_DIR": str(tmp_path / "s")}, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["failed"] == {"environment": None, "service": "api", "step": "test:integration"}
+    assert [(t["service"], t["level"], t["outcome"], t["command"]) for t in report["tests"]] == [
+        ("api", "unit", "passed", "pytest -q tests/unit"), ("api", "integration", "failed", INTEGRATION_FAILS)]
+    unit, integration = report["tests"]
+    assert "3 passed" in Path(unit["log"]).read_text()  # the example's real unit tests ran
+    assert Path(unit["log"]).is_relative_to(c.shop.dir / ".forge" / "test-results" / "api" / "unit")
+    assert integration["exit_code"] == 3
+    assert integration["log_tail"] == ["test_orders_against_postgres FAILED: relation orders does not exist"]
+    assert "the integration tests of api failed (`echo" in proc.stderr and "nothing was pushed" in proc.stderr
+    assert "forge test api:integration" in proc.stderr
+    assert {"environment": None, "service": "web", "steps": ["test"]} in report["not_done"]
+    assert {"environment": None, "service": "api", "steps": ["push"]} in report["not_done"]
+    assert report["push"] == {} and not registry_has(c, "api", tag)
+    assert not (c.shop.dir / "tests-ran.txt").exists()  # web's tests never ran
+    assert c.running_image("api") != f"{c.image('api')}:{tag}"
+
+
+# An e2e test that reaches the deployed service at FORGE_BASE_URL and records what it was told.
+E2E = ('curl -fsS "$FORGE_BASE_URL/healthz" && '
+       'echo "$FORGE_SERVICE $FORGE_ENVIRONMENT $FORGE_NAMESPACE $FORGE_BASE_URL $FORGE_IMAGE" >> ../../e2e-ran.txt')
+
+
+@pytest.mark.parametrize("dev_tests", [{"api": {"e2e": E2E}, "web": RECORD}])
+def test_comprehensive_release_runs_e2e_against_the_first_environment_before_promotion(
+        release_cluster: ShopCluster, health: Health, tmp_path: Path) -> None:
+    c = release_cluster
+    tag = f"amd64-{head_sha(c)}"
+    origin = health.url.removesuffix("/healthz")  # api's verify check's URL: where the e2e level reaches it
+    proc = c.run("comprehensive-release", "--yes", "--json", env={"FORGE_STATE_DIR": str(tmp_path / "s")},
+                 stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [(t["service"], t["level"], t["environment"], t["outcome"]) for t in report["tests"]] == [
+        ("api", "unit", None, "passed"), ("api", "integration", None, "passed"), ("web", "test", None, "passed"),
+        ("api", "e2e", "staging", "passed"), ("web", "e2e", "staging", "not configured")]
+    assert report["tests"][3]["base_url"] == origin
+    assert (c.shop.dir / "e2e-ran.txt").read_text().splitlines() == [
+        f"api staging shop {origin} {c.image('api')}:{tag}"]
+    assert health.hits == 3  # staging's check, the e2e test, production's check
+    assert c.running_image("api", PRODUCTION_NS) == f"{c.image('api')}:{tag}"
+
+
+@pytest.mark.parametrize("dev_tests", [{"api": {"e2e": E2E}, "web": RECORD}])
+def test_a_failing_e2e_level_against_the_first_environment_stops_before_production(
+        release_cluster: ShopCluster, health: Health, tmp_path: Path) -> None:
+    c = release_cluster
+    tag = f"amd64-{head_sha(c)}"
+    health.statuses = [200, 503]  # staging's check passes; the e2e test then finds the service failing
+    proc = c.run("comprehensive-release", "--yes", "--json", env={"FORGE_STATE_DIR": str(tmp_path / "s")},
+                 stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["failed"] == {"environment": "staging", "service": "api", "step": "test:e2e"}
+    e2e = report["tests"][-1]
+    assert (e2e["level"], e2e["outcome"], e2e["exit_code"]) == ("e2e", "failed", 22)  # curl -f on HTTP 503
+    assert any("503" in line for line in e2e["log_tail"])
+    assert "the e2e tests of api failed against staging" in proc.stderr and "not promoted to production" in proc.stderr
+    assert {"environment": "staging", "service": "web", "steps": ["test:e2e"]} in report["not_done"]
+    assert [s["environment"] for s in report["stages"]] == ["staging"]
+    assert c.running_image("api") == f"{c.image('api')}:{tag}"
+    assert c.running_image("api", PRODUCTION_NS) != f"{c.image('api')}:{tag}"  # production untouched
+    assert not (c.shop.dir / "e2e-ran.txt").exists()
+
+
+@pytest.mark.parametrize("dev_tests", [{"api": {"integration": INTEGRATION_FAILS, "e2e": E2E,
+                                                "base_url": "https://api.{environment}.shop.example"}}])
+def test_the_dry_run_lists_each_test_level_and_where_it_runs(release_cluster: ShopCluster) -> None:
+    c = release_cluster
+    proc = c.run("comprehensive-release:api", "--dry-run", "--json", stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    steps = [s for s in json.loads(proc.stdout)["steps"] if s["step"].startswith("test")]
+    assert [(s["step"], s["details"]["level"], s["details"]["environment"], s["details"]["command"],
+             s["details"]["base_url"]) for s in steps] == [
+        ("test:unit", "unit", None, "pytest -q tests/unit", None),
+        ("test:integration", "integration", None, INTEGRATION_FAILS, None),
+        ("test:e2e", "e2e", "staging", E2E, "https://api.staging.shop.example")]
+    pre = json.loads(c.run("prerelease:api", "--dry-run", "--json", stdin=subprocess.DEVNULL).stdout)
+    assert [s["step"] for s in pre["steps"] if s["step"].startswith("test")] == ["test:unit", "test:integration"]
 
 
 @pytest.mark.parametrize("dev_tests", [{"api": "while [ ! -e ../../go ]; do sleep 0.05; done"}])

@@ -300,7 +300,7 @@ def status(plan_path: Path | None, json_output: bool, dry_run: bool, environment
               help="continue a failed release from its report (default: the last one Forge kept), skipping what is done")
 @click.option("--stage", type=click.Choice(["full", "pre", "comprehensive"]), default="full", show_default=True,
               help="pre (prerelease): build, test, push, the first environment, what is ready to promote; "
-                   "comprehensive: build, test, push, every environment, integration/e2e tests before promotion")
+                   "comprehensive: build, test, push, every environment, e2e tests against the first one before promotion")
 @_target_argument("service", "[SERVICE]", required=False)
 def release(plan_path: Path | None, json_output: bool, dry_run: bool, source_dir: Path, allow_dirty: bool,
             environments: str | None, yes: bool, concurrency: int, lock_timeout: float, lock_duration: int,

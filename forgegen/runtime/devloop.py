@@ -99,14 +99,16 @@ class Session:
 
     def spawn(self, name: str, command: str, env: dict[str, str], *, log: Path | None = None,
               args: tuple[str, ...] = ()) -> Any:
-        """``bash -c 'COMMAND "$@"'`` in the service's directory, in a process group of its own."""
+        """``bash -c 'COMMAND "$@"'`` in the service's directory, in a process group of its own
+        (``"$@"`` only when there are ``args``: a compound command such as a loop stays valid)."""
         dev_path = os.environ.get("FORGE_DEV_PATH")  # the type's tools (the flake app sets it)
         if dev_path:
             env = {**env, "PATH": f"{dev_path}:{env.get('PATH', os.environ.get('PATH', ''))}"}
         out = log.open("ab") if log else None
         try:
             with infra.deferred():  # a signal now is handled once the process is recorded
-                proc = process.spawn(["bash", "-c", f'{command} "$@"', f"{name}:{self.svc.name}", *args],
+                script = f'{command} "$@"' if args else command
+                proc = process.spawn(["bash", "-c", script, f"{name}:{self.svc.name}", *args],
                                      cwd=service_dir(self.ctx, self.svc), env=env, new_session=True,
                                      stdout=out if out else self.ctx.stdout, stderr=process.STDOUT if out else None)
                 self.record["processes"].append({"name": name, "pgid": proc.pid, "start": infra.start_time(proc.pid),
@@ -229,26 +231,32 @@ def level_env(ctx: Context, svc: ServicePlan, level: str) -> dict[str, str]:
     return env
 
 
-def run_level(ctx: Context, svc: ServicePlan, level: str, command: str) -> int:
-    """One level with what it needs started first, and stopped after; the command's exit code."""
+def run_level(ctx: Context, svc: ServicePlan, level: str, command: str, *,
+              against: dict[str, str] | None = None, log: Path | None = None) -> int:
+    """One level with what it needs started first, and stopped after; the command's exit code.
+    ``against``: the environment of a deployed service to test (FORGE_BASE_URL, ...): nothing is
+    started locally. ``log``: where the command's output goes (else ``ctx.stdout``)."""
     path = infra.dev_dir(ctx.root) / "runs" / f"{os.getpid()}-{svc.name}.json"
     session = Session(ctx, svc, f"test {level}", path)
     session.save()
     try:
         env = level_env(ctx, svc, level)
-        if level in ("integration", "e2e", "test") and svc.dev.postgres is not None:
+        if against is None and level in ("integration", "e2e", "test") and svc.dev.postgres is not None:
             session.start_postgres()
-        if level == "e2e" and svc.dev.start is not None:
+        if against is None and level == "e2e" and svc.dev.start is not None:
             session.start_service(Path(env["FORGE_TEST_RESULTS"]) / "service.log")
-        proc = session.spawn(level, command, {**session.env, **env}, args=ctx.args)
+        proc = session.spawn(level, command, {**session.env, **env, **(against or {})}, args=ctx.args, log=log)
         code: int = proc.wait()
         return code
     finally:
         session.close()
 
 
-def pyramid(ctx: Context, svc: ServicePlan, only: str | None) -> dict[str, Any]:
-    levels = select_levels(svc, only)
+def run_levels(ctx: Context, svc: ServicePlan, levels: list[tuple[str, str | None]], *,
+               against: dict[str, str] | None = None, keep_log: bool = False) -> tuple[list[dict[str, Any]], str | None]:
+    """Run ``levels`` in order (a level without a command is ``not-configured``); after the first
+    failing one the rest are ``not-run``. The entries and the failed level. ``keep_log``: each
+    level's output goes to ``output.log`` in its results directory (the entry's ``log``)."""
     entries: list[dict[str, Any]] = []
     failed: str | None = None
     for name, command in levels:
@@ -262,12 +270,19 @@ def pyramid(ctx: Context, svc: ServicePlan, only: str | None) -> dict[str, Any]:
             entry["outcome"] = "not-run"
             continue
         ctx.say(f"forge test {svc.name}:{name}: {command}")
-        code = run_level(ctx, svc, name, command)
-        entry.update(outcome="passed" if code == 0 else "failed", exit_code=code,
-                     results=str(ctx.root / RESULTS_DIR / svc.name / name))
+        results = ctx.root / RESULTS_DIR / svc.name / name
+        log = results / "output.log" if keep_log else None  # (level_env empties results first)
+        code = run_level(ctx, svc, name, command, against=against, log=log)
+        entry.update(outcome="passed" if code == 0 else "failed", exit_code=code, results=str(results),
+                     **({"log": str(log)} if log else {}))
         ctx.say(f"forge test {svc.name}:{name}: {entry['outcome']}" + (f" (exit {code})" if code else ""))
         if code != 0:
             failed = name
+    return entries, failed
+
+
+def pyramid(ctx: Context, svc: ServicePlan, only: str | None) -> dict[str, Any]:
+    entries, failed = run_levels(ctx, svc, select_levels(svc, only))
     return {"service": svc.name, "outcome": "failed" if failed else "passed", "failed_level": failed,
             "levels": entries}
 

@@ -339,7 +339,7 @@ def _run(plan: Plan, services: list[str] | None, environments: list[str], *, rev
             _release_stage(plan, stages_, si, order, report, clients=clients, pushed=pushed, revision=revision,
                            say=say, cwd=cwd, t0=t0, opts=opts)
             if si == 0:
-                _promotion_tests(stages_, order, report, flake=flake, say=say, t0=t0, opts=opts)
+                _promotion_tests(plan, stages_, order, report, flake=flake, say=say, t0=t0, opts=opts)
         if opts.stage == "pre":
             report["ready_to_promote"] = kinds.ready_to_promote(list(stages_[0].pairs), report["images"],
                                                                  [s.environment for s in all_stages])
@@ -372,27 +372,34 @@ def _test_all(plan: Plan, stages_: list[Stage], order: list[ServicePlan], report
             builds[svc.name] = run_build(plan, svc.name, flake=flake, progress=_prefixed(say, f"{svc.name}: build: "))
         except ForgeError as err:
             _stop(report, stages_, order, t0, where=("build", None, svc.name), err=err, push_done=False,
-                  pushed=set(done), also_not_done=[{"environment": None, "service": s.name, "steps": ["test"]}
-                                                   for s in todo])
+                  pushed=set(done), also_not_done=[
+                      {"environment": None, "service": s.name,
+                       "steps": [kinds.step_name(lv) for lv, _ in kinds.pre_push_levels(s)]} for s in todo])
     for i, svc in enumerate(todo):
-        entry = kinds.run_tests(svc, None, source=flake, say=say)
-        report["tests"].append(entry)
-        if entry["outcome"] == "failed":
-            later = [{"environment": None, "service": s.name, "steps": ["test"]} for s in todo[i + 1:]]
-            _stop(report, stages_, order, t0, where=("test", None, svc.name), push_done=False, pushed=set(done),
-                  err=kinds.tests_error(entry, before="nothing was pushed"), also_not_done=later)
+        entries = kinds.run_tests(svc, source=flake, say=say)
+        report["tests"] += entries
+        failed = next((e for e in entries if e["outcome"] == "failed"), None)
+        if failed is not None:
+            rest = [kinds.step_name(e["level"]) for e in entries if e["outcome"] == "not run"]
+            later = [{"environment": None, "service": svc.name, "steps": rest}] if rest else []
+            later += [{"environment": None, "service": s.name,
+                       "steps": [kinds.step_name(lv) for lv, _ in kinds.pre_push_levels(s)]} for s in todo[i + 1:]]
+            _stop(report, stages_, order, t0, where=(kinds.step_name(failed["level"]), None, svc.name),
+                  push_done=False, pushed=set(done), err=kinds.tests_error(failed, before="nothing was pushed"),
+                  also_not_done=later)
     return builds
 
 
-def _promotion_tests(stages_: list[Stage], order: list[ServicePlan], report: dict[str, Any], *, flake: str,
-                     say: Say, t0: float, opts: Options) -> None:
-    """comprehensive: each service's integration and e2e tests against the first environment,
-    before the next environment starts."""
+def _promotion_tests(plan: Plan, stages_: list[Stage], order: list[ServicePlan], report: dict[str, Any], *,
+                     flake: str, say: Say, t0: float, opts: Options) -> None:
+    """comprehensive: each service's e2e tests against the first environment (its URL there, see
+    :mod:`forgegen.runtime.stages`), before the next environment starts."""
     levels = kinds.promotion_levels(opts.stage)
     stage = stages_[0]
     runs = [(svc, target, level) for svc, target in stage.pairs for level in levels]
     for i, (svc, target, level) in enumerate(runs):
-        entry = kinds.run_tests(svc, level, source=flake, target=target, image=report["images"][svc.name], say=say)
+        entry = kinds.run_promotion_test(plan, svc, target, level, source=flake, image=report["images"][svc.name],
+                                         say=say)
         report["tests"].append(entry)
         if entry["outcome"] == "failed":
             later = [{"environment": stage.environment, "service": s.name, "steps": [f"test:{lv}"]}
@@ -754,7 +761,8 @@ def _stop(report: dict[str, Any], stages_: list[Stage], order: list[ServicePlan]
     levels = kinds.promotion_levels(report.get("stage", "full"))
     for si in range(first_stage, len(stages_)):
         not_done += _stage_not_done(stages_[si], {}, set(), False)
-    if levels and first_stage <= 1 and not step.startswith("test:"):  # comprehensive: the first environment's tests
+    if levels and first_stage <= 1 and (env is None or not step.startswith("test:")):  # comprehensive: the
+        # first environment's tests (unless they are what failed: also_not_done has the rest)
         tests = [{"environment": stages_[0].environment, "service": s.name, "steps": [f"test:{lv}" for lv in levels]}
                  for s, _ in stages_[0].pairs]
         at = next((i for i, d in enumerate(not_done) if d["environment"] not in (None, stages_[0].environment)),

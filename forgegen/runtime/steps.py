@@ -173,7 +173,7 @@ def release_steps(plan: Plan, services: list[ServicePlan], environments: list[st
     if stages.has_tests(stage):
         steps += [Step("build", f"{s.name}: nix build .#packages.{a}.{s.image.package}", {"service": s.name, "system": a})
                   for s in order for a in s.image.architectures]
-        steps += [_test_step(s, None, None) for s in order]
+        steps += [_test_step(plan, s, level, command, None) for s in order for level, command in stages.pre_push_levels(s)]
     for n, env in enumerate(envs):
         for service in order:
             target = next((t for t in service.targets if t.environment == env), None)
@@ -197,7 +197,7 @@ def release_steps(plan: Plan, services: list[ServicePlan], environments: list[st
                        f"supergraph, commit {d['file']}, reconcile", d) for d in dry_run_steps(plan, env)]
         steps.append(Step("gate", f"all of {env} healthy and verified before the next environment", {"environment": env}))
         if n == 0:
-            steps += [_test_step(s, lv, env) for s in order if any(t.environment == env for t in s.targets)
+            steps += [_test_step(plan, s, lv, None, t) for s in order for t in s.targets if t.environment == env
                       for lv in stages.promotion_levels(stage)]
     if stage == "pre" and envs:
         steps.append(Step("ready-to-promote", f"report each image verified in {envs[0]} and where it goes next",
@@ -205,13 +205,25 @@ def release_steps(plan: Plan, services: list[ServicePlan], environments: list[st
     return steps
 
 
-def _test_step(service: ServicePlan, level: str | None, env: str | None) -> Step:
-    command = stages.test_command(service, level)
-    name = "test" if level is None else f"test:{level}"
-    where = f" against {env}" if env else " (a failure stops before the push)"
-    return Step(name, f"{service.name}: {command or 'not configured'}{where}",
-                {"service": service.name, "level": level or "test", "command": command, "environment": env,
-                 "directory": service.path})
+def _test_step(plan: Plan, service: ServicePlan, level: str, command: str | None, target: TargetPlan | None) -> Step:
+    """A test level of a release stage: before the push (``target`` None), or against ``target``."""
+    url = why = None
+    if target is not None:
+        command, url, why = stages.promotion_test(plan, service, target, level)
+    elif command is None:
+        why = f"set services.{service.name}.dev.{level} in deploy.yaml"
+    infra = ["postgres"] if target is None and level != "unit" and service.dev.postgres is not None else []
+    if why is not None:
+        summary = f"{service.name}: {level}: not configured ({why})"
+    elif target is not None:
+        summary = f"{service.name}: {level}: `{command}` against {target.environment} (FORGE_BASE_URL={url})"
+    else:
+        summary = (f"{service.name}: {level}: `{command}`" + (" with a throwaway PostgreSQL" if infra else "")
+                   + " (a failure stops before the push)")
+    return Step(stages.step_name(level), summary,
+                {"service": service.name, "level": level, "command": command, "directory": service.path,
+                 "environment": target.environment if target else None, "base_url": url, "infra": infra,
+                 "configured": why is None, **({"hint": why} if why else {})})
 
 
 def dependency_order(services: list[ServicePlan]) -> list[ServicePlan]:
