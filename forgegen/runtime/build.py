@@ -364,6 +364,23 @@ def _attic_lines(live: Progress | None) -> Callable[[str], str | None]:
     return on_line
 
 
+def _run_attic_push(target: str, missing: Sequence[str], cache: str, live: Progress | None, *,
+                    env: Mapping[str, str] | None, timeout: float, hint: str, secrets: Sequence[str] = (),
+                    unset: Sequence[str] = ()) -> None:
+    """``attic push TARGET paths`` with its lines streamed; a failure names the cache and shows attic's last lines."""
+    try:
+        process.stream(["attic", "push", target, *missing], _attic_lines(live), env=env, timeout=timeout,
+                       secrets=list(secrets), unset=list(unset), what=f"push the image closure to Attic cache {cache}")
+    except ToolMissing:
+        raise
+    except CommandError as err:
+        raise BuildError(f"cannot push the image closure to Attic cache {cache}: {process.failure('attic push', err)}",
+                         hint=hint) from err
+    finally:
+        if live is not None:
+            live("")
+
+
 def _attic_push(attic: AtticPlan, paths: Sequence[str], say: Progress, env: Mapping[str, str] | None,
                 timeout: float, live: Progress | None = None) -> CachePush:
     """``attic push forge:<cache> paths`` with the token in a private, temporary client config
@@ -384,18 +401,8 @@ def _attic_push(attic: AtticPlan, paths: Sequence[str], say: Progress, env: Mapp
     if token is None:  # ATTIC_SERVER_NAME: the user's own attic login
         server = source.partition("=")[2]
         say(f"pushing {len(missing)} of {len(everything)} store paths to Attic cache {attic.cache} (attic server {server})")
-        try:
-            process.stream(["attic", "push", f"{server}:{attic.cache}", *missing], _attic_lines(live), env=env,
-                           timeout=timeout, what=f"push the image closure to Attic cache {attic.cache}")
-        except ToolMissing:
-            raise
-        except CommandError as err:
-            raise BuildError(f"cannot push the image closure to Attic cache {attic.cache}: "
-                             f"{process.failure('attic push', err)}",
-                             hint=f"check `attic login {server} …` may push to {attic.cache}") from err
-        finally:
-            if live is not None:
-                live("")
+        _run_attic_push(f"{server}:{attic.cache}", missing, attic.cache, live, env=env, timeout=timeout,
+                        hint=f"check `attic login {server} …` may push to {attic.cache}")
         return CachePush("attic", target, len(everything), len(missing), time.monotonic() - start)
     with tempfile.TemporaryDirectory(prefix="forge-attic-") as tmp:
         conf_dir = Path(tmp) / "attic"
@@ -406,18 +413,8 @@ def _attic_push(attic: AtticPlan, paths: Sequence[str], say: Progress, env: Mapp
             f.write(f'default-server = "forge"\n[servers.forge]\nendpoint = {json.dumps(attic.endpoint)}\n'
                     f"token = {json.dumps(token)}\n")
         say(f"pushing {len(missing)} of {len(everything)} store paths to Attic cache {attic.cache}")
-        try:
-            process.stream(["attic", "push", f"forge:{attic.cache}", *missing], _attic_lines(live),
-                           env={**(env or {}), "XDG_CONFIG_HOME": tmp}, timeout=timeout, secrets=[token],
-                           unset=[attic.token_env], what=f"push the image closure to Attic cache {attic.cache}")
-        except ToolMissing:
-            raise
-        except CommandError as err:
-            raise BuildError(f"cannot push the image closure to Attic cache {attic.cache}: "
-                             f"{process.failure('attic push', err)}",
-                             hint=f"check {attic.token_env} may push to {attic.cache} at {attic.endpoint}") from err
-        finally:
-            if live is not None:
-                live("")
+        _run_attic_push(f"forge:{attic.cache}", missing, attic.cache, live, env={**(env or {}), "XDG_CONFIG_HOME": tmp},
+                        timeout=timeout, secrets=[token], unset=[attic.token_env],
+                        hint=f"check {attic.token_env} may push to {attic.cache} at {attic.endpoint}")
     return CachePush("attic", target, len(everything), len(missing), time.monotonic() - start)
 
