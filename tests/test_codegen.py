@@ -312,3 +312,31 @@ def test_a_second_crate2nix_build_builds_nothing(crate2nix: Path) -> None:
     assert proc.stderr == ""  # no "building" line: it came from the cache
     version = subprocess.run([str(crate2nix), "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and VERSION in version.stdout, version.stdout + version.stderr
+
+
+FAKE_CARGO = """#!/bin/sh
+# cargo install ... --root ROOT: writes ROOT/bin/crate2nix, then exits with $FAKE_CARGO_STATUS
+[ "$1" = --version ] && { echo "cargo 0.0.0 (stand-in)"; exit 0; }
+while [ "$1" != --root ]; do shift; done
+mkdir -p "$2/bin" && printf '#!/bin/sh\\necho crate2nix stand-in\\n' >"$2/bin/crate2nix" && chmod +x "$2/bin/crate2nix"
+echo "cargo stand-in output"
+exit "$FAKE_CARGO_STATUS"
+"""
+
+
+def test_build_crate2nix_leaves_no_half_cache_when_cargo_install_fails(tmp_path: Path) -> None:
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "cargo").write_text(FAKE_CARGO)
+    (tools / "cargo").chmod(0o755)
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PATH": os.pathsep.join([str(tools), os.environ["PATH"]]), "FORGE_CRATE2NIX_CACHE": str(cache)}
+    build = ["bash", str(ROOT / ".ci" / "build-crate2nix")]
+    failed = subprocess.run(build, capture_output=True, text=True, timeout=60, env={**env, "FAKE_CARGO_STATUS": "101"})
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert "cargo install exited 101" in failed.stderr and "cargo stand-in output" in failed.stderr
+    assert not (cache / VERSION).exists()  # the half-built root was never renamed into place
+    built = subprocess.run(build, capture_output=True, text=True, timeout=60, env={**env, "FAKE_CARGO_STATUS": "0"})
+    assert built.returncode == 0, built.stderr
+    assert built.stdout.strip() == str(cache / VERSION / "bin") and f"crate2nix {VERSION} built in" in built.stderr
+    assert sorted(p.name for p in cache.iterdir()) == [".build-" + VERSION + ".log", ".lock", VERSION]
