@@ -180,6 +180,7 @@ class RegistryPlan(PlanModel):
     insecure: bool
     credentials: CredentialsPlan
     push_attempts: int
+    push_with: str = "forge"  # or "skopeo": what sends the image (forgegen.runtime.registry)
     # the path under the host every image repository starts with (FORGE_REGISTRY replaces both)
     organization: str | None = field(default=None, metadata={"omit_none": True})
 
@@ -571,7 +572,8 @@ def build_plan(config: schema.Config, services: list[str] | None = None) -> Plan
         project=config.project,
         registry=RegistryPlan(host=reg.host, insecure=reg.insecure,
                               credentials=CredentialsPlan(**reg.credentials.model_dump()),
-                              push_attempts=reg.push_attempts, organization=reg.organization),
+                              push_attempts=reg.push_attempts, push_with=reg.push_with,
+                              organization=reg.organization),
         attic=AtticPlan(**config.attic.model_dump()) if config.attic else None,
         binary_cache=config.binary_cache.url if config.binary_cache else None,
         environments=tuple(e.name for e in config.environments),

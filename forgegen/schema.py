@@ -171,6 +171,10 @@ class Registry(Model):
                            "forgeable on the network; credentials are still never sent without verified TLS)")
     credentials: Credentials = Credentials()
     push_attempts: int = Field(5, ge=1, le=20, description="attempts for transient push failures")
+    push_with: Literal["forge", "skopeo"] = Field(
+        "forge", description="what sends the image: forge (its own client, straight from the converted layout, "
+                             "every blob and the manifest checked) or skopeo (`skopeo copy`, for registries that "
+                             "need skopeo's own configuration, e.g. /etc/containers/certs.d)")
 
 
 def _repo_path(value: str) -> str:

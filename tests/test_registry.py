@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from forgegen.errors import PushError
+from forgegen.errors import PushError, ToolMissing
 from forgegen.runtime import build
 from forgegen.runtime import registry as forge_registry
 from forgegen.runtime.tags import SourceRevision
@@ -75,6 +75,35 @@ def test_push_single_arch_tags_sha_and_latest_and_verifies(registry: Registry, i
     doc = result.to_json()
     assert doc["deploy_reference"] == f"{repo}:amd64-abc1234@{img.digest}"
     assert doc["credentials_from"] is None
+
+
+def test_forge_and_skopeo_send_the_same_image(registry: Registry, image_flake: ImageFlake, unique_repo: str,
+                                              tmp_path: Path) -> None:
+    """``registry.push_with``: Forge's own client and skopeo leave byte-identical manifests and
+    configs, as an independent client (skopeo inspect) reads them."""
+    results = {}
+    for how in ("forge", "skopeo"):
+        plan = forge_plan(registry.host, organization=f"{org(unique_repo)}-{how}", push_with=how)
+        results[how] = registry_push(plan, image_flake, tmp_path / how)
+        assert results[how].images[0].copied and results[how].images[0].layers_uploaded == 5  # config + 4 layers
+    forge, skopeo = results["forge"], results["skopeo"]
+    assert forge.deploy_digest == skopeo.deploy_digest
+    assert skopeo_raw(f"{forge.repository}:amd64-abc1234") == skopeo_raw(f"{skopeo.repository}:amd64-abc1234")
+    assert skopeo_digest(f"{forge.repository}:amd64-latest") == forge.deploy_digest
+
+
+def test_forge_push_needs_no_skopeo(registry: Registry, image_flake: ImageFlake, unique_repo: str, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    built = build.run_build(forge_plan(registry.host), "api", flake=image_flake.ref, push_cache=False)
+    bare = tmp_path / "bin"  # PATH without skopeo
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(bare))
+    plan = forge_plan(registry.host, organization=org(unique_repo))
+    result = forge_registry.run_push(plan, "api", revision=rev(), build=built, policy=FAST, cache_dir=tmp_path / "oci")
+    assert result.verified["amd64-abc1234"] == result.deploy_digest
+    with pytest.raises(ToolMissing, match="skopeo is not on PATH"):
+        forge_registry.run_push(forge_plan(registry.host, organization=f"{org(unique_repo)}-s", push_with="skopeo"),
+                                "api", revision=rev(), build=built, policy=FAST, cache_dir=tmp_path / "oci")
 
 
 def registry_push(plan, image_flake: ImageFlake, tmp_path: Path, *, sha: str = "abc1234",

@@ -86,15 +86,17 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp
 
 
-def test_password_is_absent_from_process_list_logs_and_report(auth_registry: Registry, image_flake: ImageFlake,
-                                                              private_tmp: Path, tmp_path: Path,
+@pytest.mark.parametrize("push_with", ["forge", "skopeo"])
+def test_password_is_absent_from_process_list_logs_and_report(push_with: str, auth_registry: Registry,
+                                                              image_flake: ImageFlake, private_tmp: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch,
                                                               caplog: pytest.LogCaptureFixture) -> None:
     assert auth_registry.password is not None
     monkeypatch.setenv("FORGE_REGISTRY_USER", auth_registry.username or "")
     monkeypatch.setenv("FORGE_REGISTRY_PASSWORD", auth_registry.password)
     caplog.set_level(logging.DEBUG)
-    plan = forge_plan(auth_registry.host, organization="auth", architectures=("x86_64-linux", "aarch64-linux"))
+    plan = forge_plan(auth_registry.host, organization=f"auth-{push_with}", push_with=push_with,
+                      architectures=("x86_64-linux", "aarch64-linux"))
     lines: list[str] = []
     watch = ProcessWatch(auth_registry.password, private_tmp)
     watch.start()
@@ -107,13 +109,15 @@ def test_password_is_absent_from_process_list_logs_and_report(auth_registry: Reg
         watch.join(10)
     assert len(result.verified) == 6
     assert result.credentials == "FORGE_REGISTRY_USER/FORGE_REGISTRY_PASSWORD"
-    # skopeo ran, was seen, and got the credentials only as a file
-    assert watch.skopeo_cmdlines, "the watcher never saw skopeo run"
-    for argv in watch.skopeo_cmdlines:
-        assert "--authfile" in argv, " ".join(argv)
-        assert not any(a.startswith("--creds") or a.startswith("--dest-creds") for a in argv)
+    if push_with == "skopeo":  # skopeo ran, was seen, and got the credentials only as a file
+        assert watch.skopeo_cmdlines, "the watcher never saw skopeo run"
+        for argv in watch.skopeo_cmdlines:
+            assert "--authfile" in argv, " ".join(argv)
+            assert not any(a.startswith("--creds") or a.startswith("--dest-creds") for a in argv)
+        assert watch.auth_modes == {0o600}
+    else:  # Forge's own client sent everything: no skopeo, and no auth file was ever written
+        assert watch.skopeo_cmdlines == [] and watch.auth_modes == set()
     assert watch.leaks == []
-    assert watch.auth_modes == {0o600}
     assert list(private_tmp.glob("forge-auth-*")) == []  # removed afterwards
     report = json.dumps(result.to_json())
     logged = "\n".join(r.getMessage() for r in caplog.records) + "\n".join(lines)

@@ -31,8 +31,8 @@ def _env(reg: Registry, **extra: str) -> dict[str, str]:
 
 
 def _push(reg: Registry, image_flake: ImageFlake, tmp_path: Path, org: str, env: dict[str, str],
-          sha: str = "feedbee") -> forge_registry.PushResult:
-    plan = forge_plan(reg.host, organization=org, architectures=("x86_64-linux", "aarch64-linux"))
+          sha: str = "feedbee", push_with: str = "forge") -> forge_registry.PushResult:
+    plan = forge_plan(reg.host, organization=org, architectures=("x86_64-linux", "aarch64-linux"), push_with=push_with)
     return forge_registry.run_push(plan, "api", revision=SourceRevision(sha, "GIT_SHA"), flake=image_flake.ref,
                                    policy=FAST, cache_dir=tmp_path / "oci", env=env)
 
@@ -47,18 +47,21 @@ def test_the_registry_challenges_with_a_real_bearer_realm(token_registry: tuple[
     assert f'service="{SERVICE}"' in challenge and 'scope="repository:org/api:pull"' in challenge
 
 
-def test_push_and_verify_with_token_auth_skopeo_and_forge(token_registry: tuple[Registry, TokenIssuer],
+@pytest.mark.parametrize("push_with", ["forge", "skopeo"])
+def test_push_and_verify_with_token_auth_skopeo_and_forge(push_with: str, token_registry: tuple[Registry, TokenIssuer],
                                                           token_issuer: TokenIssuer, image_flake: ImageFlake,
                                                           tmp_path: Path) -> None:
     reg, _ = token_registry
-    result = _push(reg, image_flake, tmp_path, "token-push", _env(reg))
+    org = f"token-push-{push_with}"
+    result = _push(reg, image_flake, tmp_path, org, _env(reg), push_with=push_with)
     assert result.index is not None and len(result.verified) == 6
     agents = {entry["agent"].split("/")[0] for entry in token_issuer.log}
-    assert any("skopeo" in a or "containers" in a or "Go-http" in a for a in agents), agents  # skopeo asked too
+    skopeo_asked = any("skopeo" in a or "containers" in a or "Go-http" in a for a in agents)
+    assert skopeo_asked == (push_with == "skopeo"), agents  # skopeo asked too, or Forge's client alone
     forge_requests = [e for e in token_issuer.log if "urllib3" in e["agent"]]
     assert forge_requests and all(e["ok"] and e["service"] == SERVICE for e in forge_requests)
-    assert ["repository:token-push/api:pull,push"] in [e["scopes"] for e in forge_requests]
-    again = _push(reg, image_flake, tmp_path, "token-push", _env(reg), sha="feedbe2")
+    assert [f"repository:{org}/api:pull,push"] in [e["scopes"] for e in forge_requests]
+    again = _push(reg, image_flake, tmp_path, org, _env(reg), sha="feedbe2", push_with=push_with)
     assert [i.bytes_uploaded for i in again.images] == [0, 0]
 
 
@@ -81,7 +84,8 @@ def test_a_token_that_stops_being_enough_mid_push_is_renewed(token_registry: tup
     assert len([e for e in token_issuer.log if "urllib3" in e["agent"]]) >= 4
 
 
-def test_an_identity_token_is_traded_at_the_token_service(token_registry: tuple[Registry, TokenIssuer],
+@pytest.mark.parametrize("push_with", ["forge", "skopeo"])
+def test_an_identity_token_is_traded_at_the_token_service(push_with: str, token_registry: tuple[Registry, TokenIssuer],
                                                           token_issuer: TokenIssuer, image_flake: ImageFlake,
                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reg, issuer = token_registry
@@ -90,10 +94,11 @@ def test_an_identity_token_is_traded_at_the_token_service(token_registry: tuple[
     env = {**os.environ, "REGISTRY_AUTH_FILE": str(auth)}
     for var in ("FORGE_REGISTRY_USER", "FORGE_REGISTRY_PASSWORD"):
         env.pop(var, None)
-    result = _push(reg, image_flake, tmp_path, "token-identity", env)
+    result = _push(reg, image_flake, tmp_path, f"token-identity-{push_with}", env, push_with=push_with)
     assert len(result.verified) == 6 and result.credentials == f"{auth} (identitytoken)"
     traded = [e for e in token_issuer.log if e["how"] == "POST refresh_token"]
-    assert {e["agent"].split("/")[0] for e in traded} == {"python-urllib3", "skopeo"}  # both, the same way
+    clients = {"python-urllib3", "skopeo"} if push_with == "skopeo" else {"python-urllib3"}
+    assert {e["agent"].split("/")[0] for e in traded} == clients  # each client that sent, the same way
     assert all(e["ok"] for e in token_issuer.log), token_issuer.log
 
 

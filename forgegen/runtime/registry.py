@@ -8,9 +8,14 @@ How a push goes (``run_push``):
    ``$XDG_CACHE_HOME/forge/oci/<store path name>``, so a re-push does no work at all. Because the
    compressed digests are known before pushing, unchanged layers are never uploaded again, even
    from a fresh CI machine, and the manifest digest is known before the registry sees it.
-2. **Copy.** ``skopeo copy --preserve-digests oci:<layout> docker://<repo>:<arch>-<sha7>`` (skipped
-   when the registry already has that manifest: then only the tag is written), with credentials
-   in a temporary auth file (mode 0600, removed afterwards), never on the command line.
+2. **Send.** While the layout is written, each layer is uploaded as soon as it is complete (when
+   the registry lacks it). Then, with ``registry.push_with: forge`` (the default), Forge's own
+   client uploads what is still missing (usually only the config) and puts the manifest under
+   ``<arch>-<sha7>``: the registry must store it under the digest computed here. With
+   ``push_with: skopeo``, ``skopeo copy --preserve-digests oci:<layout> docker://<repo>:<arch>-<sha7>``
+   does that part, with credentials in a temporary auth file (mode 0600, removed afterwards),
+   never on the command line. Skipped when the registry already has that manifest: then only the
+   tag is written.
 3. **Tags.** ``<arch>-latest`` gets the same manifest; with several architectures an OCI image
    index goes to ``<sha7>`` and ``latest`` through the distribution API (``PUT /v2/<name>/manifests/<tag>``).
 4. **Verify.** Every tag is resolved (``HEAD /v2/<name>/manifests/<tag>``); a tag that does not
@@ -31,6 +36,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -227,7 +233,8 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
 
     pushed: list[PushedImage] = []
     expected: dict[str, str] = {}
-    with auth_file(host, credentials) as authfile:
+    # skopeo gets the credentials in a private auth file; Forge's own client needs none
+    with auth_file(host, credentials) if plan.registry.push_with == "skopeo" else nullcontext() as authfile:
         secrets = credentials.secrets() if credentials else ()
         for system, oci in images:
             sha_tag, latest = tags.per_arch[system]
@@ -237,15 +244,14 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
             if missing or client.manifest_digest(name, oci.manifest_digest) is None:
                 say(f"pushing {repository}:{sha_tag} ({len(missing)} of {len(oci.blobs)} blobs to upload, "
                     f"{sum(s for _, s in missing)} bytes)")
-                digest, attempts = skopeo_copy(oci.transport_ref, f"{repository}:{sha_tag}",
-                                               insecure=plan.registry.insecure, authfile=authfile, secrets=secrets,
-                                               policy=policy, timeout=attempt_timeout, repository=repository,
-                                               registry=plan.registry, progress=say,
-                                               unset_env=credential_variables(plan.registry))
                 copied = True
-                if digest != oci.manifest_digest:
-                    raise PushError(f"skopeo pushed {repository}:{sha_tag} as {digest}, not {oci.manifest_digest}",
-                                    hint="the manifest was rewritten on the way; check the registry keeps OCI manifests as sent")
+                if plan.registry.push_with == "skopeo":
+                    attempts = _send_with_skopeo(plan, oci, f"{repository}:{sha_tag}", authfile, secrets, policy,
+                                                 attempt_timeout, say)
+                else:
+                    retries = len(client.waits)
+                    _send_direct(client, name, sha_tag, oci, missing, say, live)
+                    attempts = 1 + len(client.waits) - retries
             else:
                 say(f"{repository} already has the {system} image {oci.manifest_digest}; tagging {sha_tag}")
                 client.put_manifest(name, sha_tag, MEDIA_OCI_MANIFEST, oci.manifest)
@@ -275,6 +281,33 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
     say(f"pushed {repository}:{tags.deploy_tag}@{deploy_digest}; {len(verified)} tags verified")
     return PushResult(svc.name, repository, revision.sha7, tuple(pushed), index, tags.deploy_tag, deploy_digest,
                       verified, credentials.source if credentials else None, time.monotonic() - start)
+
+
+def _send_with_skopeo(plan: Plan, oci: OciImage, dest: str, authfile: str | None, secrets: Sequence[str],
+                      policy: RetryPolicy, timeout: float, say: Progress) -> int:
+    """``skopeo copy`` of the layout to ``dest`` (``registry.push_with: skopeo``); its attempts."""
+    digest, attempts = skopeo_copy(oci.transport_ref, dest, insecure=plan.registry.insecure, authfile=authfile,
+                                   secrets=secrets, policy=policy, timeout=timeout, repository=dest.rpartition(":")[0],
+                                   registry=plan.registry, progress=say, unset_env=credential_variables(plan.registry))
+    if digest != oci.manifest_digest:
+        raise PushError(f"skopeo pushed {dest} as {digest}, not {oci.manifest_digest}",
+                        hint="the manifest was rewritten on the way; check the registry keeps OCI manifests as sent")
+    return attempts
+
+
+def _send_direct(client: RegistryClient, name: str, tag: str, oci: OciImage, missing: Sequence[tuple[str, int]],
+                 say: Progress, live: Progress | None) -> None:
+    """Forge's own push (``registry.push_with: forge``, the default): the blobs the registry lacks
+    (usually only the config: the layers went up during conversion) from the layout, then the
+    manifest under ``tag``; the registry must store it under the digest Forge computed."""
+    for digest, size in missing:
+        with open(oci.layout / "blobs" / "sha256" / digest.removeprefix("sha256:"), "rb") as blob:
+            reader = _Counting(blob, size, f"uploading {digest[:19]}", live) if live else blob
+            client.upload_blob(name, digest, reader, size)
+        if live:
+            live("")
+        say(f"uploaded blob {digest[:19]} ({size} bytes)")
+    client.put_manifest(name, tag, MEDIA_OCI_MANIFEST, oci.manifest)
 
 
 def _prepare_images(build: BuildResult, systems: Sequence[str], cache_dir: Path | None, early: _EarlyUploads,
@@ -315,7 +348,7 @@ class _EarlyUploads:
     """Layers uploaded while the image is still being converted: as each layer blob is written, a
     background thread (its own client, so its own connection) checks the registry and uploads it
     when missing. Conversion and upload overlap, so a cold push costs about the longer of the two;
-    skopeo then finds the layers there and sends the config and manifest. ``uploaded``: what the
+    the config and manifest follow (Forge's client, or skopeo, which finds the layers there). ``uploaded``: what the
     registry lacked (digest -> size)."""
 
     def __init__(self, client: RegistryClient, name: str, say: Progress, live: Progress | None = None) -> None:

@@ -63,9 +63,11 @@ def _push_steps(plan: Plan, service: ServicePlan, tags: ImageTags) -> list[Step]
     repo = service.image.repository
     steps = []
     for system, (sha_tag, latest) in tags.per_arch.items():
-        steps.append(Step("push", f"skopeo copy → {image_ref(repo, sha_tag)} (+ {latest})",
+        how = "skopeo copy" if plan.registry.push_with == "skopeo" else "missing blobs and the manifest"
+        steps.append(Step("push", f"{how} → {image_ref(repo, sha_tag)} (+ {latest})",
                           {"system": system, "repository": repo, "tags": [sha_tag, latest],
-                           "registry": plan.registry.host, "attempts": plan.registry.push_attempts}))
+                           "registry": plan.registry.host, "attempts": plan.registry.push_attempts,
+                           "via": plan.registry.push_with}))
     if tags.index:
         steps.append(Step("push-index", f"OCI image index → {image_ref(repo, tags.index[0])} (+ {tags.index[1]})",
                           {"repository": repo, "tags": list(tags.index),
