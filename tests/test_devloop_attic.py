@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -194,3 +195,20 @@ def test_an_atticd_that_exits_fails_with_its_log_and_stops_the_postgres_started_
     assert "starting PostgreSQL" in up.stderr  # it ran, and is stopped again
     assert processes_matching(f"forge-dev-pg-{up.pid}-") == [] and processes_matching(str(broken)) == []
     assert json.loads(forge(root, "dev", "status", "--json").stdout)["sessions"] == []
+
+
+def test_dev_up_after_attic_is_removed_from_deploy_yaml_stops_it(tmp_path: Path, atticd: Path) -> None:
+    root = _repo(tmp_path, "{}")
+    path = _path_with(atticd)
+    first = forge(root, "dev", "up", "api", "--json", env=path)
+    assert first.returncode == 0, first.stderr
+    config_path = json.loads((root / ".forge/dev/api.json").read_text())["attic"]["config"]
+    deploy = root / "deploy.yaml"
+    deploy.write_text(deploy.read_text().replace("      infra: {attic: {}}\n", ""))
+    sync = subprocess.run([VENV_BIN / "forgegen", "sync"], cwd=root, capture_output=True, text=True, timeout=120)
+    assert sync.returncode == 0, sync.stderr
+    again = forge(root, "dev", "up", "api", "--json", env=path)
+    [up] = json.loads(again.stdout)["services"]
+    assert (up["changed"], up["state"], up["attic"]) == (True, "nothing to start", None)
+    assert processes_matching(config_path) == []
+    assert "ATTIC_" not in (root / ".forge/dev/api.env").read_text()

@@ -55,7 +55,7 @@ def test(plan_path: Path | None, json_output: bool, dry_run: bool, root: Path | 
          args: tuple[str, ...]) -> None:
     """Run SERVICE's test levels in order (unit, integration, e2e), stopping at the first that fails
     and naming it; LEVEL runs one level; without SERVICE, every service's. Integration and e2e get
-    the service's dev.infra (a throwaway PostgreSQL), e2e the service itself; everything started is
+    the service's dev.infra (a throwaway PostgreSQL, Attic), e2e the service itself; everything started is
     stopped afterwards, also on Ctrl-C or SIGTERM. ARGS go to the test command."""
     from forgegen.runtime import devloop
     from forgegen.runtime.cli import print_steps
@@ -81,7 +81,7 @@ def e2e() -> None:
 @click.argument("service", metavar="SERVICE")
 def e2e_prepare(plan_path: Path | None, json_output: bool, dry_run: bool, root: Path | None, service: str) -> None:
     """Start SERVICE's dev.infra and SERVICE itself (dev.start on a free $PORT), wait for dev.health;
-    writes .forge/dev/SERVICE.env (PORT, FORGE_BASE_URL, DATABASE_URL). Idempotent."""
+    writes .forge/dev/SERVICE.env (PORT, FORGE_BASE_URL, DATABASE_URL, ATTIC_*). Idempotent."""
     from forgegen.runtime import devloop, infra
     from forgegen.runtime.cli import print_steps
 

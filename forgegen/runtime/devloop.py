@@ -5,7 +5,8 @@ A service's levels run in order (unit, integration, e2e), each in the service's 
 ``bash -c 'COMMAND "$@"'`` in a process group of its own; the first failing level stops the
 pyramid and is named. ``dev.test``, when set, is one command that replaces the pyramid. The
 integration level gets the service's ``dev.infra`` (a throwaway PostgreSQL, an Attic cache), the
-e2e level that and the service itself (``dev.start`` on ``$PORT``, ready when ``dev.health`` answers 2xx).
+e2e level that and the service itself (``dev.start`` on ``$PORT``, ready when ``dev.health``
+answers 2xx).
 Whatever a level starts is torn down when it ends, fails, or is interrupted (SIGINT, SIGTERM,
 SIGHUP); a run killed outright is cleaned up by the next one (see :mod:`infra`).
 """
@@ -390,8 +391,9 @@ def _dev_running(svc: ServicePlan, record: dict[str, Any]) -> bool:
     pg, attic = record.get("postgres"), record.get("attic")
     if svc.dev.postgres is not None and not (pg and infra.postgres_running(pg["root"])):
         return False
-    return svc.dev.attic is None or bool(attic and attic.get("cache") == svc.dev.attic.cache
-                                         and infra.attic_running(attic))
+    if svc.dev.attic is None:
+        return not attic  # one no longer declared: start again without it
+    return bool(attic and attic.get("cache") == svc.dev.attic.cache and infra.attic_running(attic))
 
 
 def dev_up(ctx: Context, svc: ServicePlan) -> dict[str, Any]:
@@ -465,8 +467,8 @@ def render_status(doc: dict[str, Any]) -> str:
         if e["postgres"]:
             parts.append(f"postgres :{e['postgres']['port']} {'running' if e['postgres']['running'] else 'stopped'}")
         if e.get("attic"):
-            parts.append(f"attic :{e['attic']['port']} ({e['attic']['cache']}) "
-                         + ("running" if e["attic"]["running"] else "stopped"))
+            port = f" :{e['attic']['port']}" if e["attic"]["port"] else ""
+            parts.append(f"attic{port} ({e['attic']['cache']}) " + ("running" if e["attic"]["running"] else "stopped"))
         if e["port"]:
             parts.append(f"service :{e['port']}")
         parts += [f"{p['name']} {'running' if p['running'] else 'exited'}" for p in e["processes"]]
