@@ -58,6 +58,9 @@ def test_attic_settings_reach_the_plan_with_the_service_name_as_default_cache() 
         parse_config(BASE + "  api: {dev: {infra: {attic: {cache: Not_A_Label, push: true}}}}\n")
     assert "services.api.dev.infra.attic.cache" in str(bad.value)
     assert "services.api.dev.infra.attic.push" in str(bad.value)
+    with pytest.raises(ConfigError) as long:
+        parse_config(BASE + f"  api: {{dev: {{infra: {{attic: {{cache: {'c' * 51}}}}}}}}}\n")
+    assert "services.api.dev.infra.attic.cache" in str(long.value) and "at most 50" in str(long.value)
 
 
 @pytest.fixture
