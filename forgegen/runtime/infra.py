@@ -298,7 +298,7 @@ def atticd_bin(service: str) -> str:
     configured = os.environ.get("FORGE_ATTICD", "").strip()
     if configured:
         if os.path.isfile(configured) and os.access(configured, os.X_OK):
-            return configured
+            return os.path.abspath(configured)  # atticd runs in its own directory
         raise UsageError(f"{where}: cannot start the Attic server: FORGE_ATTICD={configured} is not an executable file",
                          hint="point FORGE_ATTICD at the atticd binary (package attic-server), or unset it to use "
                               "atticd from PATH")
