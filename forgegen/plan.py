@@ -310,6 +310,12 @@ class DevPostgresPlan(PlanModel):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DevAtticPlan(PlanModel):
+    cache: str  # deploy.yaml's dev.infra.attic.cache, else the service's name
+    public: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class DevPlan(PlanModel):
     """What the development apps run: deploy.yaml's ``dev``, else the service type's defaults.
 
@@ -331,6 +337,7 @@ class DevPlan(PlanModel):
     health_timeout: float = 120.0
     postgres: DevPostgresPlan | None = None
     base_url: str | None = field(default=None, metadata={"omit_none": True})  # a pattern over NAME_FIELDS
+    attic: DevAtticPlan | None = field(default=None, metadata={"omit_none": True})
 
     def level(self, name: str) -> str | None:
         return {"unit": self.unit, "integration": self.integration, "e2e": self.e2e}[name]
@@ -508,20 +515,21 @@ def _target(config: schema.Config, name: str, env: schema.Environment, index: in
     )
 
 
-def dev_plan(service: schema.Service) -> DevPlan:
+def dev_plan(service: schema.Service, name: str) -> DevPlan:
     configured = service.dev.model_dump(by_alias=True)
     defaults = DEV_DEFAULTS[service.type]
     commands = {verb: configured.get(verb) or defaults[verb] for verb in DEV_VERBS}
     # A level explicitly null in deploy.yaml is not configured; an unset one takes the default.
     given = service.dev.model_fields_set
     levels = {lv: configured[lv] if lv in given else defaults[lv] for lv in TEST_LEVELS}
-    pg = service.dev.infra.postgres
+    pg, attic = service.dev.infra.postgres, service.dev.infra.attic
     return DevPlan(test=service.dev.test, lint=commands["lint"], fmt=commands["fmt"],
                    fmt_check=commands["fmt-check"], tools=defaults["tools"],
                    **levels, start=service.dev.start,
                    health=service.dev.health, health_timeout=service.dev.health_timeout,
                    postgres=DevPostgresPlan(provision=pg.provision) if pg is not None else None,
-                   base_url=service.dev.base_url)
+                   base_url=service.dev.base_url,
+                   attic=DevAtticPlan(cache=attic.cache or name, public=attic.public) if attic else None)
 
 
 def service_plan(config: schema.Config, name: str) -> ServicePlan:
@@ -546,7 +554,7 @@ def service_plan(config: schema.Config, name: str) -> ServicePlan:
                                command=c.command, timeout=c.timeout, retries=c.retries)
                      for c in svc.verify),
         depends_on=svc.depends_on,
-        dev=dev_plan(svc),
+        dev=dev_plan(svc, name),
         targets=tuple(_target(config, name, e, all_envs.index(e)) for e in envs),
         graphql=None if svc.graphql is None else GraphQLPlan(
             subgraph_name=svc.graphql.subgraph_name or name, endpoint=svc.graphql.endpoint,

@@ -372,8 +372,26 @@ class DevPostgres(Model):
         None, description="a forge-provision config (relative to deploy.yaml's directory) applied to it")
 
 
+def _attic_cache(value: str) -> str:
+    if len(value) > 50:
+        raise ValueError(f"{_short(value)} has {len(value)} characters; an Attic cache name has at most 50")
+    return value
+
+
+class DevAttic(Model):
+    """A throwaway Attic binary cache (the real ``atticd``) for integration tests, e2e and dev-up."""
+
+    cache: Annotated[DnsLabel, AfterValidator(_attic_cache)] | None = Field(
+        None, description="the cache created on it (ATTIC_CACHE_NAME); default: the service's name")
+    public: bool = Field(False, description="whether the cache is public (pulls need no token)")
+
+
 class DevInfra(Model):
     postgres: DevPostgres | None = Field(None, description="start a local PostgreSQL; `{}` for a bare one")
+    attic: DevAttic | None = Field(
+        None, description="start a local Attic server (atticd on PATH, or $FORGE_ATTICD) with one cache; "
+                          "ATTIC_CACHE_URL, ATTIC_CACHE_NAME and ATTIC_TOKEN go to the commands' environment; "
+                          "`{}` for a private cache named after the service")
 
 
 class DevCommands(Model):

@@ -55,7 +55,7 @@ def test(plan_path: Path | None, json_output: bool, dry_run: bool, root: Path | 
          args: tuple[str, ...]) -> None:
     """Run SERVICE's test levels in order (unit, integration, e2e), stopping at the first that fails
     and naming it; LEVEL runs one level; without SERVICE, every service's. Integration and e2e get
-    the service's dev.infra (a throwaway PostgreSQL), e2e the service itself; everything started is
+    the service's dev.infra (a throwaway PostgreSQL, Attic), e2e the service itself; everything started is
     stopped afterwards, also on Ctrl-C or SIGTERM. ARGS go to the test command."""
     from forgegen.runtime import devloop
     from forgegen.runtime.cli import print_steps
@@ -81,7 +81,7 @@ def e2e() -> None:
 @click.argument("service", metavar="SERVICE")
 def e2e_prepare(plan_path: Path | None, json_output: bool, dry_run: bool, root: Path | None, service: str) -> None:
     """Start SERVICE's dev.infra and SERVICE itself (dev.start on a free $PORT), wait for dev.health;
-    writes .forge/dev/SERVICE.env (PORT, FORGE_BASE_URL, DATABASE_URL). Idempotent."""
+    writes .forge/dev/SERVICE.env (PORT, FORGE_BASE_URL, DATABASE_URL, ATTIC_*). Idempotent."""
     from forgegen.runtime import devloop, infra
     from forgegen.runtime.cli import print_steps
 
@@ -123,8 +123,8 @@ def e2e_run(plan_path: Path | None, json_output: bool, dry_run: bool, root: Path
 
 @click.group(short_help="Local development infrastructure: up, down, status")
 def dev() -> None:
-    """Each service's dev.infra (a PostgreSQL, provisioned when configured) as local processes,
-    state under .forge/dev/, ports and DATABASE_URL in .forge/dev/SERVICE.env."""
+    """Each service's dev.infra (a PostgreSQL, provisioned when configured; an Attic cache) as local
+    processes, state under .forge/dev/, ports, DATABASE_URL and ATTIC_* in .forge/dev/SERVICE.env."""
 
 
 @dev.command("up", short_help="Start SERVICE's dev.infra (every service's without SERVICE)")
@@ -153,8 +153,7 @@ def _dev_each(verb: str, plan_path: Path | None, json_output: bool, dry_run: boo
     plan, ctx = _setup(plan_path, service, root, json_output)
     services = _services(plan, service)
     if dry_run:
-        steps = [Step(verb, f"{s.name}: " + (("start PostgreSQL" if s.dev.postgres else "nothing declared")
-                                             if verb == "up" else "stop its PostgreSQL and started service"),
+        steps = [Step(verb, f"{s.name}: " + (_declared(s) if verb == "up" else "stop its infrastructure and started service"),
                       {"service": s.name, "env_file": str(infra.DEV_DIR / f"{s.name}.env")}) for s in services]
         print_steps(f"dev {verb}", service or plan.project, steps, json_output)
         return
@@ -163,6 +162,11 @@ def _dev_each(verb: str, plan_path: Path | None, json_output: bool, dry_run: boo
     with infra.interruptible():
         results = [run(ctx, s) for s in services]
     _emit_or_echo({"command": f"dev {verb}", "target": service or plan.project, "services": results}, json_output)
+
+
+def _declared(svc: Any) -> str:
+    parts = (["PostgreSQL"] if svc.dev.postgres else []) + ([f"Attic (cache {svc.dev.attic.cache})"] if svc.dev.attic else [])
+    return "start " + " and ".join(parts) if parts else "nothing declared"
 
 
 @dev.command("status", short_help="What runs under .forge/dev")

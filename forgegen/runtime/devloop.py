@@ -4,8 +4,9 @@
 A service's levels run in order (unit, integration, e2e), each in the service's directory as
 ``bash -c 'COMMAND "$@"'`` in a process group of its own; the first failing level stops the
 pyramid and is named. ``dev.test``, when set, is one command that replaces the pyramid. The
-integration level gets the service's ``dev.infra`` (a throwaway PostgreSQL), the e2e level that
-and the service itself (``dev.start`` on ``$PORT``, ready when ``dev.health`` answers 2xx).
+integration level gets the service's ``dev.infra`` (a throwaway PostgreSQL, an Attic cache), the
+e2e level that and the service itself (``dev.start`` on ``$PORT``, ready when ``dev.health``
+answers 2xx).
 Whatever a level starts is torn down when it ends, fails, or is interrupted (SIGINT, SIGTERM,
 SIGHUP); a run killed outright is cleaned up by the next one (see :mod:`infra`).
 """
@@ -70,7 +71,7 @@ class Session:
         self.record = self.record or {"service": self.svc.name, "what": self.what,
                                       "kind": "run" if self.owned else "dev",
                                       "owner": infra.me() if self.owned else None,
-                                      "postgres": None, "processes": []}
+                                      "postgres": None, "attic": None, "processes": []}
 
     def save(self) -> None:
         infra.write_record(self.path, self.record)
@@ -79,6 +80,33 @@ class Session:
         with infra.shielded():
             infra.teardown(self.record)
             self.path.unlink(missing_ok=True)
+
+    def start_infra(self) -> None:
+        """The service's ``dev.infra``: PostgreSQL, then Attic (whose ``atticd`` is looked for
+        before anything starts: without one, nothing does)."""
+        atticd = infra.atticd_bin(self.svc.name) if self.svc.dev.attic is not None else None
+        if self.svc.dev.postgres is not None:
+            self.start_postgres()
+        if atticd is not None:
+            self.start_attic(atticd)
+
+    def start_attic(self, binary: str) -> None:
+        plan = self.svc.dev.attic
+        assert plan is not None
+        root = infra.new_attic_root()
+        entry: dict[str, Any] = {"root": root, "config": str(Path(root) / "server.toml"), "cache": plan.cache}
+        self.record["attic"] = entry
+        self.save()
+
+        def spawned(group: dict[str, Any]) -> None:
+            entry.update(group)
+            self.save()
+
+        self.ctx.say(f"forge: {self.svc.name}: starting Attic ({binary})")
+        attic = infra.start_attic(binary, root, plan.cache, plan.public, spawned)
+        self.env.update(attic.env())
+        self.ctx.say(f"forge: {self.svc.name}: Attic on {attic.endpoint} (cache {attic.cache}"
+                     + (", public)" if plan.public else ")"))
 
     def start_postgres(self) -> None:
         pg_plan = self.svc.dev.postgres
@@ -241,8 +269,8 @@ def run_level(ctx: Context, svc: ServicePlan, level: str, command: str, *,
     session.save()
     try:
         env = level_env(ctx, svc, level)
-        if against is None and level in ("integration", "e2e", "test") and svc.dev.postgres is not None:
-            session.start_postgres()
+        if against is None and level in ("integration", "e2e", "test"):
+            session.start_infra()
         if against is None and level == "e2e" and svc.dev.start is not None:
             session.start_service(Path(env["FORGE_TEST_RESULTS"]) / "service.log")
         proc = session.spawn(level, command, {**session.env, **env, **(against or {})}, args=ctx.args, log=log)
@@ -333,6 +361,10 @@ def _level_steps(ctx: Context, svc: ServicePlan, level: str, command: str) -> li
         steps.append(Step("postgres", f"{svc.name}:{level}: start a throwaway PostgreSQL on a free loopback port"
                           + (f", provisioned from {svc.dev.postgres.provision}" if svc.dev.postgres.provision else ""),
                           {**where, "provision": svc.dev.postgres.provision}))
+    if level in ("integration", "e2e", "test") and svc.dev.attic is not None:
+        steps.append(Step("attic", f"{svc.name}:{level}: start a throwaway Attic server (atticd) on a free loopback "
+                          f"port with the cache {svc.dev.attic.cache}",
+                          {**where, "cache": svc.dev.attic.cache, "public": svc.dev.attic.public}))
     if level == "e2e" and svc.dev.start is not None:
         steps.append(Step("start", f"{svc.name}:e2e: run `{svc.dev.start}` on $PORT, wait for "
                           f"{svc.dev.health or 'the port'} (up to {svc.dev.health_timeout:g}s)",
@@ -354,16 +386,21 @@ def _dev_paths(ctx: Context, name: str) -> tuple[Path, Path]:
     return base / f"{name}.json", base / f"{name}.env"
 
 
-def _dev_running(record: dict[str, Any] | None) -> bool:
-    pg = (record or {}).get("postgres")
-    return pg is not None and infra.postgres_running(pg["root"])
+def _dev_running(svc: ServicePlan, record: dict[str, Any]) -> bool:
+    """Whether what ``dev.infra`` declares runs, as declared."""
+    pg, attic = record.get("postgres"), record.get("attic")
+    if svc.dev.postgres is not None and not (pg and infra.postgres_running(pg["root"])):
+        return False
+    if svc.dev.attic is None:
+        return not attic  # one no longer declared: start again without it
+    return bool(attic and attic.get("cache") == svc.dev.attic.cache and infra.attic_running(attic))
 
 
 def dev_up(ctx: Context, svc: ServicePlan) -> dict[str, Any]:
     """Start the service's ``dev.infra`` (idempotent) and write ``.forge/dev/<service>.env``."""
     path, env_file = _dev_paths(ctx, svc.name)
     record = infra.read_record(path)
-    if record is not None and env_file.is_file() and (svc.dev.postgres is None or _dev_running(record)):
+    if record is not None and env_file.is_file() and _dev_running(svc, record):
         ctx.say(f"forge dev up {svc.name}: already up (env: {env_file})")
         return {"service": svc.name, "state": "up", "changed": False, **_public(record, env_file)}
     if record is not None:  # left half-started, or its server died: start again
@@ -371,21 +408,22 @@ def dev_up(ctx: Context, svc: ServicePlan) -> dict[str, Any]:
     session = Session(ctx, svc, "dev", path, owned=False)
     session.save()
     try:
-        if svc.dev.postgres is not None:
-            session.start_postgres()
+        session.start_infra()
         infra.write_env_file(env_file, session.env)
     except BaseException:
         session.close()
         env_file.unlink(missing_ok=True)
         raise
-    state = "up" if svc.dev.postgres is not None else "nothing to start"
+    state = "up" if svc.dev.postgres is not None or svc.dev.attic is not None else "nothing to start"
     ctx.say(f"forge dev up {svc.name}: {state} (env: {env_file})")
     return {"service": svc.name, "state": state, "changed": True, **_public(session.record, env_file)}
 
 
 def _public(record: dict[str, Any], env_file: Path) -> dict[str, Any]:
-    pg = record.get("postgres") or {}
+    pg, attic = record.get("postgres") or {}, record.get("attic") or {}
     return {"env_file": str(env_file), "postgres": {"port": pg.get("port"), "database": pg.get("database")} if pg else None,
+            "attic": {"port": attic.get("port"), "cache": attic.get("cache"),
+                      "endpoint": f"http://127.0.0.1:{attic.get('port')}/"} if attic else None,
             "port": record.get("port")}
 
 
@@ -406,7 +444,7 @@ def dev_status(ctx: Context) -> dict[str, Any]:
     """What runs under ``.forge/dev``: dev sessions and test runs, with their servers and processes."""
     entries = []
     for path, record in infra.records(ctx.root):
-        pg = record.get("postgres") or {}
+        pg, attic = record.get("postgres") or {}, record.get("attic") or {}
         procs = [{"name": p.get("name"), "pgid": p.get("pgid"), "running": process.group_alive(int(p["pgid"]))}
                  for p in record.get("processes") or []]
         entries.append({"service": record.get("service"), "kind": record.get("kind"), "what": record.get("what"),
@@ -414,6 +452,8 @@ def dev_status(ctx: Context) -> dict[str, Any]:
                         "owner": (record.get("owner") or {}).get("pid"),
                         "owner_running": infra.alive(record.get("owner")) if record.get("owner") else None,
                         "postgres": {"port": pg.get("port"), "running": infra.postgres_running(pg["root"])} if pg else None,
+                        "attic": {"port": attic.get("port"), "cache": attic.get("cache"),
+                                  "running": infra.attic_running(attic)} if attic else None,
                         "port": record.get("port"), "processes": procs})
     return {"command": "dev status", "sessions": entries}
 
@@ -426,6 +466,9 @@ def render_status(doc: dict[str, Any]) -> str:
         parts = [f"{e['service']} [{e['what']}]"]
         if e["postgres"]:
             parts.append(f"postgres :{e['postgres']['port']} {'running' if e['postgres']['running'] else 'stopped'}")
+        if e.get("attic"):
+            port = f" :{e['attic']['port']}" if e["attic"]["port"] else ""
+            parts.append(f"attic{port} ({e['attic']['cache']}) " + ("running" if e["attic"]["running"] else "stopped"))
         if e["port"]:
             parts.append(f"service :{e['port']}")
         parts += [f"{p['name']} {'running' if p['running'] else 'exited'}" for p in e["processes"]]

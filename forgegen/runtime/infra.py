@@ -1,20 +1,23 @@
-"""Local infrastructure for the development loop: a throwaway PostgreSQL per service, and the
-records that let any later run find and stop what a killed run left behind.
+"""Local infrastructure for the development loop: a throwaway PostgreSQL and Attic server per
+service, and the records that let any later run find and stop what a killed run left behind.
 
 Every session (one ``forge test`` level, an ``e2e-prepare``, a ``dev-up``) is a JSON record under
 ``.forge/dev/``: ``runs/<pid>-<service>.json`` for a run owned by a ``forge`` process (its pid and
 start time), ``<service>.json`` for ``forge dev up`` (owned by nobody, until ``forge dev down``).
-A record is written *before* anything it names starts, and lists the PostgreSQL directory and
-the process groups started, so a run killed with SIGKILL is cleaned up by the next ``forge test``,
+A record is written *before* anything it names starts, and lists the PostgreSQL and Attic
+directories and the process groups started, so a run killed with SIGKILL is cleaned up by the next ``forge test``,
 ``forge e2e`` or ``forge dev`` (:func:`sweep`): a run record whose owner no longer runs is torn down.
 
 PostgreSQL's data lives in a temporary directory owned by ``postgres`` when Forge runs as root
 (the server refuses root), started with ``pg_ctl`` on a free loopback port, password (SCRAM)
-authentication for TCP, fsync off.
+authentication for TCP, fsync off. Attic is the real ``atticd`` (``$FORGE_ATTICD`` or PATH) with
+its config, SQLite database and local storage in a temporary directory, a fresh HS256 secret, and
+one cache created with forge-provision's Attic code.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -24,7 +27,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,6 +279,176 @@ def provision(pg: Postgres, config: Path, env_out: dict[str, str], state: Path) 
 
 
 # ---------------------------------------------------------------------------------------------
+# Attic
+
+ATTIC_TIMEOUT = 60.0
+ATTIC_ATTEMPTS = 3  # another port when the chosen one is taken before atticd binds it
+# The token lives as long as the server may (a dev session can stay up for months); the server's
+# secret dies with the session's directory, and with it every token.
+ATTIC_TOKEN_VALIDITY = 366 * 24 * 3600
+ATTIC_GRANTS = ("pull", "push", "delete", "create_cache", "configure_cache", "configure_cache_retention",
+                "destroy_cache")  # everything, on the one cache
+ATTIC_SECRET_ENV = "FORGE_DEV_ATTIC_SECRET"  # how the HS256 secret reaches forge-provision (never argv)
+
+
+def atticd_bin(service: str) -> str:
+    """The ``atticd`` to run: ``$FORGE_ATTICD``, else the one on PATH; a usage error (exit 2)
+    naming ``services.S.dev.infra.attic`` without one."""
+    where = f"services.{service}.dev.infra.attic"
+    configured = os.environ.get("FORGE_ATTICD", "").strip()
+    if configured:
+        if os.path.isfile(configured) and os.access(configured, os.X_OK):
+            return os.path.abspath(configured)  # atticd runs in its own directory
+        raise UsageError(f"{where}: cannot start the Attic server: FORGE_ATTICD={configured} is not an executable file",
+                         hint="point FORGE_ATTICD at the atticd binary (package attic-server), or unset it to use "
+                              "atticd from PATH")
+    found = process.which("atticd")
+    if found is None:
+        raise UsageError(f"{where}: cannot start the Attic server: atticd is not on PATH (and FORGE_ATTICD is not set)",
+                         hint="install attic-server (nixpkgs `attic-server`, or build zhaofengli/attic) so that atticd "
+                              "is on PATH, or set FORGE_ATTICD to its path; or remove dev.infra.attic from deploy.yaml")
+    return found
+
+
+@dataclass
+class Attic:
+    root: str
+    port: int
+    cache: str
+    token: str = field(repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def env(self) -> dict[str, str]:
+        """The variables Forge's Attic code reads (:mod:`forgegen.runtime.attic_env`)."""
+        return {"ATTIC_CACHE_URL": self.endpoint, "ATTIC_CACHE_NAME": self.cache, "ATTIC_TOKEN": self.token}
+
+
+def new_attic_root() -> str:
+    """A fresh directory (mode 0700) for the server's config, database, storage and token."""
+    return tempfile.mkdtemp(prefix=f"forge-dev-attic-{os.getpid()}-")
+
+
+def attic_config(root: Path, port: int, secret_base64: str) -> str:
+    """atticd's ``server.toml``, in the layout of zhaofengli/attic at commit 047060c
+    (server/src/config.rs: the HS256 secret under ``[jwt.signing]``, ``[chunking]`` required,
+    ``deny_unknown_fields`` at the top). Loopback only, SQLite and local storage under ``root``,
+    garbage collection off. Strings are JSON strings, which TOML reads as basic strings."""
+    q = json.dumps
+    return ("# atticd configuration of a Forge development session (zhaofengli/attic 047060c layout)\n"
+            f"listen = {q(f'127.0.0.1:{port}')}\nallowed-hosts = []\napi-endpoint = {q(f'http://127.0.0.1:{port}/')}\n"
+            f"\n[database]\nurl = {q(f'sqlite://{root}/server.db?mode=rwc')}\n"
+            f"\n[storage]\ntype = \"local\"\npath = {q(str(root / 'storage'))}\n"
+            "\n[chunking]\nnar-size-threshold = 65536\nmin-size = 16384\navg-size = 65536\nmax-size = 262144\n"
+            "\n[compression]\ntype = \"zstd\"\n\n[garbage-collection]\ninterval = \"0s\"\n"
+            f"\n[jwt.signing]\ntoken-hs256-secret-base64 = {q(secret_base64)}\n")
+
+
+def start_attic(binary: str, root: str, cache: str, public: bool, spawned: Callable[[dict[str, Any]], None]) -> Attic:
+    """Start ``atticd`` in ``root`` on a free loopback port with a fresh HS256 secret, wait until
+    it answers HTTP, then create ``cache`` and mint its token with forge-provision.
+    ``spawned`` records the process group the moment it exists (before it is waited for)."""
+    secret = base64.b64encode(secrets.token_bytes(32)).decode()
+    (Path(root) / "storage").mkdir(exist_ok=True)
+    config, log_path = Path(root) / "server.toml", Path(root) / "server.log"
+    last = ""
+    for _ in range(ATTIC_ATTEMPTS):
+        port = free_port()
+        _write_private(config, attic_config(Path(root), port, secret))
+        proc = _spawn_atticd(binary, config, log_path, spawned, port)
+        last = _wait_attic(proc, port, log_path)
+        if not last:
+            break
+    else:
+        raise InfraError(f"cannot start the Attic server in {root}: {last}", hint=f"see {root}/server.log")
+    endpoint = f"http://127.0.0.1:{port}/"
+    return Attic(root=root, port=port, cache=cache, token=provision_attic(Path(root), endpoint, secret, cache, public))
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _spawn_atticd(binary: str, config: Path, log_path: Path, spawned: Callable[[dict[str, Any]], None],
+                  port: int) -> Any:
+    with log_path.open("ab") as out, deferred():  # a signal now is handled once the process is recorded
+        proc = process.spawn([binary, "-f", str(config), "--mode", "monolithic"], cwd=config.parent,
+                             stdout=out, stderr=process.STDOUT, new_session=True)
+        spawned({"pgid": proc.pid, "start": start_time(proc.pid), "port": port})
+    return proc
+
+
+def _wait_attic(proc: Any, port: int, log_path: Path) -> str:
+    """"" once the server answers HTTP on ``port``; else why not (it exited, or the deadline)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + ATTIC_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = "\n    ".join(log_path.read_text(errors="replace").strip().splitlines()[-10:])
+            return f"atticd exited with {proc.returncode}\n  log ({log_path}):\n    {tail or '(empty)'}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):  # noqa: S310 - loopback
+                return ""
+        except urllib.error.HTTPError:
+            return ""  # any HTTP answer: the server is up
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    process.kill_group(proc.pid)
+    return f"atticd did not answer on 127.0.0.1:{port} within {ATTIC_TIMEOUT:g}s"
+
+
+def provision_attic(root: Path, endpoint: str, secret: str, cache: str, public: bool) -> str:
+    """``forge-provision attic apply`` on the local server: create ``cache`` (with its ten-minute
+    admin token minted from the secret) and mint the session's token into ``root/token``; the
+    token. The secret goes by the environment, the token by a file (mode 0600): neither in argv."""
+    token_file = root / "token"
+    doc = {"version": 1, "server": {"endpoint": endpoint, "token_secret_env": ATTIC_SECRET_ENV},
+           "caches": [{"name": cache, "public": public}],
+           "tokens": [{"sub": "forge-dev", "validity": ATTIC_TOKEN_VALIDITY, "token_file": str(token_file),
+                       **{grant: [cache] for grant in ATTIC_GRANTS}}]}
+    derived = root / "provision.json"
+    derived.write_text(json.dumps(doc))
+    process.run(["forge-provision", "attic", "apply", "--config", str(derived)], env={ATTIC_SECRET_ENV: secret},
+                timeout=120, secrets=[secret], what=f"create the Attic cache {cache} on the development server")
+    return token_file.read_text().strip()
+
+
+def attic_running(entry: Mapping[str, Any]) -> bool:
+    """Whether the atticd a record names (``pgid`` and ``start``) runs."""
+    return entry.get("pgid") is not None and alive({"pid": entry["pgid"], "start": entry.get("start")})
+
+
+def stop_attic(entry: Mapping[str, Any]) -> None:
+    """Stop the recorded atticd, and one started but not yet recorded (killed in between: found by
+    its config path in the command line), then remove its directory."""
+    if entry.get("pgid") is not None:
+        stop_group(entry)
+    config = entry.get("config")
+    if config:
+        for pid in _pids_with_argument(str(config)):
+            process.kill_group(pid)
+    shutil.rmtree(entry["root"], ignore_errors=True)
+
+
+def _pids_with_argument(argument: str) -> list[int]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argument.encode() in args and start_time(int(cmdline.parent.name)) is not None:
+            found.append(int(cmdline.parent.name))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
 # Records
 
 
@@ -303,6 +476,9 @@ def teardown(record: Mapping[str, Any]) -> None:
     """Stop every process group and the PostgreSQL a record names (each at most once)."""
     for group in reversed(record.get("processes") or []):
         stop_group(group)
+    attic = record.get("attic")
+    if attic and attic.get("root"):
+        stop_attic(attic)
     pg = record.get("postgres")
     if pg and pg.get("root"):
         stop_postgres(pg["root"])

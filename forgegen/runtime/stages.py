@@ -17,8 +17,8 @@ as ``forge test S`` runs it):
 
 * **Before the push** (both stages): ``dev.test`` when it is set (it replaces the pyramid), else
   the ``unit`` then the ``integration`` level, each with its ``dev.infra`` (a throwaway
-  PostgreSQL, always torn down). The first failing level stops the release before anything is
-  pushed, and is named (step ``test:integration``; ``test`` for ``dev.test``).
+  PostgreSQL and Attic server, as declared; always torn down). The first failing level stops the
+  release before anything is pushed, and is named (step ``test:integration``; ``test`` for ``dev.test``).
 * **Against the first environment** (comprehensive, after its gate, before promotion): the ``e2e``
   level, with nothing started locally: ``FORGE_BASE_URL`` is the service's URL there —
   ``dev.base_url`` (a pattern over ``{project} {service} {environment} {cluster}``), else the

@@ -207,6 +207,9 @@ def release_steps(plan: Plan, services: list[ServicePlan], environments: list[st
     return steps
 
 
+INFRA_NAMES = {"postgres": "PostgreSQL", "attic": "Attic server"}
+
+
 def _test_step(plan: Plan, service: ServicePlan, level: str, command: str | None, target: TargetPlan | None) -> Step:
     """A test level of a release stage: before the push (``target`` None), or against ``target``."""
     url = why = None
@@ -214,13 +217,16 @@ def _test_step(plan: Plan, service: ServicePlan, level: str, command: str | None
         command, url, why = stages.promotion_test(plan, service, target, level)
     elif command is None:
         why = f"set services.{service.name}.dev.{level} in deploy.yaml"
-    infra = ["postgres"] if target is None and level != "unit" and service.dev.postgres is not None else []
+    local = target is None and level != "unit"
+    infra = [name for name, plan in (("postgres", service.dev.postgres), ("attic", service.dev.attic))
+             if local and plan is not None]
     if why is not None:
         summary = f"{service.name}: {level}: not configured ({why})"
     elif target is not None:
         summary = f"{service.name}: {level}: `{command}` against {target.environment} (FORGE_BASE_URL={url})"
     else:
-        summary = (f"{service.name}: {level}: `{command}`" + (" with a throwaway PostgreSQL" if infra else "")
+        started = " and ".join(INFRA_NAMES[i] for i in infra)
+        summary = (f"{service.name}: {level}: `{command}`" + (f" with a throwaway {started}" if infra else "")
                    + " (a failure stops before the push)")
     return Step(stages.step_name(level), summary,
                 {"service": service.name, "level": level, "command": command, "directory": service.path,
