@@ -220,7 +220,7 @@ def _report(run: Callable[[], Any], json_output: bool) -> None:
             console.emit_json(_shown(err.document()))
         raise
     if json_output:
-        console.emit_json(_shown(report if isinstance(report, dict) else report.to_json()))
+        console.emit_json(_shown(report.to_json()))
     console.say(present.verdict(report))
 
 

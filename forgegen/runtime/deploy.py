@@ -18,7 +18,7 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,7 +35,6 @@ from forgegen.runtime.reports import (
     StatusRow,
     Unset,
     WorkloadState,
-    to_json_value,
 )
 from forgegen.runtime.tags import SourceRevision
 
@@ -102,27 +101,6 @@ def roll(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, *, tag: str
     return result
 
 
-def _merge(report: dict[str, Any], record: RollRecord) -> None:
-    """What ``record`` holds, written into a dict report (:func:`_roll`)."""
-    report.setdefault("timings", {}).update(record.timings)
-    report.update({name: to_json_value(value) for name, value in record.steps.items()})
-    if not isinstance(record.error, Unset):
-        report.update(outcome=record.outcome, failed_step=record.failed_step, error=record.error.to_json())
-    if not isinstance(record.rollback, Unset):
-        report["rollback"] = record.rollback.to_json()
-
-
-def _roll(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, *, report: dict[str, Any],
-          **kwargs: Any) -> rollout_mod.RolloutResult:
-    """:func:`roll` for a caller that keeps its report as a dict (release.py, until it adopts
-    :class:`~forgegen.runtime.reports.RollRecord`): the record is written into ``report``."""
-    record = RollRecord()
-    try:
-        return roll(plan, svc, target, api, record=record, **kwargs)
-    finally:
-        _merge(report, record)
-
-
 # What the cluster steps import (the kubeconfig reader and the HTTP client): loaded in the background
 # while the build, push and GitOps steps wait on their subprocesses.
 PRELOAD = ("yaml", "urllib3", "forgegen.runtime.kubeapi")
@@ -170,8 +148,8 @@ def run_deploy(plan: Plan, service: str, environment: str | None, *, revision: S
                            report, hint=err.hint) from err
     report.finish()
     if report.outcome != "success":
-        doc = report.to_json()
-        raise DeployFailed(_rollout_message(doc), report, hint=_rollout_hint(doc),
+        raise DeployFailed(rollout_message(report, report.service, report.environment), report,
+                           hint=rollout_hint(report),
                            exit_code=EXIT_PENDING if report.outcome == "pending-on-delete" else None)
     return report
 
@@ -195,45 +173,41 @@ def rollback_after_failure(plan: Plan, svc: ServicePlan, target: TargetPlan, api
         attempt.error = err.message
 
 
-def _rollback_after_failure(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, previous: str | None,
-                            failed_tag: str, revision: SourceRevision, report: dict[str, Any], say: Say,
-                            cwd: str | Path | None) -> None:
-    """:func:`rollback_after_failure` for a dict report (release.py, until it adopts ``RollRecord``)."""
-    record = RollRecord()
-    try:
-        rollback_after_failure(plan, svc, target, api, previous, failed_tag, revision, record, say, cwd)
-    finally:
-        _merge(report, record)
-
-
 LINE = 116
 
 
-def _rollout_message(report: Mapping[str, Any]) -> str:
+def rollout_message(record: RollRecord, service: str, environment: str) -> str:
     """A short first line (what failed, why in one word, what happened after), the detail below."""
-    r = report.get("rollout") or {}
-    text = f"deploy of {report['service']} to {report['environment']}: rollout {r.get('outcome')}"
-    if r.get("reason"):
-        text += f" ({r['reason']})"
-    rb = report.get("rollback")
-    if rb:
-        text += (f"; rolled back to {rb.get('to', '-')}" if rb.get("outcome") == "success"
-                 else f"; rollback to {rb.get('to', '-')}: {rb.get('outcome')}")
-    detail = present.without_kubelet_pod(str(r.get("message") or ""))
+    r = _rollout_result(record)
+    text = f"deploy of {service} to {environment}: rollout {r.outcome if r else None}"
+    if r and r.reason:
+        text += f" ({r.reason})"
+    rb = record.rollback
+    if not isinstance(rb, Unset):
+        to = "-" if isinstance(rb.to, Unset) else rb.to
+        outcome = None if isinstance(rb.outcome, Unset) else rb.outcome
+        text += f"; rolled back to {to}" if outcome == "success" else f"; rollback to {to}: {outcome}"
+    detail = present.without_kubelet_pod(str(r.message or "") if r else "")
     if detail:
         text += "\n  " + (detail if len(detail) <= LINE else detail[:LINE - 1] + "…")
     return text
 
 
-def _rollout_hint(report: Mapping[str, Any]) -> str:
-    r = report.get("rollout") or {}
-    if r.get("outcome") == "pending-on-delete":
+def rollout_hint(record: RollRecord) -> str:
+    r = _rollout_result(record)
+    if r and r.outcome == "pending-on-delete":
         return ("the workload uses the OnDelete update strategy: delete its pods to replace them "
                 "(nothing was rolled back)")
-    if r.get("pod"):
-        return (f"`kubectl -n {r['workload']['namespace']} describe pod {r['pod']}` shows more; "
+    if r and r.pod:
+        return (f"`kubectl -n {r.namespace} describe pod {r.pod}` shows more; "
                 "--json has the whole report with the logs")
     return "run with --json for the full report, or `forge status` to see what runs where"
+
+
+def _rollout_result(record: RollRecord) -> rollout_mod.RolloutResult | None:
+    """The rollout step's result (the first one: not the rollback's)."""
+    r = record.steps.get("rollout")
+    return r if isinstance(r, rollout_mod.RolloutResult) else None
 
 
 def run_rollback(plan: Plan, service: str, environment: str, *, to: str | None = None, say: Say = log.info,
@@ -263,8 +237,8 @@ def run_rollback(plan: Plan, service: str, environment: str, *, to: str | None =
                            hint=err.hint) from err
     report.finish()
     if report.outcome != "success":
-        doc = report.to_json()
-        raise DeployFailed(_rollout_message(doc), report, hint=_rollout_hint(doc))
+        raise DeployFailed(rollout_message(report, report.service, report.environment), report,
+                           hint=rollout_hint(report))
     return report
 
 
@@ -326,12 +300,6 @@ def status_entry(plan: Plan, svc: ServicePlan, target: TargetPlan, connect: Call
         row.errors.append(f"cluster: {err.message}")
     row.judge()
     return row
-
-
-def status_row(plan: Plan, svc: ServicePlan, target: TargetPlan, connect: Callable[[], Any], *,
-               cwd: str | Path | None = None) -> dict[str, Any]:
-    """:func:`status_entry` as JSON data (release.py's gate, until it adopts ``StatusRow``)."""
-    return status_entry(plan, svc, target, connect, cwd=cwd).to_json()
 
 
 def _workload_status(api: Any, svc: ServicePlan, target: TargetPlan, git: GitState | None) -> WorkloadState:

@@ -1,7 +1,8 @@
 """How ``forge`` shows its reports to people (stderr; stdout with ``--json`` is the report itself).
 
 Every renderer here takes a report's JSON document (``to_json()`` of a record in
-:mod:`forgegen.runtime.reports`, or a step result's) and returns text; the one place that writes
+:mod:`forgegen.runtime.reports`, or a step result's) or, for a command's closing lines
+(:func:`verdict`, :func:`not_done`), the typed report, and returns text; the one place that writes
 is the output channel the CLI passes around (``say``, :func:`forgegen.console.say`), plus the
 live progress line of :class:`ProgressPrinter` on a terminal. Nothing here decides an outcome.
 """
@@ -118,12 +119,12 @@ def status_table(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def not_done(doc: Mapping[str, Any]) -> list[str]:
+def not_done(report: reports.ReleaseReport) -> list[str]:
     """A release report's ``not_done`` for people: one line per environment/service."""
     lines = []
-    for d in doc.get("not_done") or []:
-        place = "/".join(p for p in (d["environment"], d["service"]) if p) or "-"
-        lines.append(f"not done: {place}: {', '.join(d['steps'])}")
+    for d in report.not_done:
+        place = "/".join(p for p in (d.environment, d.service) if p) or "-"
+        lines.append(f"not done: {place}: {', '.join(d.steps)}")
     return lines
 
 
@@ -147,7 +148,7 @@ def _(report: reports.ReconcileReport) -> str:
             + ", ".join((r.get("result") or {}).get("revision") or r["commit"] for r in doc["reconciles"]) + ")")
 
 
-@verdict.register(dict)
-def _(report: dict[str, Any]) -> str:  # a release report (release.py keeps it as a dict)
-    return (f"forge release {report['target']}: {report['outcome']} ({', '.join(report['environments'])}; "
-            + ", ".join(f"{s}:{ref.rpartition(':')[2]}" for s, ref in report["images"].items()) + ")")
+@verdict.register
+def _(report: reports.ReleaseReport) -> str:
+    return (f"forge release {report.target}: {report.outcome} ({', '.join(report.environments)}; "
+            + ", ".join(f"{s}:{ref.rpartition(':')[2]}" for s, ref in report.images.items()) + ")")

@@ -11,7 +11,7 @@ The order, as Kargo and Skaffold users expect it:
 2. **Push** each service's image once (``registry.run_push``).
 3. **Per environment, in promotion order**, per service in dependency order
    (``steps.dependency_order``): the migrations (Kubernetes Jobs, :mod:`forgegen.runtime.migrate`),
-   then the deploy (GitOps commit → Flux reconcile → rollout: ``deploy._roll``, with
+   then the deploy (GitOps commit → Flux reconcile → rollout: ``deploy.roll``, with
    ``rollback_on_failure`` as in ``forge deploy``), then the verification checks
    (:mod:`forgegen.runtime.verify`).
 4. **Gate** after each environment: every service of it healthy (git, workload and Flux agree, as
@@ -33,7 +33,9 @@ services that succeeded, migrations that succeeded, a deploy that succeeded) —
 The first failure stops the release. The report (``--json``) says where — ``failed`` is
 ``{environment, service, step}`` with step one of ``preflight``, ``push``, ``migrate:<name>``,
 ``deploy:<gitops|reconcile|rollout>``, ``check:<name>``, ``federation``, ``gate`` — and lists in ``not_done``
-every step that did not run. :class:`ReleaseFailed` carries that report (exit 1).
+every step that did not run. :class:`ReleaseFailed` carries that report (exit 1): a
+:class:`~forgegen.runtime.reports.ReleaseReport`, whose ``to_json()`` is what ``--json`` prints and
+the state directory keeps.
 """
 
 from __future__ import annotations
@@ -64,6 +66,22 @@ from forgegen.runtime import deploy as deploy_mod
 from forgegen.runtime import federation, gitops, kube, lock, migrate, present, registry, verify
 from forgegen.runtime import stages as kinds
 from forgegen.runtime.build import run_build
+from forgegen.runtime.reports import (
+    FailedAt,
+    GateResult,
+    GateRow,
+    MigrationFailure,
+    PushedRef,
+    ReleaseReport,
+    Resumed,
+    ResumedFrom,
+    RollRecord,
+    ServiceEntry,
+    StageEntry,
+    StepError,
+    StepsRow,
+    Unset,
+)
 from forgegen.runtime.steps import dependency_order
 from forgegen.runtime.tags import SourceRevision, image_tags
 
@@ -195,12 +213,12 @@ def last_report_path(project: str, directory: Path | None = None) -> Path:
     return (directory or state_dir()) / "releases" / f"{project}.json"
 
 
-def _save(report: dict[str, Any], options: Options) -> None:
-    path = last_report_path(report["project"], options.state_dir)
+def _save(report: ReleaseReport, options: Options) -> None:
+    path = last_report_path(report.project, options.state_dir)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
         tmp.replace(path)
     except OSError as err:
         log.warning("could not keep the release report in %s: %s", path, err)
@@ -225,40 +243,46 @@ def load_resume(plan: Plan, spec: str, options_dir: Path | None = None) -> tuple
     return doc, str(path)
 
 
-def _check_resume(prev: dict[str, Any], report: dict[str, Any]) -> None:
-    for key in ("source_commit", "services", "environments", "stage", "registry"):
-        if prev.get(key, {"stage": "full", "registry": report["registry"]}.get(key)) != report[key]:
-            raise UsageError(f"--resume: the failed release had {key} {prev.get(key)!r}, this one {report[key]!r}",
+def _check_resume(prev: dict[str, Any], report: ReleaseReport) -> None:
+    mine = {"source_commit": report.source_commit, "services": report.services,
+            "environments": report.environments, "stage": report.stage, "registry": report.registry}
+    for key, value in mine.items():
+        if prev.get(key, {"stage": "full", "registry": report.registry}.get(key)) != value:
+            raise UsageError(f"--resume: the failed release had {key} {prev.get(key)!r}, this one {value!r}",
                              hint="resume with the same source commit, services and --environments, "
                                   "(and --stage, FORGE_REGISTRY), or run a new release without --resume")
 
 
 def run_release(plan: Plan, services: list[str] | None, environments: list[str], *, revision: SourceRevision,
                 yes: bool = False, ask: Ask | None = None, flake: str = ".", say: Say = log.info,
-                cwd: str | Path | None = None, options: Options | None = None) -> dict[str, Any]:
+                cwd: str | Path | None = None, options: Options | None = None) -> ReleaseReport:
     """``forge release [S] [--environments a,b]``: returns the report; raises :class:`ReleaseFailed`
     (report inside) when a step fails, :class:`ApprovalRequired` / ``UsageError`` / ``ConfigError``
     / :class:`~forgegen.runtime.lock.ReleaseLocked` (exit 2) when pre-flight refuses before anything
     changed. The report is kept under the state directory for ``--resume``."""
     opts = options or Options()
+    t0 = time.monotonic()
+    order, all_stages = plan_stages(plan, services, environments)
+    stages_ = all_stages[:1] if opts.stage == "pre" else all_stages  # a prerelease: the first environment only
+    report = _new_report(plan, services, order, stages_, revision, opts, started=t0)
     try:
-        report = _run(plan, services, environments, revision=revision, yes=yes, ask=ask, flake=flake, say=say,
-                      cwd=cwd, opts=opts)
-    except ReleaseFailed as err:
-        _save(err.document(), opts)
-        for line in present.not_done(err.document()):
+        _run(plan, services, order, all_stages, stages_, report, revision=revision, yes=yes, ask=ask, flake=flake,
+             say=say, cwd=cwd, opts=opts)
+    except ReleaseFailed:  # raised by _stop, with this report
+        _save(report, opts)
+        for line in present.not_done(report):
             say(line)
         raise
     _save(report, opts)
     return report
 
 
-def _preflight(plan: Plan, stages: list[Stage], order: list[ServicePlan], report: dict[str, Any], *,
-               revision: SourceRevision, yes: bool, ask: Ask | None, what: str, t0: float,
+def _preflight(plan: Plan, stages: list[Stage], order: list[ServicePlan], report: ReleaseReport, *,
+               revision: SourceRevision, yes: bool, ask: Ask | None, what: str,
                cwd: str | Path | None) -> dict[tuple[str | None, str | None], Any]:
     """Configuration errors exit 2 and unreachable clusters exit 1, both before any change."""
     if ask is None:  # nobody to ask: say so first (the interactive question comes last, after the checks)
-        report["approvals"] = _approve(stages, yes=yes, ask=None, what=what)
+        report.approvals = _approve(stages, yes=yes, ask=None, what=what)
     connections: dict[tuple[str | None, str | None], tuple[str, kube.Connection]] = {}
     for stage in stages:
         for _, target in stage.pairs:
@@ -270,10 +294,10 @@ def _preflight(plan: Plan, stages: list[Stage], order: list[ServicePlan], report
             clients[key] = kube.client_for(conn)
             _probe(clients[key], env, conn)
     except ForgeError as err:
-        _stop(report, stages, order, t0, where=("preflight", None, None), err=err, push_done=False)
+        _stop(report, stages, order, where=("preflight", None, None), err=err, push_done=False)
     _check_promotion(plan, stages, revision, cwd)
     if ask is not None:
-        report["approvals"] = _approve(stages, yes=yes, ask=ask, what=what)
+        report.approvals = _approve(stages, yes=yes, ask=ask, what=what)
     return clients
 
 
@@ -296,69 +320,62 @@ def _take_locks(plan: Plan, stages: list[Stage], clients: Clients, opts: Options
 
 
 def _new_report(plan: Plan, services: list[str] | None, order: list[ServicePlan], stages_: list[Stage],
-                revision: SourceRevision, opts: Options) -> dict[str, Any]:
+                revision: SourceRevision, opts: Options, *, started: float) -> ReleaseReport:
     """The release report as it starts (the one place its shape is set; steps fill it in)."""
-    report: dict[str, Any] = {
-        "command": "release", "stage": opts.stage,
-        "target": services[0] if services and len(services) == 1 else plan.project,
-        "project": plan.project, "source_commit": revision.sha7,
-        "registry": "/".join(p for p in (plan.registry.host, plan.registry.organization) if p),
-        "environments": [s.environment for s in stages_], "services": [s.name for s in order],
-        "outcome": "running", "approvals": {}, "push": {}, "images": {}, "stages": [],
-        "failed": None, "not_done": [], "locks": [], "concurrency": opts.concurrency, "timings": {},
-    }
+    report = ReleaseReport(
+        stage=opts.stage, target=services[0] if services and len(services) == 1 else plan.project,
+        project=plan.project, source_commit=revision.sha7,
+        registry="/".join(p for p in (plan.registry.host, plan.registry.organization) if p),
+        environments=[s.environment for s in stages_], services=[s.name for s in order],
+        concurrency=opts.concurrency, started=started)
     if kinds.has_tests(opts.stage):
-        report["tests"] = []
+        report.tests = []
     if opts.stage == "pre":
-        report["ready_to_promote"] = []
+        report.ready_to_promote = []
     if opts.resume is not None:
         _check_resume(opts.resume, report)
-        report["resumed_from"] = {"report": opts.resume_from, "failed": opts.resume.get("failed")}
-        report["skipped"] = []
+        report.resumed_from = ResumedFrom(report=opts.resume_from, failed=opts.resume.get("failed"))
+        report.skipped = []
     return report
 
 
-def _run(plan: Plan, services: list[str] | None, environments: list[str], *, revision: SourceRevision,
-         yes: bool, ask: Ask | None, flake: str, say: Say, cwd: str | Path | None, opts: Options) -> dict[str, Any]:
-    t0 = time.monotonic()
-    order, all_stages = plan_stages(plan, services, environments)
-    stages_ = all_stages[:1] if opts.stage == "pre" else all_stages  # a prerelease: the first environment only
+def _run(plan: Plan, services: list[str] | None, order: list[ServicePlan], all_stages: list[Stage],
+         stages_: list[Stage], report: ReleaseReport, *, revision: SourceRevision, yes: bool, ask: Ask | None,
+         flake: str, say: Say, cwd: str | Path | None, opts: Options) -> None:
     what = order[0].name if services and len(order) == 1 else f"{plan.project} ({', '.join(s.name for s in order)})"
-    report = _new_report(plan, services, order, stages_, revision, opts)
-    clients = _preflight(plan, stages_, order, report, revision=revision, yes=yes, ask=ask, what=what, t0=t0, cwd=cwd)
+    clients = _preflight(plan, stages_, order, report, revision=revision, yes=yes, ask=ask, what=what, cwd=cwd)
     leases = _take_locks(plan, stages_, clients, opts, f"{what} at {revision.sha7}", say)
-    report["locks"] = [lease.info for lease in leases]
+    report.locks = [lease.info for lease in leases]
     renewer = lock.Renewer(leases)
     try:
         say(f"release {what} at {revision.sha7}: {' → '.join(s.environment for s in stages_)}"
             + ("" if opts.stage == "full" else f" ({kinds.APPS[opts.stage]})"))
-        builds = _test_all(plan, stages_, order, report, flake=flake, say=say, t0=t0, opts=opts)
-        pushed = _push_all(plan, stages_, order, report, revision=revision, flake=flake, say=say, t0=t0, opts=opts,
+        builds = _test_all(plan, stages_, order, report, flake=flake, say=say, opts=opts)
+        pushed = _push_all(plan, stages_, order, report, revision=revision, flake=flake, say=say, opts=opts,
                            builds=builds)
         for si in range(len(stages_)):
             _release_stage(plan, stages_, si, order, report, clients=clients, pushed=pushed, revision=revision,
-                           say=say, cwd=cwd, t0=t0, opts=opts)
+                           say=say, cwd=cwd, opts=opts)
             if si == 0:
-                _promotion_tests(plan, stages_, order, report, flake=flake, say=say, t0=t0, opts=opts)
+                _promotion_tests(plan, stages_, order, report, flake=flake, say=say, opts=opts)
         if opts.stage == "pre":
-            report["ready_to_promote"] = kinds.ready_to_promote(list(stages_[0].pairs), report["images"],
-                                                                 [s.environment for s in all_stages])
-            for row in report["ready_to_promote"]:
+            ready = report.ready_to_promote = kinds.ready_to_promote(list(stages_[0].pairs), report.images,
+                                                                     [s.environment for s in all_stages])
+            for row in ready:
                 say(f"ready to promote: {row['image']} (verified in {row['verified_in']})"
                     + (f" to {', '.join(row['next'])}: {row['promote_with']}" if row["next"] else ""))
-        report["outcome"] = "success"
-        report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
-        return report
+        report.outcome = "success"
+        report.finish()
     finally:
         renewer.stop()
         for lease in leases:
             lease.info.setdefault("released_at", None)
         if any(lease.lost for lease in leases):
-            report["lock_lost"] = [lease.lost for lease in leases if lease.lost]
+            report.lock_lost = [lease.lost for lease in leases if lease.lost]
 
 
-def _test_all(plan: Plan, stages_: list[Stage], order: list[ServicePlan], report: dict[str, Any], *, flake: str,
-              say: Say, t0: float, opts: Options) -> dict[str, Any]:
+def _test_all(plan: Plan, stages_: list[Stage], order: list[ServicePlan], report: ReleaseReport, *, flake: str,
+              say: Say, opts: Options) -> dict[str, Any]:
     """A stage with tests: build every image, then run each service's tests; the first failure stops
     the release before anything is pushed. The builds, for the push. (A service the resumed release
     already pushed is neither built nor tested again.)"""
@@ -371,41 +388,43 @@ def _test_all(plan: Plan, stages_: list[Stage], order: list[ServicePlan], report
         try:
             builds[svc.name] = run_build(plan, svc.name, flake=flake, progress=_prefixed(say, f"{svc.name}: build: "))
         except ForgeError as err:
-            _stop(report, stages_, order, t0, where=("build", None, svc.name), err=err, push_done=False,
+            _stop(report, stages_, order, where=("build", None, svc.name), err=err, push_done=False,
                   pushed=set(done), also_not_done=[
-                      {"environment": None, "service": s.name,
-                       "steps": [kinds.step_name(lv) for lv, _ in kinds.pre_push_levels(s)]} for s in todo])
+                      StepsRow(environment=None, service=s.name,
+                               steps=[kinds.step_name(lv) for lv, _ in kinds.pre_push_levels(s)]) for s in todo])
+    tests = report.tests if not isinstance(report.tests, Unset) else []
     for i, svc in enumerate(todo):
         entries = kinds.run_tests(svc, source=flake, say=say)
-        report["tests"] += entries
+        tests += entries
         failed = next((e for e in entries if e["outcome"] == "failed"), None)
         if failed is not None:
             rest = [kinds.step_name(e["level"]) for e in entries if e["outcome"] == "not run"]
-            later = [{"environment": None, "service": svc.name, "steps": rest}] if rest else []
-            later += [{"environment": None, "service": s.name,
-                       "steps": [kinds.step_name(lv) for lv, _ in kinds.pre_push_levels(s)]} for s in todo[i + 1:]]
-            _stop(report, stages_, order, t0, where=(kinds.step_name(failed["level"]), None, svc.name),
+            later = [StepsRow(environment=None, service=svc.name, steps=rest)] if rest else []
+            later += [StepsRow(environment=None, service=s.name,
+                               steps=[kinds.step_name(lv) for lv, _ in kinds.pre_push_levels(s)]) for s in todo[i + 1:]]
+            _stop(report, stages_, order, where=(kinds.step_name(failed["level"]), None, svc.name),
                   push_done=False, pushed=set(done), err=kinds.tests_error(failed, before="nothing was pushed"),
                   also_not_done=later)
     return builds
 
 
-def _promotion_tests(plan: Plan, stages_: list[Stage], order: list[ServicePlan], report: dict[str, Any], *,
-                     flake: str, say: Say, t0: float, opts: Options) -> None:
+def _promotion_tests(plan: Plan, stages_: list[Stage], order: list[ServicePlan], report: ReleaseReport, *,
+                     flake: str, say: Say, opts: Options) -> None:
     """comprehensive: each service's e2e tests against the first environment (its URL there, see
     :mod:`forgegen.runtime.stages`), before the next environment starts."""
     levels = kinds.promotion_levels(opts.stage)
     stage = stages_[0]
     runs = [(svc, target, level) for svc, target in stage.pairs for level in levels]
     for i, (svc, target, level) in enumerate(runs):
-        entry = kinds.run_promotion_test(plan, svc, target, level, source=flake, image=report["images"][svc.name],
+        entry = kinds.run_promotion_test(plan, svc, target, level, source=flake, image=report.images[svc.name],
                                          say=say)
-        report["tests"].append(entry)
+        if not isinstance(report.tests, Unset):  # always: a stage with promotion tests has tests
+            report.tests.append(entry)
         if entry["outcome"] == "failed":
-            later = [{"environment": stage.environment, "service": s.name, "steps": [f"test:{lv}"]}
+            later = [StepsRow(environment=stage.environment, service=s.name, steps=[f"test:{lv}"])
                      for s, _, lv in runs[i + 1:]]
             nxt = ", ".join(s.environment for s in stages_[1:]) or "nothing"
-            _stop(report, stages_, order, t0, where=(f"test:{level}", stage.environment, svc.name),
+            _stop(report, stages_, order, where=(f"test:{level}", stage.environment, svc.name),
                   err=kinds.tests_error(entry, before=f"not promoted to {nxt}"), from_stage=1, also_not_done=later)
 
 
@@ -431,8 +450,8 @@ class DonePush:
         return {**self.doc, "resumed": True}
 
 
-def _push_all(plan: Plan, stages: list[Stage], order: list[ServicePlan], report: dict[str, Any], *,
-              revision: SourceRevision, flake: str, say: Say, t0: float, opts: Options,
+def _push_all(plan: Plan, stages: list[Stage], order: list[ServicePlan], report: ReleaseReport, *,
+              revision: SourceRevision, flake: str, say: Say, opts: Options,
               builds: dict[str, Any]) -> dict[str, Any]:
     """Push every image once (built here, or before the tests: ``builds``); a resumed release keeps
     the pushes its report has."""
@@ -442,68 +461,66 @@ def _push_all(plan: Plan, stages: list[Stage], order: list[ServicePlan], report:
     for svc in order:
         if svc.name in done:
             result: Any = DonePush(done[svc.name])
-            report.setdefault("skipped", []).append({"environment": None, "service": svc.name, "steps": ["push"]})
+            report.skip(StepsRow(environment=None, service=svc.name, steps=["push"]))
             say(f"{svc.name}: push: done by the resumed release ({result.deploy_tag}); skipped")
         else:
             try:
                 result = registry.run_push(plan, svc.name, revision=revision, flake=flake, build=builds.get(svc.name),
                                            progress=_prefixed(say, f"{svc.name}: push: "))
             except ForgeError as err:
-                _stop(report, stages, order, t0, where=("push", None, svc.name), err=err, push_done=False,
+                _stop(report, stages, order, where=("push", None, svc.name), err=err, push_done=False,
                       pushed=set(pushed))
         pushed[svc.name] = result
-        report["push"][svc.name] = result.to_json()
-        report["images"][svc.name] = f"{svc.image.repository}:{result.deploy_tag}"
-    report["timings"]["push_seconds"] = round(time.monotonic() - t_push, 3)
+        report.push[svc.name] = result
+        report.images[svc.name] = f"{svc.image.repository}:{result.deploy_tag}"
+    report.timings["push_seconds"] = round(time.monotonic() - t_push, 3)
     return pushed
 
 
-def _release_stage(plan: Plan, stages: list[Stage], si: int, order: list[ServicePlan], report: dict[str, Any], *,
+def _release_stage(plan: Plan, stages: list[Stage], si: int, order: list[ServicePlan], report: ReleaseReport, *,
                    clients: Clients, pushed: dict[str, Any], revision: SourceRevision, say: Say,
-                   cwd: str | Path | None, t0: float, opts: Options) -> None:
+                   cwd: str | Path | None, opts: Options) -> None:
     """One environment: its services in parallel (``depends_on`` kept), then the gate."""
     stage = stages[si]
     t_stage = time.monotonic()
     prev_stage = next((s for s in (opts.resume or {}).get("stages") or [] if s["environment"] == stage.environment),
                       None)
     if prev_stage is not None and prev_stage.get("outcome") == "success":
-        report["stages"].append({**prev_stage, "resumed": True})
-        report.setdefault("skipped", []).append({"environment": stage.environment, "service": None,
-                                  "steps": ["services", "gate"]})
+        report.stages.append(Resumed(prev_stage))
+        report.skip(StepsRow(environment=stage.environment, service=None, steps=["services", "gate"]))
         say(f"release: {stage.environment}: done by the resumed release; skipped")
         return
     previous = {e["service"]: e for e in (prev_stage or {}).get("services") or []}
-    entry_stage: dict[str, Any] = {"environment": stage.environment, "outcome": "running",
-                                   "approval": report["approvals"][stage.environment], "services": [], "gate": None}
-    report["stages"].append(entry_stage)
+    entry_stage = StageEntry(environment=stage.environment, approval=report.approvals[stage.environment])
+    report.stages.append(entry_stage)
     say(f"release: {stage.environment} ({si + 1}/{len(stages)}): {', '.join(s.name for s, _ in stage.pairs)}")
     entries, failures = _run_services(plan, stage, clients, pushed, revision, say, cwd, opts.concurrency, previous,
                                       report)
-    entry_stage["services"] = [entries[s.name] for s, _ in stage.pairs if s.name in entries]
+    entry_stage.services = [entries[s.name] for s, _ in stage.pairs if s.name in entries]
     if failures:
         first = next(f for s, _ in stage.pairs for f in failures if f[0].name == s.name)
-        entry_stage["outcome"] = "failed"
-        entry_stage["gate"] = {"outcome": "not evaluated", "reason": f"{first[0].name} failed at {first[1]}"}
+        entry_stage.outcome = "failed"
+        entry_stage.gate = GateResult(outcome="not evaluated", reason=f"{first[0].name} failed at {first[1]}")
         if len(failures) > 1:
-            report["failures"] = [{"environment": stage.environment, "service": s.name, "step": st}
-                                  for s, _ in stage.pairs for (f, st, _e) in failures if f.name == s.name]
-        _stop(report, stages, order, t0, where=(first[1], stage.environment, first[0].name), err=first[2],
+            report.failures = [FailedAt(environment=stage.environment, service=s.name, step=st)
+                               for s, _ in stage.pairs for (f, st, _e) in failures if f.name == s.name]
+        _stop(report, stages, order, where=(first[1], stage.environment, first[0].name), err=first[2],
               position=(si, {f[0].name: f[1] for f in failures}, set(entries)))
     fed_err = _federation(plan, stage, clients, entry_stage, revision, say, cwd)
     if fed_err is not None:
-        _stop(report, stages, order, t0, where=("federation", stage.environment, None), err=fed_err,
+        _stop(report, stages, order, where=("federation", stage.environment, None), err=fed_err,
               position=(si, {}, set(entries)))
-    gate = _gate(plan, stage, clients, entry_stage, pushed, cwd)
-    entry_stage["gate"] = gate
-    entry_stage["elapsed_seconds"] = round(time.monotonic() - t_stage, 3)
-    if gate["outcome"] != "passed":
-        entry_stage["outcome"] = "failed"
-        bad = next(s for s, row in gate["services"].items() if not (row["healthy"] and row["verified"]))
-        _stop(report, stages, order, t0, where=("gate", stage.environment, bad),
-              err=ForgeError(f"the gate of {stage.environment} did not pass: {gate['reason']}",
+    gate = entry_stage.gate = _gate(plan, stage, clients, entry_stage, pushed, cwd)
+    entry_stage.elapsed_seconds = round(time.monotonic() - t_stage, 3)
+    if gate.outcome != "passed":
+        entry_stage.outcome = "failed"
+        rows = gate.services if not isinstance(gate.services, Unset) else {}
+        bad = next(s for s, row in rows.items() if not (row.healthy and row.verified))
+        _stop(report, stages, order, where=("gate", stage.environment, bad),
+              err=ForgeError(f"the gate of {stage.environment} did not pass: {gate.reason}",
                              hint=f"`forge status` shows what runs where; {stage.environment} is left as it is"),
               position=(si, {}, set(entries)), gate_failed=True)
-    entry_stage["outcome"] = "success"
+    entry_stage.outcome = "success"
     say(f"release: {stage.environment}: gate passed (every service healthy and verified)")
 
 
@@ -512,19 +529,19 @@ Failure = tuple[ServicePlan, str, ForgeError]
 
 def _run_services(plan: Plan, stage: Stage, clients: Clients, pushed: dict[str, Any], revision: SourceRevision,
                   say: Say, cwd: str | Path | None, concurrency: int, previous: dict[str, dict[str, Any]],
-                  report: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], list[Failure]]:
+                  report: ReleaseReport) -> tuple[dict[str, ServiceEntry | Resumed], list[Failure]]:
     """Start each service once its dependencies in this environment succeeded, at most
     ``concurrency`` at a time; after the first failure start nothing new and let the running
     ones finish (or roll back)."""
     names = {s.name for s, _ in stage.pairs}
     deps = {s.name: [d for d in s.depends_on if d in names] for s, _ in stage.pairs}
     pending = list(stage.pairs)
-    entries: dict[str, dict[str, Any]] = {}
+    entries: dict[str, ServiceEntry | Resumed] = {}
     ok: set[str] = set()
     failures: list[Failure] = []
     accept = _descendant_test(cwd)
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="forge-release") as pool:
-        running: dict[Future[Any], ServicePlan] = {}
+        running: dict[Future[Any], tuple[ServicePlan, ServiceEntry]] = {}
         while pending or running:
             for svc, target in list(pending):
                 if failures or len(running) >= concurrency:
@@ -534,23 +551,22 @@ def _run_services(plan: Plan, stage: Stage, clients: Clients, pushed: dict[str, 
                 pending.remove((svc, target))
                 prev = previous.get(svc.name)
                 if prev is not None and prev.get("outcome") == "success":
-                    entries[svc.name] = {**prev, "resumed": True}
-                    report.setdefault("skipped", []).append({"environment": stage.environment, "service": svc.name,
-                                              "steps": service_steps(svc)})
+                    entries[svc.name] = Resumed(prev)
+                    report.skip(StepsRow(environment=stage.environment, service=svc.name, steps=service_steps(svc)))
                     ok.add(svc.name)
                     continue
                 entry = _service_entry(svc, target, pushed[svc.name])
                 entries[svc.name] = entry
                 # its own ApiClient: watch streams left half-read must not hand a connection to another thread
                 running[pool.submit(_release_service, plan, svc, target, _own_client(target), entry,
-                                    pushed[svc.name].deploy_tag, revision, say, cwd, prev, accept, report)] = svc
+                                    pushed[svc.name].deploy_tag, revision, say, cwd, prev, accept, report)] = (svc, entry)
             if not running:
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in finished:
-                svc = running.pop(fut)
+                svc, entry = running.pop(fut)
                 step = fut.result()
-                entries[svc.name]["outcome"] = "failed" if step else "success"
+                entry.outcome = "failed" if step else "success"
                 if step:
                     failures.append((svc, step[0], step[1]))
                 else:
@@ -604,30 +620,30 @@ def _descendant_test(cwd: str | Path | None) -> Accept:
     return for_target
 
 
-def _service_entry(svc: ServicePlan, target: TargetPlan, pushed: Any) -> dict[str, Any]:
-    return {"service": svc.name, "environment": target.environment, "namespace": target.namespace,
-            "outcome": "running", "image": f"{svc.image.repository}:{pushed.deploy_tag}",
-            "push": {"tag": pushed.deploy_tag, "digest": pushed.deploy_digest, "reference": pushed.deploy_reference},
-            "migrations": [], "deploy": None, "checks": []}
+def _service_entry(svc: ServicePlan, target: TargetPlan, pushed: Any) -> ServiceEntry:
+    return ServiceEntry(service=svc.name, environment=target.environment, namespace=target.namespace,
+                        image=f"{svc.image.repository}:{pushed.deploy_tag}",
+                        push=PushedRef(tag=pushed.deploy_tag, digest=pushed.deploy_digest,
+                                       reference=pushed.deploy_reference))
 
 
-def _migrations(svc: ServicePlan, target: TargetPlan, api: Any, entry: dict[str, Any], image: str, tag: str,
+def _migrations(svc: ServicePlan, target: TargetPlan, api: Any, entry: ServiceEntry, image: str, tag: str,
                 say: Say, prev: dict[str, Any] | None, skipped: list[str]) -> tuple[str, ForgeError] | None:
     where = f"{target.environment}/{svc.name}"
     done = {m["name"]: m for m in (prev or {}).get("migrations") or [] if m.get("outcome") == "success"}
     for m in svc.migrations:
         step = f"migrate:{m.name}"
         if m.name in done:
-            entry["migrations"].append({**done[m.name], "resumed": True})
+            entry.migrations.append(Resumed(done[m.name]))
             skipped.append(step)
             continue
         try:
             result = migrate.run_migration(api, service=svc.name, migration=m, namespace=target.namespace,
                                            image=m.image or image, tag=tag, progress=lambda msg: say(f"{where}: {msg}"))
         except ForgeError as err:
-            entry["migrations"].append({"name": m.name, "outcome": "failed", "error": err.message})
+            entry.migrations.append(MigrationFailure(name=m.name, error=err.message))
             return step, err
-        entry["migrations"].append(result.to_json())
+        entry.migrations.append(result)
         if not result.ok:
             say(f"{where}: migration {m.name} {result.outcome}: {result.reason}: {result.message}"
                 + (f" (exit code {result.exit_code})" if result.exit_code is not None else ""))
@@ -642,10 +658,10 @@ def _migrations(svc: ServicePlan, target: TargetPlan, api: Any, entry: dict[str,
     return None
 
 
-def _release_service(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, entry: dict[str, Any], tag: str,
+def _release_service(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, entry: ServiceEntry, tag: str,
                      revision: SourceRevision, say: Say, cwd: str | Path | None, prev: dict[str, Any] | None = None,
                      accept: Callable[..., Any] | None = None,
-                     report: dict[str, Any] | None = None) -> tuple[str, ForgeError] | None:
+                     report: ReleaseReport | None = None) -> tuple[str, ForgeError] | None:
     """Migrations, deploy, checks for one service in one environment; the failed step, or None.
     ``prev`` is this service's entry in a resumed release: what succeeded there is not done again."""
     where = f"{target.environment}/{svc.name}"
@@ -656,7 +672,7 @@ def _release_service(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any,
         if failed is not None:
             return failed
         if prev is not None and (prev.get("deploy") or {}).get("outcome") == "success":
-            entry["deploy"] = {**prev["deploy"], "resumed": True}
+            entry.deploy = Resumed(prev["deploy"])
             skipped.append("deploy")
             say(f"{where}: deploy: done by the resumed release; skipped")
         else:
@@ -665,7 +681,7 @@ def _release_service(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any,
                 return failed
         for c in svc.verify:
             result_c = verify.run_check(c, progress=lambda msg: say(f"{where}: {msg}"))
-            entry["checks"].append(result_c.to_json())
+            entry.checks.append(result_c)
             say(f"{where}: check {c.name}: {result_c.outcome}" + (f" ({result_c.last_error})" if not result_c.ok else ""))
             if not result_c.ok:
                 try:
@@ -675,35 +691,35 @@ def _release_service(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any,
         return None
     finally:
         if skipped and report is not None:
-            report.setdefault("skipped", []).append({"environment": target.environment, "service": svc.name, "steps": skipped})
+            report.skip(StepsRow(environment=target.environment, service=svc.name, steps=skipped))
 
 
-def _deploy(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, entry: dict[str, Any], tag: str,
+def _deploy(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, entry: ServiceEntry, tag: str,
             revision: SourceRevision, say: Say, cwd: str | Path | None,
             accept: Callable[..., Any] | None) -> tuple[str, ForgeError] | None:
+    """GitOps commit → reconcile → rollout (and ``rollback_on_failure``), into the entry's roll record."""
     where = f"{target.environment}/{svc.name}"
-    deploy: dict[str, Any] = {"outcome": "running", "timings": {}}
-    entry["deploy"] = deploy
+    record = entry.deploy = RollRecord()
     try:
-        rolled = deploy_mod._roll(plan, svc, target, api, tag=tag, source_commit=revision.sha7, report=deploy,
-                                  prefix="", say=lambda msg: say(f"{where}: {msg}"), cwd=cwd,
-                                  expected_digest=(entry.get("push") or {}).get("digest"),
-                                  accept=accept((target.gitops.repo, target.gitops.branch)) if accept else None)
+        rolled = deploy_mod.roll(plan, svc, target, api, tag=tag, source_commit=revision.sha7, record=record,
+                                 prefix="", say=_prefixed(say, f"{where}: "), cwd=cwd, expected_digest=entry.push.digest,
+                                 accept=accept((target.gitops.repo, target.gitops.branch)) if accept else None)
     except ForgeError as err:
-        return f"deploy:{deploy.get('failed_step', 'gitops')}", err
-    deploy["outcome"] = rolled.outcome
+        return f"deploy:{'gitops' if isinstance(record.failed_step, Unset) else record.failed_step}", err
+    record.outcome = rolled.outcome
     if not rolled.ok:
-        deploy["failed_step"] = "rollout"
+        record.failed_step = "rollout"
         if svc.rollout.rollback_on_failure and rolled.outcome != "pending-on-delete":  # never for OnDelete
-            deploy_mod._rollback_after_failure(plan, svc, target, api, deploy["gitops"].get("previous_tag"), tag,
-                                               revision, deploy, lambda msg: say(f"{where}: {msg}"), cwd)
-        message = deploy_mod._rollout_message({**deploy, "service": svc.name, "environment": target.environment})
+            deploy_mod.rollback_after_failure(plan, svc, target, api, record.steps["gitops"].previous_tag, tag,
+                                              revision, record, _prefixed(say, f"{where}: "), cwd)
+        message = deploy_mod.rollout_message(record, svc.name, target.environment)
         pending = rolled.outcome == "pending-on-delete"
-        return "deploy:rollout", (RolloutPending if pending else RolloutFailed)(message, hint=deploy_mod._rollout_hint(deploy))
+        return "deploy:rollout", (RolloutPending if pending else RolloutFailed)(message,
+                                                                                hint=deploy_mod.rollout_hint(record))
     return None
 
 
-def _federation(plan: Plan, stage: Stage, clients: Clients, entry_stage: dict[str, Any], revision: SourceRevision,
+def _federation(plan: Plan, stage: Stage, clients: Clients, entry_stage: StageEntry, revision: SourceRevision,
                 say: Say, cwd: str | Path | None) -> ForgeError | None:
     """The federation step (:mod:`forgegen.runtime.federation`), when subgraphs are deployed here;
     the error that stops the release, or None."""
@@ -711,84 +727,87 @@ def _federation(plan: Plan, stage: Stage, clients: Clients, entry_stage: dict[st
         fed = federation.run_federation(plan, stage.environment, api=clients[_client_key(stage.pairs[0][1])],
                                         source_commit=revision.sha7, say=say, cwd=cwd)
     except ForgeError as err:
-        entry_stage["federation"] = {"outcome": "failed", "errors": getattr(err, "errors", [])}
-        entry_stage["outcome"] = "failed"
+        entry_stage.federation = {"outcome": "failed", "errors": getattr(err, "errors", [])}
+        entry_stage.outcome = "failed"
         return err
     if fed is not None:
-        entry_stage["federation"] = fed
+        entry_stage.federation = fed
     return None
 
 
-def _gate(plan: Plan, stage: Stage, clients: Clients, entry_stage: dict[str, Any], pushed: dict[str, Any],
-          cwd: str | Path | None) -> dict[str, Any]:
+def _gate(plan: Plan, stage: Stage, clients: Clients, entry_stage: StageEntry, pushed: dict[str, Any],
+          cwd: str | Path | None) -> GateResult:
     """Every service of the environment healthy (as ``forge status`` judges) and verified."""
-    rows: dict[str, Any] = {}
-    entries = {e["service"]: e for e in entry_stage["services"]}
+    rows: dict[str, GateRow] = {}
+    checks: dict[str, list[dict[str, Any]]] = {}
+    for entry in entry_stage.services:  # a service this release ran, or one the resumed release had done
+        doc = entry.to_json()
+        checks[doc["service"]] = doc["checks"]
     for svc, target in stage.pairs:
-        row = deploy_mod.status_row(plan, svc, target, _returning(clients[_client_key(target)]), cwd=cwd)
+        row = deploy_mod.status_entry(plan, svc, target, _returning(clients[_client_key(target)]), cwd=cwd)
         tag = pushed[svc.name].deploy_tag
-        if row.get("git") and row["git"]["tag"] != tag:
-            row["errors"].append(f"git: the GitOps repository now deploys {row['git']['tag']}, not {tag}")
-        checks = entries[svc.name]["checks"]
-        rows[svc.name] = {"healthy": row["healthy"] and not row["errors"], "verified": all(c["outcome"] == "passed" for c in checks),
-                          "checks": len(checks), "errors": row["errors"],
-                          "running": (row.get("workload") or {}).get("image"),
-                          "flux_ready": (row.get("flux") or {}).get("ready")}
-    bad = [f"{n} {'not healthy' if not r['healthy'] else 'not verified'}" + (f" ({'; '.join(r['errors'])})" if r["errors"] else "")
-           for n, r in rows.items() if not (r["healthy"] and r["verified"])]
-    return {"outcome": "passed" if not bad else "failed", "services": rows, "reason": "; ".join(bad) or None}
+        if row.git is not None and row.git.tag != tag:
+            row.errors.append(f"git: the GitOps repository now deploys {row.git.tag}, not {tag}")
+        image = row.workload.image if row.workload is not None else None
+        rows[svc.name] = GateRow(healthy=row.healthy and not row.errors,
+                                 verified=all(c["outcome"] == "passed" for c in checks[svc.name]),
+                                 checks=len(checks[svc.name]), errors=row.errors,
+                                 running=None if isinstance(image, Unset) else image,
+                                 flux_ready=(row.flux or {}).get("ready"))
+    bad = [f"{n} {'not healthy' if not r.healthy else 'not verified'}" + (f" ({'; '.join(r.errors)})" if r.errors else "")
+           for n, r in rows.items() if not (r.healthy and r.verified)]
+    return GateResult(outcome="passed" if not bad else "failed", services=rows, reason="; ".join(bad) or None)
 
 
-def _stop(report: dict[str, Any], stages_: list[Stage], order: list[ServicePlan], t0: float, *,
+def _stop(report: ReleaseReport, stages_: list[Stage], order: list[ServicePlan], *,
           where: tuple[str, str | None, str | None], err: ForgeError, push_done: bool = True,
           pushed: set[str] | None = None, position: tuple[int, dict[str, str], set[str]] | None = None,
-          gate_failed: bool = False, from_stage: int = 0, also_not_done: list[dict[str, Any]] | None = None) -> NoReturn:
+          gate_failed: bool = False, from_stage: int = 0, also_not_done: list[StepsRow] | None = None) -> NoReturn:
     """Record where the release stopped and everything that did not run; raise :class:`ReleaseFailed`.
     ``position`` is (stage index, failed service → step, services started in that stage);
     ``from_stage`` the first stage not done when there is no position (every earlier one is done)."""
     step, env, service = where
-    report["outcome"] = "failed"
-    report["failed"] = {"environment": env, "service": service, "step": step}
-    report["error"] = {"type": type(err).__name__, "message": err.message, "hint": err.hint}
-    not_done: list[dict[str, Any]] = list(also_not_done or [])
+    report.outcome = "failed"
+    report.failed = FailedAt(environment=env, service=service, step=step)
+    report.error = StepError.of(err)
+    not_done: list[StepsRow] = list(also_not_done or [])
     if not push_done:
-        not_done += [{"environment": None, "service": s.name, "steps": ["push"]}
+        not_done += [StepsRow(environment=None, service=s.name, steps=["push"])
                      for s in order if s.name not in (pushed or set())]
     first_stage = from_stage
     if position is not None:
         not_done += _stage_not_done(stages_[position[0]], position[1], position[2], gate_failed)
         first_stage = position[0] + 1
-    levels = kinds.promotion_levels(report.get("stage", "full"))
+    levels = kinds.promotion_levels(report.stage)
     for si in range(first_stage, len(stages_)):
         not_done += _stage_not_done(stages_[si], {}, set(), False)
     if levels and first_stage <= 1 and (env is None or not step.startswith("test:")):  # comprehensive: the
         # first environment's tests (unless they are what failed: also_not_done has the rest)
-        tests = [{"environment": stages_[0].environment, "service": s.name, "steps": [f"test:{lv}" for lv in levels]}
+        tests = [StepsRow(environment=stages_[0].environment, service=s.name, steps=[f"test:{lv}" for lv in levels])
                  for s, _ in stages_[0].pairs]
-        at = next((i for i, d in enumerate(not_done) if d["environment"] not in (None, stages_[0].environment)),
+        at = next((i for i, d in enumerate(not_done) if d.environment not in (None, stages_[0].environment)),
                   len(not_done))
         not_done[at:at] = tests
-    report["not_done"] = not_done
-    report["timings"]["total_seconds"] = round(time.monotonic() - t0, 3)
+    report.not_done = not_done
+    report.finish()
     place = " / ".join(p for p in (env, service, step) if p)
     later = [s.environment for s in stages_[first_stage:]]
     tail = f"; not started: {', '.join(later)}" if later else ""
-    raise ReleaseFailed(f"release of {report['target']} stopped at {place}: {err.message}{tail}", report,
+    raise ReleaseFailed(f"release of {report.target} stopped at {place}: {err.message}{tail}", report,
                         hint=err.hint or "the report's not_done lists every step that did not run") from err
 
 
-def _stage_not_done(stage: Stage, failed: dict[str, str], started: set[str], gate_failed: bool) -> list[dict[str, Any]]:
+def _stage_not_done(stage: Stage, failed: dict[str, str], started: set[str], gate_failed: bool) -> list[StepsRow]:
     """What did not run in one environment: after each failed step, the services not started, the gate."""
-    rows: list[dict[str, Any]] = []
+    rows: list[StepsRow] = []
     for svc, _ in stage.pairs:
         steps = service_steps(svc)
         if svc.name in failed:
             at = steps.index("deploy" if failed[svc.name].startswith("deploy:") else failed[svc.name])
             if steps[at + 1:]:
-                rows.append({"environment": stage.environment, "service": svc.name, "steps": steps[at + 1:]})
+                rows.append(StepsRow(environment=stage.environment, service=svc.name, steps=steps[at + 1:]))
         elif svc.name not in started:
-            rows.append({"environment": stage.environment, "service": svc.name, "steps": steps})
+            rows.append(StepsRow(environment=stage.environment, service=svc.name, steps=steps))
     if not gate_failed:
-        rows.append({"environment": stage.environment, "service": None, "steps": ["gate"]})
+        rows.append(StepsRow(environment=stage.environment, service=None, steps=["gate"]))
     return rows
-

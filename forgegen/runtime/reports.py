@@ -1,6 +1,6 @@
 """The reports of Forge's lifecycle commands, as typed records with one ``to_json``.
 
-Each command (``deploy``, ``rollback``, ``rollout``, ``reconcile``, ``migrate``, ``status``)
+Each command (``deploy``, ``rollback``, ``rollout``, ``reconcile``, ``migrate``, ``status``, ``release``)
 builds one of these while it runs and the CLI prints ``to_json()`` with ``--json`` (the
 DESIGN.md JSON report contract): the keys and values are the report's fields, nested records
 and step results (anything with a ``to_json``) are converted in place, and a field still
@@ -8,7 +8,8 @@ and step results (anything with a ``to_json``) are converted in place, and a fie
 whose value is ``null``). A field whose JSON key is not a Python name says so in its metadata
 (``from``).
 
-A failed command raises :class:`forgegen.errors.DeployFailed` carrying its report. How a report
+A failed command raises :class:`forgegen.errors.DeployFailed` (``release``:
+:class:`~forgegen.errors.ReleaseFailed`) carrying its report. How a report
 is shown to people lives in :mod:`forgegen.runtime.present`.
 
 This module imports nothing from the package but :mod:`forgegen.errors`.
@@ -277,3 +278,144 @@ class StatusReport(Record):
 
     def __post_init__(self) -> None:
         self.healthy = all(r.healthy for r in self.services)
+
+
+# ---------------------------------------------------------------------------------------------
+# forge release
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """An entry a resumed release takes from the failed release's report (done there, not again):
+    its JSON as that report has it, marked ``resumed``."""
+
+    doc: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.doc, "resumed": True}
+
+
+@dataclass(kw_only=True)
+class StepsRow(Record):
+    """Steps of one service (``None``: the environment's own, the gate) in one environment
+    (``None``: before any, the tests and the push): a ``not_done`` or ``skipped`` row."""
+
+    environment: str | None
+    service: str | None
+    steps: list[str]
+
+
+@dataclass(kw_only=True)
+class FailedAt(Record):
+    """Where a release stopped (``failed``), or one of the failures of an environment (``failures``)."""
+
+    environment: str | None
+    service: str | None
+    step: str
+
+
+@dataclass(kw_only=True)
+class ResumedFrom(Record):
+    """The report a resumed release continues, and where that one stopped."""
+
+    report: str | None
+    failed: Mapping[str, Any] | None
+
+
+@dataclass(kw_only=True)
+class PushedRef(Record):
+    """The image a service's deploy uses: its tag, digest and full reference."""
+
+    tag: str
+    digest: str
+    reference: str
+
+
+@dataclass(kw_only=True)
+class ServiceEntry(Record):
+    """One service in one environment of a release: its migrations, deploy (the roll record, as
+    ``forge deploy`` fills it) and verification checks."""
+
+    service: str
+    environment: str
+    namespace: str
+    image: str
+    push: PushedRef
+    outcome: str = "running"
+    migrations: list[Reportable] = field(default_factory=list)
+    deploy: RollRecord | Resumed | None = None
+    checks: list[Reportable] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class GateRow(Record):
+    """One service at an environment's gate: healthy (as ``forge status`` judges) and verified."""
+
+    healthy: bool
+    verified: bool
+    checks: int
+    errors: list[str]
+    running: str | None
+    flux_ready: Any
+
+
+@dataclass(kw_only=True)
+class GateResult(Record):
+    """An environment's gate: passed, failed (``services`` says who), or not evaluated (a service failed)."""
+
+    outcome: str
+    services: dict[str, GateRow] | Unset = UNSET
+    reason: str | None
+
+
+@dataclass(kw_only=True)
+class StageEntry(Record):
+    """One environment of a release: its services (dependency order), the federation step when
+    subgraphs are deployed there, and the gate."""
+
+    environment: str
+    approval: str
+    outcome: str = "running"
+    services: list[ServiceEntry | Resumed] = field(default_factory=list)
+    gate: GateResult | None = None
+    federation: dict[str, Any] | Unset = UNSET
+    elapsed_seconds: float | Unset = UNSET
+
+
+@dataclass(kw_only=True)
+class ReleaseReport(Timed):
+    """``forge release``: what it covers, the pushes, each environment, where it stopped and what
+    did not run. ``tests`` is there for a stage with tests, ``ready_to_promote`` for a prerelease,
+    ``resumed_from`` and ``skipped`` for a resumed release; ``failures`` (more than one service of an
+    environment failed), ``error`` and ``lock_lost`` only when they happened."""
+
+    stage: str
+    target: str
+    project: str
+    source_commit: str
+    registry: str
+    environments: list[str]
+    services: list[str]
+    concurrency: int
+    command: Literal["release"] = "release"
+    outcome: str = "running"
+    approvals: dict[str, str] = field(default_factory=dict)
+    push: dict[str, Reportable] = field(default_factory=dict)
+    images: dict[str, str] = field(default_factory=dict)
+    stages: list[StageEntry | Resumed] = field(default_factory=list)
+    failed: FailedAt | None = None
+    not_done: list[StepsRow] = field(default_factory=list)
+    locks: list[dict[str, Any]] = field(default_factory=list)
+    tests: list[dict[str, Any]] | Unset = UNSET
+    ready_to_promote: list[dict[str, Any]] | Unset = UNSET
+    resumed_from: ResumedFrom | Unset = UNSET
+    skipped: list[StepsRow] | Unset = UNSET
+    failures: list[FailedAt] | Unset = UNSET
+    error: StepError | Unset = UNSET
+    lock_lost: list[str] | Unset = UNSET
+
+    def skip(self, row: StepsRow) -> None:
+        """A step the resumed release did, not done again (``skipped``)."""
+        if isinstance(self.skipped, Unset):
+            self.skipped = []
+        self.skipped.append(row)
