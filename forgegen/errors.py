@@ -14,7 +14,7 @@ This module imports nothing from the package.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -165,7 +165,7 @@ class DeployFailed(ForgeError):
     """A lifecycle command (deploy, rollback, status, reconcile, migrate) failed; ``report`` is its
     report, printed with ``--json`` (exit 1, or ``exit_code``: 4 for a pending OnDelete rollout)."""
 
-    def __init__(self, message: str, report: Reportable | Mapping[str, Any], *, hint: str | None = None,
+    def __init__(self, message: str, report: Reportable, *, hint: str | None = None,
                  exit_code: int | None = None) -> None:
         super().__init__(message, hint=hint)
         self.report = report
@@ -174,8 +174,6 @@ class DeployFailed(ForgeError):
 
     def document(self) -> dict[str, Any]:
         """The report as JSON data."""
-        if isinstance(self.report, Mapping):
-            return dict(self.report)
         return self.report.to_json()
 
 

@@ -111,9 +111,11 @@ def test_deploy_and_release_failures_are_in_the_error_tree_and_carry_their_repor
     err = DeployFailed("deploy of api failed", report, exit_code=errors.EXIT_PENDING)
     assert isinstance(err, errors.ForgeError) and exit_code(err) == 4
     assert err.document() == report.to_json()
-    released = ReleaseFailed("release stopped", {"command": "release", "not_done": []})
+    stopped = ReleaseReport(stage="full", target="shop", project="shop", source_commit="abc1234", registry="r",
+                            environments=["staging"], services=["api"], concurrency=4, outcome="failed")
+    released = ReleaseFailed("release stopped", stopped)
     assert isinstance(released, DeployFailed) and exit_code(released) == 1
-    assert released.document() == {"command": "release", "not_done": []}
+    assert released.document() == stopped.to_json() and released.document()["not_done"] == []
 
 
 @pytest.mark.parametrize(("report", "line"), [
