@@ -65,7 +65,7 @@ def main() -> None:
 def run(args: argparse.Namespace, work: Path, reg, proxy: FaultProxy) -> None:
     flake = ImageFlake(work / "flake", systems=("x86_64-linux",), base_size=int(args.base_mib * 2**20),
                        payload_size=int(args.payload_mib * 2**20))
-    forge_times, forge_skopeo_times, skopeo_times, gunzip_times, repush_bytes, repush_blob_bytes, ratios = [], [], [], [], [], []
+    forge_times, forge_skopeo_times, skopeo_times, gunzip_times, repush_bytes, repush_blob_bytes, ratios = [], [], [], [], [], [], []
     for round_no in range(1, args.rounds + 1):
         # fresh content each round: nothing is in the registry or any cache yet
         flake.base_seed, flake.payload = uuid.uuid4().hex, uuid.uuid4().hex
