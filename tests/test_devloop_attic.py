@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 
 from forgegen.errors import ConfigError
-from forgegen.plan import build_plan
 from forgegen.schema import parse_config
-from tests.test_devloop import BASE, VENV_BIN, finish, forge, make_repo, processes_matching, start_forge, wait_for
+from tests.test_devloop import BASE, VENV_BIN, _dev, finish, forge, make_repo, processes_matching, start_forge, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,11 +39,6 @@ SERVICE = """\
       integration: python3 check.py
       infra: {attic: %s}
 """
-
-
-def _dev(services: str):
-    config = parse_config(BASE + services)
-    return {s.name: s.dev for s in build_plan(config, list(config.services)).services}
 
 
 def test_attic_settings_reach_the_plan_with_the_service_name_as_default_cache() -> None:
