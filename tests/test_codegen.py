@@ -1,7 +1,7 @@
 """Generated code (forgegen/runtime/codegen.py) with real parts: Ariadne GraphQL servers on
 loopback (plain, answering introspection; federated, answering ``_service { sdl }``), and the
-example's Go (graphql-go/graphql, built with ``go``) and Node (graphql-js on node's http module)
-servers started as processes, graphql-js (the pinned helper) printing introspection as SDL, and a real ``@graphql-codegen/cli`` run from
+example's Go (graphql-go/graphql, built with ``go``), Node (graphql-js on node's http module) and
+Rust (an async-graphql subgraph, built with ``cargo``) servers started as processes, graphql-js (the pinned helper) printing introspection as SDL, and a real ``@graphql-codegen/cli`` run from
 the web client's own pinned ``package.json`` (tests/codegen-example), its ``node_modules`` in
 Forge's cache outside the checkout; ``forge update-cargo-nix`` for services that need none, and
 for a Rust service with the real crate2nix (``.ci/build-crate2nix`` builds it once per machine).
@@ -9,6 +9,7 @@ for a Rust service with the real crate2nix (``.ci/build-crate2nix`` builds it on
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -36,7 +37,7 @@ EXAMPLE = ROOT / "tests" / "codegen-example"
 _CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "forge"
 REAL_HOME = Path(pwd.getpwuid(os.getuid()).pw_dir)
 # The example's GraphQL servers besides api, and their URL placeholders in deploy.yaml.
-SERVERS = {"catalog": "http://127.0.0.1:CATALOG_PORT/graphql", "books": "http://127.0.0.1:BOOKS_PORT/graphql"}
+SERVERS = {name: f"http://127.0.0.1:{name.upper()}_PORT/graphql" for name in ("catalog", "books", "reviews")}
 
 API_SDL = '''
 """A product on sale."""
@@ -258,6 +259,54 @@ def test_extract_schema_from_a_node_graphql_js_server_by_introspection(tmp_path:
     assert sdl == printed.stdout == (EXAMPLE / "services/books/schema.graphql").read_text()
     assert "books(first: Int = 20, after: ID): [Book!]!" in sdl and "format: Format = PAPERBACK" in sdl
     assert git(root, "status", "--porcelain") == ""  # the committed schema is the served one
+
+
+def rust_target(lock: Path) -> Path:
+    """Where the reviews server's build lives, outside the checkout: keyed on its Cargo.lock."""
+    key = hashlib.sha256(lock.read_bytes()).hexdigest()[:16]
+    return REAL_HOME / ".cache" / "forge" / "codegen-reviews" / key
+
+
+def cargo_env() -> dict[str, str]:
+    """rustup's toolchain and the machine user's crates (.ci/setup fetches the server's); one job."""
+    return {**os.environ, "RUSTUP_HOME": os.environ.get("RUSTUP_HOME") or str(REAL_HOME / ".rustup"),
+            "CARGO_HOME": os.environ.get("CARGO_HOME") or str(REAL_HOME / ".cargo"), "CARGO_BUILD_JOBS": "1"}
+
+
+def test_extract_schema_from_a_rust_async_graphql_subgraph_by_federation_and_introspection(tmp_path: Path) -> None:
+    service = EXAMPLE / "services/reviews"
+    target = rust_target(service / "Cargo.lock")
+    build = subprocess.run(["nice", "-n", "19", "cargo", "build", "--locked", "--offline", "--target-dir", str(target)],
+                           cwd=service, env=cargo_env(), capture_output=True, text=True, timeout=1800)
+    assert build.returncode == 0, f"cargo build (the crates come from .ci/setup's `cargo fetch`): {build.stderr}"
+    binary = target / "debug" / "reviews"
+    printed = subprocess.run([str(binary), "--print-schema"], capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    with started("reviews", [str(binary)], tmp_path, dict(os.environ)) as (url, _line):
+        root = repo(tmp_path, "http://127.0.0.1:1/graphql", servers={"reviews": url})
+        out = forge(root, "extract-schema", "reviews", "--json")
+        assert out.returncode == 0, out.stderr
+        check = forge(root, "extract-schema", "reviews", "--check")
+        assert check.returncode == 0, check.stderr
+        sdl = (root / "services/reviews/schema.graphql").read_text()
+        (root / "deploy.yaml").write_text((root / "deploy.yaml").read_text().replace(
+            "output: services/reviews/schema.graphql}", "output: services/reviews/schema.graphql, via: introspection}"))
+        assert forgegen(root, "sync").returncode == 0
+        plain = forge(root, "extract-schema", "reviews", "--json")
+        assert plain.returncode == 0, plain.stderr
+    doc = json.loads(out.stdout)
+    assert [(e["service"], e["via"]) for e in doc["extracted"]] == [("reviews", "federation")]
+    assert doc["files"] == [{"path": "services/reviews/schema.graphql", "verb": "identical"}]
+    # The subgraph SDL exactly as async-graphql prints it: the entity's @key and the @link of
+    # Federation 2 included.
+    assert sdl == printed.stdout == (EXAMPLE / "services/reviews/schema.graphql").read_text()
+    assert 'type Review @key(fields: "id") {' in sdl and "specs.apollo.dev/federation/v2" in sdl
+    assert [(e["service"], e["via"]) for e in json.loads(plain.stdout)["extracted"]] == [("reviews", "introspection")]
+    introspected = (root / "services/reviews/schema.graphql").read_text()
+    # Introspection, printed by graphql-js: no directive uses, and the federation fields show.
+    assert "type Review {\n  id: ID!\n\n  \"\"\"The reviewed product's id.\"\"\"\n  productId: ID!\n" in introspected
+    assert "reviews(productId: ID!, first: Int! = 10): [Review!]!\n  _service: _Service!\n" in introspected
+    assert "union _Entity = Review\n" in introspected and "@key" not in introspected
 
 
 def test_a_service_that_does_not_answer_fails_naming_it_and_writes_nothing(tmp_path: Path) -> None:
