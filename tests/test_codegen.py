@@ -1,6 +1,7 @@
 """Generated code (forgegen/runtime/codegen.py) with real parts: Ariadne GraphQL servers on
-loopback (plain, answering introspection; federated, answering ``_service { sdl }``), graphql-js
-(the pinned helper) printing introspection as SDL, and a real ``@graphql-codegen/cli`` run from
+loopback (plain, answering introspection; federated, answering ``_service { sdl }``), and the
+example's Go (graphql-go/graphql, built with ``go``), Node (graphql-js on node's http module) and
+Rust (an async-graphql subgraph, built with ``cargo``) servers started as processes, graphql-js (the pinned helper) printing introspection as SDL, and a real ``@graphql-codegen/cli`` run from
 the web client's own pinned ``package.json`` (tests/codegen-example), its ``node_modules`` in
 Forge's cache outside the checkout; ``forge update-cargo-nix`` for services that need none, and
 for a Rust service with the real crate2nix (``.ci/build-crate2nix`` builds it once per machine).
@@ -8,8 +9,12 @@ for a Rust service with the real crate2nix (``.ci/build-crate2nix`` builds it on
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pwd
+import re
+import selectors
 import shutil
 import subprocess
 import sys
@@ -21,7 +26,7 @@ from wsgiref.simple_server import make_server
 
 import pytest
 
-from forgegen.runtime import federation
+from forgegen.runtime import federation, npmcache
 from tests.fixtures.crate2nix import VERSION
 from tests.fixtures.subgraphs import PRODUCTS, _Quiet, _Threading, subgraph_server
 from tests.ports import free_port
@@ -30,6 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "tests" / "codegen-example"
 # The user's cache, as it is before the per-test HOME: .ci/setup installs the pinned packages there.
 _CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "forge"
+REAL_HOME = Path(pwd.getpwuid(os.getuid()).pw_dir)
+# The example's GraphQL servers besides api, and their URL placeholders in deploy.yaml.
+SERVERS = {name: f"http://127.0.0.1:{name.upper()}_PORT/graphql" for name in ("catalog", "books", "reviews")}
 
 API_SDL = '''
 """A product on sale."""
@@ -77,11 +85,27 @@ def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
 
 
-def repo(tmp_path: Path, url: str, *, via: str | None = None) -> Path:
-    """The example in a fresh git repository, its api's schema URL set to ``url``, synced."""
+def _without_services(text: str, names: set[str]) -> str:
+    """deploy.yaml's text without the entries of ``names`` under ``services:``."""
+    out, skip = [], False
+    for line in text.splitlines(keepends=True):
+        if re.fullmatch(r"  [a-z][a-z0-9-]*:\n", line):
+            skip = line.strip().rstrip(":") in names
+        if not skip:
+            out.append(line)
+    return "".join(out)
+
+
+def repo(tmp_path: Path, url: str, *, via: str | None = None, servers: dict[str, str] | None = None) -> Path:
+    """The example in a fresh git repository, its api's schema URL set to ``url`` and each of
+    ``servers``' (catalog, books) to the URL given; the others of SERVERS are left out of
+    deploy.yaml, so that codegen-sync asks only the servers a test starts. Synced."""
     dst = tmp_path / "repo"
     shutil.copytree(EXAMPLE, dst, ignore=shutil.ignore_patterns("node_modules"))
     text = (dst / "deploy.yaml").read_text().replace("http://127.0.0.1:API_PORT/graphql", url)
+    text = _without_services(text, set(SERVERS) - set(servers or {}))
+    for name, served in (servers or {}).items():
+        text = text.replace(SERVERS[name], served)
     if via:
         text = text.replace("output: services/api/schema.graphql}", f"output: services/api/schema.graphql, via: {via}}}")
     (dst / "deploy.yaml").write_text(text)
@@ -137,6 +161,152 @@ def test_extract_schema_takes_the_federation_sdl_when_the_service_serves_it(tmp_
     sdl = (root / "services/api/schema.graphql").read_text()
     # Introspection carries directive definitions but not their uses, and shows the federation fields.
     assert "type Product {" in sdl and 'type Product @key(fields: "id")' not in sdl and "_service: _Service!" in sdl
+
+
+@contextmanager
+def started(name: str, argv: list[str], cwd: Path, env: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """``argv`` run in ``cwd`` with PORT set, until it prints ``<name>: listening on
+    127.0.0.1:<port>``: its GraphQL URL and that line. Stopped (SIGTERM) afterwards."""
+    port = free_port()
+    proc = subprocess.Popen(argv, cwd=cwd, env={**env, "PORT": str(port)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            ready = sel.select(timeout=120)  # a line, or end of file when it exits
+        line = proc.stdout.readline() if ready else ""
+        if not line.startswith(f"{name}: listening on 127.0.0.1:{port}"):
+            proc.kill()
+            pytest.fail(f"{name} did not start (exit {proc.wait(timeout=30)}): {line!r} {proc.communicate()[1]}")
+        yield f"http://127.0.0.1:{port}/graphql", line
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def definitions(sdl: str) -> set[str]:
+    """The top-level definitions of ``sdl`` (each with its description), in no order."""
+    return set(re.split(r"\n\n(?=\S)", sdl.strip()))
+
+
+def go_env() -> dict[str, str]:
+    """The machine user's Go caches (.ci/setup downloads the catalog's module into them), the
+    module proxy off: the test builds from them or fails, it never downloads."""
+    gopath = Path(os.environ.get("GOPATH") or REAL_HOME / "go")
+    return {**os.environ, "GOCACHE": os.environ.get("GOCACHE") or str(REAL_HOME / ".cache" / "go-build"),
+            "GOMODCACHE": os.environ.get("GOMODCACHE") or str(gopath / "pkg" / "mod"), "GOPROXY": "off",
+            "GOFLAGS": "-buildvcs=false -p=1 -mod=readonly", "GOTOOLCHAIN": "local"}
+
+
+def test_extract_schema_from_a_go_graphql_server_by_introspection(tmp_path: Path) -> None:
+    binary = tmp_path / "catalog-server"
+    build = subprocess.run(["nice", "-n", "19", "go", "build", "-o", str(binary), "."], cwd=EXAMPLE / "services/catalog",
+                           env=go_env(), capture_output=True, text=True, timeout=900)
+    assert build.returncode == 0, f"go build (the module comes from .ci/setup's `go mod download`): {build.stderr}"
+    with started("catalog", [str(binary)], tmp_path, dict(os.environ)) as (url, _line):
+        root = repo(tmp_path, "http://127.0.0.1:1/graphql", servers={"catalog": url})
+        committed = (root / "services/catalog/schema.graphql").read_text()
+        out = forge(root, "extract-schema", "catalog", "--json")
+        assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    # Not a subgraph: `_service` fails validation (HTTP 400 with a JSON body), so introspection.
+    assert [(e["service"], e["via"], e["file"]) for e in doc["extracted"]] == [
+        ("catalog", "introspection", "services/catalog/schema.graphql")]
+    sdl = (root / "services/catalog/schema.graphql").read_text()
+    # graphql-go lists the types in Go's map order, which changes from one answer to the next:
+    # the same definitions, in any order. Fields come sorted by name; graphql-go answers a missing
+    # description with "", which graphql-js prints as """""".
+    assert definitions(sdl) == definitions(committed) and sdl.endswith("}\n")
+    assert '  """What the shelf label says."""\n  title: String!\n' in sdl
+    assert '  """"""\n  items(first: Int = 10): [Item!]!\n' in sdl
+    assert '  GAMES @deprecated(reason: "sold out for good")\n' in sdl
+    assert "_service" not in sdl and "_Service" not in sdl
+
+
+def graphql_js_modules() -> Path:
+    """The graphql-js the web client pins, in Forge's npm cache (.ci/setup installs it)."""
+    modules = _CACHE / "node-modules" / npmcache.lock_key(EXAMPLE / "services/web") / "node_modules"
+    if not (modules / "graphql/package.json").is_file():
+        pytest.fail(f"the codegen example's npm packages are not installed in {modules}; run bash .ci/setup",
+                    pytrace=False)
+    return modules
+
+
+def test_extract_schema_from_a_node_graphql_js_server_by_introspection(tmp_path: Path) -> None:
+    service = EXAMPLE / "services/books"
+    modules = graphql_js_modules()
+    pinned = json.loads((service / "package.json").read_text())["dependencies"]["graphql"]
+    assert json.loads((modules / "graphql/package.json").read_text())["version"] == pinned
+    env = {**os.environ, "NODE_PATH": str(modules)}
+    printed = subprocess.run(["node", "server.js", "--print-schema"], cwd=service, env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    with started("books", ["node", "server.js"], service, env) as (url, line):
+        assert line.rstrip().endswith(f"(graphql {pinned})")
+        root = repo(tmp_path, "http://127.0.0.1:1/graphql", servers={"books": url})
+        (root / "services/books/schema.graphql").write_text("type Query { stale: Int }\n")
+        out = forge(root, "extract-schema", "books", "--json")
+        assert out.returncode == 0, out.stderr
+        check = forge(root, "extract-schema", "books", "--check")
+        assert check.returncode == 0, check.stderr
+    doc = json.loads(out.stdout)
+    assert [(e["service"], e["via"]) for e in doc["extracted"]] == [("books", "introspection")]
+    assert doc["files"] == [{"path": "services/books/schema.graphql", "verb": "overwrite"}]
+    sdl = (root / "services/books/schema.graphql").read_text()
+    # Exactly what graphql-js prints for the server's own schema: descriptions, default values
+    # (an enum's too), the input type, the mutation and the deprecation survive introspection.
+    assert sdl == printed.stdout == (EXAMPLE / "services/books/schema.graphql").read_text()
+    assert "books(first: Int = 20, after: ID): [Book!]!" in sdl and "format: Format = PAPERBACK" in sdl
+    assert git(root, "status", "--porcelain") == ""  # the committed schema is the served one
+
+
+def rust_target(lock: Path) -> Path:
+    """Where the reviews server's build lives, outside the checkout: keyed on its Cargo.lock."""
+    key = hashlib.sha256(lock.read_bytes()).hexdigest()[:16]
+    return REAL_HOME / ".cache" / "forge" / "codegen-reviews" / key
+
+
+def cargo_env() -> dict[str, str]:
+    """rustup's toolchain and the machine user's crates (.ci/setup fetches the server's); one job."""
+    return {**os.environ, "RUSTUP_HOME": os.environ.get("RUSTUP_HOME") or str(REAL_HOME / ".rustup"),
+            "CARGO_HOME": os.environ.get("CARGO_HOME") or str(REAL_HOME / ".cargo"), "CARGO_BUILD_JOBS": "1"}
+
+
+def test_extract_schema_from_a_rust_async_graphql_subgraph_by_federation_and_introspection(tmp_path: Path) -> None:
+    service = EXAMPLE / "services/reviews"
+    target = rust_target(service / "Cargo.lock")
+    build = subprocess.run(["nice", "-n", "19", "cargo", "build", "--locked", "--offline", "--target-dir", str(target)],
+                           cwd=service, env=cargo_env(), capture_output=True, text=True, timeout=1800)
+    assert build.returncode == 0, f"cargo build (the crates come from .ci/setup's `cargo fetch`): {build.stderr}"
+    binary = target / "debug" / "reviews"
+    printed = subprocess.run([str(binary), "--print-schema"], capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    with started("reviews", [str(binary)], tmp_path, dict(os.environ)) as (url, _line):
+        root = repo(tmp_path, "http://127.0.0.1:1/graphql", servers={"reviews": url})
+        out = forge(root, "extract-schema", "reviews", "--json")
+        assert out.returncode == 0, out.stderr
+        check = forge(root, "extract-schema", "reviews", "--check")
+        assert check.returncode == 0, check.stderr
+        sdl = (root / "services/reviews/schema.graphql").read_text()
+        (root / "deploy.yaml").write_text((root / "deploy.yaml").read_text().replace(
+            "output: services/reviews/schema.graphql}", "output: services/reviews/schema.graphql, via: introspection}"))
+        assert forgegen(root, "sync").returncode == 0
+        plain = forge(root, "extract-schema", "reviews", "--json")
+        assert plain.returncode == 0, plain.stderr
+    doc = json.loads(out.stdout)
+    assert [(e["service"], e["via"]) for e in doc["extracted"]] == [("reviews", "federation")]
+    assert doc["files"] == [{"path": "services/reviews/schema.graphql", "verb": "identical"}]
+    # The subgraph SDL exactly as async-graphql prints it: the entity's @key and the @link of
+    # Federation 2 included.
+    assert sdl == printed.stdout == (EXAMPLE / "services/reviews/schema.graphql").read_text()
+    assert 'type Review @key(fields: "id") {' in sdl and "specs.apollo.dev/federation/v2" in sdl
+    assert [(e["service"], e["via"]) for e in json.loads(plain.stdout)["extracted"]] == [("reviews", "introspection")]
+    introspected = (root / "services/reviews/schema.graphql").read_text()
+    # Introspection, printed by graphql-js: no directive uses, and the federation fields show.
+    assert "type Review {\n  id: ID!\n\n  \"\"\"The reviewed product's id.\"\"\"\n  productId: ID!\n" in introspected
+    assert "reviews(productId: ID!, first: Int! = 10): [Review!]!\n  _service: _Service!\n" in introspected
+    assert "union _Entity = Review\n" in introspected and "@key" not in introspected
 
 
 def test_a_service_that_does_not_answer_fails_naming_it_and_writes_nothing(tmp_path: Path) -> None:
