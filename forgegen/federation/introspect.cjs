@@ -4,8 +4,11 @@
 //   node introspect.cjs --query   prints graphql-js's standard introspection query (getIntrospectionQuery)
 //   node introspect.cjs           stdin: the service's answer to it ({"data": {"__schema": …}});
 //                                 stdout: {"ok": true, "sdl": "<SDL>"} or {"ok": false, "error": "…"}
+// The SDL is sorted (lexicographicSortSchema: types, fields, arguments, enum values, directives):
+// servers may answer introspection in any order, and some in another order on every request
+// (graphql-go lists types in Go's map order), so only a sorted print is the same for the same schema.
 // Exit 0 whenever it answered; 2 for unreadable input.
-const { buildClientSchema, getIntrospectionQuery, printSchema } = require("graphql");
+const { buildClientSchema, getIntrospectionQuery, lexicographicSortSchema, printSchema } = require("graphql");
 
 function readStdin() {
   return new Promise((resolve, reject) => {
@@ -24,7 +27,7 @@ function toSdl(answer) {
     return { ok: false, error: `the answer has no data.__schema${detail ? `: ${detail}` : ""}` };
   }
   try {
-    return { ok: true, sdl: printSchema(buildClientSchema(data)) + "\n" };
+    return { ok: true, sdl: printSchema(lexicographicSortSchema(buildClientSchema(data))) + "\n" };
   } catch (err) {
     return { ok: false, error: `the introspection result is not a valid schema: ${err.message}` };
   }

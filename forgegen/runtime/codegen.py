@@ -3,8 +3,10 @@
 * ``forge extract-schema S`` asks the running service (``codegen.extract.url``) for its schema:
   Apollo Federation's ``{ _service { sdl } }`` when it answers it (``via: auto`` or
   ``federation``), else graphql-js's standard introspection query, printed as SDL by the helper
-  ``forgegen/federation/introspect.cjs`` (graphql-js ``buildClientSchema`` + ``printSchema``, with
-  the composition helper's pinned packages). It writes the SDL to ``codegen.extract.output``.
+  ``forgegen/federation/introspect.cjs`` (graphql-js ``buildClientSchema`` +
+  ``lexicographicSortSchema`` + ``printSchema``, with the composition helper's pinned packages:
+  sorted, because servers answer introspection in their own order, some in another on every
+  request, and ``--check`` must find an unchanged schema up to date). It writes the SDL to ``codegen.extract.output``.
 * ``forge codegen [S]`` runs each service's ``codegen.command`` with bash in its directory. A
   ``package-lock.json`` there gets its ``node_modules`` from Forge's cache, outside the checkout,
   keyed on the lockfile (``npm ci`` the first time; a symlink in the service's directory, unless

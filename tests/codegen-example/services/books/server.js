@@ -2,9 +2,10 @@
 // A tiny GraphQL server with graphql-js and node's own http module: POST /graphql on
 // 127.0.0.1:$PORT, answering the standard introspection query; not a federation subgraph.
 //   node server.js                 serve; prints "books: listening on 127.0.0.1:<port>" once it does
-//   node server.js --print-schema  print the schema as graphql-js prints it, and exit
+//   node server.js --print-schema  print the schema as graphql-js prints it (sorted, as Forge writes
+//                                  introspected schemas), and exit
 const http = require("http");
-const { buildSchema, graphql, printSchema, version } = require("graphql");
+const { buildSchema, graphql, lexicographicSortSchema, printSchema, version } = require("graphql");
 
 const schema = buildSchema(`
   """A book on the shelf."""
@@ -70,7 +71,7 @@ const server = http.createServer((req, res) => {
 });
 
 if (process.argv[2] === "--print-schema") {
-  process.stdout.write(printSchema(schema) + "\n");
+  process.stdout.write(printSchema(lexicographicSortSchema(schema)) + "\n");
 } else {
   server.listen(Number(process.env.PORT), "127.0.0.1", () => {
     const { address, port } = server.address();
