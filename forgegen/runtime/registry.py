@@ -222,13 +222,10 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
     # Forge's variables first; then what skopeo/docker would find (credHelpers, credsStore, auths),
     # handed to skopeo in the same private auth file, so both read the same login.
     credentials = resolve_credentials(plan.registry, env) or stored_credentials(host, env)
-    def new_client() -> RegistryClient:
-        return RegistryClient(host, insecure=plan.registry.insecure, credentials=credentials, policy=policy,
-                              timeout=http_timeout, registry=plan.registry)
-
-    client = new_client()
+    client = RegistryClient(host, insecure=plan.registry.insecure, credentials=credentials, policy=policy,
+                            timeout=http_timeout, registry=plan.registry)
     start = time.monotonic()
-    early = _EarlyUploads(new_client(), name, say, live)
+    early = _EarlyUploads(client.sibling(), name, say, live)
     images = _prepare_images(build, svc.image.architectures, cache_dir, early, say)
 
     pushed: list[PushedImage] = []

@@ -3,6 +3,7 @@ of transient failures only (and the classification of failures, shared with the 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import http.client
 import json
@@ -220,8 +221,8 @@ class RegistryClient:
         self.policy = policy or RetryPolicy()
         self.timeout = timeout
         self.registry = registry
-        self._scheme: str | None = None
-        self._authorization: dict[str, str] = {}  # scope -> Authorization header value
+        self._probed: dict[str, str] = {}  # "scheme": https or http (shared with siblings)
+        self._authorization: dict[str, str] = {}  # scope -> Authorization header value (shared with siblings)
         self._http = transport.Transport(timeout=timeout, verify=not insecure)
         self.waits: list[float] = []
         self.loopback = urls.is_loopback(host)
@@ -230,6 +231,13 @@ class RegistryClient:
     @property
     def requests(self) -> int:
         return self._http.requests
+
+    def sibling(self) -> RegistryClient:
+        """A client for another thread: the same connection pool, scheme and tokens (no second TLS
+        handshake, probe or token request), its own record of retry waits."""
+        other = copy.copy(self)
+        other.waits = []
+        return other
 
     def _refuse_clear_credentials(self) -> None:
         """Credentials travel only over verified TLS, or to this machine."""
@@ -249,16 +257,16 @@ class RegistryClient:
 
     def _base(self) -> str:
         self._refuse_clear_credentials()
-        if self._scheme is None:
+        if "scheme" not in self._probed:
             if not self.insecure:
-                self._scheme = "https"
+                self._probed["scheme"] = "https"
             else:  # like skopeo with tls-verify=false: https without verification, else plain http
                 try:
                     self._send("GET", f"https://{self.host}/v2/", {}, None)
-                    self._scheme = "https"
+                    self._probed["scheme"] = "https"
                 except _TRANSPORT_ERRORS:
-                    self._scheme = "http"
-        return f"{self._scheme}://{self.host}"
+                    self._probed["scheme"] = "http"
+        return f"{self._probed['scheme']}://{self.host}"
 
     # -- auth
 
