@@ -184,6 +184,42 @@ def test_push_with_one_changed_layer_uploads_only_that_layer(registry: Registry,
     assert first.images[0].digest != second.images[0].digest
 
 
+def test_new_layers_stream_while_they_are_compressed_and_known_ones_are_checked(
+        registry: Registry, image_flake: ImageFlake, unique_repo: str, tmp_path: Path) -> None:
+    """A layer the repository's current image lacks is uploaded as it is compressed (one chunked
+    PATCH); one it has (its diff_id, named in the archive) is only checked."""
+    plan = forge_plan(registry.host, organization=org(unique_repo))
+    lines: list[str] = []
+    first = registry_push(plan, image_flake, tmp_path, sha="1111111", progress=lines.append)
+    streamed = [line for line in lines if "bytes, streamed;" in line]
+    assert len(streamed) == first.images[0].layers == 4  # every layer: the repository was empty
+    assert first.images[0].bytes_uploaded > 0 and first.verified["amd64-1111111"] == first.deploy_digest
+    image_flake.set_payload("changed")
+    lines.clear()
+    second = registry_push(plan, image_flake, tmp_path, sha="2222222", cache="fresh-cache", progress=lines.append)
+    assert len([line for line in lines if "bytes, streamed;" in line]) == 1  # only the changed layer
+    assert second.images[0].layers_uploaded == 2  # that layer and the config
+    assert skopeo_digest(f"{second.repository}:amd64-2222222") == second.deploy_digest
+    lines.clear()
+    third = registry_push(plan, image_flake, tmp_path, sha="3333333", cache="fresher-cache", progress=lines.append)
+    assert not [line for line in lines if "bytes, streamed;" in line] and third.images[0].bytes_uploaded == 0
+
+
+@pytest.mark.parametrize("fault", ["reset", "500", "405"])
+def test_a_registry_that_refuses_streamed_uploads_gets_every_layer_from_its_file(
+        fault: str, registry: Registry, fault_proxy: FaultProxy, image_flake: ImageFlake, unique_repo: str,
+        tmp_path: Path) -> None:
+    fault_proxy.fail_methods = {"PATCH": fault}
+    plan = forge_plan(fault_proxy.host, organization=org(unique_repo))
+    lines: list[str] = []
+    result = registry_push(plan, image_flake, tmp_path, progress=lines.append)
+    (img,) = result.images
+    assert fault_proxy.faults >= 4  # every layer tried to stream, and was refused
+    assert not [line for line in lines if "bytes, streamed;" in line]
+    assert len([line for line in lines if line.startswith("uploaded blob")]) == img.layers_uploaded == 5
+    assert skopeo_digest(f"{registry.host}/{org(unique_repo)}/api:amd64-abc1234") == result.deploy_digest
+
+
 def test_verify_refuses_a_tag_that_resolves_to_another_digest(registry: Registry, image_flake: ImageFlake,
                                                               unique_repo: str, tmp_path: Path) -> None:
     plan = forge_plan(registry.host, organization=org(unique_repo))

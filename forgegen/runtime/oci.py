@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -20,7 +21,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from forgegen import process
 from forgegen.errors import PushError
@@ -88,7 +89,16 @@ def layout_key(store_path: str) -> str:
     return f"{Path(store_path).name}.{compressor_fingerprint()}"
 
 
-BlobReady = Callable[[str, Path, int], None]  # (digest, file, size): a layer blob is written
+class BlobReady(Protocol):
+    """Hears of each blob of a layout being made (to upload it meanwhile)."""
+
+    def starting(self, diff_id: str | None) -> Callable[[bytes], None] | None:
+        """A layer is about to be compressed; ``diff_id`` is what its name in the archive says its
+        uncompressed digest is (nixpkgs names layers ``<diff_id>/layer.tar``), None when it does
+        not. The answer, when not None, gets the layer's compressed bytes as they are written."""
+
+    def __call__(self, digest: str, path: Path, size: int) -> None:
+        """The blob ``digest`` is complete in ``path``."""
 
 
 def oci_layout(image: BuiltImage, cache_dir: Path | None = None, on_blob: BlobReady | None = None) -> OciImage:
@@ -164,7 +174,13 @@ def _convert(stream: IO[bytes], dest: Path, source: str, on_blob: BlobReady | No
                 if name.endswith(".json") or name in ("repositories", "oci-layout"):
                     continue
                 f = _BytesReader(data)
-            layers[name] = compress_layer(f, blobs)
+            hint = _NAMED_LAYER.fullmatch(name)
+            tee = on_blob.starting("sha256:" + hint.group(1) if hint else None) if on_blob is not None else None
+            try:
+                layers[name] = compress_layer(f, blobs, tee=tee)
+            finally:
+                if tee is not None:
+                    tee(b"")  # the end of the layer's bytes (also when compressing failed)
             if on_blob is not None:
                 digest, size = layers[name][1], layers[name][2]
                 on_blob(digest, blobs / digest.split(":")[1], size)
@@ -223,8 +239,13 @@ class _BytesReader:
         return chunk
 
 
-def compress_layer(f: Any, blobs: Path, *, workers: int | None = None) -> tuple[str, str, int]:
-    """gzip a layer deterministically into ``blobs``; (diff_id, digest, size). gzip'd input is kept."""
+_NAMED_LAYER = re.compile(r"([0-9a-f]{64})/layer\.tar")
+
+
+def compress_layer(f: Any, blobs: Path, *, workers: int | None = None,
+                   tee: Callable[[bytes], None] | None = None) -> tuple[str, str, int]:
+    """gzip a layer deterministically into ``blobs``; (diff_id, digest, size). gzip'd input is kept.
+    ``tee`` gets the compressed bytes as they are written."""
     first = f.read(BLOCK)
     raw_hash, out_hash = hashlib.sha256(), hashlib.sha256()
     size = 0
@@ -235,6 +256,8 @@ def compress_layer(f: Any, blobs: Path, *, workers: int | None = None) -> tuple[
             out_hash.update(packed)
             out.write(packed)
             size += len(packed)
+            if tee is not None and packed:
+                tee(packed)
 
         if first[:2] == b"\x1f\x8b":  # already gzip'd: keep the bytes, hash what they unpack to
             decompressor = zlib.decompressobj(47)

@@ -6,10 +6,14 @@ How a push goes (``run_push``):
    script's stream) is read once and written as an OCI image layout with gzip'd layers
    (deterministic: same layer, same bytes, same digest, on any machine). It is cached under
    ``$XDG_CACHE_HOME/forge/oci/<store path name>``, so a re-push does no work at all. Because the
-   compressed digests are known before pushing, unchanged layers are never uploaded again, even
-   from a fresh CI machine, and the manifest digest is known before the registry sees it.
-2. **Send.** While the layout is written, each layer is uploaded as soon as it is complete (when
-   the registry lacks it). Then, with ``registry.push_with: forge`` (the default), Forge's own
+   compressed digests are known before pushing, the layers of the repository's current image are
+   never uploaded again, even from a fresh CI machine (a layer only an older image has is: it is
+   streamed before its digest is known), and the manifest digest is known before the registry sees it.
+2. **Send.** While the layout is written, layers go up: one the repository's current images
+   (``<arch>-latest``) do not have, by its diff_id (the archive names each layer after it), is
+   streamed as it is compressed (a chunked ``PATCH``, its digest ``PUT`` at the end; on any
+   failure it is uploaded from its file instead); every other one is checked once it is complete
+   and uploaded when the registry lacks it. Then, with ``registry.push_with: forge`` (the default), Forge's own
    client uploads what is still missing (usually only the config) and puts the manifest under
    ``<arch>-<sha7>``: the registry must store it under the digest computed here. With
    ``push_with: skopeo``, ``skopeo copy --preserve-digests oci:<layout> docker://<repo>:<arch>-<sha7>``
@@ -24,18 +28,21 @@ How a push goes (``run_push``):
 Retry: only transient failures (HTTP 5xx, 408, 421, 429, connection refused/reset, timeouts,
 unexpected EOF) are retried, with exponential backoff from 250 ms capped at 30 s, up to
 ``registry.push_attempts`` attempts. 401/403/404 and invalid manifests fail at once, saying what
-to check. The HTTP side uses only the standard library.
+to check. The HTTP side is :mod:`forgegen.transport` (pooled urllib3).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import queue
 import re
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,7 +232,8 @@ def run_push(plan: Plan, service: str, *, revision: SourceRevision, build: Build
     client = RegistryClient(host, insecure=plan.registry.insecure, credentials=credentials, policy=policy,
                             timeout=http_timeout, registry=plan.registry)
     start = time.monotonic()
-    early = _EarlyUploads(client.sibling(), name, say, live)
+    known = _known_layers(client, name, [tags.per_arch[system][1] for system in svc.image.architectures])
+    early = _EarlyUploads(client.sibling(), name, say, live, known)
     images = _prepare_images(build, svc.image.architectures, cache_dir, early, say)
 
     pushed: list[PushedImage] = []
@@ -341,29 +349,116 @@ class _Counting:
         return self.blob.seek(offset, whence)
 
 
-class _EarlyUploads:
-    """Layers uploaded while the image is still being converted: as each layer blob is written, a
-    background thread (its own client, so its own connection) checks the registry and uploads it
-    when missing. Conversion and upload overlap, so a cold push costs about the longer of the two;
-    the config and manifest follow (Forge's client, or skopeo, which finds the layers there). ``uploaded``: what the
-    registry lacked (digest -> size)."""
+def _known_layers(client: RegistryClient, name: str, tags: Sequence[str]) -> set[str]:
+    """The layers (uncompressed digests, ``diff_ids``) of the images the repository's moving tags
+    name now: the layers a push of the next commit most likely finds there. Empty when there are
+    none yet, or they cannot be read (a hint only: every such blob is still checked)."""
+    known: set[str] = set()
+    for tag in tags:
+        try:
+            got = client.get_manifest(name, tag)
+            config = json.loads(got[1]).get("config", {}).get("digest") if got else None
+            blob = client.get_blob(name, config) if isinstance(config, str) else None
+            diff_ids = json.loads(blob).get("rootfs", {}).get("diff_ids", []) if blob else []
+        except (PushError, ValueError, AttributeError) as err:
+            log.debug("cannot read the layers of %s:%s: %s", name, tag, err)
+            continue
+        known.update(d for d in diff_ids if isinstance(d, str))
+    return known
 
-    def __init__(self, client: RegistryClient, name: str, say: Progress, live: Progress | None = None) -> None:
+
+class _Streamed:
+    """A layer uploaded while it is compressed: a thread sends its bytes as they come (one chunked
+    ``PATCH``); :meth:`finish` puts the digest once it is known. On any failure the layer is
+    uploaded from its file afterwards instead, as if it had not been streamed."""
+
+    _IN_FLIGHT = 32  # blocks (up to 1 MiB each) queued at most: compression waits for a slow registry
+
+    def __init__(self, client: RegistryClient, name: str, live: Progress | None) -> None:
+        self.client, self.name, self.live = client, name, live
+        self.sent = 0
+        self.ended = False  # the compressor's b"" was read
+        self.failed: BaseException | None = None
+        self.location: str | None = None
+        self._queue: queue.Queue[bytes] = queue.Queue(maxsize=self._IN_FLIGHT)
+        self._thread = threading.Thread(target=self._run, name="forge-stream", daemon=True)
+        self._thread.start()
+
+    def __call__(self, data: bytes) -> None:
+        """The next compressed bytes; ``b""`` ends them."""
+        self._queue.put(data)
+
+    def _chunks(self) -> Iterator[bytes]:
+        while data := self._queue.get():
+            self.sent += len(data)
+            if self.live:
+                self.live(f"uploading a layer as it is compressed: {self.sent / 2**20:.1f} MiB")
+            yield data
+        self.ended = True
+
+    def _run(self) -> None:
+        try:
+            self.location = self.client.stream_upload(self.name, self._chunks())
+        except BaseException as err:  # noqa: BLE001 - reported by finish(); the file upload takes over
+            self.failed = err
+            while not self.ended:  # what was not sent is drained, so the compressor never waits on it
+                self.ended = not self._queue.get()
+
+    def finish(self, digest: str) -> bool:
+        """Once the compressor ended the bytes: whether the registry now has ``digest``."""
+        self._thread.join()
+        if self.live:
+            self.live("")
+        if self.failed is None and self.location is not None:
+            try:
+                self.client.finish_upload(self.name, self.location, digest)
+                return True
+            except PushError as err:
+                self.failed = err
+        log.info("streaming blob %s failed (%s); uploading it from its file", digest[:19], self.failed)
+        return False
+
+
+class _EarlyUploads:
+    """Layers uploaded while the image is still being converted. A layer none of the repository's
+    current images has (``known``: their diff_ids; the archive names each layer by its diff_id) is
+    streamed to the registry while it is compressed; every other blob is checked as soon as it is
+    written and uploaded when missing, by a background thread. Conversion and upload overlap, so a
+    cold push costs about the longer of the two; the config and manifest follow (Forge's client,
+    or skopeo, which finds the layers there). ``uploaded``: what the registry lacked (digest -> size)."""
+
+    def __init__(self, client: RegistryClient, name: str, say: Progress, live: Progress | None = None,
+                 known: set[str] | None = None) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.client, self.name, self.say, self.live = client, name, say, live
+        self.known = known
         self.uploaded: dict[str, int] = {}
         self.present: set[str] = set()  # checked or uploaded by this push
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forge-upload")
         self._futures: list[Any] = []
+        self._streamed: _Streamed | None = None  # the layer being compressed, when it is streamed
+
+    def starting(self, diff_id: str | None) -> Callable[[bytes], None] | None:
+        """Stream the layer when the repository's current images do not have it (None: check it
+        once it is compressed: an unnamed layer, or one the registry likely has)."""
+        if self.known is None or diff_id is None or diff_id in self.known:
+            return None
+        self._streamed = _Streamed(self.client.sibling(), self.name, self.live)
+        return self._streamed
 
     def __call__(self, digest: str, path: Path, size: int) -> None:
         blob = open(path, "rb")  # opened now: the layout's directory is renamed when it is complete
-        self._futures.append(self._pool.submit(self._one, digest, blob, size))
+        streamed, self._streamed = self._streamed, None
+        self._futures.append(self._pool.submit(self._one, digest, blob, size, streamed))
 
-    def _one(self, digest: str, blob: IO[bytes], size: int) -> None:
+    def _one(self, digest: str, blob: IO[bytes], size: int, streamed: _Streamed | None = None) -> None:
         with blob:
-            if not self.client.blob_exists(self.name, digest):
+            if streamed is not None and streamed.finish(digest):
+                self.uploaded[digest] = size
+                self.say(f"uploaded blob {digest[:19]} ({size} bytes, streamed; {len(self.uploaded)} blobs, "
+                         f"{sum(self.uploaded.values())} bytes so far)")
+            elif not self.client.blob_exists(self.name, digest):
                 reader = _Counting(blob, size, f"uploading {digest[:19]}", self.live) if self.live else blob
                 self.client.upload_blob(self.name, digest, reader, size)
                 if self.live:

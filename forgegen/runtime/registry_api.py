@@ -14,7 +14,7 @@ import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -433,6 +433,42 @@ class RegistryClient:
                         self.policy.attempts, delay)
             self.waits.append(delay)
             time.sleep(delay)
+
+    def stream_upload(self, repository: str, chunks: Iterable[bytes]) -> str:
+        """Start an upload (``POST``) and send ``chunks`` as they come (one ``PATCH``, chunked);
+        the location to finish it at (:meth:`finish_upload`). Not retried: the bytes are gone
+        once sent (the caller uploads the finished blob from its file instead)."""
+        what = f"stream a blob to {self.host}/{repository}"
+        start = self.request("POST", repository, "blobs/uploads/", headers={"Content-Length": "0"}, body=b"",
+                             what=what)
+        self._check(start, what, repository, ok=(202,))
+        location = urllib.parse.urljoin(f"{self._base()}/v2/{repository}/blobs/uploads/",
+                                        start.headers.get("location", ""))
+        sent = {"Content-Type": "application/octet-stream"}
+        scope = f"repository:{repository}:pull,push"
+        if scope in self._authorization:
+            sent["Authorization"] = self._authorization[scope]
+        resp = self._send("PATCH", location, sent, chunks)  # type: ignore[arg-type]  # an iterable: sent chunked
+        self._check(resp, what, repository, ok=(202,))
+        return urllib.parse.urljoin(location, resp.headers.get("location", location))
+
+    def finish_upload(self, repository: str, location: str, digest: str) -> None:
+        """``PUT`` the digest of the bytes a :meth:`stream_upload` sent: the registry checks it."""
+        what = f"finish the upload of blob {digest[:19]} to {self.host}/{repository}"
+        url = location + ("&" if "?" in location else "?") + urllib.parse.urlencode({"digest": digest})
+        resp = self._once("PUT", url, f"repository:{repository}:pull,push", {"Content-Length": "0"}, b"")
+        self._check(resp, what, repository, ok=(201,))
+
+    def get_blob(self, repository: str, digest: str) -> bytes | None:
+        """A (small) blob's bytes, checked against ``digest``; None when the registry has none."""
+        what = f"read blob {digest[:19]} of {self.host}/{repository}"
+        resp = self.request("GET", repository, f"blobs/{digest}", what=what)
+        if resp.status == 404:
+            return None
+        self._check(resp, what, repository)
+        if "sha256:" + hashlib.sha256(resp.body).hexdigest() != digest:
+            raise PushError(f"cannot {what}: its bytes do not have that digest")
+        return resp.body
 
     def blob_exists(self, repository: str, digest: str) -> bool:
         resp = self.request("HEAD", repository, f"blobs/{digest}", what=f"look up blob {digest[:19]}")
