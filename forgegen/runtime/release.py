@@ -479,8 +479,18 @@ def _push_all(plan: Plan, stages: list[Stage], order: list[ServicePlan], report:
 
 def _push_parallel(plan: Plan, todo: list[ServicePlan], pushed: dict[str, Any], *, revision: SourceRevision,
                    flake: str, say: Say, builds: dict[str, Any], concurrency: int) -> dict[str, ForgeError]:
-    """Push ``todo``'s images into ``pushed``, at most ``concurrency`` at once; the failures."""
+    """Push ``todo``'s images into ``pushed``, at most ``concurrency`` at once; the failures. The
+    images are built first, one after the other: Nix 2.8 evaluating one flake in several processes
+    at once trips over its own evaluation cache ("SQLite database … is busy", then "attribute …
+    unexpectedly missing")."""
     failures: dict[str, ForgeError] = {}
+    for svc in todo:
+        if svc.name not in builds:
+            try:
+                builds[svc.name] = run_build(plan, svc.name, flake=flake, progress=_prefixed(say, f"{svc.name}: push: "))
+            except ForgeError as err:
+                failures[svc.name] = err
+                return failures
     pending = list(todo)
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="forge-push") as pool:
         running: dict[Future[Any], ServicePlan] = {}
