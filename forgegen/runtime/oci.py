@@ -10,6 +10,7 @@ pins zlib; another zlib build such as zlib-ng writes other valid bytes). It is c
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -107,31 +109,53 @@ def oci_layout(image: BuiltImage, cache_dir: Path | None = None, on_blob: BlobRe
     root = cache_dir or _cache_root()
     root.mkdir(parents=True, exist_ok=True)
     dest = root / layout_key(image.store_path)
+    if (dest / "index.json").is_file():
+        os.utime(dest)
+        return _load_layout(dest)
+    # One conversion of a store path at a time, across threads and processes (a release pushes
+    # several services at once, and they may share an image): the second one finds it done.
+    fd = os.open(root / f".{dest.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not (dest / "index.json").is_file():
+            _convert_into(image, root, dest, on_blob)
+            _prune(root, keep=dest)
+        os.utime(dest)
+        return _load_layout(dest)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _convert_into(image: BuiltImage, root: Path, dest: Path, on_blob: BlobReady | None) -> None:
     process.remove_stale_temp(root, ".tmp-")
-    if not (dest / "index.json").is_file():
-        work = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=root))
-        try:
-            if image.kind == "stream":
-                _convert_stream(image.store_path, work, on_blob)
-            else:
-                with open(image.store_path, "rb") as f:
-                    _convert(f, work, image.store_path, on_blob)
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.rename(work, dest)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-        _prune(root, keep=dest)
-    os.utime(dest)
-    return _load_layout(dest)
+    work = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=root))
+    try:
+        if image.kind == "stream":
+            _convert_stream(image.store_path, work, on_blob)
+        else:
+            with open(image.store_path, "rb") as f:
+                _convert(f, work, image.store_path, on_blob)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.rename(work, dest)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+_IN_USE = 3600.0  # seconds: a layout used this recently may be in use by another push; never pruned
 
 
 def _prune(root: Path, keep: Path) -> None:
+    """Keep the newest layouts (and any used in the last hour: another push may be reading it)."""
     entries = sorted((p for p in root.iterdir() if p.is_dir() and p != keep and not p.name.startswith(".tmp-")),
                      key=lambda p: p.stat().st_mtime, reverse=True)
+    now = time.time()
     for old in entries[_CACHE_KEEP - 1:]:
-        shutil.rmtree(old, ignore_errors=True)
+        if now - old.stat().st_mtime > _IN_USE:
+            shutil.rmtree(old, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                (root / f".{old.name}.lock").unlink()
 
 
 def _convert_stream(script: str, dest: Path, on_blob: BlobReady | None = None) -> None:

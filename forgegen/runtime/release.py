@@ -453,28 +453,62 @@ class DonePush:
 def _push_all(plan: Plan, stages: list[Stage], order: list[ServicePlan], report: ReleaseReport, *,
               revision: SourceRevision, flake: str, say: Say, opts: Options,
               builds: dict[str, Any]) -> dict[str, Any]:
-    """Push every image once (built here, or before the tests: ``builds``); a resumed release keeps
-    the pushes its report has."""
+    """Push every image once (built here, or before the tests: ``builds``), ``opts.concurrency`` at
+    a time; after the first failure no new push starts (the running ones finish). A resumed
+    release keeps the pushes its report has."""
     t_push = time.monotonic()
     pushed: dict[str, Any] = {}
     done = (opts.resume or {}).get("push") or {}
     for svc in order:
         if svc.name in done:
-            result: Any = DonePush(done[svc.name])
+            pushed[svc.name] = DonePush(done[svc.name])
             report.skip(StepsRow(environment=None, service=svc.name, steps=["push"]))
-            say(f"{svc.name}: push: done by the resumed release ({result.deploy_tag}); skipped")
-        else:
-            try:
-                result = registry.run_push(plan, svc.name, revision=revision, flake=flake, build=builds.get(svc.name),
-                                           progress=_prefixed(say, f"{svc.name}: push: "))
-            except ForgeError as err:
-                _stop(report, stages, order, where=("push", None, svc.name), err=err, push_done=False,
-                      pushed=set(pushed))
-        pushed[svc.name] = result
-        report.push[svc.name] = result
-        report.images[svc.name] = f"{svc.image.repository}:{result.deploy_tag}"
+            say(f"{svc.name}: push: done by the resumed release ({pushed[svc.name].deploy_tag}); skipped")
+    failures = _push_parallel(plan, [s for s in order if s.name not in done], pushed, revision=revision,
+                              flake=flake, say=say, builds=builds, concurrency=opts.concurrency)
+    for svc in order:  # in the release's order, whatever order they finished in
+        if svc.name in pushed:
+            report.push[svc.name] = pushed[svc.name]
+            report.images[svc.name] = f"{svc.image.repository}:{pushed[svc.name].deploy_tag}"
+    if failures:
+        svc, err = next((s, failures[s.name]) for s in order if s.name in failures)
+        _stop(report, stages, order, where=("push", None, svc.name), err=err, push_done=False, pushed=set(pushed))
     report.timings["push_seconds"] = round(time.monotonic() - t_push, 3)
-    return pushed
+    return {s.name: pushed[s.name] for s in order}
+
+
+def _push_parallel(plan: Plan, todo: list[ServicePlan], pushed: dict[str, Any], *, revision: SourceRevision,
+                   flake: str, say: Say, builds: dict[str, Any], concurrency: int) -> dict[str, ForgeError]:
+    """Push ``todo``'s images into ``pushed``, at most ``concurrency`` at once; the failures. The
+    images are built first, one after the other: Nix 2.8 evaluating one flake in several processes
+    at once trips over its own evaluation cache ("SQLite database … is busy", then "attribute …
+    unexpectedly missing")."""
+    failures: dict[str, ForgeError] = {}
+    for svc in todo:
+        if svc.name not in builds:
+            try:
+                builds[svc.name] = run_build(plan, svc.name, flake=flake, progress=_prefixed(say, f"{svc.name}: push: "))
+            except ForgeError as err:
+                failures[svc.name] = err
+                return failures
+    pending = list(todo)
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="forge-push") as pool:
+        running: dict[Future[Any], ServicePlan] = {}
+        while pending or running:
+            while pending and not failures and len(running) < max(1, concurrency):
+                svc = pending.pop(0)
+                running[pool.submit(registry.run_push, plan, svc.name, revision=revision, flake=flake,
+                                    build=builds.get(svc.name), progress=_prefixed(say, f"{svc.name}: push: "))] = svc
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                svc = running.pop(fut)
+                try:
+                    pushed[svc.name] = fut.result()
+                except ForgeError as err:
+                    failures[svc.name] = err
+    return failures
 
 
 def _release_stage(plan: Plan, stages: list[Stage], si: int, order: list[ServicePlan], report: ReleaseReport, *,
