@@ -8,7 +8,8 @@ The order, as Kargo and Skaffold users expect it:
    running the same tag), and approvals — an environment with ``promotion.require_approval``
    needs ``--yes`` or an interactive "y"; with neither, :class:`~forgegen.errors.ApprovalRequired`
    (exit 2) before anything is pushed.
-2. **Push** each service's image once (``registry.run_push``).
+2. **Push** each service's image once: built one after the other, then pushed ``concurrency`` at a
+   time (``registry.run_push``); the first failure starts no new push.
 3. **Per environment, in promotion order**, per service in dependency order
    (``steps.dependency_order``): the migrations (Kubernetes Jobs, :mod:`forgegen.runtime.migrate`),
    then the deploy (GitOps commit → Flux reconcile → rollout: ``deploy.roll``, with
