@@ -307,10 +307,7 @@ def _send_direct(client: RegistryClient, name: str, tag: str, oci: OciImage, mis
     manifest under ``tag``; the registry must store it under the digest Forge computed."""
     for digest, size in missing:
         with open(oci.layout / "blobs" / "sha256" / digest.removeprefix("sha256:"), "rb") as blob:
-            reader = _Counting(blob, size, f"uploading {digest[:19]}", live) if live else blob
-            client.upload_blob(name, digest, reader, size)
-        if live:
-            live("")
+            _upload(client, name, digest, blob, size, live)
         say(f"uploaded blob {digest[:19]} ({size} bytes)")
     client.put_manifest(name, tag, MEDIA_OCI_MANIFEST, oci.manifest)
 
@@ -327,6 +324,14 @@ def _prepare_images(build: BuildResult, systems: Sequence[str], cache_dir: Path 
     finally:
         early.wait()
     return images
+
+
+def _upload(client: RegistryClient, name: str, digest: str, blob: IO[bytes], size: int,
+            live: Progress | None) -> None:
+    """Upload one blob from its open file; a terminal's ``live`` line shows the bytes as they go."""
+    client.upload_blob(name, digest, _Counting(blob, size, f"uploading {digest[:19]}", live) if live else blob, size)
+    if live:
+        live("")
 
 
 class _Counting:
@@ -459,10 +464,7 @@ class _EarlyUploads:
                 self.say(f"uploaded blob {digest[:19]} ({size} bytes, streamed; {len(self.uploaded)} blobs, "
                          f"{sum(self.uploaded.values())} bytes so far)")
             elif not self.client.blob_exists(self.name, digest):
-                reader = _Counting(blob, size, f"uploading {digest[:19]}", self.live) if self.live else blob
-                self.client.upload_blob(self.name, digest, reader, size)
-                if self.live:
-                    self.live("")
+                _upload(self.client, self.name, digest, blob, size, self.live)
                 self.uploaded[digest] = size
                 self.say(f"uploaded blob {digest[:19]} ({size} bytes; {len(self.uploaded)} blobs, "
                          f"{sum(self.uploaded.values())} bytes so far)")

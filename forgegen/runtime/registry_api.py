@@ -404,18 +404,20 @@ class RegistryClient:
                             hint="the registry rewrote the manifest; use a registry that stores manifests as sent")
         return expected
 
+    def _start_upload(self, repository: str, what: str) -> str:
+        """``POST`` a new upload; the URL its bytes go to."""
+        start = self.request("POST", repository, "blobs/uploads/", headers={"Content-Length": "0"}, body=b"",
+                             what=what)
+        self._check(start, what, repository, ok=(202,))
+        return urllib.parse.urljoin(f"{self._base()}/v2/{repository}/blobs/uploads/", start.headers.get("location", ""))
+
     def upload_blob(self, repository: str, digest: str, blob: Blob, size: int) -> None:
         """Upload one blob (``POST`` an upload, ``PUT`` the bytes with their digest), streamed from
         the open file ``blob``; a transient failure starts the upload again, up to the policy's attempts."""
         what = f"upload blob {digest[:19]} to {self.host}/{repository}"
         scope = f"repository:{repository}:pull,push"
         for attempt in range(1, self.policy.attempts + 1):
-            start = self.request("POST", repository, "blobs/uploads/", headers={"Content-Length": "0"}, body=b"",
-                                 what=what)
-            self._check(start, what, repository, ok=(202,))
-            location = urllib.parse.urljoin(f"{self._base()}/v2/{repository}/blobs/uploads/",
-                                            start.headers.get("location", ""))
-            url = location + ("&" if "?" in location else "?") + urllib.parse.urlencode({"digest": digest})
+            url = _with_digest(self._start_upload(repository, what), digest)
             headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
             try:
                 resp = self._once("PUT", url, scope, headers, blob)
@@ -439,24 +441,16 @@ class RegistryClient:
         the location to finish it at (:meth:`finish_upload`). Not retried: the bytes are gone
         once sent (the caller uploads the finished blob from its file instead)."""
         what = f"stream a blob to {self.host}/{repository}"
-        start = self.request("POST", repository, "blobs/uploads/", headers={"Content-Length": "0"}, body=b"",
-                             what=what)
-        self._check(start, what, repository, ok=(202,))
-        location = urllib.parse.urljoin(f"{self._base()}/v2/{repository}/blobs/uploads/",
-                                        start.headers.get("location", ""))
-        sent = {"Content-Type": "application/octet-stream"}
-        scope = f"repository:{repository}:pull,push"
-        if scope in self._authorization:
-            sent["Authorization"] = self._authorization[scope]
-        resp = self._send("PATCH", location, sent, chunks)  # type: ignore[arg-type]  # an iterable: sent chunked
+        location = self._start_upload(repository, what)
+        resp = self._once("PATCH", location, f"repository:{repository}:pull,push",
+                          {"Content-Type": "application/octet-stream"}, chunks)  # an iterable: sent chunked
         self._check(resp, what, repository, ok=(202,))
         return urllib.parse.urljoin(location, resp.headers.get("location", location))
 
     def finish_upload(self, repository: str, location: str, digest: str) -> None:
         """``PUT`` the digest of the bytes a :meth:`stream_upload` sent: the registry checks it."""
         what = f"finish the upload of blob {digest[:19]} to {self.host}/{repository}"
-        url = location + ("&" if "?" in location else "?") + urllib.parse.urlencode({"digest": digest})
-        resp = self._once("PUT", url, f"repository:{repository}:pull,push", {"Content-Length": "0"}, b"")
+        resp = self._once("PUT", _with_digest(location, digest), f"repository:{repository}:pull,push", {"Content-Length": "0"}, b"")
         self._check(resp, what, repository, ok=(201,))
 
     def get_blob(self, repository: str, digest: str) -> bytes | None:
@@ -484,6 +478,11 @@ class RegistryClient:
         kind = "manifest" if "MANIFEST" in detail.upper() else {401: "401", 403: "403", 404: "404"}.get(resp.status, "other")
         raise PushError(f"cannot {what}: HTTP {resp.status}{': ' + detail if detail else ''} (not retried)",
                         hint=permanent_hint(kind, f"{self.host}/{repository}", self.registry))
+
+
+def _with_digest(location: str, digest: str) -> str:
+    """An upload's URL with the ``digest`` query that completes it."""
+    return location + ("&" if "?" in location else "?") + urllib.parse.urlencode({"digest": digest})
 
 
 def _error_detail(body: bytes) -> str:
