@@ -170,3 +170,43 @@ def test_cache_push_skips_attic_without_client_and_says_why(image_flake: ImageFl
     assert result.cache is not None and result.cache.via == "none"
     assert result.cache.skipped == "the attic client is not on PATH (install attic-client)"
     assert any("the `attic` client is not on PATH" in line for line in lines)
+
+
+def _plan_of(services: dict[str, dict]):
+    from forgegen import plan, schema
+
+    return plan.build_plan(schema.Config.model_validate({
+        "version": 1, "project": "shop", "registry": {"host": "127.0.0.1:1", "insecure": True},
+        "gitops": {"repo": "./gitops"}, "environments": [{"name": "staging"}], "services": services}))
+
+
+def test_builds_of_several_services_share_one_nix_build(image_flake: ImageFlake) -> None:
+    plan = _plan_of({"a": {"architectures": list(BOTH), "image": {"package": "api-image"}},
+                     "b": {"image": {"package": "api-stream"}},
+                     "d": {"image": {"package": "api-image"}}})
+    shared: list[str] = []
+    own: dict[str, list[str]] = {}
+    results = build.run_builds(plan, ["a", "b", "d"], flake=image_flake.ref, progress=shared.append,
+                               progress_for=lambda name: own.setdefault(name, []).append)
+    assert list(results) == ["a", "b", "d"]
+    a, b, d = (results[n] for n in ("a", "b", "d"))
+    assert isinstance(a, build.BuildResult) and isinstance(b, build.BuildResult) and isinstance(d, build.BuildResult)
+    assert [i.system for i in a.images] == list(BOTH) and [i.kind for i in b.images] == ["stream"]
+    assert d.images[0].store_path == a.images[0].store_path  # the same installable, built once
+    assert all(os.path.exists(i.store_path) for r in (a, b, d) for i in r.images)
+    assert a.seconds == b.seconds == d.seconds  # one shared build
+    # a's two systems and b's one: d's installable is a's first
+    assert [line for line in shared if line.startswith("building")] == [
+        "building the images of 3 services (3 installables) with one nix build"]
+    assert all(any(line.startswith("built x86_64-linux: /nix/store/") for line in own[n]) for n in "abd")
+
+
+def test_a_failed_shared_build_names_the_service_and_stops_there(image_flake: ImageFlake) -> None:
+    plan = _plan_of({"a": {"image": {"package": "api-image"}}, "c": {"image": {"package": "no-such-image"}},
+                     "d": {"image": {"package": "api-stream"}}})
+    results = build.run_builds(plan, ["a", "c", "d"], flake=image_flake.ref)
+    assert list(results) == ["a", "c"]  # d is not built after the failure
+    assert isinstance(results["a"], build.BuildResult)
+    err = results["c"]
+    assert isinstance(err, BuildError)
+    assert "the flake has no image package 'no-such-image' for c" in str(err)

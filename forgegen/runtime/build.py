@@ -6,6 +6,9 @@ remote builders), then reports each image's store path, closure size and the bui
 this machine cannot build, and no configured builder can, are refused before anything is built,
 with the builder that is missing named.
 
+``run_builds`` builds several services' images with one ``nix build`` (a release: one evaluation
+of the flake instead of one per service), and names the service whose build failed.
+
 The image is whatever ``dockerTools.buildLayeredImage`` (a docker-archive file, possibly gzip'd)
 or ``dockerTools.streamLayeredImage`` (an executable that writes one to stdout) produced; the
 registry module reads both.
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from forgegen import process
-from forgegen.errors import BuildError, CommandError, ToolMissing, UsageError
+from forgegen.errors import BuildError, CommandError, ForgeError, ToolMissing, UsageError
 from forgegen.plan import AtticPlan, Plan, ServicePlan
 from forgegen.runtime.nixlog import FLAGS as NIX_LOG_FLAGS
 from forgegen.runtime.nixlog import NixLog
@@ -195,13 +198,7 @@ def run_build(plan: Plan, service: str, *, flake: str = ".", systems: Sequence[s
     replaceable line, and build logs are then shown as they come (:mod:`forgegen.runtime.nixlog`)."""
     svc = plan.service(service)
     say = progress or log.info
-    wanted = tuple(systems) if systems else svc.image.architectures
-    unknown = [s for s in wanted if s not in svc.image.architectures]
-    if unknown:
-        raise UsageError(f"service {svc.name!r} is not built for {', '.join(unknown)}",
-                         hint=f"its architectures are {', '.join(svc.image.architectures)} (deploy.yaml services.{svc.name}.architectures)")
-    for s in wanted:
-        arch_of(s)
+    wanted = _systems(svc, systems)
     installables = [installable(flake, s, svc.image.package) for s in wanted]
     start = time.monotonic()
     # Which systems Nix can build for (`nix show-config`, ~0.1 s of talking to the daemon) is asked
@@ -216,15 +213,86 @@ def run_build(plan: Plan, service: str, *, flake: str = ".", systems: Sequence[s
         raise _build_error(svc, installables, built) from built
     seconds = time.monotonic() - start
     paths = built
-    sizes = _path_sizes(paths, env)
+    images = _images(wanted, installables, paths, _path_sizes(paths, env), seconds, say)
+    cache = push_closure(plan, paths, progress=say, env=env, live=live) if push_cache else None
+    return BuildResult(svc.name, svc.image.package, images, seconds, cache)
+
+
+def run_builds(plan: Plan, services: Sequence[str], *, flake: str = ".", progress: Progress | None = None,
+               progress_for: Callable[[str], Progress] | None = None, timeout: float = DEFAULT_BUILD_TIMEOUT,
+               env: Mapping[str, str] | None = None) -> dict[str, BuildResult | ForgeError]:
+    """Build the images of several services with one ``nix build`` (one evaluation of the flake,
+    and Nix builds what it can in parallel), then push each service's closure. Each service's
+    result, or its error: when the shared build fails, the services are built again one at a time,
+    in order, until the first failure, so that the failure is the service's own; the services
+    after it are left out.
+
+    ``seconds`` of each result is the shared build's. ``progress`` gets the shared lines,
+    ``progress_for(service)`` the service's own (both default to the log)."""
+    say = progress or log.info
+    own = progress_for or (lambda _name: say)
+    plans = [plan.service(name) for name in services]
+    wanted = {svc.name: _systems(svc, None) for svc in plans}
+    inst = {svc.name: [installable(flake, s, svc.image.package) for s in wanted[svc.name]] for svc in plans}
+    unique = list(dict.fromkeys(i for svc in plans for i in inst[svc.name]))
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        asked = pool.submit(nix_builders, env)
+        say(f"building the images of {len(plans)} services ({len(unique)} installables) with one nix build")
+        built = _nix_build(unique, NixLog(say, None), env, timeout, f"build the images of {len(plans)} services")
+        builders = asked.result()
+    if isinstance(built, CommandError):
+        return _one_at_a_time(plan, services, flake=flake, own=own, timeout=timeout, env=env)
+    seconds = time.monotonic() - start
+    path_of = dict(zip(unique, built))
+    sizes = _path_sizes(list(dict.fromkeys(built)), env)
+    results: dict[str, BuildResult | ForgeError] = {}
+    for svc in plans:
+        try:
+            _check_builders(builders, svc, wanted[svc.name])
+            paths = [path_of[i] for i in inst[svc.name]]
+            images = _images(wanted[svc.name], inst[svc.name], paths, sizes, seconds, own(svc.name))
+            cache = push_closure(plan, paths, progress=own(svc.name), env=env)
+        except ForgeError as err:
+            results[svc.name] = err
+            break
+        results[svc.name] = BuildResult(svc.name, svc.image.package, images, seconds, cache)
+    return results
+
+
+def _one_at_a_time(plan: Plan, services: Sequence[str], *, flake: str, own: Callable[[str], Progress],
+                   timeout: float, env: Mapping[str, str] | None) -> dict[str, BuildResult | ForgeError]:
+    results: dict[str, BuildResult | ForgeError] = {}
+    for name in services:
+        try:
+            results[name] = run_build(plan, name, flake=flake, progress=own(name), timeout=timeout, env=env)
+        except ForgeError as err:
+            results[name] = err
+            break
+    return results
+
+
+def _systems(svc: ServicePlan, systems: Sequence[str] | None) -> tuple[str, ...]:
+    """The systems to build ``svc`` for (``systems``, or all of its architectures), checked."""
+    wanted = tuple(systems) if systems else svc.image.architectures
+    unknown = [s for s in wanted if s not in svc.image.architectures]
+    if unknown:
+        raise UsageError(f"service {svc.name!r} is not built for {', '.join(unknown)}",
+                         hint=f"its architectures are {', '.join(svc.image.architectures)} (deploy.yaml services.{svc.name}.architectures)")
+    for s in wanted:
+        arch_of(s)
+    return wanted
+
+
+def _images(wanted: Sequence[str], installables: Sequence[str], paths: Sequence[str],
+            sizes: Mapping[str, tuple[int, int]], seconds: float, say: Progress) -> tuple[BuiltImage, ...]:
     images = tuple(
         BuiltImage(system=s, arch=arch_of(s), installable=inst, store_path=p, kind=image_kind(p),
                    closure_size=sizes.get(p, (0, 0))[0], nar_size=sizes.get(p, (0, 0))[1])
         for s, inst, p in zip(wanted, installables, paths))
     for img in images:
         say(f"built {img.system}: {img.store_path} ({img.kind}, closure {_human(img.closure_size)}) in {seconds:.1f}s")
-    cache = push_closure(plan, paths, progress=say, env=env, live=live) if push_cache else None
-    return BuildResult(svc.name, svc.image.package, images, seconds, cache)
+    return images
 
 
 def _nix_build(installables: Sequence[str], nixlog: NixLog, env: Mapping[str, str] | None, timeout: float,

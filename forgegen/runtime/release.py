@@ -66,7 +66,7 @@ from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime import deploy as deploy_mod
 from forgegen.runtime import federation, gitops, kube, lock, migrate, present, registry, verify
 from forgegen.runtime import stages as kinds
-from forgegen.runtime.build import run_build
+from forgegen.runtime.build import run_builds
 from forgegen.runtime.reports import (
     FailedAt,
     GateResult,
@@ -384,15 +384,13 @@ def _test_all(plan: Plan, stages_: list[Stage], order: list[ServicePlan], report
         return {}
     done = (opts.resume or {}).get("push") or {}
     todo = [svc for svc in order if svc.name not in done]
-    builds: dict[str, Any] = {}
-    for svc in todo:
-        try:
-            builds[svc.name] = run_build(plan, svc.name, flake=flake, progress=_prefixed(say, f"{svc.name}: build: "))
-        except ForgeError as err:
-            _stop(report, stages_, order, where=("build", None, svc.name), err=err, push_done=False,
-                  pushed=set(done), also_not_done=[
-                      StepsRow(environment=None, service=s.name,
-                               steps=[kinds.step_name(lv) for lv, _ in kinds.pre_push_levels(s)]) for s in todo])
+    builds, failed_build = _build_all(plan, todo, flake=flake, say=say, step="build")
+    if failed_build is not None:
+        svc, err = failed_build
+        _stop(report, stages_, order, where=("build", None, svc.name), err=err, push_done=False,
+              pushed=set(done), also_not_done=[
+                  StepsRow(environment=None, service=s.name,
+                           steps=[kinds.step_name(lv) for lv, _ in kinds.pre_push_levels(s)]) for s in todo])
     tests = report.tests if not isinstance(report.tests, Unset) else []
     for i, svc in enumerate(todo):
         entries = kinds.run_tests(svc, source=flake, say=say)
@@ -481,17 +479,13 @@ def _push_all(plan: Plan, stages: list[Stage], order: list[ServicePlan], report:
 def _push_parallel(plan: Plan, todo: list[ServicePlan], pushed: dict[str, Any], *, revision: SourceRevision,
                    flake: str, say: Say, builds: dict[str, Any], concurrency: int) -> dict[str, ForgeError]:
     """Push ``todo``'s images into ``pushed``, at most ``concurrency`` at once; the failures. The
-    images are built first, one after the other: Nix 2.8 evaluating one flake in several processes
-    at once trips over its own evaluation cache ("SQLite database … is busy", then "attribute …
-    unexpectedly missing")."""
+    images not built yet are built first, with one ``nix build`` (:func:`_build_all`)."""
     failures: dict[str, ForgeError] = {}
-    for svc in todo:
-        if svc.name not in builds:
-            try:
-                builds[svc.name] = run_build(plan, svc.name, flake=flake, progress=_prefixed(say, f"{svc.name}: push: "))
-            except ForgeError as err:
-                failures[svc.name] = err
-                return failures
+    more, failed_build = _build_all(plan, [s for s in todo if s.name not in builds], flake=flake, say=say, step="push")
+    builds.update(more)
+    if failed_build is not None:
+        failures[failed_build[0].name] = failed_build[1]
+        return failures
     pending = list(todo)
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="forge-push") as pool:
         running: dict[Future[Any], ServicePlan] = {}
@@ -510,6 +504,21 @@ def _push_parallel(plan: Plan, todo: list[ServicePlan], pushed: dict[str, Any], 
                 except ForgeError as err:
                     failures[svc.name] = err
     return failures
+
+
+def _build_all(plan: Plan, todo: list[ServicePlan], *, flake: str, say: Say,
+               step: str) -> tuple[dict[str, Any], tuple[ServicePlan, ForgeError] | None]:
+    """Build ``todo``'s images with one ``nix build`` (one evaluation; not one process per service:
+    Nix 2.8 evaluating one flake in several processes at once trips over its own evaluation cache,
+    "SQLite database … is busy", then "attribute … unexpectedly missing"). The builds, and the
+    first service whose build failed, with its error."""
+    if not todo:
+        return {}, None
+    results = run_builds(plan, [s.name for s in todo], flake=flake, progress=say,
+                         progress_for=lambda name: _prefixed(say, f"{name}: {step}: "))
+    builds = {name: r for name, r in results.items() if not isinstance(r, ForgeError)}
+    failed = next(((svc, r) for svc in todo if isinstance(r := results.get(svc.name), ForgeError)), None)
+    return builds, failed
 
 
 def _release_stage(plan: Plan, stages: list[Stage], si: int, order: list[ServicePlan], report: ReleaseReport, *,
