@@ -79,6 +79,16 @@ def forge(args: list[str], *, cwd: Path, env: dict[str, str]) -> tuple[float, di
     return wall, json.loads(proc.stdout)
 
 
+def print_steps(steps: dict[str, list[dict]]) -> None:
+    """Each deploy step's median seconds inside the release and in the single deploys, side by side."""
+    names = sorted({k for rows in steps.values() for t in rows for k in t if k.endswith("_seconds")})
+    print(f"\n  per deploy, median seconds: {'step':<24} {'in the release':>15} {'single deploy':>14}")
+    for name in names:
+        cells = [statistics.median(v) if (v := [t[name] for t in steps[kind] if name in t]) else float("nan")
+                 for kind in ("release", "single")]
+        print(f"  {'':<28}{name:<24} {cells[0]:15.3f} {cells[1]:14.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--services", type=int, default=20)
@@ -110,6 +120,7 @@ def main() -> None:
             env["RELEASE_GIT_SHA"] = "abc0000"
             forge(["release", "--yes", "--json", "--concurrency", str(args.concurrency)], cwd=shop.dir, env=env)
             rows = []
+            steps: dict[str, list[dict]] = {"release": [], "single": []}  # each deploy's timings
             for r in range(args.rounds):
                 env["RELEASE_GIT_SHA"] = f"{0xabc0001 + 2 * r:07x}"
                 wall, report = forge(["release", "--yes", "--json", "--concurrency", str(args.concurrency)],
@@ -119,9 +130,11 @@ def main() -> None:
                 singles = []
                 for i in range(args.services):
                     for e, _ in ENVS:
-                        w, _doc = forge(["deploy", "--plan", str(plans / f"svc{i}.json"), f"svc{i}:{e}", "--json"],
-                                        cwd=shop.dir, env=env)
+                        w, doc = forge(["deploy", "--plan", str(plans / f"svc{i}.json"), f"svc{i}:{e}", "--json"],
+                                       cwd=shop.dir, env=env)
                         singles.append(w)
+                        steps["single"].append(doc.get("timings") or {})
+                steps["release"] += [s["deploy"].get("timings") or {} for st in report["stages"] for s in st["services"]]
                 rows.append({"release": wall, "push": report["timings"]["push_seconds"], **stages,
                              "singles": sum(singles), "single_median": statistics.median(singles),
                              "ratio": wall / sum(singles)})
@@ -131,6 +144,7 @@ def main() -> None:
             for key in ("release", "push", "staging", "production", "singles", "single_median", "ratio"):
                 values = [row[key] for row in rows]
                 print(f"  {key:<14} {statistics.median(values):8.3f}   (min {min(values):.3f}, max {max(values):.3f})")
+            print_steps(steps)
             print("\n  release = wall of `forge release` (one process; push of every image once, then each "
                   "environment's services in parallel, and its gate)")
             print("  singles = sum of the walls of one `forge deploy S:E` per service and environment, one after "

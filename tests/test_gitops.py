@@ -116,6 +116,30 @@ def test_deploy_by_digest_renders_tag_and_digest(shop_plan: Plan, gitops_remote:
     assert "digest" not in remote_file(gitops_remote, API)
 
 
+def test_current_states_reads_every_pair_at_one_head_and_names_a_missing_manifest(
+        shop_plan: Plan, gitops_remote: Path, tmp_path: Path) -> None:
+    apply_tag(shop_plan, "api", "staging", tag="amd64-5555555", source_commit="5555555")
+    last = apply_tag(shop_plan, "web", "production", tag="amd64-6666666", digest=DIGEST, source_commit="6666666")
+    pairs = [(s, e) for s in ("api", "web") for e in ("staging", "production")]
+    states = gitops.current_states(shop_plan, pairs)
+    assert list(states) == pairs
+    for pair in pairs:
+        state, head = gitops.current_state(shop_plan, *pair)
+        assert states[pair] == (state, head) and head == last.commit
+    assert states[("web", "production")][0].digest == DIGEST  # type: ignore[index]
+    # someone deletes web's production overlay: that pair says so, the others are still read
+    work = clone(gitops_remote, tmp_path / "other")
+    git("rm", "--quiet", "-r", "clusters/production/web", cwd=work)
+    git("commit", "--quiet", "-m", "remove web from production", cwd=work)
+    git("push", "--quiet", "origin", "main", cwd=work)
+    states = gitops.current_states(shop_plan, pairs)
+    err = states[("web", "production")]
+    assert isinstance(err, GitOpsError) and "no such file" in err.message
+    assert "clusters/production/web/kustomization.yaml" in err.message
+    assert states[("api", "staging")][0].tag == "amd64-5555555"  # type: ignore[index]
+    assert states[("api", "staging")][1] == remote_head(gitops_remote)  # type: ignore[index]
+
+
 def test_dry_run_checks_the_edit_and_leaves_everything_as_it_was(shop_plan: Plan, gitops_remote: Path,
                                                                   tmp_path: Path) -> None:
     head = remote_head(gitops_remote)

@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -265,41 +266,64 @@ def run_status(plan: Plan, service: str | None = None, *, environments: list[str
     """``forge status [S]``: per service and environment, git vs cluster vs Flux. Never raises
     for one unreachable cluster or repository: that row says what went wrong."""
     services = [plan.service(service)] if service else list(plan.services)
-    rows = []
+    pairs = [(svc, target) for svc in services for target in svc.targets
+             if environments is None or target.environment in environments]
     clients: dict[tuple[str | None, str | None], Any] = {}
-    for svc in services:
-        for target in svc.targets:
-            if environments is not None and target.environment not in environments:
-                continue
-            key = (target.kubeconfig, target.kube_context)
+    lock = threading.Lock()
 
-            def connect(key: tuple[str | None, str | None] = key) -> Any:
-                if key not in clients:
-                    clients[key] = kube.client_for(kube.resolve(*key))
-                return clients[key]
+    def connect(target: TargetPlan) -> Any:
+        key = (target.kubeconfig, target.kube_context)
+        with lock:
+            if key not in clients:
+                clients[key] = kube.client_for(kube.resolve(*key))
+            return clients[key]
 
-            rows.append(status_entry(plan, svc, target, connect, cwd=cwd))
-    return StatusReport(project=plan.project, services=rows)
+    return StatusReport(project=plan.project, services=status_rows(plan, pairs, connect, cwd=cwd))
 
 
-def status_entry(plan: Plan, svc: ServicePlan, target: TargetPlan, connect: Callable[[], Any], *,
-                 cwd: str | Path | None = None) -> StatusRow:
-    """One service in one environment: the tag in git, the workload, Flux, and whether they agree.
-    ``connect()`` gives the environment's ApiClient. Problems become ``errors``, never raise."""
-    row = StatusRow(service=svc.name, environment=target.environment, namespace=target.namespace)
-    try:
-        state, head = gitops.current_state(plan, svc.name, target.environment, cwd=cwd)
-        row.git = GitState(tag=state.tag, digest=state.digest, commit=head)
-    except ForgeError as err:
-        row.errors.append(f"git: {err.message}")
-    try:
-        api = connect()
-        row.workload = _workload_status(api, svc, target, row.git)
-        row.flux = flux.flux_status(api, target)
-    except ForgeError as err:
-        row.errors.append(f"cluster: {err.message}")
-    row.judge()
-    return row
+def status_rows(plan: Plan, pairs: list[tuple[ServicePlan, TargetPlan]], connect: Callable[[TargetPlan], Any], *,
+                cwd: str | Path | None = None, workers: int = 8) -> list[StatusRow]:
+    """Each service in each environment: the tag in git, the workload, Flux, and whether they
+    agree; ``connect(target)`` gives the environment's ApiClient. Problems become a row's
+    ``errors``, never raise. Git is read once per GitOps repository (:func:`gitops.current_states`),
+    each Flux object set once, and the clusters ``workers`` requests at a time."""
+    rows = [StatusRow(service=svc.name, environment=target.environment, namespace=target.namespace)
+            for svc, target in pairs]
+    states = gitops.current_states(plan, [(svc.name, target.environment) for svc, target in pairs], cwd=cwd)
+    for row in rows:
+        state = states[(row.service, row.environment)]
+        if isinstance(state, ForgeError):
+            row.errors.append(f"git: {state.message}")
+        else:
+            row.git = GitState(tag=state[0].tag, digest=state[0].digest, commit=state[1])
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="forge-status") as pool:
+        fluxes: dict[tuple[Any, ...], Future[dict[str, Any]]] = {}
+        for _svc, target in pairs:
+            fluxes.setdefault(_flux_key(target), pool.submit(_flux_status, connect, target))
+        workloads = [pool.submit(_workload_of, connect, svc, target, row.git) for (svc, target), row in zip(pairs, rows)]
+        for (_svc, target), row, workload in zip(pairs, rows, workloads):
+            try:
+                row.workload = workload.result()
+                row.flux = dict(fluxes[_flux_key(target)].result())
+            except ForgeError as err:
+                row.errors.append(f"cluster: {err.message}")
+            row.judge()
+    return rows
+
+
+def _flux_key(target: TargetPlan) -> tuple[Any, ...]:
+    """The Flux objects of an environment, and the cluster they are read from."""
+    f = target.flux
+    return (target.kubeconfig, target.kube_context, f.namespace, f.source_kind, f.source_name, tuple(f.kustomizations))
+
+
+def _flux_status(connect: Callable[[TargetPlan], Any], target: TargetPlan) -> dict[str, Any]:
+    return flux.flux_status(connect(target), target)
+
+
+def _workload_of(connect: Callable[[TargetPlan], Any], svc: ServicePlan, target: TargetPlan,
+                 git: GitState | None) -> WorkloadState:
+    return _workload_status(connect(target), svc, target, git)
 
 
 def _workload_status(api: Any, svc: ServicePlan, target: TargetPlan, git: GitState | None) -> WorkloadState:

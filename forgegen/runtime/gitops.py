@@ -59,7 +59,7 @@ from typing import Any
 import yaml
 
 from forgegen import pattern, process, urls, yamlsource
-from forgegen.errors import CommandError, ConfigError, GitOpsError, ToolMissing
+from forgegen.errors import CommandError, ConfigError, ForgeError, GitOpsError, ToolMissing
 from forgegen.plan import Plan, ServicePlan, TargetPlan
 from forgegen.runtime import cache_dir
 from forgegen.runtime.kustomize import (
@@ -367,10 +367,12 @@ class GitOpsRepo:
     def show(self, rev: str, relpath: str) -> str:
         res = self.git("cat-file", "blob", f"{rev}:{relpath}", check=False, what="read a GitOps file")
         if res.returncode != 0:
-            raise GitOpsError(
-                f"cannot read {relpath}: no such file in {self.display} (branch {self.branch})",
-                hint="create the overlay there, or fix gitops.path / gitops.file in deploy.yaml")
+            raise self.no_such_file(relpath)
         return res.stdout
+
+    def no_such_file(self, relpath: str) -> GitOpsError:
+        return GitOpsError(f"cannot read {relpath}: no such file in {self.display} (branch {self.branch})",
+                           hint="create the overlay there, or fix gitops.path / gitops.file in deploy.yaml")
 
     def log_path(self, rev: str, relpath: str, *, skip: int, count: int,
                  follow: bool = False) -> list[tuple[str, str, int, str, str]]:
@@ -713,7 +715,12 @@ def _ledger_repo(plan: Plan, service: str, environment: str, cache: str | Path |
     svc = plan.service(service)
     target = svc.target(environment)
     repo = GitOpsRepo.open(target.gitops.repo, target.gitops.branch, cache=cache, cwd=cwd)
-    return repo, manifest_path(target), svc.image.repository
+    return (repo, *_where(svc, environment))
+
+
+def _where(svc: ServicePlan, environment: str) -> tuple[str, str]:
+    """The service's manifest in the GitOps repository for ``environment``, and its image."""
+    return manifest_path(svc.target(environment)), svc.image.repository
 
 
 def _walk(repo: GitOpsRepo, relpath: str, image: str) -> Iterator[LedgerEntry]:
@@ -794,6 +801,38 @@ def current_state(plan: Plan, service: str, environment: str, *, cache: str | Pa
     with repo.locked():
         head = repo.fetch()
         return read_image(repo.show(head, relpath), image, source=relpath), head
+
+
+def current_states(plan: Plan, pairs: Sequence[tuple[str, str]], *, cache: str | Path | None = None,
+                   cwd: str | Path | None = None) -> dict[tuple[str, str], tuple[ImageState, str] | ForgeError]:
+    """:func:`current_state` of many (service, environment) pairs: one fetch per GitOps repository
+    and branch, and every manifest read at that head in one ``git cat-file``. A pair's problem
+    (its repository cannot be fetched, its manifest is missing or does not name the image) is
+    its entry, not raised."""
+    groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for service, environment in pairs:
+        g = plan.service(service).target(environment).gitops
+        groups.setdefault((g.repo, g.branch), []).append((service, environment))
+    out: dict[tuple[str, str], tuple[ImageState, str] | ForgeError] = {}
+    for members in groups.values():
+        try:
+            repo = _ledger_repo(plan, *members[0], cache, cwd)[0]
+            with repo.locked():
+                head = repo.fetch()
+                where = [_where(plan.service(s), e) for s, e in members]
+                texts = repo.blobs([f"{head}:{relpath}" for relpath, _ in where])
+        except ForgeError as err:
+            out.update((pair, err) for pair in members)
+            continue
+        for pair, (relpath, image), text in zip(members, where, texts):
+            if text is None:
+                out[pair] = repo.no_such_file(relpath)
+                continue
+            try:
+                out[pair] = (read_image(text, image, source=relpath), head)
+            except ForgeError as err:
+                out[pair] = err
+    return out
 
 
 def current_tag(plan: Plan, service: str, environment: str, *, cache: str | Path | None = None,

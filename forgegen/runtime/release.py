@@ -629,10 +629,6 @@ def _own_client(target: TargetPlan) -> Any:
 Accept = Callable[[tuple[str, str]], Callable[[str], Callable[[str], bool]]]
 
 
-def _returning(value: Any) -> Callable[[], Any]:
-    return lambda: value
-
-
 def _prefixed(say: Say, prefix: str) -> Say:
     return lambda message: say(prefix + message)
 
@@ -787,8 +783,8 @@ def _gate(plan: Plan, stage: Stage, clients: Clients, entry_stage: StageEntry, p
     for entry in entry_stage.services:  # a service this release ran, or one the resumed release had done
         doc = entry.to_json()
         checks[doc["service"]] = doc["checks"]
-    for svc, target in stage.pairs:
-        row = deploy_mod.status_entry(plan, svc, target, _returning(clients[_client_key(target)]), cwd=cwd)
+    status = deploy_mod.status_rows(plan, list(stage.pairs), lambda target: clients[_client_key(target)], cwd=cwd)
+    for (svc, _target), row in zip(stage.pairs, status):
         tag = pushed[svc.name].deploy_tag
         if row.git is not None and row.git.tag != tag:
             row.errors.append(f"git: the GitOps repository now deploys {row.git.tag}, not {tag}")
