@@ -567,3 +567,47 @@ def test_deploy_refuses_a_duplicate_key_with_its_location_and_exit_2(tmp_path: P
     assert commit_count(remote) == 1
     # The ledger never reports a tag kustomize would not use: the unreadable commit has none.
     assert [e.tag for e in gitops.history(plan, "api", "staging", cache=tmp_path / "c")] == [None]
+
+
+def test_the_clone_lock_queues_threads_and_times_out_naming_the_lock_file(gitops_remote: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    repo = GitOpsRepo.open(str(gitops_remote), "main", cache=tmp_path / "cache")
+    held, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def hold() -> None:
+        with repo.locked():
+            held.set()
+            release.wait(60)
+            order.append("first")
+
+    first = threading.Thread(target=hold)
+    first.start()
+    assert held.wait(60)
+    with pytest.raises(GitOpsError, match=r"held .*\.lock.* for more than 0\.2s"):  # another thread holds it
+        with repo.locked(timeout=0.2):
+            pass
+    release.set()
+    with repo.locked(timeout=60):  # waits for the first thread, then has it
+        order.append("second")
+    first.join(60)
+    assert order == ["first", "second"]
+    # another process holding the lock file
+    repo.lock_path.parent.mkdir(parents=True, exist_ok=True)
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()", str(repo.lock_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "held\n"
+        with pytest.raises(GitOpsError, match=r"another forge process held .* for more than 0\.2s"):
+            with repo.locked(timeout=0.2):
+                pass
+    finally:
+        assert other.stdin is not None
+        other.stdin.close()
+        other.wait(60)
+    with repo.locked(timeout=60):
+        pass

@@ -50,6 +50,7 @@ import random
 import re
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +79,8 @@ NETWORK_TIMEOUT = 300.0  # clone, fetch, push
 LOCAL_TIMEOUT = 60.0  # every other git command
 RENDER_TIMEOUT = 120.0  # kubectl kustomize
 LOCK_TIMEOUT = 600.0
+_THREAD_LOCKS: dict[str, threading.Lock] = {}  # lock file → the lock its process's threads queue on
+_THREAD_LOCKS_GUARD = threading.Lock()
 BACKOFF_INITIAL = 0.05  # the shortest backoff slot
 BACKOFF_MAX = 10.0
 
@@ -255,11 +258,31 @@ class GitOpsRepo:
 
     @contextlib.contextmanager
     def locked(self, timeout: float = LOCK_TIMEOUT) -> Iterator[GitOpsRepo]:
-        """Exclusive use of the cached clone by this process/thread (``flock`` on a lock file)."""
+        """Exclusive use of the cached clone by this process/thread (``flock`` on a lock file).
+
+        The threads of one process (a release's parallel deploys) queue on a lock of the process
+        first, so the next one starts as soon as the last is done instead of polling the file."""
+        deadline = time.monotonic() + timeout
+        with _THREAD_LOCKS_GUARD:
+            in_process = _THREAD_LOCKS.setdefault(str(self.lock_path), threading.Lock())
+        if not in_process.acquire(timeout=timeout):
+            raise self._lock_timeout(timeout)
+        try:
+            with self._file_locked(deadline, timeout):
+                yield self
+        finally:
+            in_process.release()
+
+    def _lock_timeout(self, timeout: float) -> GitOpsError:
+        return GitOpsError(f"cannot use the cached clone of {self.display}: another forge process held "
+                           f"{self.lock_path} for more than {timeout:g}s",
+                           hint="wait for the other deploy to finish; if none runs, delete the lock file")
+
+    @contextlib.contextmanager
+    def _file_locked(self, deadline: float, timeout: float) -> Iterator[None]:
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            deadline = time.monotonic() + timeout
             waited = False
             while True:
                 try:
@@ -267,15 +290,12 @@ class GitOpsRepo:
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        raise GitOpsError(
-                            f"cannot use the cached clone of {self.display}: another forge process held "
-                            f"{self.lock_path} for more than {timeout:g}s",
-                            hint="wait for the other deploy to finish; if none runs, delete the lock file") from None
+                        raise self._lock_timeout(timeout) from None
                     if not waited:
                         log.info("waiting for another forge process using %s", self.workdir)
                         waited = True
                     time.sleep(0.02 + random.random() * 0.03)
-            yield self
+            yield
         finally:
             os.close(fd)  # releases the lock
 
