@@ -151,7 +151,7 @@ def test_an_api_that_goes_away_mid_migration_fails_it_without_waiting_for_the_ti
     def run() -> None:
         try:
             outcome.append(run_migration(api, service="api", migration=migration(timeout=3600), namespace="default",
-                                         image=IMAGE, tag=TAG))
+                                         image=IMAGE, tag=TAG, api_lost_after=3))
         except Exception as err:  # noqa: BLE001 - the test inspects it
             outcome.append(err)
 
@@ -165,4 +165,4 @@ def test_an_api_that_goes_away_mid_migration_fails_it_without_waiting_for_the_ti
     worker.join(300)  # a generous bound: before the fix it waited for the migration's hour
     assert outcome, "run_migration did not return after the API went away"
     assert isinstance(outcome[0], MigrationFailed), outcome
-    assert "Kubernetes API" in str(outcome[0])
+    assert "Kubernetes API" in str(outcome[0]) and "connection errors for 3s" in str(outcome[0])

@@ -164,11 +164,13 @@ class MigrationResult:
 
 
 def run_migration(api: Any, *, service: str, migration: MigrationPlan, namespace: str, image: str, tag: str,
-                  progress: Callable[[str], None] | None = None, watch_seconds: int = 60) -> MigrationResult:
+                  progress: Callable[[str], None] | None = None, watch_seconds: int = 60,
+                  api_lost_after: float = API_LOST_AFTER) -> MigrationResult:
     """Run one migration Job (or find it already done) and wait for its verdict.
 
     Returns a :class:`MigrationResult` for success, failure and timeout; raises
-    :class:`MigrationFailed` only when the Job cannot be created or watched at all.
+    :class:`MigrationFailed` only when the Job cannot be created or watched at all, or when
+    the API answered nothing but connection errors for ``api_lost_after`` seconds.
     """
     import urllib3
 
@@ -207,7 +209,7 @@ def run_migration(api: Any, *, service: str, migration: MigrationPlan, namespace
         raise MigrationFailed(f"cannot create the migration Job {where}: the Kubernetes API does not answer "
                               f"({type(err).__name__})", hint=_API_HINT) from err
     uid = job["metadata"]["uid"]
-    verdict = _watch(batch, core, name, namespace, uid, migration.timeout, say, watch_seconds)
+    verdict = _watch(batch, core, name, namespace, uid, migration.timeout, say, watch_seconds, api_lost_after)
     if verdict.state in ("failed", "succeeded") and verdict.exit_code is None and verdict.reason != "Timeout":
         verdict = _with_pod_evidence(core, namespace, uid, verdict)
     result.elapsed = time.monotonic() - t0
@@ -297,7 +299,7 @@ class _JobWatch:
 
 
 def _watch(batch: Any, core: Any, name: str, namespace: str, uid: str, timeout: float,
-           say: Callable[[str], None], watch_seconds: int) -> Verdict:
+           say: Callable[[str], None], watch_seconds: int, api_lost_after: float) -> Verdict:
     where = f"{namespace}/Job/{name}"
     seen = _JobWatch(uid)
     last_message = ""
@@ -305,10 +307,10 @@ def _watch(batch: Any, core: Any, name: str, namespace: str, uid: str, timeout: 
 
     def judge() -> Verdict | None:
         nonlocal last_message
-        if streams.trouble_since is not None and time.monotonic() - streams.trouble_since > API_LOST_AFTER:
+        if streams.trouble_since is not None and time.monotonic() - streams.trouble_since > api_lost_after:
             raise MigrationFailed(
                 f"lost the Kubernetes API while watching the migration Job {where}: nothing but "
-                f"connection errors for {API_LOST_AFTER:g}s ({streams.trouble})", hint=_API_HINT)
+                f"connection errors for {api_lost_after:g}s ({streams.trouble})", hint=_API_HINT)
         if streams.listed("job") and seen.job is None:
             return Verdict("failed", "JobDeleted", f"the Job {where} was deleted while it ran")
         if not streams.listed("job", "pods"):
@@ -330,9 +332,9 @@ def _watch(batch: Any, core: Any, name: str, namespace: str, uid: str, timeout: 
     with Streams(watch_seconds) as streams:
         streams.open("job", batch.list_namespaced_job, namespace=namespace, field_selector=f"metadata.name={name}")
         streams.open("pods", core.list_namespaced_pod, namespace=namespace, label_selector=f"controller-uid={uid}")
-        # judge again at least every API_LOST_AFTER seconds, so a lost API is noticed
+        # judge again at least every api_lost_after seconds, so a lost API is noticed
         verdict = watch_until(streams, seen, judge, lambda: end, on_fatal=fatal,
-                              wake=lambda: time.monotonic() + API_LOST_AFTER)
+                              wake=lambda: time.monotonic() + api_lost_after)
     if verdict is not None:
         return verdict
     current = assess(seen.job, seen.pods.values())
