@@ -52,8 +52,7 @@ def source(revision: str | None = None, *, handled: str | None = None, ready: st
 
 def ks(name: str = "apps", applied: str | None = None, *, attempted: str | None = None, handled: str | None = None,
        ready: str = "True", reason: str = "ReconciliationSucceeded", message: str = "Applied revision",
-       generation: int = 1, observed: int = 1, source_name: str = "gitops", suspend: bool = False,
-       requested: str | None = None) -> dict:
+       generation: int = 1, observed: int = 1, source_name: str = "gitops", suspend: bool = False) -> dict:
     st: dict[str, Any] = {"observedGeneration": observed, "conditions": [cond("Ready", ready, reason, message)]}
     if applied:
         st["lastAppliedRevision"] = applied
@@ -63,10 +62,8 @@ def ks(name: str = "apps", applied: str | None = None, *, attempted: str | None 
     spec: dict[str, Any] = {"path": "./apps", "sourceRef": {"kind": "GitRepository", "name": source_name}}
     if suspend:
         spec["suspend"] = True
-    meta: dict[str, Any] = {"name": name, "namespace": NS, "generation": generation, "resourceVersion": "11"}
-    if requested:
-        meta["annotations"] = {"reconcile.fluxcd.io/requestedAt": requested}
-    return {"metadata": meta, "spec": spec, "status": st}
+    return {"metadata": {"name": name, "namespace": NS, "generation": generation, "resourceVersion": "11"},
+            "spec": spec, "status": st}
 
 
 def expect(*, ktoken: str | None = KTOKEN, names: tuple[str, ...] = ("apps",), accept: Any = None) -> Expectation:
@@ -245,29 +242,3 @@ def test_object_status_and_result_json() -> None:
                           kustomizations=(st,), source_after=0.01234, applied_after=0.1, elapsed=0.1).to_json()
     assert doc["revision"] == R_OURS and doc["timings"]["source_seconds"] == 0.012
     assert doc["kustomizations"][0]["name"] == "apps"
-
-
-OLDER_KTOKEN = "2025-01-02T03:04:05.000000001Z"  # another deploy's, made before ours (KTOKEN)
-
-
-def test_assess_asks_again_when_an_older_request_replaced_ours_and_was_handled() -> None:
-    """Two deploys annotate at once and the older token lands last: it replaces ours, Flux handles
-    it, and nothing would ever handle ours (seen as a 300 s wait in the release benchmark)."""
-    lost = ks(applied=R_OURS, handled=OLDER_KTOKEN, requested=OLDER_KTOKEN)
-    v = assess(snap(source(R_OURS, handled=STOKEN), lost), expect())
-    assert v.state == "waiting" and v.request == "kustomizations"
-    assert "lost our reconcile request" in v.unmet[0]
-
-
-def test_assess_waits_without_asking_while_our_request_or_a_later_one_is_pending() -> None:
-    for requested in (KTOKEN, "2025-01-02T03:04:06Z"):  # ours, or a later one that covers it, not handled yet
-        pending = ks(applied=R_OLD, handled=OLDER_KTOKEN, requested=requested)
-        v = assess(snap(source(R_OURS, handled=STOKEN), pending), expect())
-        assert v.state == "waiting" and v.request is None, requested
-    # the older request replaced ours but is not handled yet: wait for it, then ask again
-    v = assess(snap(source(R_OURS, handled=STOKEN), ks(applied=R_OLD, handled="2025-01-01T00:00:00Z",
-                                                       requested=OLDER_KTOKEN)), expect())
-    assert v.state == "waiting" and v.request is None
-    # handled ours: done
-    v = assess(snap(source(R_OURS, handled=STOKEN), ks(applied=R_OURS, handled=KTOKEN, requested=KTOKEN)), expect())
-    assert v.state == "done"

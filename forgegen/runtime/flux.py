@@ -233,7 +233,6 @@ class ObjectStatus:
     observed_generation: int | None = None
     suspended: bool = False
     reconciling: str | None = None  # the Reconciling condition's message, while True
-    requested: str | None = None  # the reconcile request the object carries now (its requestedAt annotation)
 
     @property
     def where(self) -> str:
@@ -287,8 +286,7 @@ def object_status(kind: str, namespace: str, name: str, obj: FluxObject | None) 
         message=ready.get("message") if ready else None, revision=revision, attempted_revision=attempted,
         last_handled=st.get("lastHandledReconcileAt") or None, generation=meta.get("generation"),
         observed_generation=st.get("observedGeneration"), suspended=bool(spec.get("suspend")),
-        reconciling=reconciling.get("message") if reconciling and reconciling.get("status") == "True" else None,
-        requested=(meta.get("annotations") or {}).get(REQUESTED_AT) or None)
+        reconciling=reconciling.get("message") if reconciling and reconciling.get("status") == "True" else None)
 
 
 def _condition(status: FluxStatus, type_: str) -> Condition | None:
@@ -412,11 +410,6 @@ def _kustomizations_verdict(exp: Expectation, v: _Verdicts) -> Verdict:
         handled = handled_token(ks.last_handled, exp.kustomization_token)
         if handled and ks.observed and ks.ready == "True" and exp.ours(ks.revision):
             continue
-        if not handled and _overwritten(ks, exp.kustomization_token):
-            return verdict("waiting", f"Kustomization {ns}/{ks.name}: an older reconcile request, written after "
-                           "ours, replaced it and was handled: asking again", source_ours=True,
-                           request="kustomizations", unmet=(f"Kustomization {ns}/{ks.name} lost our reconcile "
-                                                            f"request {exp.kustomization_token}",))
         if (handled and ks.observed and ks.ready == "False" and (ks.reason or "") not in TRANSIENT_REASONS
                 and (exp.ours(ks.attempted_revision) or (ks.reason or "") in PRE_ATTEMPT_REASONS)):
             rev = ks.attempted_revision if exp.ours(ks.attempted_revision) else src.revision
@@ -441,13 +434,6 @@ def _kustomizations_verdict(exp: Expectation, v: _Verdicts) -> Verdict:
     names = ", ".join(k.name for k in kss)
     return verdict("done", f"Kustomization{'s' if len(kss) > 1 else ''} {names} applied revision {kss[0].revision}",
                    source_ours=True)
-
-
-def _overwritten(ks: ObjectStatus, ours: str) -> bool:
-    """Our reconcile request is gone: two deploys annotated at once and the older token landed
-    last (it replaced ours), and Flux has handled it, so no reconcile will answer ours."""
-    return bool(ks.requested and ks.last_handled and not handled_token(ks.requested, ours)
-                and handled_token(ks.last_handled, ks.requested))
 
 
 def _pinned_elsewhere(ref: Mapping[str, Any], branch: str) -> str | None:
