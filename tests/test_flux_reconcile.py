@@ -11,13 +11,26 @@ shown by the outcome (``failed``, not ``timeout``) under a generous deadline.
 from __future__ import annotations
 
 import concurrent.futures
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from forgegen.errors import ReconcileError
 from forgegen.plan import FluxPlan, GitOpsPlan, PromotionPlan, TargetPlan
-from forgegen.runtime.flux import REQUESTED_AT, flux_status, reconcile
+from forgegen.runtime import kubeapi
+from forgegen.runtime.flux import (
+    KUSTOMIZATION,
+    REQUESTED_AT,
+    ReconcileResult,
+    _Requester,
+    flux_status,
+    reconcile,
+    request_token,
+    token_ns,
+)
+from forgegen.runtime.kube import api_client
 from tests.fixtures.flux import Flux, GitRemote
 from tests.fixtures.kube import Kube, wait_until
 
@@ -282,7 +295,8 @@ def test_reconcile_watches_instead_of_polling(kube: Kube, flux: Flux, flux_remot
     before = len(kube.standin.requests())
     reconcile(kube.api(), flux.plan(timeout=SAFETY), commit=sha, branch="main")
     made = [(m, p) for _, m, p, _ in kube.standin.requests()[before:]]
-    assert len(made) <= 8, made  # get ks, patch source, list+watch x2, patch ks (+ slack for a resumed watch)
+    # get ks, get + patch source, list+watch x2, patch ks (+ slack for a resumed watch)
+    assert len(made) <= 9, made
     assert sum(1 for m, _ in made if m == "PATCH") == 2
 
 
@@ -326,3 +340,71 @@ def test_install_returns_only_when_nothing_more_is_queued(kube: Kube, flux: Flux
     keys = [("GitRepository", flux.namespace, "gitops"), ("Kustomization", flux.namespace, "apps"),
             ("Kustomization", flux.namespace, "more")]
     assert kube.standin.call(lambda: flux.sim.settled(keys))
+
+
+# -- two deploys asking at once ---------------------------------------------------------------
+
+
+@pytest.fixture(params=["standin", pytest.param("real", marks=pytest.mark.realplane)])
+def apps_kustomization(request: pytest.FixtureRequest) -> Iterator[tuple[Any, str]]:
+    """A Kustomization ``apps`` to annotate, and the client: on the stand-in (nothing else writes
+    it), or on the real control plane (the real kustomize-controller updates its status too)."""
+    obj = {"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "apps"},
+           "spec": {"interval": "10m", "path": "./apps", "prune": False,
+                    "sourceRef": {"kind": "GitRepository", "name": "gitops"}}}
+    if request.param == "standin":
+        kube = request.getfixturevalue("kube")
+        kube.standin.create("kustomizations", {**obj, "metadata": {"name": "apps", "namespace": "flux-system"}})
+        yield kubeapi.CustomObjectsApi(kube.api()), "flux-system"
+        return
+    from tests.fixtures.controlplane import namespace_for
+
+    plane = request.getfixturevalue("control_plane")
+    ns = plane.create_namespace(namespace_for(request.node.nodeid))
+    plane.apply({**obj, "metadata": {"name": "apps", "namespace": ns}})
+    yield kubeapi.CustomObjectsApi(api_client(str(plane.kubeconfig))), ns
+
+
+def requester(co: Any, namespace: str) -> tuple[_Requester, ReconcileResult]:
+    plan = FluxPlan(namespace=namespace, source_kind="GitRepository", source_name="gitops", kustomizations=("apps",),
+                    timeout=5)
+    result = ReconcileResult("timeout", "", "a" * 40, "main")
+    return _Requester(co, plan, result, time.monotonic(), lambda _: None), result
+
+
+def annotation(co: Any, namespace: str) -> str:
+    group, version, plural = KUSTOMIZATION
+    return co.get_namespaced_custom_object(group, version, namespace, plural, "apps")["metadata"]["annotations"][
+        REQUESTED_AT]
+
+
+def test_a_request_written_over_a_later_one_is_refused_and_written_later_still(
+        apps_kustomization: tuple[Any, str]) -> None:
+    """Deploys A and B annotate at once: A made its token and read the object, B wrote its later
+    token, then A writes. A blind write would leave A's older token on top: Flux would handle it
+    and B would wait out its whole flux.timeout for a reconcile nobody answers. A's write carries
+    the resourceVersion it read, so it is refused (409); A reads again and writes a later token."""
+    co, ns = apps_kustomization
+    group, version, plural = KUSTOMIZATION
+    a_token = request_token()
+    seen_by_a = co.get_namespaced_custom_object(group, version, ns, plural, "apps")
+    b, _ = requester(co, ns)
+    b_token = b.annotate("Kustomization", KUSTOMIZATION, "apps", request_token(), seen_by_a)
+    a, a_result = requester(co, ns)
+    written = a.annotate("Kustomization", KUSTOMIZATION, "apps", a_token, seen_by_a)
+    assert annotation(co, ns) == written
+    assert token_ns(written) > token_ns(b_token) > token_ns(a_token)  # type: ignore[operator]
+    assert [q["token"] for q in a_result.requests] == [written]
+
+
+def test_a_token_from_a_clock_ahead_of_ours_is_answered_with_a_later_one(
+        apps_kustomization: tuple[Any, str]) -> None:
+    """Another deployer's clock runs an hour ahead: its pending token is later than any we would
+    make. Ours must not go under it (that deployer would never see its request handled)."""
+    co, ns = apps_kustomization
+    ahead = request_token(time.time_ns() + 3600 * 10**9)
+    other, _ = requester(co, ns)
+    assert other.annotate("Kustomization", KUSTOMIZATION, "apps", ahead) == ahead
+    ours, _ = requester(co, ns)
+    written = ours.annotate("Kustomization", KUSTOMIZATION, "apps", request_token())
+    assert annotation(co, ns) == written and token_ns(written) > token_ns(ahead)  # type: ignore[operator]

@@ -29,6 +29,11 @@ success on the previous commit. Forge waits for *our* commit:
    itself retries shortly (``DependencyNotReady``, ``HealthCheckCanceled``): those are waited
    on and named if the deadline passes.
 
+Every request is written with the ``resourceVersion`` it read and a token later than the one the
+object carries, so two deploys annotating one object at once never leave the older token last
+(Flux would handle it, and nothing the newer one): the second write gets 409, reads, and writes
+a later token. ``lastHandledReconcileAt`` at or after our token then means ours was covered.
+
 Failures raise :class:`~forgegen.errors.ReconcileError` (four-part messages); the error carries
 the partial :class:`ReconcileResult` as ``err.result`` for the JSON report.
 The API is reached through :mod:`forgegen.runtime.kubeapi` (imported inside functions); objects
@@ -71,6 +76,7 @@ TRANSIENT_REASONS = frozenset({"DependencyNotReady", "HealthCheckCanceled", "Pro
 # Ready=False reasons set before ``lastAttemptedRevision`` is updated (fetching the artifact).
 PRE_ATTEMPT_REASONS = frozenset({"ArtifactFailed", "AccessDenied", "InvalidCELExpression"})
 REQUEST_BACKOFF = (0.25, 4.0)  # re-request of a source that fetched an older commit: first, cap
+CONFLICT_ATTEMPTS = 10  # writes of one reconcile request that met a concurrent write (409), each after a fresh read
 
 VerdictState = Literal["waiting", "done", "failed"]
 
@@ -83,16 +89,16 @@ _token_lock = threading.Lock()
 _last_token_ns = 0
 
 
-def request_token(now_ns: int | None = None) -> str:
+def request_token(now_ns: int | None = None, *, after_ns: int = 0) -> str:
     """A unique reconcile-request token: the time in RFC 3339 with nanoseconds (Flux CLI style).
 
     Tokens from the clock are unique within the process even when the clock repeats or steps
-    back; ``now_ns`` formats a given time as is.
+    back, and later than ``after_ns``; ``now_ns`` formats a given time as is.
     """
     global _last_token_ns
     if now_ns is None:
         with _token_lock:
-            now_ns = _last_token_ns = max(time.time_ns(), _last_token_ns + 1)
+            now_ns = _last_token_ns = max(time.time_ns(), _last_token_ns + 1, after_ns + 1)
     ns = now_ns
     secs, frac = divmod(ns, 1_000_000_000)
     base = datetime.fromtimestamp(secs, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
@@ -607,42 +613,70 @@ class _Requester:
         times = [t for t in (self.next_source if request == "source" else None, self.retry_at) if t is not None]
         return min(times) if times else None
 
-    def source(self, exp: Expectation) -> Expectation:
-        token = request_token()
-        self.annotate(self.flux.source_kind, SOURCE_TYPES[self.flux.source_kind], self.flux.source_name, token)
+    def source(self, exp: Expectation, known: FluxObject | None = None) -> Expectation:
+        token = self.annotate(self.flux.source_kind, SOURCE_TYPES[self.flux.source_kind], self.flux.source_name,
+                              request_token(), known)
         self.result.token = token
         return replace(exp, source_token=token)
 
-    def resend_source(self, exp: Expectation) -> Expectation:
-        exp = self.source(exp)
+    def resend_source(self, exp: Expectation, known: FluxObject | None) -> Expectation:
+        exp = self.source(exp, known)
         self.retry_at = None
         self.next_source = time.monotonic() + self.backoff
         self.backoff = min(self.backoff * 2, REQUEST_BACKOFF[1])
         return exp
 
-    def kustomizations(self, exp: Expectation) -> Expectation:
-        token = request_token()
+    def kustomizations(self, exp: Expectation, known: Mapping[str, FluxObject]) -> Expectation:
+        first = request_token()
+        written = []
         for name in self.flux.kustomizations:
             self.say(f"annotating Kustomization {name} in {self.flux.namespace} namespace")
-            self.annotate("Kustomization", KUSTOMIZATION, name, token)
+            written.append(self.annotate("Kustomization", KUSTOMIZATION, name, first, known.get(name)))
+        # One was already asked later than our first token: its later token is what it must handle,
+        # and any request handled at or after the earliest one we wrote came after our commit was fetched.
+        token = min(written, key=lambda t: token_ns(t) or 0)
         self.result.token, self.retry_at = token, None
         return replace(exp, kustomization_token=token)
 
-    def annotate(self, kind: str, gvp: tuple[str, str, str], name: str, token: str) -> None:
+    def annotate(self, kind: str, gvp: tuple[str, str, str], name: str, token: str,
+                 known: FluxObject | None = None) -> str:
+        """Write a reconcile request to one object (``known``: as last seen); returns the token written.
+
+        A token is a time taken before its write, so two deploys annotating one object at once could
+        land out of order, the older token last: Flux would handle that one, and nothing would ever
+        handle the newer (its deploy would wait out ``flux.timeout``). So the write carries the
+        ``resourceVersion`` it read, a concurrent write fails it (409) and we read again, and a
+        token the object carries that is not older than ours is answered with a later one.
+        """
         from forgegen.runtime.kubeapi import ApiException
 
         (group, version, plural), ns = gvp, self.flux.namespace
-        body = {"metadata": {"annotations": {REQUESTED_AT: token}}}
-        try:
-            self.co.patch_namespaced_custom_object(group, version, ns, plural, name, body,
-                                                   _content_type="application/merge-patch+json",
-                                                   _request_timeout=(5, 15))
-        except ApiException as err:
-            if err.status == 404:
-                raise _fail(_not_found(kind, group, version, ns, name, err), self.result, self.t0) from err
-            raise
+        obj = known
+        for attempt in range(CONFLICT_ATTEMPTS):
+            try:
+                if obj is None:
+                    obj = self.co.get_namespaced_custom_object(group, version, ns, plural, name,
+                                                               _request_timeout=(5, 15))
+                meta: ObjectMeta = obj.get("metadata") or {}
+                theirs = token_ns((meta.get("annotations") or {}).get(REQUESTED_AT))
+                if theirs is not None and theirs >= (token_ns(token) or 0):
+                    token = request_token(after_ns=theirs)
+                body: dict[str, Any] = {"metadata": {"annotations": {REQUESTED_AT: token}}}
+                if meta.get("resourceVersion"):
+                    body["metadata"]["resourceVersion"] = meta["resourceVersion"]
+                self.co.patch_namespaced_custom_object(group, version, ns, plural, name, body,
+                                                       _content_type="application/merge-patch+json",
+                                                       _request_timeout=(5, 15))
+                break
+            except ApiException as err:
+                if err.status == 404:
+                    raise _fail(_not_found(kind, group, version, ns, name, err), self.result, self.t0) from err
+                if err.status != 409 or attempt == CONFLICT_ATTEMPTS - 1:
+                    raise
+                obj = None  # written meanwhile (another deploy, Flux's status): read it again
         self.result.requests.append({"object": f"{ns}/{kind}/{name}", "token": token,
                                      "at_seconds": round(time.monotonic() - self.t0, 3)})
+        return token
 
 
 class _Reconcile:
@@ -739,9 +773,9 @@ class _Reconcile:
             return False
         try:
             if verdict.request == "kustomizations":
-                self.exp = self.requests.kustomizations(self.exp)
+                self.exp = self.requests.kustomizations(self.exp, self.snap.kustomizations)
             else:
-                self.exp = self.requests.resend_source(self.exp)
+                self.exp = self.requests.resend_source(self.exp, self.snap.source)
             return True
         except ReconcileError:
             raise
