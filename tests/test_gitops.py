@@ -11,6 +11,7 @@ import os
 import shutil
 import stat
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -437,13 +438,17 @@ def test_ten_concurrent_deploys_all_land(machines: str, tmp_path: Path) -> None:
         for i in range(10)])
     errors = [r for r in results if isinstance(r, BaseException)]
     assert not errors, errors
-    assert commit_count(remote) == 11
     history = set(git("rev-list", "main", cwd=remote).split())
+    files: dict[str, list[str]] = {}
     for i, r in enumerate(results):
         assert isinstance(r, GitOpsResult) and r.changed and r.commit in history
         assert f"newTag: amd64-a{i:06d}" in remote_file(remote, f"clusters/staging/svc{i}/kustomization.yaml")
-        assert git("show", "--format=", "--name-only", r.commit, cwd=remote).split() == \
-            [f"clusters/staging/svc{i}/kustomization.yaml"]
+        files[r.commit] = git("show", "--format=", "--name-only", r.commit, cwd=remote).split()
+        assert f"clusters/staging/svc{i}/kustomization.yaml" in files[r.commit]
+    # on ten machines, a commit each; in one process, deploys waiting for the clone share commits
+    assert commit_count(remote) == 1 + len(files) == (11 if machines == "ten-machines" else commit_count(remote))
+    assert sorted(f for fs in files.values() for f in fs) == sorted(
+        f"clusters/staging/svc{i}/kustomization.yaml" for i in range(10))  # each file in exactly one commit
 
 
 @pytest.mark.parametrize("same_tag", [False, True])
@@ -611,3 +616,65 @@ def test_the_clone_lock_queues_threads_and_times_out_naming_the_lock_file(gitops
         other.wait(60)
     with repo.locked(timeout=60):
         pass
+
+
+def _queued(repo: GitOpsRepo, count: int) -> None:
+    """Wait until ``count`` deploys of this process wait for ``repo``'s clone."""
+    deadline = time.monotonic() + 60
+    while len(gitops._QUEUES.get(str(repo.lock_path), [])) < count:
+        assert time.monotonic() < deadline, "the deploys never queued for the clone"
+        time.sleep(0.01)
+
+
+def test_deploys_waiting_for_the_clone_in_one_process_share_one_commit(shop_plan: Plan, gitops_remote: Path,
+                                                                        tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    repo = GitOpsRepo.open(str(gitops_remote), "main", cache=cache)
+    pairs = [("api", "staging"), ("web", "staging"), ("api", "production")]
+    head = remote_head(gitops_remote)
+    with repo.locked():  # someone has the clone: the three deploys queue behind it
+        threads = [(lambda s=s, e=e: apply_tag(shop_plan, s, e, tag="amd64-7777777", source_commit="7777777",
+                                               cache=cache)) for s, e in pairs]
+        results: list[GitOpsResult | BaseException] = []
+        runner = threading.Thread(target=lambda: results.extend(run_threads(threads)))
+        runner.start()
+        _queued(repo, len(pairs))
+    runner.join(120)
+    assert all(isinstance(r, GitOpsResult) for r in results), results
+    done = [r for r in results if isinstance(r, GitOpsResult)]
+    assert commit_count(gitops_remote) == 2 and remote_head(gitops_remote) == done[0].commit  # one commit
+    assert all(r.changed and r.commit == done[0].commit == r.revision for r in done)
+    files = git("show", "--format=", "--name-only", "main", cwd=gitops_remote).split()
+    assert sorted(files) == sorted(f"clusters/{e}/{s}/kustomization.yaml" for s, e in pairs)
+    message = git("log", "-1", "--format=%B", cwd=gitops_remote)
+    for s, e in pairs:  # every deploy's own message is in it, and the subject names them all
+        assert f"deploy({s}): {e} → amd64-7777777" in message.splitlines()[0]
+        assert any(r.message.strip() in message for r in done if (r.service, r.environment) == (s, e))
+        assert "newTag: amd64-7777777" in remote_file(gitops_remote, f"clusters/{e}/{s}/kustomization.yaml")
+    assert git("rev-list", "--count", f"{head}..main", cwd=gitops_remote).strip() == "1"
+
+
+def test_a_failing_deploy_leaves_the_shared_commit_and_fails_alone(shop_plan: Plan, gitops_remote: Path,
+                                                                   tmp_path: Path) -> None:
+    work = clone(gitops_remote, tmp_path / "other")
+    git("rm", "--quiet", "-r", "clusters/production/web", cwd=work)
+    git("commit", "--quiet", "-m", "remove web from production", cwd=work)
+    git("push", "--quiet", "origin", "main", cwd=work)
+    cache = tmp_path / "cache"
+    repo = GitOpsRepo.open(str(gitops_remote), "main", cache=cache)
+    pairs = [("api", "staging"), ("web", "production"), ("web", "staging"), ("api", "production")]
+    with repo.locked():
+        threads = [(lambda s=s, e=e: apply_tag(shop_plan, s, e, tag="amd64-8888888", source_commit="8888888",
+                                               cache=cache)) for s, e in pairs]
+        results: list[GitOpsResult | BaseException] = []
+        runner = threading.Thread(target=lambda: results.extend(run_threads(threads)))
+        runner.start()
+        _queued(repo, len(pairs))
+    runner.join(120)
+    failed = results[1]
+    assert isinstance(failed, GitOpsError) and "clusters/production/web/kustomization.yaml" in failed.message
+    done = [r for r in results if isinstance(r, GitOpsResult)]
+    assert len(done) == 3 and len({r.commit for r in done}) == 1 and done[0].commit == remote_head(gitops_remote)
+    files = git("show", "--format=", "--name-only", "main", cwd=gitops_remote).split()
+    assert sorted(files) == sorted(f"clusters/{e}/{s}/kustomization.yaml" for s, e in pairs if s != "web" or e != "production")
+    assert git("status", "--porcelain", cwd=repo.workdir) == ""

@@ -14,7 +14,11 @@ Either way Forge works in its own clone, cached per remote URL under
 that branch, incrementally, and resets the clone to it, so local state never leaks from one run
 into the next. Credentials are git's own (credential helpers, SSH agent, ``~/.netrc``); git is
 never allowed to prompt. One process at a time works in a cached clone (a lock file next to it);
-deploys from other machines, or with other caches, race at the remote, and that is handled:
+deploys from other machines, or with other caches, race at the remote, and that is handled.
+Threads of one process (a release's parallel deploys) queue for the clone, and whoever has it
+commits every edit waiting for the same branch in one commit (each edited and checked as below;
+one that fails leaves the batch and fails alone), so one Flux reconcile applies them all.
+
 
 **A deploy** (:func:`apply_tag`), for one service and environment:
 
@@ -459,6 +463,38 @@ def commit_message(plan: Plan, service: ServicePlan, target: TargetPlan, *, tag:
         "cluster": target.cluster, "tag": tag or digest or "", "image": ref, "source_commit": source_commit})
 
 
+@dataclass(eq=False)  # compared by identity: two calls can ask for the same thing
+class _Edit:
+    """One :func:`apply_tag` call: what to write where, and (once a lock holder ran it) its outcome."""
+
+    service: ServicePlan
+    target: TargetPlan
+    relpath: str
+    tag: str | None
+    digest: str | None
+    message: str
+    dry_run: bool
+    result: GitOpsResult | None = None
+    error: BaseException | None = None
+    checked: tuple[str, str] | None = None  # (base commit, edited text) that kubectl kustomize accepted
+    inputs: tuple[str, ...] | None = None
+    rendered: str | None = None
+    before: ImageState | None = None  # what the manifest deployed before the edit
+    matches: tuple[Match, ...] = ()
+
+    @property
+    def image(self) -> str:
+        return self.service.image.repository
+
+    @property
+    def branch(self) -> str:
+        return self.target.gitops.branch
+
+
+_QUEUES: dict[str, list[_Edit]] = {}  # lock file → the edits this process's threads wait to commit
+_QUEUES_GUARD = threading.Lock()
+
+
 def apply_tag(plan: Plan, service: str, environment: str, *, tag: str | None, digest: str | None = None,
               source_commit: str, dry_run: bool = False, cache: str | Path | None = None,
               cwd: str | Path | None = None) -> GitOpsResult:
@@ -468,75 +504,163 @@ def apply_tag(plan: Plan, service: str, environment: str, *, tag: str | None, di
     docstring). With ``dry_run`` the edit is made and checked in the cached clone, then undone:
     nothing is committed or pushed. ``cache`` overrides the cache directory (one per machine in
     real use; tests give each simulated machine its own).
+
+    Threads of one process deploying to the same repository and branch at once (a release)
+    share a commit: whoever holds the clone commits every edit waiting for it, each checked on
+    its own, so one Flux reconcile applies them all. An edit that fails is taken out of the
+    batch and fails alone.
     """
     _check_reference(service, environment, tag, digest)
     svc = plan.service(service)
     target = svc.target(environment)
-    g = target.gitops
-    relpath = manifest_path(target)
-    image = svc.image.repository
-    message = commit_message(plan, svc, target, tag=tag, digest=digest, source_commit=source_commit)
-    repo = GitOpsRepo.open(g.repo, g.branch, cache=cache, cwd=cwd)
-    timings: dict[str, float] = {}
+    edit = _Edit(svc, target, manifest_path(target), tag, digest,
+                 commit_message(plan, svc, target, tag=tag, digest=digest, source_commit=source_commit), dry_run)
+    repo = GitOpsRepo.open(target.gitops.repo, target.gitops.branch, cache=cache, cwd=cwd)
+    queue_key = str(repo.lock_path)
+    if not dry_run:
+        with _QUEUES_GUARD:
+            _QUEUES.setdefault(queue_key, []).append(edit)
+    try:
+        with repo.locked():
+            if edit.result is None and edit.error is None:
+                batch = [edit]
+                if not dry_run:
+                    with _QUEUES_GUARD:
+                        waiting = _QUEUES.get(queue_key, [])
+                        batch = [e for e in waiting if e.branch == edit.branch]
+                        _QUEUES[queue_key] = [e for e in waiting if e.branch != edit.branch]
+                _run_batch(repo, batch)
+    finally:  # an edit whose thread never got the clone (a lock timeout) is nobody's to commit
+        with _QUEUES_GUARD:
+            if edit in _QUEUES.get(queue_key, []):
+                _QUEUES[queue_key].remove(edit)
+    if edit.error is not None:
+        raise edit.error
+    assert edit.result is not None  # _run_batch gives every edit of its batch a result or an error
+    return edit.result
 
-    with repo.locked():
-        attempt = 0
-        checked: tuple[str, str] | None = None  # (base commit, edited text) that kubectl kustomize accepted
-        inputs: tuple[str, ...] | None = None
-        while True:
+
+def _run_batch(repo: GitOpsRepo, batch: list[_Edit]) -> None:
+    """Apply, check, commit and push ``batch`` (one commit), retrying when the branch moved; every
+    edit ends with a result or an error. Needs the lock."""
+    timings: dict[str, float] = {}
+    attempt = 0
+    pending = list(batch)
+    try:
+        while pending:
             attempt += 1
             t0 = cycle_start = time.perf_counter()
             head = repo.sync()
             _timed(timings, "fetch", t0)
-            t0 = time.perf_counter()
-            text = repo.read_text(relpath)
-            before = read_image(text, image, source=relpath)
-            edit = edit_images(text, image, tag=tag, digest=digest, source=relpath)
-            _timed(timings, "edit", t0)
-            base: dict[str, Any] = dict(service=service, environment=environment, repo=repo.url, branch=g.branch, file=relpath,
-                        image=image, tag=tag, digest=digest, previous_tag=before.tag,
-                        previous_digest=before.digest, matches=edit.matches, message=message,
-                        dry_run=dry_run, timings=timings)
-            if not edit.changed:
-                log.info("%s already deploys %s in %s: nothing to commit", relpath,
-                         join_reference(image, tag, digest), repo.display)
-                return GitOpsResult(changed=False, commit=None, revision=head, attempts=attempt,
-                                    rendered_image=None, **base)
-            repo.path_of(relpath).write_bytes(edit.text.encode("utf-8"))
+            edited = _edit_all(repo, pending, head, attempt, timings)
+            if edited is None:
+                continue  # an edit failed and left the batch: the others again, on a clean tree
+            pending = edited
+            if not pending:
+                return
+            if pending[0].dry_run:
+                repo.reset()  # undo the edit: a dry run leaves the clone as it found it
+                _finish(repo, pending, head, attempt, timings, changed=True, commit=None)
+                return
             try:
-                t0 = time.perf_counter()
-                if inputs is None:
-                    inputs = render_inputs(repo, target.gitops.path)
-                if checked is None or checked[1] != edit.text or _inputs_changed(repo, checked[0], head, inputs):
-                    rendered = check_render(repo, svc, target,
-                                            expected=_expected(edit.rendered, image, tag, digest))
-                    checked = (head, edit.text)
-                _timed(timings, "check", t0)
-                if dry_run:
-                    repo.reset()  # undo the edit: a dry run leaves the clone as it found it
-                    return GitOpsResult(changed=True, commit=None, revision=head, attempts=attempt,
-                                        rendered_image=rendered, **base)
-                commit, push = _commit_and_push(repo, relpath, message, g.branch, timings)
+                commit, push = _commit_and_push(repo, [e.relpath for e in pending], _batch_message(pending),
+                                                pending[0].branch, timings)
             except BaseException:
                 _reset_quietly(repo)
                 raise
             if push.returncode == 0:
                 # Keep the remote-tracking ref in step, so the next run's fetch has nothing to do.
                 repo.git("update-ref", repo.remote_ref, commit, what="record the pushed commit")
-                log.info("pushed %s to %s %s: %s", commit[:12], repo.display, g.branch, message.splitlines()[0])
-                return GitOpsResult(changed=True, commit=commit, revision=commit, attempts=attempt,
-                                    rendered_image=rendered, **base)
+                log.info("pushed %s to %s %s: %s", commit[:12], repo.display, pending[0].branch,
+                         _batch_message(pending).splitlines()[0])
+                _finish(repo, pending, commit, attempt, timings, changed=True, commit=commit)
+                return
             _reset_quietly(repo)
-            _raise_unless_raced(repo, push, relpath, g.branch)
+            _raise_unless_raced(repo, push, ", ".join(e.relpath for e in pending), pending[0].branch)
+            g = pending[0].target.gitops
             if attempt >= g.push_attempts:
                 raise GitOpsError(
-                    f"cannot push {relpath} to {repo.display} (branch {g.branch}): the branch moved under every "
-                    f"one of {attempt} attempts",
+                    f"cannot push {', '.join(e.relpath for e in pending)} to {repo.display} (branch "
+                    f"{g.branch}): the branch moved under every one of {attempt} attempts",
                     hint="deploy again, or raise gitops.push_attempts in deploy.yaml if many deploys run at once")
             delay = backoff(attempt, time.perf_counter() - cycle_start)
             log.info("the GitOps branch moved (attempt %d of %d); fetching and re-applying in %.2fs",
                      attempt, g.push_attempts, delay)
             time.sleep(delay)
+    except BaseException as err:  # noqa: BLE001 - handed to every thread whose edit it stopped
+        for e in pending:
+            if e.result is None and e.error is None:
+                e.error = err
+        if len(batch) == 1:
+            raise
+
+
+def _edit_all(repo: GitOpsRepo, pending: list[_Edit], head: str, attempt: int,
+              timings: dict[str, float]) -> list[_Edit] | None:
+    """Write and check each edit on the fresh tree; the edits that change something (the others
+    get their "nothing to commit" result). None when one failed: it has its error, the tree is
+    reset, and ``pending`` lost it."""
+    changed: list[_Edit] = []
+    for e in list(pending):
+        try:
+            t0 = time.perf_counter()
+            text = repo.read_text(e.relpath)
+            before = read_image(text, e.image, source=e.relpath)
+            result = edit_images(text, e.image, tag=e.tag, digest=e.digest, source=e.relpath)
+            _timed(timings, "edit", t0)
+            if not result.changed:
+                log.info("%s already deploys %s in %s: nothing to commit", e.relpath,
+                         join_reference(e.image, e.tag, e.digest), repo.display)
+                e.before, e.matches = before, result.matches
+                e.result = _result(repo, e, head, attempt, timings, changed=False, commit=None)
+                continue
+            repo.path_of(e.relpath).write_bytes(result.text.encode("utf-8"))
+            t0 = time.perf_counter()
+            if e.inputs is None:
+                e.inputs = render_inputs(repo, e.target.gitops.path)
+            if e.checked is None or e.checked[1] != result.text or _inputs_changed(repo, e.checked[0], head, e.inputs):
+                e.rendered = check_render(repo, e.service, e.target,
+                                          expected=_expected(result.rendered, e.image, e.tag, e.digest))
+                e.checked = (head, result.text)
+            _timed(timings, "check", t0)
+            e.before, e.matches = before, result.matches
+            changed.append(e)
+        except BaseException as err:
+            _reset_quietly(repo)
+            if len(pending) == 1 or not isinstance(err, ForgeError):
+                raise
+            e.error = err
+            pending.remove(e)
+            return None
+    return changed
+
+
+def _result(repo: GitOpsRepo, e: _Edit, revision: str, attempts: int, timings: dict[str, float], *,
+            changed: bool, commit: str | None) -> GitOpsResult:
+    before = e.before or ImageState(None, None, 0)
+    return GitOpsResult(service=e.service.name, environment=e.target.environment, repo=repo.url, branch=e.branch,
+                        file=e.relpath, image=e.image, tag=e.tag, digest=e.digest, previous_tag=before.tag,
+                        previous_digest=before.digest, matches=e.matches, message=e.message, dry_run=e.dry_run,
+                        timings=dict(timings), changed=changed, commit=commit, revision=revision, attempts=attempts,
+                        rendered_image=e.rendered if changed else None)
+
+
+def _finish(repo: GitOpsRepo, edits: list[_Edit], revision: str, attempts: int, timings: dict[str, float], *,
+            changed: bool, commit: str | None) -> None:
+    for e in edits:
+        e.result = _result(repo, e, revision, attempts, timings, changed=changed, commit=commit)
+
+
+def _batch_message(edits: list[_Edit]) -> str:
+    """One edit: its message. Several: their subjects in the subject line (or the first and a
+    count, when that is long), and every message in the body."""
+    if len(edits) == 1:
+        return edits[0].message
+    subjects = [e.message.splitlines()[0] if e.message else "" for e in edits]
+    subject = "; ".join(subjects)
+    if len(subject) > 200:
+        subject = f"{subjects[0]} (and {len(edits) - 1} more)"
+    return subject + "\n\n" + "\n\n".join(e.message.strip() for e in edits) + "\n"
 
 
 def _check_reference(service: str, environment: str, tag: str | None, digest: str | None) -> None:
@@ -553,11 +677,12 @@ def _timed(timings: dict[str, float], name: str, t0: float) -> None:
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
 
-def _commit_and_push(repo: GitOpsRepo, relpath: str, message: str, branch: str,
+def _commit_and_push(repo: GitOpsRepo, relpaths: list[str], message: str, branch: str,
                      timings: dict[str, float]) -> tuple[str, process.Result]:
-    """Commit the edited manifest and push it once: (the commit, git push's completed process)."""
+    """Commit the edited manifests and push once: (the commit, git push's completed process)."""
+    relpath = ", ".join(relpaths)
     t0 = time.perf_counter()
-    repo.git("commit", "--quiet", "--no-verify", "-F", "-", "--", relpath, input=message,
+    repo.git("commit", "--quiet", "--no-verify", "-F", "-", "--", *dict.fromkeys(relpaths), input=message,
              what="commit the GitOps change")
     commit = repo.git("rev-parse", "HEAD", what="read the new commit").stdout.strip()
     _timed(timings, "commit", t0)
