@@ -618,28 +618,30 @@ def test_the_clone_lock_queues_threads_and_times_out_naming_the_lock_file(gitops
         pass
 
 
-def _queued(repo: GitOpsRepo, count: int) -> None:
-    """Wait until ``count`` deploys of this process wait for ``repo``'s clone."""
-    deadline = time.monotonic() + 60
-    while len(gitops._QUEUES.get(str(repo.lock_path), [])) < count:
-        assert time.monotonic() < deadline, "the deploys never queued for the clone"
-        time.sleep(0.01)
+def _queued_deploys(plan: Plan, remote: Path, cache: Path, pairs: list[tuple[str, str]],
+                    tag: str) -> tuple[GitOpsRepo, list[GitOpsResult | BaseException]]:
+    """Deploy ``pairs`` from threads of this process while the clone is held, so that all of them
+    queue for it; then let go. The clone, and each deploy's result."""
+    repo = GitOpsRepo.open(str(remote), "main", cache=cache)
+    results: list[GitOpsResult | BaseException] = []
+    with repo.locked():
+        calls = [(lambda s=s, e=e: apply_tag(plan, s, e, tag=tag, source_commit=tag[-7:], cache=cache))
+                 for s, e in pairs]
+        runner = threading.Thread(target=lambda: results.extend(run_threads(calls)))
+        runner.start()
+        deadline = time.monotonic() + 60
+        while len(gitops._QUEUES.get(str(repo.lock_path), [])) < len(pairs):
+            assert time.monotonic() < deadline, "the deploys never queued for the clone"
+            time.sleep(0.01)
+    runner.join(120)
+    return repo, results
 
 
 def test_deploys_waiting_for_the_clone_in_one_process_share_one_commit(shop_plan: Plan, gitops_remote: Path,
                                                                         tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    repo = GitOpsRepo.open(str(gitops_remote), "main", cache=cache)
     pairs = [("api", "staging"), ("web", "staging"), ("api", "production")]
     head = remote_head(gitops_remote)
-    with repo.locked():  # someone has the clone: the three deploys queue behind it
-        threads = [(lambda s=s, e=e: apply_tag(shop_plan, s, e, tag="amd64-7777777", source_commit="7777777",
-                                               cache=cache)) for s, e in pairs]
-        results: list[GitOpsResult | BaseException] = []
-        runner = threading.Thread(target=lambda: results.extend(run_threads(threads)))
-        runner.start()
-        _queued(repo, len(pairs))
-    runner.join(120)
+    _repo, results = _queued_deploys(shop_plan, gitops_remote, tmp_path / "cache", pairs, "amd64-7777777")
     assert all(isinstance(r, GitOpsResult) for r in results), results
     done = [r for r in results if isinstance(r, GitOpsResult)]
     assert commit_count(gitops_remote) == 2 and remote_head(gitops_remote) == done[0].commit  # one commit
@@ -660,17 +662,8 @@ def test_a_failing_deploy_leaves_the_shared_commit_and_fails_alone(shop_plan: Pl
     git("rm", "--quiet", "-r", "clusters/production/web", cwd=work)
     git("commit", "--quiet", "-m", "remove web from production", cwd=work)
     git("push", "--quiet", "origin", "main", cwd=work)
-    cache = tmp_path / "cache"
-    repo = GitOpsRepo.open(str(gitops_remote), "main", cache=cache)
     pairs = [("api", "staging"), ("web", "production"), ("web", "staging"), ("api", "production")]
-    with repo.locked():
-        threads = [(lambda s=s, e=e: apply_tag(shop_plan, s, e, tag="amd64-8888888", source_commit="8888888",
-                                               cache=cache)) for s, e in pairs]
-        results: list[GitOpsResult | BaseException] = []
-        runner = threading.Thread(target=lambda: results.extend(run_threads(threads)))
-        runner.start()
-        _queued(repo, len(pairs))
-    runner.join(120)
+    repo, results = _queued_deploys(shop_plan, gitops_remote, tmp_path / "cache", pairs, "amd64-8888888")
     failed = results[1]
     assert isinstance(failed, GitOpsError) and "clusters/production/web/kustomization.yaml" in failed.message
     done = [r for r in results if isinstance(r, GitOpsResult)]
