@@ -646,6 +646,9 @@ def test_deploys_waiting_for_the_clone_in_one_process_share_one_commit(shop_plan
     done = [r for r in results if isinstance(r, GitOpsResult)]
     assert commit_count(gitops_remote) == 2 and remote_head(gitops_remote) == done[0].commit  # one commit
     assert all(r.changed and r.commit == done[0].commit == r.revision for r in done)
+    for r in done:  # each says which deploys it shared its commit with
+        assert sorted(r.shared_with) == sorted(f"{s}:{e}" for s, e in pairs if (s, e) != (r.service, r.environment))
+        assert r.to_json()["shared_with"] == list(r.shared_with)
     files = git("show", "--format=", "--name-only", "main", cwd=gitops_remote).split()
     assert sorted(files) == sorted(f"clusters/{e}/{s}/kustomization.yaml" for s, e in pairs)
     message = git("log", "-1", "--format=%B", cwd=gitops_remote)

@@ -85,7 +85,7 @@ def roll(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, *, tag: str
         plan, svc.name, target.environment, tag=tag, digest=digest, source_commit=source_commit, cwd=cwd))
     record.steps[f"{prefix}gitops"] = g
     say(f"gitops: {'committed ' + g.commit[:7] if g.commit else 'already at ' + tag + ' (no commit)'}"
-        f" in {g.repo} {g.branch}:{g.file}")
+        f" in {g.repo} {g.branch}:{g.file}" + (f" (one commit with {', '.join(g.shared_with)})" if g.shared_with else ""))
     rec = _step(record, f"{prefix}reconcile", lambda: flux.reconcile(
         api, target.flux, commit=g.revision, branch=target.gitops.branch, progress=lambda m: say(f"flux: {m}"),
         accept=accept(g.revision) if accept else None))

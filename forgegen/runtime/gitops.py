@@ -125,6 +125,7 @@ class GitOpsResult:
     matches: tuple[Match, ...] = ()
     message: str = ""
     timings: dict[str, float] = field(default_factory=dict, compare=False)
+    shared_with: tuple[str, ...] = ()  # the other deploys ("service:environment") in the same commit
 
     @property
     def reference(self) -> str:
@@ -138,7 +139,7 @@ class GitOpsResult:
             "previous_digest": self.previous_digest, "changed": self.changed, "commit": self.commit,
             "revision": self.revision, "attempts": self.attempts, "dry_run": self.dry_run,
             "rendered_image": self.rendered_image, "message": self.message,
-            "matches": [m.to_json() for m in self.matches],
+            "matches": [m.to_json() for m in self.matches], "shared_with": list(self.shared_with),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
@@ -636,19 +637,20 @@ def _edit_all(repo: GitOpsRepo, pending: list[_Edit], head: str, attempt: int,
 
 
 def _result(repo: GitOpsRepo, e: _Edit, revision: str, attempts: int, timings: dict[str, float], *,
-            changed: bool, commit: str | None) -> GitOpsResult:
+            changed: bool, commit: str | None, shared_with: tuple[str, ...] = ()) -> GitOpsResult:
     before = e.before or ImageState(None, None, 0)
     return GitOpsResult(service=e.service.name, environment=e.target.environment, repo=repo.url, branch=e.branch,
                         file=e.relpath, image=e.image, tag=e.tag, digest=e.digest, previous_tag=before.tag,
                         previous_digest=before.digest, matches=e.matches, message=e.message, dry_run=e.dry_run,
                         timings=dict(timings), changed=changed, commit=commit, revision=revision, attempts=attempts,
-                        rendered_image=e.rendered if changed else None)
+                        rendered_image=e.rendered if changed else None, shared_with=shared_with)
 
 
 def _finish(repo: GitOpsRepo, edits: list[_Edit], revision: str, attempts: int, timings: dict[str, float], *,
             changed: bool, commit: str | None) -> None:
     for e in edits:
-        e.result = _result(repo, e, revision, attempts, timings, changed=changed, commit=commit)
+        others = tuple(f"{o.service.name}:{o.target.environment}" for o in edits if o is not e and commit)
+        e.result = _result(repo, e, revision, attempts, timings, changed=changed, commit=commit, shared_with=others)
 
 
 def _batch_message(edits: list[_Edit]) -> str:
