@@ -619,14 +619,15 @@ def test_the_clone_lock_queues_threads_and_times_out_naming_the_lock_file(gitops
 
 
 def _queued_deploys(plan: Plan, remote: Path, cache: Path, pairs: list[tuple[str, str]],
-                    tag: str) -> tuple[GitOpsRepo, list[GitOpsResult | BaseException]]:
-    """Deploy ``pairs`` from threads of this process while the clone is held, so that all of them
-    queue for it; then let go. The clone, and each deploy's result."""
+                    tag: str | list[str]) -> tuple[GitOpsRepo, list[GitOpsResult | BaseException]]:
+    """Deploy ``pairs`` (with ``tag``, or a tag each) from threads of this process while the clone
+    is held, so that all of them queue for it; then let go. The clone, and each deploy's result."""
     repo = GitOpsRepo.open(str(remote), "main", cache=cache)
     results: list[GitOpsResult | BaseException] = []
+    tags = tag if isinstance(tag, list) else [tag] * len(pairs)
     with repo.locked():
-        calls = [(lambda s=s, e=e: apply_tag(plan, s, e, tag=tag, source_commit=tag[-7:], cache=cache))
-                 for s, e in pairs]
+        calls = [(lambda s=s, e=e, t=t: apply_tag(plan, s, e, tag=t, source_commit=t[-7:], cache=cache))
+                 for (s, e), t in zip(pairs, tags)]
         runner = threading.Thread(target=lambda: results.extend(run_threads(calls)))
         runner.start()
         deadline = time.monotonic() + 60
@@ -674,3 +675,18 @@ def test_a_failing_deploy_leaves_the_shared_commit_and_fails_alone(shop_plan: Pl
     files = git("show", "--format=", "--name-only", "main", cwd=gitops_remote).split()
     assert sorted(files) == sorted(f"clusters/{e}/{s}/kustomization.yaml" for s, e in pairs if s != "web" or e != "production")
     assert git("status", "--porcelain", cwd=repo.workdir) == ""
+
+
+def test_two_queued_deploys_of_one_service_never_share_a_commit(shop_plan: Plan, gitops_remote: Path,
+                                                                tmp_path: Path) -> None:
+    pairs = [("api", "staging"), ("web", "staging"), ("api", "staging")]
+    tags = ["amd64-1000001", "amd64-2000002", "amd64-3000003"]
+    _repo, results = _queued_deploys(shop_plan, gitops_remote, tmp_path / "cache", pairs, tags)
+    assert all(isinstance(r, GitOpsResult) and r.changed for r in results), results
+    first, web, second = results  # type: ignore[misc]
+    assert first.commit != second.commit and commit_count(gitops_remote) == 3
+    for r in (first, web, second):  # each commit deploys what its deploy says
+        assert f"newTag: {r.tag}" in remote_file(gitops_remote, r.file, r.commit)
+    earlier, later = sorted((first, second), key=lambda r: r.previous_tag != INITIAL_TAG)
+    assert later.previous_tag == earlier.tag and gitops.current_tag(shop_plan, "api", "staging") == later.tag
+    assert web.commit in (first.commit, second.commit)

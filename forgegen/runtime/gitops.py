@@ -19,7 +19,6 @@ Threads of one process (a release's parallel deploys) queue for the clone, and w
 commits every edit waiting for the same branch in one commit (each edited and checked as below;
 one that fails leaves the batch and fails alone), so one Flux reconcile applies them all.
 
-
 **A deploy** (:func:`apply_tag`), for one service and environment:
 
 1. fetch the branch and reset the clone to it;
@@ -524,12 +523,7 @@ def apply_tag(plan: Plan, service: str, environment: str, *, tag: str | None, di
     try:
         with repo.locked():
             if edit.result is None and edit.error is None:
-                batch = [edit]
-                if not dry_run:
-                    with _QUEUES_GUARD:
-                        waiting = _QUEUES.get(queue_key, [])
-                        batch = [e for e in waiting if e.branch == edit.branch]
-                        _QUEUES[queue_key] = [e for e in waiting if e.branch != edit.branch]
+                batch = [edit] if dry_run else _take_batch(queue_key, edit)
                 _run_batch(repo, batch)
     finally:  # an edit whose thread never got the clone (a lock timeout) is nobody's to commit
         with _QUEUES_GUARD:
@@ -539,6 +533,26 @@ def apply_tag(plan: Plan, service: str, environment: str, *, tag: str | None, di
         raise edit.error
     assert edit.result is not None  # _run_batch gives every edit of its batch a result or an error
     return edit.result
+
+
+def _take_batch(queue_key: str, own: _Edit) -> list[_Edit]:
+    """``own`` and the edits waiting for the same branch, at most one per manifest and image (a
+    second deploy of the same service waits for the next commit: one commit cannot hold both
+    tags); taken off the queue."""
+    with _QUEUES_GUARD:
+        batch = [own]
+        keys = {(own.relpath, own.image)}
+        left: list[_Edit] = []
+        for e in _QUEUES.get(queue_key, []):
+            if e is own:
+                continue
+            if e.branch == own.branch and (e.relpath, e.image) not in keys:
+                batch.append(e)
+                keys.add((e.relpath, e.image))
+            else:
+                left.append(e)
+        _QUEUES[queue_key] = left
+    return batch
 
 
 def _run_batch(repo: GitOpsRepo, batch: list[_Edit]) -> None:
