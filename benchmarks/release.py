@@ -138,6 +138,8 @@ def main() -> None:
                 rows.append({"release": wall, "push": report["timings"]["push_seconds"], **stages,
                              "singles": sum(singles), "single_median": statistics.median(singles),
                              "ratio": wall / sum(singles)})
+                print(f"  round {r + 1} of {args.rounds}: release {wall:.1f} s, singles {sum(singles):.1f} s, "
+                      f"ratio {wall / sum(singles):.3f}; load {os.getloadavg()[0]:.2f}", flush=True)
             load = os.getloadavg()
             print(f"release of {args.services} services × {len(ENVS)} environments, --concurrency {args.concurrency}, "
                   f"{args.rounds} round(s); load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}:")
