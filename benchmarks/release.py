@@ -140,6 +140,13 @@ def main() -> None:
                              "ratio": wall / sum(singles)})
                 print(f"  round {r + 1} of {args.rounds}: release {wall:.1f} s, singles {sum(singles):.1f} s, "
                       f"ratio {wall / sum(singles):.3f}; load {os.getloadavg()[0]:.2f}", flush=True)
+                if os.environ.get("BENCH_DIAG"):
+                    rel = [s["deploy"].get("timings") or {} for st in report["stages"] for s in st["services"]]
+                    med = {k: round(statistics.median(t.get(k, 0) for t in rel), 3)
+                           for k in ("gitops_seconds", "reconcile_seconds", "rollout_seconds")}
+                    store = standin.cluster.store  # type: ignore[union-attr]
+                    counts = standin.call(lambda: {k: len(v) for k, v in store.objects.items() if len(v) > 20})
+                    print(f"    release steps {med}; stand-in objects {counts}", flush=True)
             load = os.getloadavg()
             print(f"release of {args.services} services × {len(ENVS)} environments, --concurrency {args.concurrency}, "
                   f"{args.rounds} round(s); load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}:")

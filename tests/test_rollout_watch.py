@@ -94,6 +94,18 @@ def test_deployment_success_reports_kubectl_lines_and_the_running_image(kube: Ku
     assert doc["image"] == "app:2" and doc["workload"]["revision"] == "2" and len(doc["workload"]["pods"]) == 3
 
 
+def test_only_warning_events_are_listed_and_watched(kube: Kube) -> None:
+    """A namespace holds many Normal events (Scheduled, Pulled, Started, ScalingReplicaSet...) that
+    no verdict or report reads; the events stream asks the server for warnings only."""
+    kube.deployment("web", "app:1", replicas=2)
+    before = len(kube.standin.requests())
+    kube.set_image("Deployment", "web", "app:2")
+    assert watch(kube, image="app:2").outcome == "success"
+    queries = [q for _, method, path, q in kube.standin.requests()[before:] if method == "GET" and path.endswith("/events")]
+    assert queries and all(q.get("fieldSelector") == "type=Warning" for q in queries), queries
+    assert any(e["type"] == "Normal" for e in kube.list("events"))  # there were Normal events to leave out
+
+
 @pytest.mark.parametrize("kind", ["StatefulSet", "DaemonSet"])
 def test_statefulset_and_daemonset_success(kube: Kube, kind: str) -> None:
     if kind == "StatefulSet":

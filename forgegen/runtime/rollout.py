@@ -869,7 +869,9 @@ class _Watch:
                          "StatefulSet": self.apps.list_namespaced_stateful_set,
                          "DaemonSet": self.apps.list_namespaced_daemon_set}[self.workload.kind]
         self.start("workload", list_workload, field_selector=f"metadata.name={self.workload.name}")
-        self.start("events", self.core.list_namespaced_event)
+        # Only warnings: every event a verdict or report reads is one (BackOff, Failed, FailedScheduling,
+        # Unhealthy, FailedCreate); a busy namespace holds far more Normal events, listed for nothing.
+        self.start("events", self.core.list_namespaced_event, field_selector="type=Warning")
         done = watch_until(self.streams, self, self.judge, self.end, wake=self.wake, on_fatal=self.fatal)
         if done is not None:
             return done

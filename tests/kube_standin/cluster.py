@@ -96,6 +96,8 @@ class Cluster:
         self.settings = settings
         self.random = random.Random(settings.seed)
         self.store = Store(registry or builtin_types(), schedule=self._schedule)
+        # (namespace, involved uid, type, reason, message) -> the event counting those repeats
+        self._events: dict[tuple[str, str, str, str, str], str] = {}
         self.controllers: list[Any] = []
         self.scripts: dict[str, Any] = {}  # image -> kubelet ImageScript (see kubelet.py)
         self.default_script: Any = None
@@ -145,18 +147,18 @@ class Cluster:
                      host: str | None, field_path: str | None, at: float, action: str | None = None) -> None:
         meta = obj["metadata"]
         ns = meta.get("namespace") or "default"
-        for ev in self.store.list("events", ns, field_selector=f"involvedObject.uid={meta['uid']}"):
-            if ev.get("reason") == reason and ev.get("message") == message and ev.get("type") == type_:
-                def bump(e: dict) -> None:
-                    if action:
-                        series = e.setdefault("series", {"count": 1})
-                        series["count"] += 1
-                        series["lastObservedTime"] = timestamp(at, precise=True)
-                        return
-                    e["count"] = e.get("count", 1) + 1
-                    e["lastTimestamp"] = max(e.get("lastTimestamp") or "", timestamp(at))
-                self.store.mutate("events", ns, ev["metadata"]["name"], bump)
-                return
+        key = (ns, meta["uid"], type_, reason, message)
+        if key in self._events:  # a repeat: counted on the event (looked up, not scanned for)
+            def bump(e: dict) -> None:
+                if action:
+                    series = e.setdefault("series", {"count": 1})
+                    series["count"] += 1
+                    series["lastObservedTime"] = timestamp(at, precise=True)
+                    return
+                e["count"] = e.get("count", 1) + 1
+                e["lastTimestamp"] = max(e.get("lastTimestamp") or "", timestamp(at))
+            if self.store.mutate("events", ns, self._events[key], bump) is not None:
+                return  # else it was deleted: a new one
         involved = {"kind": obj.get("kind"), "namespace": ns, "name": meta["name"], "uid": meta["uid"],
                     "apiVersion": obj.get("apiVersion"), "resourceVersion": meta.get("resourceVersion")}
         if field_path:
@@ -172,7 +174,7 @@ class Cluster:
             event.update(source={}, firstTimestamp=None, lastTimestamp=None, eventTime=timestamp(at, precise=True),
                          action=action, reportingInstance=f"{component}-{host or 'standin'}")
             del event["count"]
-        self.store.create("events", event, ns)
+        self._events[key] = self.store.create("events", event, ns)["metadata"]["name"]
 
     def read_log(self, pod: dict, container: str | None, previous: bool) -> list[tuple[str, str]]:
         if self.log_reader is None:

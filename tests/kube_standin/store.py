@@ -225,18 +225,20 @@ class Store:
              label_selector: str | None = None, field_selector: str | None = None) -> list[dict]:
         rt = self.rt(resource)
         labels, fields = parse_label_selector(label_selector), parse_field_selector(field_selector)
-        out = []
-        for (ns, _), obj in sorted(self._bucket(rt).items()):
-            if namespace and rt.namespaced and ns != namespace:
-                continue
-            if labels(obj["metadata"].get("labels") or {}) and fields(obj):
-                out.append(copy.deepcopy(obj))
-        return out
+        return self._copies(rt, namespace, lambda obj: labels(obj["metadata"].get("labels") or {}) and fields(obj))
 
     def owned_by(self, resource: str | ResourceType, owner: dict) -> list[dict]:
         uid = owner["metadata"]["uid"]
-        return [o for o in self.list(resource, owner["metadata"].get("namespace"))
-                if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])]
+        return self._copies(self.rt(resource), owner["metadata"].get("namespace"),
+                            lambda o: any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or []))
+
+    def _copies(self, rt: ResourceType, namespace: str | None, match: Callable[[dict], bool]) -> list[dict]:
+        """Copies of the matching objects, in (namespace, name) order: only the matches are copied
+        and sorted (events and old ReplicaSets pile up over a long run; lists must not grow with them)."""
+        hits = [(key, obj) for key, obj in self._bucket(rt).items()
+                if not (namespace and rt.namespaced and key[0] != namespace) and match(obj)]
+        hits.sort(key=lambda hit: hit[0])
+        return [copy.deepcopy(obj) for _, obj in hits]
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -462,6 +464,5 @@ def _spec_of(obj: dict) -> str:
 
 
 def _without_rv(obj: dict) -> str:
-    o = copy.deepcopy(obj)
-    o["metadata"].pop("resourceVersion", None)
-    return json.dumps(o, sort_keys=True)
+    meta = {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}
+    return json.dumps({**obj, "metadata": meta}, sort_keys=True)
