@@ -42,7 +42,9 @@ are read as the typed views of :mod:`forgegen.runtime.k8stypes`.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import random
 import re
 import threading
 import time
@@ -76,7 +78,9 @@ TRANSIENT_REASONS = frozenset({"DependencyNotReady", "HealthCheckCanceled", "Pro
 # Ready=False reasons set before ``lastAttemptedRevision`` is updated (fetching the artifact).
 PRE_ATTEMPT_REASONS = frozenset({"ArtifactFailed", "AccessDenied", "InvalidCELExpression"})
 REQUEST_BACKOFF = (0.25, 4.0)  # re-request of a source that fetched an older commit: first, cap
-CONFLICT_ATTEMPTS = 10  # writes of one reconcile request that met a concurrent write (409), each after a fresh read
+# A reconcile request that met a concurrent write (409) is read and written again, for this long,
+# pausing a little between tries after the first few (Flux writes status often while it works).
+CONFLICT_SECONDS = 10.0
 
 VerdictState = Literal["waiting", "done", "failed"]
 
@@ -652,7 +656,8 @@ class _Requester:
 
         (group, version, plural), ns = gvp, self.flux.namespace
         obj = known
-        for attempt in range(CONFLICT_ATTEMPTS):
+        give_up = time.monotonic() + CONFLICT_SECONDS
+        for attempt in itertools.count():
             try:
                 if obj is None:
                     obj = self.co.get_namespaced_custom_object(group, version, ns, plural, name,
@@ -671,9 +676,11 @@ class _Requester:
             except ApiException as err:
                 if err.status == 404:
                     raise _fail(_not_found(kind, group, version, ns, name, err), self.result, self.t0) from err
-                if err.status != 409 or attempt == CONFLICT_ATTEMPTS - 1:
+                if err.status != 409 or time.monotonic() > give_up:
                     raise
                 obj = None  # written meanwhile (another deploy, Flux's status): read it again
+                if attempt >= 3:
+                    time.sleep(random.uniform(0.01, 0.05))
         self.result.requests.append({"object": f"{ns}/{kind}/{name}", "token": token,
                                      "at_seconds": round(time.monotonic() - self.t0, 3)})
         return token
