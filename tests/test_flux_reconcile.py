@@ -288,16 +288,27 @@ def test_reconcile_survives_dropped_watches_and_410(kube: Kube, flux: Flux, flux
 
 
 def test_reconcile_watches_instead_of_polling(kube: Kube, flux: Flux, flux_remote: GitRemote) -> None:
-    """A slow source costs no extra requests: one list and one watch per collection, one patch per object."""
+    """A slow source costs no extra requests: one list and at most two watches per collection (one
+    resumed), and every write is a reconcile request. A request that met a concurrent write (the
+    controller updates the Kustomization when the source's revision changes) is read and written
+    once more: each extra patch of an object comes with a fresh read of it."""
     flux.install()
     sha = flux_remote.set_tag("v2")
     flux.script(fetch_delay=1.5)
     before = len(kube.standin.requests())
-    reconcile(kube.api(), flux.plan(timeout=SAFETY), commit=sha, branch="main")
-    made = [(m, p) for _, m, p, _ in kube.standin.requests()[before:]]
-    # get ks, get + patch source, list+watch x2, patch ks (+ slack for a resumed watch)
-    assert len(made) <= 9, made
-    assert sum(1 for m, _ in made if m == "PATCH") == 2
+    result = reconcile(kube.api(), flux.plan(timeout=SAFETY), commit=sha, branch="main")
+    made = [(m, p, q.get("watch") in ("true", "1")) for _, m, p, q in kube.standin.requests()[before:]]
+    source, ks = "/gitrepositories", "/kustomizations"
+    for collection in (source, ks):
+        assert sum(1 for m, p, w in made if m == "GET" and p.endswith(collection) and not w) == 1, made
+        assert 1 <= sum(1 for m, p, w in made if m == "GET" and p.endswith(collection) and w) <= 2, made
+    assert {p for m, p, _ in made if m not in ("GET", "PATCH")} == set(), made
+    # The source is read before its first request; the Kustomization is read when it is checked
+    # (before the wait), and its request starts from the watched copy: so one read per patch.
+    for obj in (source + "/gitops", ks + "/apps"):
+        patches = sum(1 for m, p, _ in made if m == "PATCH" and p.endswith(obj))
+        assert patches >= 1 and patches == sum(1 for m, p, _ in made if m == "GET" and p.endswith(obj)), made
+    assert [q["object"] for q in result.requests] == ["flux-system/GitRepository/gitops", "flux-system/Kustomization/apps"]
 
 
 # -- forge status -------------------------------------------------------------------------------
