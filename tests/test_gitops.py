@@ -672,6 +672,7 @@ def test_a_failing_deploy_leaves_the_shared_commit_and_fails_alone(shop_plan: Pl
     assert isinstance(failed, GitOpsError) and "clusters/production/web/kustomization.yaml" in failed.message
     done = [r for r in results if isinstance(r, GitOpsResult)]
     assert len(done) == 3 and len({r.commit for r in done}) == 1 and done[0].commit == remote_head(gitops_remote)
+    assert all(r.attempts == 1 for r in done)  # one push; the member's failure spent no push attempt
     files = git("show", "--format=", "--name-only", "main", cwd=gitops_remote).split()
     assert sorted(files) == sorted(f"clusters/{e}/{s}/kustomization.yaml" for s, e in pairs if s != "web" or e != "production")
     assert git("status", "--porcelain", cwd=repo.workdir) == ""

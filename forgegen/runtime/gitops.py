@@ -568,8 +568,9 @@ def _run_batch(repo: GitOpsRepo, batch: list[_Edit]) -> None:
             head = repo.sync()
             _timed(timings, "fetch", t0)
             edited = _edit_all(repo, pending, head, attempt, timings)
-            if edited is None:
-                continue  # an edit failed and left the batch: the others again, on a clean tree
+            if edited is None:  # an edit failed and left the batch: the others again, on a clean tree
+                attempt -= 1  # no push was tried: gitops.push_attempts counts pushes
+                continue
             pending = edited
             if not pending:
                 return
