@@ -702,11 +702,11 @@ def find_plan(service: str | None, start: str | Path | None = None) -> Plan:
     """The plan of ``service`` (``None``: every service, in name order) found from ``start``."""
     root = find_root(start)
     if service is not None:
-        path = root / plan_relpath(service)
-        if not path.is_file():
-            raise UsageError(f"unknown service {service!r}: {path} does not exist",
-                             hint=f"use one of: {', '.join(service_names(root)) or '(none)'}, or run `forgegen sync`")
-        return load_plan(path)
+        names = service_names(root)  # looked up, never joined into a path ('../x', '/etc/passwd')
+        if service not in names:
+            raise UsageError(f"unknown service {service!r}: {root / PLANS_DIR} has no plan for it",
+                             hint=f"use one of: {', '.join(names) or '(none)'}, or run `forgegen sync`")
+        return load_plan(root / plan_relpath(service))
     plans = [load_plan(root / plan_relpath(name)) for name in service_names(root)]
     whole = load_plan(root / plan_relpath(None))
     return dataclasses.replace(whole, services=tuple(s for p in plans for s in p.services))

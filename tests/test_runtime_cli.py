@@ -62,6 +62,15 @@ def test_an_unknown_service_names_the_known_ones(repo: Path) -> None:
     assert "unknown service 'nope'" in proc.stderr and "use one of: api, inventory, mailer, web" in proc.stderr
 
 
+@pytest.mark.parametrize("name", ["../plans/api", "/etc/passwd", "_project", "api/../api"])
+def test_a_service_name_is_looked_up_never_joined_into_a_path(repo: Path, name: str) -> None:
+    # '../plans/api' used to load plans/api.json and fail later, '/etc/passwd' to name plans/etc/passwd.json.
+    proc = run("forge", "deploy", name, "--dry-run", cwd=repo)
+    assert proc.returncode == 2
+    assert f"unknown service {name!r}: " in proc.stderr and "has no plan for it" in proc.stderr
+    assert "passwd.json" not in proc.stderr and "use one of: api, inventory, mailer, web" in proc.stderr
+
+
 def test_outside_a_repository_forge_says_to_pass_plan(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     proc = run("forge", "deploy", "api", "--dry-run", cwd=tmp_path)
