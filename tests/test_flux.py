@@ -146,6 +146,31 @@ def test_assess_fails_when_the_source_follows_another_ref(ref: dict, what: str) 
     assert what in v.failure.message and "branch main" in v.failure.message
 
 
+def without_ref(src: dict) -> dict:
+    del src["spec"]["ref"]
+    return src
+
+
+@pytest.mark.parametrize("make", [lambda: source(git_revision("master", OLD), ref={}),
+                                  lambda: source(git_revision("master", OLD), ref={"branch": ""}),
+                                  lambda: without_ref(source(git_revision("master", OLD)))],
+                         ids=["empty-ref", "empty-branch", "no-spec-ref"])
+def test_assess_fails_when_the_source_names_no_branch_so_flux_follows_master(make: Any) -> None:
+    # source-controller clones `master` when spec.ref names nothing (not the remote's HEAD): a
+    # push to main never reaches it. This used to wait out flux.timeout.
+    v = assess(snap(make(), ks(applied=R_OLD)), expect(ktoken=None))
+    assert v.state == "failed" and v.failure is not None and v.failure.reason == "RefMismatch"
+    assert "follows branch master (Flux's default" in v.failure.message and "branch main" in v.failure.message
+    assert "spec.ref" in v.failure.hint
+
+
+def test_assess_a_source_without_a_branch_is_fine_when_we_push_master() -> None:
+    r_master = git_revision("master", OURS)
+    v = assess(snap(without_ref(source(r_master)), ks(applied=R_OLD)),
+               Expectation(NS, "GitRepository", "gitops", ("apps",), "master", OURS, source_token=STOKEN))
+    assert v.state == "waiting" and v.request == "kustomizations"
+
+
 def test_assess_accepts_a_branch_ref_by_full_name() -> None:
     v = assess(snap(source(R_OURS, ref={"name": "refs/heads/main"}), ks(applied=R_OLD)), expect(ktoken=None))
     assert v.state == "waiting" and v.request == "kustomizations"

@@ -353,6 +353,61 @@ def test_install_returns_only_when_nothing_more_is_queued(kube: Kube, flux: Flux
     assert kube.standin.call(lambda: flux.sim.settled(keys))
 
 
+# -- a source that names no branch ----------------------------------------------------------
+
+
+@pytest.fixture(params=["standin", pytest.param("real", marks=pytest.mark.realplane)])
+def unbranched_source(request: pytest.FixtureRequest, flux_remote: GitRemote) -> Iterator[tuple[Any, FluxPlan, str]]:
+    """GitRepository ``gitops`` with no ``spec.ref`` over a remote with ``main`` and ``master``
+    (``master`` left at the first commit), and Kustomization ``apps``; the client, the plan, and
+    the ``master`` commit. On the real control plane, the real source-controller decides what
+    such a source follows; the stand-in's Flux simulation must agree."""
+    master = flux_remote.head()
+    flux_remote.git("push", "-q", "origin", "HEAD:refs/heads/master")
+    repo = {"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+            "spec": {"interval": "10m", "url": flux_remote.url}}
+    ks = {"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+          "spec": {"interval": "10m", "path": "./apps", "prune": False,
+                   "sourceRef": {"kind": "GitRepository", "name": "gitops"}}}
+    if request.param == "standin":
+        flux = request.getfixturevalue("flux")
+        flux.standin.create("gitrepositories", {**repo, "metadata": {"name": "gitops", "namespace": flux.namespace}})
+        flux.standin.create("kustomizations", {**ks, "metadata": {"name": "apps", "namespace": flux.namespace}})
+        yield flux.kube.api(), flux.plan(timeout=SAFETY), master
+        return
+    from tests.fixtures.controlplane import namespace_for
+
+    plane = request.getfixturevalue("control_plane")
+    ns = plane.create_namespace(namespace_for(request.node.nodeid))
+    repo["spec"]["url"] = plane.git_url(flux_remote.bare)
+    ks["spec"]["targetNamespace"] = ns
+    plane.apply([{**repo, "metadata": {"name": "gitops", "namespace": ns}},
+                 {**ks, "metadata": {"name": "apps", "namespace": ns}}])
+    yield api_client(str(plane.kubeconfig)), FluxPlan(namespace=ns, source_kind="GitRepository", source_name="gitops",
+                                                      kustomizations=("apps",), timeout=SAFETY), master
+
+
+def test_a_source_naming_no_branch_follows_master_and_a_push_to_main_fails_at_once(
+        unbranched_source: tuple[Any, FluxPlan, str], flux_remote: GitRemote) -> None:
+    """Flux clones ``master`` when a GitRepository's spec.ref names nothing (not the remote's
+    default branch). Forge pushed to ``main``: Flux will never fetch it, so the deploy fails at
+    once saying so, instead of waiting out flux.timeout for a commit that cannot come."""
+    api, plan, master = unbranched_source
+    co = kubeapi.CustomObjectsApi(api)
+
+    def served() -> str | None:
+        obj = co.get_namespaced_custom_object("source.toolkit.fluxcd.io", "v1", plan.namespace, "gitrepositories",
+                                              "gitops")
+        return ((obj.get("status") or {}).get("artifact") or {}).get("revision")
+    assert wait_until(served, timeout=60) == f"master@sha1:{master}"  # what Flux itself follows
+    ours = flux_remote.set_tag("v2")
+    with pytest.raises(ReconcileError) as excinfo:
+        reconcile(api, plan, commit=ours, branch="main")
+    message, doc = failure(excinfo)
+    assert doc["outcome"] == "failed" and doc["reason"] == "RefMismatch", message
+    assert "follows branch master (Flux's default" in message and f"commit {ours[:7]} to branch main" in message
+
+
 # -- two deploys asking at once ---------------------------------------------------------------
 
 

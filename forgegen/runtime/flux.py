@@ -111,6 +111,7 @@ def request_token(now_ns: int | None = None, *, after_ns: int = 0) -> str:
 
 
 _HEX = re.compile(r"^[0-9a-f]{7,64}$")
+FLUX_DEFAULT_BRANCH = "master"  # what a GitRepository without spec.ref.branch (or any other ref) follows
 
 
 _TOKEN = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z$")
@@ -447,7 +448,9 @@ def _kustomizations_verdict(exp: Expectation, v: _Verdicts) -> Verdict:
 
 
 def _pinned_elsewhere(ref: Mapping[str, Any], branch: str) -> str | None:
-    """What a GitRepository's ``spec.ref`` follows, when it is not ``branch`` (Flux's precedence)."""
+    """What a GitRepository's ``spec.ref`` follows, when it is not ``branch`` (Flux's precedence).
+    A ref naming none of them (or no ``spec.ref`` at all) follows ``master``: source-controller
+    clones ``git.DefaultBranch`` then (fluxcd/pkg ``git/gogit/client.go``), not the remote's HEAD."""
     if ref.get("commit"):
         return f"commit {ref['commit']}"
     if ref.get("name"):
@@ -456,8 +459,10 @@ def _pinned_elsewhere(ref: Mapping[str, Any], branch: str) -> str | None:
         return f"semver {ref['semver']}"
     if ref.get("tag"):
         return f"tag {ref['tag']}"
-    if ref.get("branch") and ref["branch"] != branch:
-        return f"branch {ref['branch']}"
+    if ref.get("branch"):
+        return None if ref["branch"] == branch else f"branch {ref['branch']}"
+    if branch != FLUX_DEFAULT_BRANCH:
+        return f"branch {FLUX_DEFAULT_BRANCH} (Flux's default: its spec.ref names no branch)"
     return None
 
 
