@@ -216,11 +216,29 @@ def test_assess_fails_at_once_on_ready_false_for_our_commit(reason: str) -> None
     assert v.failure.hint
 
 
-def test_assess_fails_on_artifact_failure_before_the_attempt_is_recorded() -> None:
-    k = ks(applied=R_OLD, attempted=R_OLD, handled=KTOKEN, ready="False", reason="ArtifactFailed",
-           message="kustomization path not found")
+@pytest.mark.parametrize("message", [
+    "kustomization path not found: stat /tmp/kustomization-1/apps: no such file or directory",
+    "failed to download archive: GET http://source-controller.flux-system.svc/x.tar.gz giving up after 10 attempt(s)",
+])
+def test_assess_fails_on_artifact_failure_before_the_attempt_is_recorded(message: str) -> None:
+    k = ks(applied=R_OLD, attempted=R_OLD, handled=KTOKEN, ready="False", reason="ArtifactFailed", message=message)
     v = assess(snap(source(R_OURS), k), expect())
     assert v.state == "failed" and v.failure is not None and v.failure.reason == "ArtifactFailed"
+
+
+# kustomize-controller v1.9.6, internal/controller/kustomization_controller.go: the two
+# ArtifactFailed messages with which it requeues itself after --requeue-dependency (30s).
+@pytest.mark.parametrize("message", ["Source artifact not found, retrying in 30s",
+                                     "Source is not ready, artifact not found, retrying in 30s"])
+def test_assess_waits_on_an_artifact_flux_says_it_retries(message: str) -> None:
+    # A restarted source-controller with emptied storage: the artifact in the source's status is
+    # gone for a moment. Flux retries in 30 s and applies our commit: no failure to report.
+    k = ks(applied=R_OLD, attempted=R_OLD, handled=KTOKEN, ready="False", reason="ArtifactFailed", message=message)
+    v = assess(snap(source(R_OURS), k), expect())
+    assert v.state == "waiting" and v.failure is None
+    assert f"is not ready: ArtifactFailed: {message}" in v.unmet[0]
+    then = ks(applied=R_OURS, attempted=R_OURS, handled=KTOKEN)  # the retry, under the same request
+    assert assess(snap(source(R_OURS), then), expect()).state == "done"
 
 
 def test_assess_waits_for_every_kustomization() -> None:

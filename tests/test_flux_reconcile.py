@@ -232,6 +232,35 @@ def test_reconcile_missing_kustomization(kube: Kube, flux: Flux, flux_remote: Gi
 # -- timeouts -----------------------------------------------------------------------------------
 
 
+def ask_source(flux: Flux) -> None:
+    """A reconcile request on the GitRepository, as `flux reconcile source git` writes it."""
+    flux.standin.mutate("gitrepositories", flux.namespace, "gitops",
+                        lambda o: o["metadata"].setdefault("annotations", {}).update({REQUESTED_AT: request_token()}))
+
+
+def test_reconcile_waits_on_an_artifact_flux_says_it_retries(kube: Kube, flux: Flux, flux_remote: GitRemote) -> None:
+    """source-controller restarted with empty storage after it fetched our commit: the source still
+    names the artifact, kustomize-controller gets a 404 and says "Source is not ready, artifact not
+    found, retrying in 30s" (ArtifactFailed) under our request. Flux retries and applies our commit
+    once the source is reconciled again: the deploy waits for that, it does not fail."""
+    flux.install()
+    ours = flux_remote.set_tag("v2")
+    ask_source(flux)
+    wait_until(lambda: flux_remote.head() == kube.standin.call(lambda: flux.sim.served.get((flux.namespace, "gitops"))))
+    kube.standin.call(flux.sim.lose_artifacts)
+    flux.script(ignore={"GitRepository/gitops"})  # it has not noticed yet
+    fut = concurrent.futures.ThreadPoolExecutor(1).submit(
+        reconcile, kube.api(), flux.plan(timeout=SAFETY), commit=ours, branch="main")
+    # the Kustomization handled our request and failed on the missing artifact, saying it retries
+    wait_until(lambda: fut.done() or any(a.reason == "ArtifactFailed" and a.token for a in list(flux.sim.applied)),
+               timeout=SAFETY)
+    flux.script(ignore=set())
+    ask_source(flux)  # the source notices the missing artifact and writes it again
+    result = fut.result(SAFETY + 5)
+    assert result.outcome == "success" and result.revision == f"main@sha1:{ours}"
+    assert image_of(kube) == "registry.test/shop/api:v2"
+
+
 def test_reconcile_timeout_when_the_source_never_fetches(kube: Kube, flux: Flux, flux_remote: GitRemote) -> None:
     old = flux.install()
     sha = flux_remote.set_tag("v2")

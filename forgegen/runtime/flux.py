@@ -26,8 +26,9 @@ success on the previous commit. Forge waits for *our* commit:
 3. A Kustomization is done when ``lastHandledReconcileAt`` is its token, ``observedGeneration``
    caught up, ``Ready`` is True and ``lastAppliedRevision`` is our commit. ``Ready=False`` after
    handling our token fails at once with Flux's reason and message, except the reasons Flux
-   itself retries shortly (``DependencyNotReady``, ``HealthCheckCanceled``): those are waited
-   on and named if the deadline passes.
+   itself retries shortly (``DependencyNotReady``, ``HealthCheckCanceled``, and ``ArtifactFailed``
+   when its message says the artifact is not there yet and it is retrying): those are waited on
+   and named if the deadline passes.
 
 Every request is written with the ``resourceVersion`` it read and a token later than the one the
 object carries, so two deploys annotating one object at once never leave the older token last
@@ -77,6 +78,11 @@ KUSTOMIZATION = (KUSTOMIZE_GROUP, "v1", "kustomizations")
 TRANSIENT_REASONS = frozenset({"DependencyNotReady", "HealthCheckCanceled", "Progressing", "ProgressingWithRetry"})
 # Ready=False reasons set before ``lastAttemptedRevision`` is updated (fetching the artifact).
 PRE_ATTEMPT_REASONS = frozenset({"ArtifactFailed", "AccessDenied", "InvalidCELExpression"})
+# ArtifactFailed messages in which kustomize-controller says it retries shortly by itself (the
+# source's artifact is not there, or not downloadable, yet: a restarted source-controller whose
+# storage was emptied; kustomize-controller internal/controller/kustomization_controller.go,
+# requeued after --requeue-dependency, 30 s by default): waited on, like DependencyNotReady.
+RETRYING_ARTIFACT = re.compile(r"^Source (?:is not ready, )?artifact not found, retrying in ")
 REQUEST_BACKOFF = (0.25, 4.0)  # re-request of a source that fetched an older commit: first, cap
 # A reconcile request that met a concurrent write (409) is read and written again, for this long,
 # pausing a little between tries after the first few (Flux writes status often while it works).
@@ -405,6 +411,12 @@ def _source_waiting(exp: Expectation, v: _Verdicts) -> Verdict:
                    unmet=unmet)
 
 
+def _retried_by_flux(ks: ObjectStatus) -> bool:
+    """Ready=False that Flux itself retries within moments: waited on, named if the deadline passes."""
+    reason = ks.reason or ""
+    return reason in TRANSIENT_REASONS or (reason == "ArtifactFailed" and bool(RETRYING_ARTIFACT.match(ks.message or "")))
+
+
 def _kustomizations_verdict(exp: Expectation, v: _Verdicts) -> Verdict:
     """The source serves our commit: ask the Kustomizations, then wait until each applied it."""
     ns, src, kss, verdict, fail = exp.namespace, v.src, v.kss, v.verdict, v.fail
@@ -421,7 +433,7 @@ def _kustomizations_verdict(exp: Expectation, v: _Verdicts) -> Verdict:
         handled = handled_token(ks.last_handled, exp.kustomization_token)
         if handled and ks.observed and ks.ready == "True" and exp.ours(ks.revision):
             continue
-        if (handled and ks.observed and ks.ready == "False" and (ks.reason or "") not in TRANSIENT_REASONS
+        if (handled and ks.observed and ks.ready == "False" and not _retried_by_flux(ks)
                 and (exp.ours(ks.attempted_revision) or (ks.reason or "") in PRE_ATTEMPT_REASONS)):
             rev = ks.attempted_revision if exp.ours(ks.attempted_revision) else src.revision
             return fail(ks, ks.reason or "NotReady",

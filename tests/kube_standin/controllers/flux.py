@@ -173,6 +173,12 @@ class FluxSim(Controller):
                 raise AttributeError(f"FluxScript has no {k!r}")
             setattr(self.script, k, v)
 
+    def lose_artifacts(self) -> None:
+        """source-controller restarted with its storage emptied (an emptyDir, the default): every
+        artifact is gone while the sources' status still names it, until a source is reconciled
+        again (call on the loop)."""
+        self.artifacts.clear()
+
     def settled(self, keys: list[Hashable]) -> bool:
         """No reconcile of ``keys`` running, queued, due or retrying soon (call on the loop):
         what a test waits for before it reads a status that a retry would flip to Unknown."""
@@ -413,7 +419,8 @@ class FluxSim(Controller):
                 return
         tar = self.artifacts.get((src_ns, ref.get("name"), revision))
         if tar is None:
-            early_failure("ArtifactFailed", f"failed to download artifact for revision '{revision}': not found")
+            # kustomize-controller's words for a 404 on the artifact URL (fetch.ErrFileNotFound)
+            early_failure("ArtifactFailed", f"Source is not ready, artifact not found, retrying in {self.script.retry_interval}s")
             return
 
         def progressing(st: dict) -> None:
