@@ -14,7 +14,8 @@ import subprocess
 
 import pytest
 
-from tests.fixtures.shop import BOTH_BACKENDS, ShopCluster
+from tests.fixtures.kube import wait_until
+from tests.fixtures.shop import BOTH_BACKENDS, ShopCluster, StandinBackend
 from tests.kube_standin import crash
 
 pytestmark = [pytest.mark.nix, pytest.mark.kube, pytest.mark.registry]
@@ -207,6 +208,49 @@ def test_without_the_forge_role_the_deploy_stops_at_reconcile_with_an_rbac_hint(
     assert "403" in message and "did not allow" in message and "cannot reach" not in message
     assert "forge-unbound" in message  # who was refused, as the API server says
     assert "examples/rbac/forge.yaml" in report["error"]["hint"]
+
+
+def wait_for_health_checks(shop_cluster: ShopCluster, name: str, timeout: str) -> None:
+    """Turn on `spec.wait` (with `spec.timeout`) on a Kustomization, and wait until Flux has run
+    its health checks once with it."""
+    flux_ns, spec = shop_cluster.ns("flux-system"), {"wait": True, "timeout": timeout}
+    if isinstance(shop_cluster.backend, StandinBackend):
+        shop_cluster.kube.standin.mutate("kustomizations", flux_ns, shop_cluster.backend.flux_names.get(name, name),
+                                         lambda o: o["spec"].update(spec))
+    else:
+        shop_cluster.backend.plane.kubectl("-n", flux_ns, "patch", "kustomization", name, "--type=merge",
+                                           "-p", json.dumps({"spec": spec}))
+
+    def checked() -> bool:
+        ks = shop_cluster.flux("Kustomization", name) or {}
+        st = ks.get("status") or {}
+        true = {c.get("type") for c in st.get("conditions") or [] if c.get("status") == "True"}
+        return {"Ready", "Healthy"} <= true and st.get("observedGeneration") == ks["metadata"]["generation"]
+    wait_until(checked, timeout=120, interval=0.2)
+
+
+@BOTH_BACKENDS
+def test_with_flux_health_checks_a_crash_loop_still_fails_fast_at_the_rollout(shop_cluster: ShopCluster) -> None:
+    """kustomize-controller with `spec.wait: true` applies our commit, then runs its health checks,
+    and writes Ready and lastAppliedRevision only when they end (a crash-looping Deployment: at
+    spec.timeout, or its 600 s progress deadline). Forge moves on when the health checks of our
+    commit begin, and its rollout watch fails fast with the pod's reason, not a reconcile timeout
+    or Flux's bare HealthCheckFailed. The rollback waits for Flux to give up on the bad commit
+    (spec.timeout) and apply the previous tag."""
+    wait_for_health_checks(shop_cluster, "apps-staging", "15s")
+    sha = head_sha(shop_cluster)
+    bad = f"{shop_cluster.image('api')}:amd64-{sha}"
+    shop_cluster.script(bad, crash(exit_code=3, logs=["api: fatal: no DATABASE_URL"]))
+    proc = shop_cluster.run("deploy:api", "--json")
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["failed_step"] == "rollout", report.get("error")
+    assert report["reconcile"]["outcome"] == "success"
+    assert report["reconcile"]["health_checks_running"] == ["apps-staging"]
+    assert report["reconcile"]["revision"].endswith(report["gitops"]["commit"])
+    assert report["rollout"]["reason"] in ("CrashLoopBackOff", "ContainerExited") and report["rollout"]["exit_code"] == 3
+    assert report["rollback"]["outcome"] == "success"
+    assert shop_cluster.running_image("api") == f"{shop_cluster.image('api')}:amd64-0000000"
 
 
 # What `--dry-run` lists (steps.describe) grouped into the steps deploy runs and reports.

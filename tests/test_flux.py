@@ -8,6 +8,7 @@ itself, and must wait (naming the unmet condition) on everything else.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -239,6 +240,40 @@ def test_assess_waits_on_an_artifact_flux_says_it_retries(message: str) -> None:
     assert f"is not ready: ArtifactFailed: {message}" in v.unmet[0]
     then = ks(applied=R_OURS, attempted=R_OURS, handled=KTOKEN)  # the retry, under the same request
     assert assess(snap(source(R_OURS), then), expect()).state == "done"
+
+
+def checking_health(revision: str, **kw: Any) -> dict:
+    """A Kustomization with spec.wait mid-reconcile, as kustomize-controller writes it: applied
+    ``revision`` and running its health checks; lastApplied/lastHandled not yet written."""
+    k = ks(applied=R_OLD, attempted=revision, handled=STOKEN, ready="Unknown", reason="Progressing",
+           message="Reconciliation in progress", **kw)
+    k["status"]["conditions"] += [
+        cond("Reconciling", "True", "Progressing", f"Running health checks for revision {revision} with a timeout of 5m0s"),
+        cond("Healthy", "Unknown", "Progressing", f"Running health checks for revision {revision} with a timeout of 5m0s")]
+    return k
+
+
+def test_assess_applied_with_health_checks_running_is_done_when_a_rollout_watch_follows() -> None:
+    exp = replace(expect(), rollout_follows=True)
+    v = assess(snap(source(R_OURS), checking_health(R_OURS)), exp)
+    assert v.state == "done" and v.revision == R_OURS and v.health_checks == ("apps",)
+    assert "health checks" in v.message and "rollout watch" in v.message
+    # without a rollout watch after it (`forge reconcile`), Ready is waited for, as before
+    w = assess(snap(source(R_OURS), checking_health(R_OURS)), expect())
+    assert w.state == "waiting" and "has not handled our reconcile request" in w.unmet[0]
+
+
+def test_assess_health_checks_of_another_revision_are_waited_on() -> None:
+    # the controller still checks the previous commit: ours is not applied yet
+    v = assess(snap(source(R_OURS), checking_health(R_OLD)), replace(expect(), rollout_follows=True))
+    assert v.state == "waiting" and v.health_checks == ()
+
+
+def test_assess_done_names_the_applied_revision_when_some_still_check_health() -> None:
+    done = ks("infra", applied=R_OURS, handled=KTOKEN)
+    v = assess(snap(source(R_OURS), done, checking_health(R_OURS)),
+               replace(expect(names=("infra", "apps")), rollout_follows=True))
+    assert v.state == "done" and v.revision == R_OURS and v.health_checks == ("apps",)
 
 
 def test_assess_waits_for_every_kustomization() -> None:

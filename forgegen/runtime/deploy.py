@@ -88,7 +88,7 @@ def roll(plan: Plan, svc: ServicePlan, target: TargetPlan, api: Any, *, tag: str
         f" in {g.repo} {g.branch}:{g.file}" + (f" (one commit with {', '.join(g.shared_with)})" if g.shared_with else ""))
     rec = _step(record, f"{prefix}reconcile", lambda: flux.reconcile(
         api, target.flux, commit=g.revision, branch=target.gitops.branch, progress=lambda m: say(f"flux: {m}"),
-        accept=accept(g.revision) if accept else None))
+        accept=accept(g.revision) if accept else None, rollout_follows=True))
     record.steps[f"{prefix}reconcile"] = rec
     say(f"flux: applied {rec.revision}")
     expected = _image(svc, tag) + (f"@{digest}" if digest else "")

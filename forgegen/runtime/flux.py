@@ -83,6 +83,11 @@ PRE_ATTEMPT_REASONS = frozenset({"ArtifactFailed", "AccessDenied", "InvalidCELEx
 # storage was emptied; kustomize-controller internal/controller/kustomization_controller.go,
 # requeued after --requeue-dependency, 30 s by default): waited on, like DependencyNotReady.
 RETRYING_ARTIFACT = re.compile(r"^Source (?:is not ready, )?artifact not found, retrying in ")
+# kustomize-controller's Reconciling message while it runs the health checks (spec.wait,
+# spec.healthChecks) of a revision it has applied (internal/controller/kustomization_controller.go,
+# checkHealth). lastAppliedRevision and lastHandledReconcileAt are written only when they end: for
+# a crash-looping Deployment at its progress deadline (600 s), or at spec.timeout.
+HEALTH_CHECKS = re.compile(r"^Running health checks for revision (\S+) with a timeout of ")
 REQUEST_BACKOFF = (0.25, 4.0)  # re-request of a source that fetched an older commit: first, cap
 # A reconcile request that met a concurrent write (409) is read and written again, for this long,
 # pausing a little between tries after the first few (Flux writes status often while it works).
@@ -213,6 +218,7 @@ class Expectation:
     source_token: str | None = None
     kustomization_token: str | None = None  # None until the source serves our commit
     accept: Callable[[str], bool] | None = None  # is this (other) commit one that contains ours?
+    rollout_follows: bool = False  # a rollout watch follows: applied, with health checks running, is enough
 
     def ours(self, revision: str | None) -> bool:
         sha = revision_sha(revision)
@@ -328,6 +334,8 @@ class Verdict:
     unmet: tuple[str, ...] = ()  # for a timeout: each condition not yet met, with what was seen
     source: ObjectStatus | None = None
     kustomizations: tuple[ObjectStatus, ...] = ()
+    revision: str | None = None  # done: the revision the Kustomizations applied (ours, or one containing it)
+    health_checks: tuple[str, ...] = ()  # done: Kustomizations whose health checks of it were still running
 
 
 def assess(snap: FluxSnapshot, exp: Expectation) -> Verdict:
@@ -426,12 +434,17 @@ def _kustomizations_verdict(exp: Expectation, v: _Verdicts) -> Verdict:
                        unmet=tuple(f"Kustomization {ns}/{k} has not been asked to reconcile yet" for k in exp.kustomizations))
     unmet: list[str] = []
     waiting_line = ""
+    checking: dict[str, str] = {}  # Kustomization -> the revision (ours) it applied and checks the health of
     for ks in kss:
         if not ks.found:
             return fail(ks, "NotFound", f"Kustomization {ns}/{ks.name} was deleted while Forge waited for it",
                         _missing_hint("Kustomization"))
         handled = handled_token(ks.last_handled, exp.kustomization_token)
         if handled and ks.observed and ks.ready == "True" and exp.ours(ks.revision):
+            continue
+        health = HEALTH_CHECKS.match(ks.reconciling or "")
+        if exp.rollout_follows and health is not None and exp.ours(health.group(1)):
+            checking[ks.name] = health.group(1)  # applied; the rollout watch judges what Flux still waits on
             continue
         if (handled and ks.observed and ks.ready == "False" and not _retried_by_flux(ks)
                 and (exp.ours(ks.attempted_revision) or (ks.reason or "") in PRE_ATTEMPT_REASONS)):
@@ -455,8 +468,12 @@ def _kustomizations_verdict(exp: Expectation, v: _Verdicts) -> Verdict:
     if unmet:
         return verdict("waiting", waiting_line, source_ours=True, unmet=tuple(unmet))
     names = ", ".join(k.name for k in kss)
-    return verdict("done", f"Kustomization{'s' if len(kss) > 1 else ''} {names} applied revision {kss[0].revision}",
-                   source_ours=True)
+    revision = next((k.revision for k in kss if k.name not in checking), None) or next(iter(checking.values()))
+    message = f"Kustomization{'s' if len(kss) > 1 else ''} {names} applied revision {revision}"
+    if checking:
+        message += (f"; Flux's health checks (spec.wait, spec.healthChecks) still run for {', '.join(checking)}: "
+                    "the rollout watch judges the workload")
+    return verdict("done", message, source_ours=True, revision=revision, health_checks=tuple(checking))
 
 
 def _pinned_elsewhere(ref: Mapping[str, Any], branch: str) -> str | None:
@@ -523,6 +540,7 @@ class ReconcileResult:
     commit: str
     branch: str
     revision: str | None = None  # the revision Flux applied (ours, or one that contains ours)
+    health_checks: tuple[str, ...] = ()  # Kustomizations still checking its health (spec.wait) when we moved on
     reason: str | None = None
     token: str | None = None  # the Kustomizations' request token (or the source's, before that)
     source: ObjectStatus | None = None
@@ -545,6 +563,7 @@ class ReconcileResult:
         return {
             "outcome": self.outcome, "reason": self.reason, "message": self.message,
             "commit": self.commit, "branch": self.branch, "revision": self.revision, "token": self.token,
+            "health_checks_running": list(self.health_checks),
             "source": self.source.to_json() if self.source else None,
             "kustomizations": [k.to_json() for k in self.kustomizations],
             "requests": [dict(q) for q in self.requests], "progress": list(self.progress),
@@ -569,7 +588,7 @@ def _not_found(kind: str, group: str, version: str, namespace: str, name: str, e
 
 def reconcile(api: Any, flux: FluxPlan, *, commit: str, branch: str, timeout: float | None = None,
               accept: Callable[[str], bool] | None = None, progress: Callable[[str], None] | None = None,
-              watch_seconds: int = 60) -> ReconcileResult:
+              watch_seconds: int = 60, rollout_follows: bool = False) -> ReconcileResult:
     """Ask Flux to apply ``commit`` (pushed to ``branch``) and wait until every Kustomization has.
 
     ``api`` is a :class:`forgegen.runtime.kubeapi.Client` (or a ``kubernetes`` ApiClient); ``flux``
@@ -579,6 +598,14 @@ def reconcile(api: Any, flux: FluxPlan, *, commit: str, branch: str, timeout: fl
     ``progress`` gets each new status line. Returns a :class:`ReconcileResult` on success; raises
     :class:`ReconcileError` (with ``.result``) when Flux fails, an object is missing, or the
     deadline passes.
+
+    ``rollout_follows``: the caller watches the rollout next (deploy, rollback, release). A
+    Kustomization with health checks (spec.wait, spec.healthChecks) has applied our commit when
+    its health checks of it begin, but is Ready only when they end: a crash-looping Deployment
+    keeps it waiting up to its progress deadline (600 s) or spec.timeout, which would hide the
+    rollout's reason behind a reconcile timeout. With ``rollout_follows``, applied with health
+    checks running is enough (the result's ``health_checks`` names those Kustomizations) and the
+    rollout watch judges the workload, fast and with its reason.
     """
     from forgegen.runtime import kubeapi
 
@@ -586,6 +613,7 @@ def reconcile(api: Any, flux: FluxPlan, *, commit: str, branch: str, timeout: fl
     run = _Reconcile(kubeapi.CustomObjectsApi(api), flux, commit=commit, branch=branch, accept=accept,
                      progress=progress, seconds=flux.timeout if timeout is None else timeout,
                      watch_seconds=watch_seconds)
+    run.exp = replace(run.exp, rollout_follows=rollout_follows)
     run.check_kustomizations()  # every Kustomization must exist before we wait (fail fast on a typo)
     run.say(f"annotating {flux.source_kind} {flux.source_name} in {flux.namespace} namespace")
     try:
@@ -780,7 +808,7 @@ class _Reconcile:
                 result.source_after = now - self.t0
             if verdict.state == "done":
                 result.outcome, result.message = "success", verdict.message
-                result.revision = verdict.kustomizations[0].revision if verdict.kustomizations else None
+                result.revision, result.health_checks = verdict.revision, verdict.health_checks
                 result.applied_after = result.elapsed = time.monotonic() - self.t0
                 return result
             if verdict.state == "failed":

@@ -477,11 +477,25 @@ class FluxSim(Controller):
             def succeeded(st: dict) -> None:
                 st["inventory"] = inventory
                 st["lastAppliedRevision"] = revision
+                if spec.get("wait"):
+                    _set_cond(st, "Healthy", "True", "Succeeded", "Health check passed", generation)
                 final(st, "True", "ReconciliationSucceeded", f"Applied revision: {revision}")
-            self._write_status(KUSTOMIZATION, ns, name, succeeded)
-            self.applied.append(Applied(time.monotonic(), name, revision, True, "ReconciliationSucceeded", token,
-                                        [i for i, _ in applied]))
-            self._done(key, obj)
+
+            def end(ok: bool, reason: str = "ReconciliationSucceeded", message: str = "") -> None:
+                if ok:
+                    self._write_status(KUSTOMIZATION, ns, name, succeeded)
+                else:
+                    def unhealthy(st: dict) -> None:
+                        st["inventory"] = inventory
+                        _set_cond(st, "Healthy", "False", reason, message, generation)
+                        final(st, "False", reason, message)
+                    self._write_status(KUSTOMIZATION, ns, name, unhealthy)
+                self.applied.append(Applied(time.monotonic(), name, revision, ok, reason, token, [i for i, _ in applied]))
+                self._done(key, obj)
+            if spec.get("wait"):
+                self._check_health(ns, name, spec, revision, generation, out, end)
+            else:
+                end(True)
 
         def then(out: Any) -> None:
             if self.script.apply_delay > 0:
@@ -489,6 +503,44 @@ class FluxSim(Controller):
             else:
                 finish(out)
         self._in_worker(key, work, then)
+
+    def _check_health(self, ns: str, name: str, spec: dict, revision: str, generation: int, out: list[dict],
+                      end: Any) -> None:
+        """spec.wait, as kustomize-controller's checkHealth does it: the Reconciling and Healthy
+        conditions say "Running health checks for revision R with a timeout of T" (Ready stays
+        Unknown, lastAppliedRevision and lastHandledReconcileAt unwritten), then the applied
+        Deployments are polled until each is Current (kstatus), or spec.timeout (default: the
+        interval) passes: Ready=False HealthCheckFailed. Requests meanwhile wait (the key is busy:
+        the CancelHealthCheckOnNewRevision gate is off by default)."""
+        timeout_text = spec.get("timeout") or spec.get("interval") or "5m0s"
+        message = f"Running health checks for revision {revision} with a timeout of {timeout_text}"
+
+        def checking(st: dict) -> None:
+            _set_cond(st, "Reconciling", "True", "Progressing", message, generation)
+            _set_cond(st, "Healthy", "Unknown", "Progressing", message, generation)
+        self._write_status(KUSTOMIZATION, ns, name, checking)
+        targets = [((spec.get("targetNamespace") or (o.get("metadata") or {}).get("namespace") or "default"),
+                    (o.get("metadata") or {}).get("name", "")) for o in out if o.get("kind") == "Deployment"]
+        deadline = self.cluster.loop.time() + (parse_duration(timeout_text) or 300.0)
+
+        def current(d: dict | None) -> bool:
+            st, want = (d or {}).get("status") or {}, ((d or {}).get("spec") or {}).get("replicas", 1)
+            return d is not None and st.get("observedGeneration", 0) >= d["metadata"].get("generation", 1) and all(
+                st.get(k, 0) == want for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas"))
+
+        def poll() -> None:
+            if self.cluster.stopped:
+                return
+            pending = [f"Deployment/{dns}/{dname}" for dns, dname in targets
+                       if not current(self.cluster.store.find("deployments", dns, dname))]
+            if not pending:
+                end(True)
+            elif self.cluster.loop.time() >= deadline:
+                end(False, "HealthCheckFailed",
+                    "timeout waiting for: [" + ", ".join(f"{p} status: 'InProgress'" for p in pending) + "]")
+            else:
+                self.cluster.call_later(0.1, poll)
+        poll()
 
     def _apply(self, manifest: dict, ks_ns: str, ks_name: str, spec: dict) -> tuple[str, str]:
         """Create or update one object from the build (what server-side apply does, roughly)."""
