@@ -260,13 +260,16 @@ def test_assess_applied_with_health_checks_running_is_done_when_a_rollout_watch_
     assert "health checks" in v.message and "rollout watch" in v.message
     # without a rollout watch after it (`forge reconcile`), Ready is waited for, as before
     w = assess(snap(source(R_OURS), checking_health(R_OURS)), expect())
-    assert w.state == "waiting" and "has not handled our reconcile request" in w.unmet[0]
+    assert w.state == "waiting" and "applied it and runs its health checks" in w.unmet[0]
 
 
 def test_assess_health_checks_of_another_revision_are_waited_on() -> None:
     # the controller still checks the previous commit: ours is not applied yet
     v = assess(snap(source(R_OURS), checking_health(R_OLD)), replace(expect(), rollout_follows=True))
     assert v.state == "waiting" and v.health_checks == ()
+    # a timeout says why nothing happens, and what would change it
+    assert f"is still running the health checks of {R_OLD}" in v.unmet[0]
+    assert "CancelHealthCheckOnNewRevision" in v.unmet[0]
 
 
 def test_assess_done_names_the_applied_revision_when_some_still_check_health() -> None:

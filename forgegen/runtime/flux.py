@@ -452,7 +452,13 @@ def _kustomizations_verdict(exp: Expectation, v: _Verdicts) -> Verdict:
             return fail(ks, ks.reason or "NotReady",
                         f"Kustomization {ns}/{ks.name} failed to apply {rev}: {ks.reason or 'Ready=False'}: "
                         f"{ks.message or '(no message)'}", _failure_hint(ks))
-        if not handled:
+        if health is not None and exp.ours(health.group(1)):
+            why = f"applied it and runs its health checks ({ks.reconciling}): Ready comes when they pass"
+        elif health is not None:  # of another commit: nothing new is applied before they end
+            why = (f"is still running the health checks of {health.group(1)} ({ks.reconciling}); it applies "
+                   "nothing new until they pass or time out (kustomize-controller's feature gate "
+                   "CancelHealthCheckOnNewRevision cancels them when a new revision arrives)")
+        elif not handled:
             why = (f"has not handled our reconcile request {exp.kustomization_token} yet "
                    f"(last handled {ks.last_handled or 'none'}; {ks.describe()})")
         elif not ks.observed:
