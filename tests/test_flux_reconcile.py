@@ -229,9 +229,6 @@ def test_reconcile_missing_kustomization(kube: Kube, flux: Flux, flux_remote: Gi
     assert REQUESTED_AT not in (flux.get("GitRepository", "gitops")["metadata"].get("annotations") or {})
 
 
-# -- timeouts -----------------------------------------------------------------------------------
-
-
 def ask_source(flux: Flux) -> None:
     """A reconcile request on the GitRepository, as `flux reconcile source git` writes it."""
     flux.standin.mutate("gitrepositories", flux.namespace, "gitops",
@@ -259,6 +256,9 @@ def test_reconcile_waits_on_an_artifact_flux_says_it_retries(kube: Kube, flux: F
     result = fut.result(SAFETY + 5)
     assert result.outcome == "success" and result.revision == f"main@sha1:{ours}"
     assert image_of(kube) == "registry.test/shop/api:v2"
+
+
+# -- timeouts -----------------------------------------------------------------------------------
 
 
 def test_reconcile_timeout_when_the_source_never_fetches(kube: Kube, flux: Flux, flux_remote: GitRemote) -> None:

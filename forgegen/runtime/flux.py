@@ -618,8 +618,7 @@ def reconcile(api: Any, flux: FluxPlan, *, commit: str, branch: str, timeout: fl
     _check_source_kind(flux)
     run = _Reconcile(kubeapi.CustomObjectsApi(api), flux, commit=commit, branch=branch, accept=accept,
                      progress=progress, seconds=flux.timeout if timeout is None else timeout,
-                     watch_seconds=watch_seconds)
-    run.exp = replace(run.exp, rollout_follows=rollout_follows)
+                     watch_seconds=watch_seconds, rollout_follows=rollout_follows)
     run.check_kustomizations()  # every Kustomization must exist before we wait (fail fast on a typo)
     run.say(f"annotating {flux.source_kind} {flux.source_name} in {flux.namespace} namespace")
     try:
@@ -742,12 +741,13 @@ class _Reconcile:
     Kustomizations), the expectation, the last verdict, the result and the clocks."""
 
     def __init__(self, co: Any, flux: FluxPlan, *, commit: str, branch: str, accept: Callable[[str], bool] | None,
-                 progress: Callable[[str], None] | None, seconds: float, watch_seconds: int) -> None:
+                 progress: Callable[[str], None] | None, seconds: float, watch_seconds: int,
+                 rollout_follows: bool = False) -> None:
         self.co, self.flux, self.progress, self.seconds = co, flux, progress, seconds
         self.t0, wall0 = time.monotonic(), time.time()
         self.end = self.t0 + seconds
         self.exp = Expectation(flux.namespace, flux.source_kind, flux.source_name, tuple(flux.kustomizations),
-                               branch, commit.lower(), accept=accept)
+                               branch, commit.lower(), accept=accept, rollout_follows=rollout_follows)
         self.result = ReconcileResult("timeout", "", commit, branch, started_at=iso(wall0))
         self.requests = _Requester(co, flux, self.result, self.t0, self.say)
         self.snap = FluxSnapshot()
